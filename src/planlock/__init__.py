@@ -1,0 +1,102 @@
+"""planlock: plan-then-execute for LLM agents.
+
+A planner sees only trusted input and writes a complete plan; the plan is validated against the
+tool registry, approved by a person or a policy, and executed by deterministic code that never
+asks an LLM what to do next. Every step is recorded in a hash-chained journal.
+"""
+
+from planlock._approval import (
+    ApprovalRequest,
+    Approved,
+    Approver,
+    Decision,
+    Denied,
+    StepRisk,
+    approve_all,
+    auto_approve,
+)
+from planlock._errors import (
+    ApprovalDenied,
+    ApprovalMismatch,
+    ApprovalRequired,
+    JournalCorrupt,
+    LLMError,
+    PlanInvalid,
+    PlanlockError,
+    RunError,
+    StepFailed,
+    ToolsNotFound,
+    UsageError,
+)
+from planlock._execute import InProcessEngine, RunResult, StepCall, StepOutcome, walk
+from planlock._journal import (
+    EVENT_KINDS,
+    Event,
+    Journal,
+    JournalStore,
+    MemoryStore,
+    SQLiteStore,
+    VerifyReport,
+    verify_events,
+)
+from planlock._llm import LLM, LLMReply, LLMRequest, Message
+from planlock._plan import Plan, Ref, Step, canonical_json
+from planlock._run import assess, run, run_sync
+from planlock._tools import EFFECTS, StepContext, Tool, ToolRegistry
+from planlock._validate import Issue, ValidationReport, validate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EFFECTS",
+    "EVENT_KINDS",
+    "LLM",
+    "ApprovalDenied",
+    "ApprovalMismatch",
+    "ApprovalRequest",
+    "ApprovalRequired",
+    "Approved",
+    "Approver",
+    "Decision",
+    "Denied",
+    "Event",
+    "InProcessEngine",
+    "Issue",
+    "Journal",
+    "JournalCorrupt",
+    "JournalStore",
+    "LLMError",
+    "LLMReply",
+    "LLMRequest",
+    "MemoryStore",
+    "Message",
+    "Plan",
+    "PlanInvalid",
+    "PlanlockError",
+    "Ref",
+    "RunError",
+    "RunResult",
+    "SQLiteStore",
+    "Step",
+    "StepCall",
+    "StepContext",
+    "StepFailed",
+    "StepOutcome",
+    "StepRisk",
+    "Tool",
+    "ToolRegistry",
+    "ToolsNotFound",
+    "UsageError",
+    "ValidationReport",
+    "VerifyReport",
+    "__version__",
+    "approve_all",
+    "assess",
+    "auto_approve",
+    "canonical_json",
+    "run",
+    "run_sync",
+    "validate",
+    "verify_events",
+    "walk",
+]

@@ -1,0 +1,303 @@
+"""The ``planlock`` command: a thin Typer + Rich layer over the library.
+
+Exit codes: 0 ok, 1 invalid plan, 2 usage error, 3 approval required or denied, 4 a step failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from planlock import _render
+from planlock._approval import ApprovalRequest, Decision, approve_all, auto_approve
+from planlock._errors import (
+    ApprovalDenied,
+    ApprovalMismatch,
+    ApprovalRequired,
+    PlanInvalid,
+    PlanlockError,
+    ToolsNotFound,
+    UsageError,
+)
+from planlock._journal import Event, Journal
+from planlock._loader import load_tools
+from planlock._plan import Plan
+from planlock._run import run_sync
+from planlock._tools import ToolRegistry
+from planlock._validate import validate
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_APPROVAL, EXIT_STEP = 0, 1, 2, 3, 4
+
+app = typer.Typer(
+    name="planlock",
+    help="Plan-then-execute for LLM agents: validate, approve and run plans; audit the journal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+journal_app = typer.Typer(help="Read and verify the journal.", no_args_is_help=True)
+app.add_typer(journal_app, name="journal")
+
+out = Console()
+err = Console(stderr=True)
+
+ToolsOpt = Annotated[
+    str, typer.Option("--tools", help="The tool registry: module.path:attr or path/to/file.py:attr.")
+]
+InputOpt = Annotated[
+    list[str] | None,
+    typer.Option("--input", "-i", help="A trusted input as NAME=JSON (repeatable)."),
+]
+JournalOpt = Annotated[
+    Path | None,
+    typer.Option("--journal", help="Journal database [default: $PLANLOCK_JOURNAL or ./planlock.db]."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _journal_path(path: Path | None) -> Path:
+    return path or Path(os.environ.get("PLANLOCK_JOURNAL", "planlock.db"))
+
+
+def _open_journal(path: Path | None) -> Journal:
+    try:
+        return Journal.open(_journal_path(path))
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+
+
+def _registry(spec: str) -> ToolRegistry:
+    try:
+        return load_tools(spec)
+    except (ToolsNotFound, UsageError) as exc:
+        _fail(EXIT_USAGE, str(exc))
+
+
+def _inputs(pairs: list[str] | None) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.isidentifier():
+            _fail(EXIT_USAGE, f"--input takes NAME=JSON, got {pair!r}")
+        try:
+            inputs[name] = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            _fail(EXIT_USAGE, f"--input {name}: not JSON ({exc})")
+    return inputs
+
+
+def _load_plan(path: str, as_json: bool) -> Plan:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(EXIT_USAGE, f"cannot read plan {path}: {exc.strerror}")
+    except UnicodeDecodeError:
+        _invalid(PlanInvalid([_issue("not_json", "$", "plan file is not UTF-8 text")]), as_json)
+    try:
+        return Plan.parse(text)
+    except PlanInvalid as exc:
+        _invalid(exc, as_json)
+
+
+def _issue(code: str, path: str, message: str) -> Any:
+    from planlock._validate import Issue  # noqa: PLC0415
+
+    return Issue(code, path, message)
+
+
+def _invalid(exc: PlanInvalid, as_json: bool) -> NoReturn:
+    if as_json:
+        print(json.dumps({"valid": False, "issues": [i.to_json() for i in exc.issues]}, indent=2))
+    else:
+        err.print(_render.issues_table(exc.issues))
+        err.print(f"[bold red]plan is invalid:[/] {len(exc.issues)} issue(s); nothing was run.")
+    raise typer.Exit(EXIT_INVALID)
+
+
+@app.command("validate")
+def validate_cmd(
+    plan: Annotated[str, typer.Argument(help="Plan file (JSON), or - for standard input.")],
+    tools: ToolsOpt,
+    input_: InputOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a plan against the tools; list every issue (exit 1) or say it is valid (exit 0)."""
+    registry = _registry(tools)
+    parsed = _load_plan(plan, as_json)
+    report = validate(parsed, registry, inputs=_inputs(input_) if input_ else None)
+    if not report.ok:
+        _invalid(PlanInvalid(report.issues), as_json)
+    if as_json:
+        print(json.dumps({"valid": True, "plan_hash": report.plan_hash}, indent=2))
+    else:
+        out.print(f"[green]plan is valid[/]: {len(parsed.steps)} step(s), hash {report.plan_hash[:16]}")
+
+
+@app.command("tools")
+def tools_cmd(tools: ToolsOpt, as_json: JsonOpt = False) -> None:
+    """List the tools in a registry with their effects and parameters."""
+    registry = _registry(tools)
+    if as_json:
+        print(json.dumps(registry.catalogue(), indent=2))
+    else:
+        out.print(_render.tools_table(registry))
+
+
+class TerminalApprover:
+    """Asks on the terminal, showing the plan, its effects and the exact arguments."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __call__(self, request: ApprovalRequest) -> Decision:
+        self.console.print(_render.approval_panel(request))
+        who = os.environ.get("USER") or "terminal-user"
+        try:
+            answer = typer.confirm("Approve and run this plan?", default=False)
+        except (typer.Abort, EOFError):
+            answer = False
+        if answer:
+            return request.approve(who, "terminal")
+        return request.deny(who, "terminal", "declined at the terminal prompt")
+
+
+def _approver(mode: str | None) -> Any:
+    mode = mode or ("prompt" if sys.stdin.isatty() else "auto")
+    if mode == "auto":
+        return auto_approve
+    if mode == "all":
+        return approve_all(os.environ.get("USER") or "operator")
+    if mode == "prompt":
+        return TerminalApprover(err)
+    _fail(EXIT_USAGE, f"--approve must be auto, prompt or all, not {mode!r}")
+
+
+def _progress(as_json: bool) -> Any:
+    def show(event: Event) -> None:
+        if not as_json:
+            line = _render.progress_line(event)
+            if line:
+                err.print(line, highlight=False)
+
+    return show
+
+
+@app.command("run")
+def run_cmd(
+    plan: Annotated[str, typer.Argument(help="Plan file (JSON), or - for standard input.")],
+    tools: ToolsOpt,
+    input_: InputOpt = None,
+    journal: JournalOpt = None,
+    approve: Annotated[
+        str | None,
+        typer.Option(
+            "--approve",
+            help="auto: only read-only plans run; prompt: ask; all: approve. "
+            "[default: prompt on a terminal, auto otherwise]",
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Steps run at once, at most.", min=1)] = 16,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate, show, approve and execute a plan."""
+    registry = _registry(tools)
+    parsed = _load_plan(plan, as_json)
+    inputs = _inputs(input_)
+    approver = _approver(approve)
+    j = _open_journal(journal)
+    j.listeners.append(_progress(as_json))
+    if not as_json:
+        err.print(_render.plan_table(parsed, registry))
+    try:
+        result = run_sync(
+            parsed, registry, inputs=inputs, journal=j, approver=approver, concurrency=concurrency
+        )
+    except PlanInvalid as exc:
+        _invalid(exc, as_json)
+    except (ApprovalRequired, ApprovalDenied, ApprovalMismatch) as exc:
+        if as_json:
+            print(json.dumps({"status": "not_approved", "reason": str(exc)}, indent=2))
+        _fail(EXIT_APPROVAL, f"{exc} (nothing was run)")
+    payload = {
+        "run_id": result.run_id,
+        "status": result.status,
+        "plan_hash": result.plan_hash,
+        "steps": result.statuses,
+        "outputs": result.outputs,
+        "failed_step": result.failed_step,
+        "error_kind": result.error_kind,
+        "error": result.error,
+    }
+    if as_json:
+        print(json.dumps(payload, indent=2))
+    else:
+        out.print(_render.result_panel(result))
+    if not result.ok:
+        raise typer.Exit(EXIT_STEP)
+
+
+@journal_app.command("show")
+def journal_show(
+    journal: JournalOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="Only this run's events.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the journal's events (all runs, or one)."""
+    path = _journal_path(journal)
+    if not path.exists():
+        _fail(EXIT_USAGE, f"no journal at {path}")
+    events = _open_journal(path).events(run_id=run)
+    if run and not events:
+        _fail(EXIT_USAGE, f"no run {run} in {path}")
+    if as_json:
+        print(json.dumps([e.model_dump() for e in events], indent=2))
+    else:
+        out.print(_render.events_table(events))
+
+
+@journal_app.command("verify")
+def journal_verify(journal: JournalOpt = None, as_json: JsonOpt = False) -> None:
+    """Recompute the hash chain: exit 0 if intact, 1 if any event was altered."""
+    path = _journal_path(journal)
+    if not path.exists():
+        _fail(EXIT_USAGE, f"no journal at {path}")
+    report = _open_journal(path).verify()
+    if as_json:
+        print(json.dumps({"ok": report.ok, "events": report.count, "first_bad": report.first_bad, "reason": report.reason}))
+    elif report.ok:
+        out.print(f"[green]journal intact[/]: {report.count} event(s) verified in {path}")
+    else:
+        err.print(f"[bold red]journal tampered[/]: event {report.first_bad}: {report.reason}")
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_INVALID)
+
+
+@app.command("demo")
+def demo_cmd(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve the plan without asking.")] = False,
+    journal: JournalOpt = None,
+) -> None:
+    """Run the seed's customer-support scenario end to end, offline."""
+    from planlock._demo_run import run_demo  # noqa: PLC0415
+
+    code = run_demo(out, err, yes=yes, journal_path=_journal_path(journal) if journal else None)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point: map library errors that escape to clear messages and exit codes."""
+    try:
+        app()
+    except PlanlockError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(EXIT_USAGE)

@@ -1,0 +1,334 @@
+"""The deterministic executor (R3): a DAG walk that never asks an LLM what to do next.
+
+``walk`` is engine-agnostic: it takes three functions, *run a step*, *wait for an approval* and
+*record an event*, so the same walk runs in process (``InProcessEngine``) or on a durable engine.
+Placeholders are resolved just before a step runs, keeping types and provenance (R5).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
+
+from planlock._approval import ApprovalRequest, Decision
+from planlock._errors import LLMError
+from planlock._llm import LLM
+from planlock._llmstep import quarantined_call
+from planlock._plan import Ref, canonical_json, sha256_hex
+from planlock._template import PLAN_SOURCE, Sources, Unresolvable, resolve, walk_path
+from planlock._tools import LLM_TOOL, StepContext, Tool
+from planlock._validate import Analysis, CompiledStep
+
+__all__ = ["InProcessEngine", "RunResult", "StepCall", "StepOutcome", "walk"]
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """A step with its arguments resolved, about to run."""
+
+    run_id: str
+    step: CompiledStep
+    args: dict[str, Any]
+    """Resolved arguments (JSON values)."""
+    provenance: dict[str, list[str]]
+    """For each argument, the sorted sources it came from."""
+
+    @property
+    def args_hash(self) -> str:
+        return sha256_hex(canonical_json(self.args))
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What running a step produced."""
+
+    ok: bool
+    output: Any = None
+    error_kind: str | None = None
+    """Stable class of failure: timeout, tool_error, invalid_arguments, invalid_output, ..."""
+    error_type: str | None = None
+    """The exception's class name, when there was one."""
+    error: str | None = None
+    """The detail (journaled only; never given to a planner prompt, R9)."""
+    attempts: int = 1
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run."""
+
+    run_id: str
+    status: Literal["succeeded", "failed"]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """Output of every step that finished."""
+    statuses: dict[str, str] = field(default_factory=dict)
+    """``finished``, ``failed`` or ``skipped`` for every step."""
+    failed_step: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    plan_hash: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def raise_for_status(self) -> RunResult:
+        """Raise StepFailed if the run failed; return self otherwise."""
+        from planlock._errors import StepFailed  # noqa: PLC0415
+
+        if not self.ok:
+            raise StepFailed(self.failed_step or "?", self.error_kind or "?", self.error or "")
+        return self
+
+
+RunStep = Callable[[StepCall], Awaitable[StepOutcome]]
+WaitForApproval = Callable[[ApprovalRequest], Awaitable[Decision]]
+Record = Callable[[str, dict[str, Any]], Awaitable[None]]
+CheckCall = Callable[[StepCall], ApprovalRequest | None]
+
+
+async def walk(
+    analysis: Analysis,
+    inputs: Mapping[str, Any],
+    *,
+    run_id: str,
+    run_step: RunStep,
+    wait_for_approval: WaitForApproval,
+    record: Record,
+    check_call: CheckCall | None = None,
+    concurrency: int = 16,
+    trusted_steps: frozenset[str] = frozenset(),
+) -> RunResult:
+    """Run a validated plan's DAG: independent steps in parallel, dependents after their inputs.
+
+    A failed step skips its dependents (transitively); independent branches finish. Nothing here
+    chooses a tool: every call is the one the plan names (R3).
+    """
+    steps = analysis.steps
+    outputs: dict[str, tuple[Any, Sources]] = {}
+    status: dict[str, str] = {}
+    pending = {sid: len(s.deps) for sid, s in steps.items()}
+    limiter = anyio.CapacityLimiter(max(1, concurrency))
+    first_failure: list[tuple[str, StepOutcome]] = []
+
+    def lookup(ref: Ref) -> tuple[Any, Sources]:
+        if ref.source == "step":
+            value, sources = outputs[ref.name]
+            return walk_path(value, ref.path, f"steps.{ref.name}.output"), sources
+        if ref.name not in inputs:
+            raise Unresolvable(f"no trusted input named '{ref.name}'")
+        return walk_path(inputs[ref.name], ref.path, ref.name), frozenset((f"input:{ref.name}",))
+
+    async def skip_dependents(sid: str) -> None:
+        stack = list(analysis.dependents.get(sid, ()))
+        while stack:
+            nxt = stack.pop()
+            if nxt in status:
+                continue
+            status[nxt] = "skipped"
+            await record("step_skipped", {"step": nxt, "because": sid})
+            stack.extend(analysis.dependents.get(nxt, ()))
+
+    async def fail(sid: str, outcome: StepOutcome) -> None:
+        status[sid] = "failed"
+        first_failure.append((sid, outcome))
+        await record(
+            "step_failed",
+            {
+                "step": sid,
+                "error_kind": outcome.error_kind,
+                "error_type": outcome.error_type,
+                "error": outcome.error,
+                "attempts": outcome.attempts,
+            },
+        )
+        await skip_dependents(sid)
+
+    async def run_one(sid: str, tg: anyio.abc.TaskGroup) -> None:
+        step = steps[sid]
+        async with limiter:
+            try:
+                resolved = {k: resolve(t, lookup) for k, t in step.args.items()}
+            except Unresolvable as exc:
+                await fail(sid, StepOutcome(False, error_kind="unresolved_reference", error=str(exc)))
+                return
+            args = {k: v for k, (v, _) in resolved.items()}
+            prov = {k: sorted(s) for k, (_, s) in resolved.items()}
+            call = StepCall(run_id, step, args, prov)
+            request = check_call(call) if check_call else None
+            if request is not None:
+                decision = await wait_for_approval(request)
+                ok = decision.approved and decision.args_hash == call.args_hash
+                if not ok:
+                    why = decision.reason if not decision.approved else "grant for other arguments"
+                    await fail(sid, StepOutcome(False, error_kind="denied", error=why))
+                    return
+            await record(
+                "step_started",
+                {"step": sid, "tool": step.tool.name, "args": args, "provenance": prov},
+            )
+            started = time.perf_counter()
+            outcome = await run_step(call)
+            if not outcome.ok:
+                await fail(sid, outcome)
+                return
+            if step.tool.name == LLM_TOOL:
+                sources = frozenset({f"step:{sid}"}).union(*(s for _, s in resolved.values()))
+                sources = sources - {PLAN_SOURCE}
+            else:
+                sources = frozenset((f"step:{sid}",))
+            outputs[sid] = (outcome.output, sources)
+            status[sid] = "finished"
+            await record(
+                "step_finished",
+                {
+                    "step": sid,
+                    "output": outcome.output,
+                    "provenance": sorted(sources),
+                    "trusted": sid in trusted_steps,
+                    "attempts": outcome.attempts,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+        for nxt in analysis.dependents.get(sid, ()):
+            pending[nxt] -= 1
+            if pending[nxt] == 0 and nxt not in status:
+                tg.start_soon(run_one, nxt, tg)
+
+    async with anyio.create_task_group() as tg:
+        for sid in analysis.order:
+            if pending[sid] == 0:
+                tg.start_soon(run_one, sid, tg)
+
+    result = RunResult(
+        run_id=run_id,
+        status="failed" if first_failure else "succeeded",
+        outputs={sid: v for sid, (v, _) in outputs.items()},
+        statuses={sid: status.get(sid, "skipped") for sid in analysis.order},
+        plan_hash=analysis.plan.hash,
+    )
+    if first_failure:
+        sid, outcome = min(first_failure, key=lambda f: steps[f[0]].index)
+        result.failed_step, result.error_kind, result.error = sid, outcome.error_kind, outcome.error
+    return result
+
+
+@dataclass
+class InProcessEngine:
+    """Runs tools in this process: async tools on the event loop, sync tools in worker threads.
+
+    Timeouts per tool (or ``default_timeout``); retries with exponential backoff only for tools
+    declared idempotent, and only for timeouts and tool errors.
+    """
+
+    llm: LLM | None = None
+    retries: int = 2
+    backoff: float = 0.05
+    default_timeout: float | None = None
+    record: Record | None = None
+
+    async def run_step(self, call: StepCall) -> StepOutcome:
+        tool = call.step.tool
+        attempts = 1 + (self.retries if tool.idempotent else 0)
+        outcome = StepOutcome(False)
+        for attempt in range(1, attempts + 1):
+            outcome = await self._attempt(call, tool, attempt)
+            if outcome.ok or outcome.error_kind not in ("timeout", "tool_error"):
+                return outcome
+            if attempt < attempts:
+                if self.record:
+                    await self.record(
+                        "step_retrying",
+                        {"step": call.step.id, "attempt": attempt, "error_kind": outcome.error_kind},
+                    )
+                await anyio.sleep(self.backoff * 2 ** (attempt - 1))
+        return outcome
+
+    async def _attempt(self, call: StepCall, tool: Tool, attempt: int) -> StepOutcome:
+        timeout = tool.timeout or self.default_timeout
+        try:
+            with anyio.fail_after(timeout if timeout else math.inf):
+                if tool.name == LLM_TOOL:
+                    output = await self._llm_step(call)
+                else:
+                    output = await self._call(call, tool, attempt)
+        except TimeoutError:
+            return StepOutcome(False, error_kind="timeout", error=f"no result within {timeout} s", attempts=attempt)
+        except _ArgsInvalid as exc:
+            return StepOutcome(False, error_kind="invalid_arguments", error=str(exc), attempts=attempt)
+        except _OutputInvalid as exc:
+            return StepOutcome(False, error_kind="invalid_output", error=str(exc), attempts=attempt)
+        except LLMError as exc:
+            return StepOutcome(False, error_kind="llm_error", error_type="LLMError", error=str(exc), attempts=attempt)
+        except Exception as exc:
+            return StepOutcome(
+                False, error_kind="tool_error", error_type=type(exc).__name__, error=str(exc), attempts=attempt
+            )
+        return StepOutcome(True, output=output, attempts=attempt)
+
+    async def _call(self, call: StepCall, tool: Tool, attempt: int) -> Any:
+        try:
+            validated = tool.args_model.model_validate_json(json.dumps(call.args), strict=True)
+        except ValidationError as exc:
+            raise _ArgsInvalid(_short(exc)) from None
+        kwargs = {name: getattr(validated, name) for name in tool.args_model.model_fields}
+        if tool.context_param:
+            kwargs[tool.context_param] = StepContext(call.run_id, call.step.id, attempt)
+        if tool.is_async:
+            result = await tool.fn(**kwargs)
+        else:
+            result = await anyio.to_thread.run_sync(lambda: tool.fn(**kwargs), abandon_on_cancel=True)
+        if tool.returns is None:
+            try:
+                return to_jsonable_python(result)
+            except Exception as exc:
+                raise _OutputInvalid(f"output is not JSON-serializable: {exc}") from None
+        try:
+            return tool.returns.dump_python(tool.returns.validate_python(result), mode="json")
+        except ValidationError as exc:
+            raise _OutputInvalid(f"output does not match the declared return type: {_short(exc)}") from None
+
+    async def _llm_step(self, call: StepCall) -> Any:
+        if self.llm is None:
+            raise LLMError("none", "this plan has an llm step but no LLM backend was given")
+        output, request, reply = await quarantined_call(self.llm, call.args)
+        if self.record:
+            await self.record("llm_called", _llm_event(self.llm.name, request, reply, call.step.id))
+        return output
+
+
+def _llm_event(backend: str, request: Any, reply: Any, step_id: str | None) -> dict[str, Any]:
+    return {
+        "purpose": request.purpose,
+        "backend": backend,
+        "step": step_id,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "json_schema": request.json_schema,
+        "reply": reply.text,
+        "model": reply.model,
+        "input_tokens": reply.input_tokens,
+        "output_tokens": reply.output_tokens,
+        "latency_s": round(reply.latency_s, 4),
+    }
+
+
+class _ArgsInvalid(Exception):
+    pass
+
+
+class _OutputInvalid(Exception):
+    pass
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors(include_url=False)
+    )

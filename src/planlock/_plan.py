@@ -1,0 +1,222 @@
+"""The plan: steps, placeholders, parsing of the seed and canonical forms, canonical JSON, hash.
+
+A plan is data. Parsing checks its *structure* (and reports every structural problem with its
+JSON path); checking it against a tool registry is the validator's job (``_validate``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from planlock._errors import PlanInvalid
+
+__all__ = ["Plan", "Ref", "Step", "canonical_json", "sha256_hex"]
+
+STEP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_SEGMENT = r"[A-Za-z0-9_-]+"
+_PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+_REF_BODY = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*$")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no insignificant whitespace: the form that is hashed."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A parsed placeholder: a trusted input (``{{user.email}}``, ``{{input.user.email}}``)
+    or a step's output (``{{steps.2.output.items.0.id}}``)."""
+
+    source: Literal["step", "input"]
+    """Where the value comes from."""
+    name: str
+    """The step id, or the input's name."""
+    path: tuple[str, ...]
+    """Keys (or list indexes, written as digits) into the value."""
+    text: str
+    """The placeholder as written, without braces."""
+
+    @property
+    def label(self) -> str:
+        """A provenance label: ``input:user`` or ``step:2``."""
+        return f"{self.source}:{self.name}"
+
+
+def parse_ref(body: str) -> Ref | str:
+    """Parse a placeholder body; return the Ref, or a message saying why it is malformed."""
+    if not _REF_BODY.match(body):
+        return f"malformed placeholder '{{{{{body}}}}}': segments are letters, digits, '_' or '-'"
+    parts = body.split(".")
+    if parts[0] == "steps":
+        if len(parts) < 3 or parts[2] != "output":  # noqa: PLR2004
+            return f"malformed placeholder '{{{{{body}}}}}': expected steps.<id>.output[.<path>]"
+        return Ref("step", parts[1], tuple(parts[3:]), body)
+    if parts[0] == "input":
+        if len(parts) < 2:  # noqa: PLR2004
+            return f"malformed placeholder '{{{{{body}}}}}': expected input.<name>[.<path>]"
+        return Ref("input", parts[1], tuple(parts[2:]), body)
+    return Ref("input", parts[0], tuple(parts[1:]), body)
+
+
+def find_placeholders(text: str) -> list[Ref | str]:
+    """Every placeholder in ``text`` (Refs, or messages for malformed ones)."""
+    found: list[Ref | str] = [parse_ref(m.group(1)) for m in _PLACEHOLDER.finditer(text)]
+    rest = _PLACEHOLDER.sub("", text)
+    if "{{" in rest or "}}" in rest:
+        found.append("unbalanced '{{' or '}}' in a string argument")
+    return found
+
+
+def whole_placeholder(text: str) -> str | None:
+    """The body if ``text`` is exactly one placeholder (so the value keeps its type)."""
+    m = _PLACEHOLDER.fullmatch(text)
+    return m.group(1) if m else None
+
+
+def split_interpolation(text: str) -> list[str | Ref]:
+    """Split a string into literal parts and Refs. Assumes placeholders were validated."""
+    parts: list[str | Ref] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(text):
+        if m.start() > pos:
+            parts.append(text[pos : m.start()])
+        ref = parse_ref(m.group(1))
+        parts.append(ref if isinstance(ref, Ref) else m.group(0))
+        pos = m.end()
+    if pos < len(text):
+        parts.append(text[pos:])
+    return parts
+
+
+StepId = Annotated[str, Field(pattern=STEP_ID_PATTERN)]
+
+
+class Step(BaseModel):
+    """One tool call in a plan."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    id: StepId = Field(alias="step")
+    """Unique id of the step; the seed's integers are accepted and kept as strings."""
+    tool: str = Field(min_length=1)
+    """Name of the tool to call, from the registry (or the built-in ``llm``)."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Arguments; any string may hold ``{{...}}`` placeholders."""
+    checkpoint: bool = False
+    """After this step, the remaining plan is reviewed (adaptive replanning)."""
+    after: tuple[StepId, ...] = ()
+    """Explicit dependencies, in addition to those derived from placeholders."""
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _int_ids(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        return v
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _int_afters(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        return v
+
+
+class Plan(BaseModel):
+    """A complete plan: the canonical object form.
+
+    The seed's form, a bare JSON array of ``{"step", "tool", "args"}``, parses to the same model.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    """Format version."""
+    goal: str | None = None
+    """The goal the plan serves (trusted: it comes from the user)."""
+    steps: tuple[Step, ...]
+    """The steps. Order is for display; execution order comes from dependencies."""
+
+    @classmethod
+    def parse(cls, data: str | bytes | list[Any] | dict[str, Any]) -> Plan:
+        """Parse JSON text or decoded JSON in either form. Raises PlanInvalid with every issue."""
+        from planlock._validate import Issue  # noqa: PLC0415  (validate imports this module)
+
+        if isinstance(data, str | bytes):
+            try:
+                data = json.loads(data)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise PlanInvalid([Issue("not_json", "$", f"plan is not valid JSON: {exc}")]) from None
+        prefix = "$"
+        if isinstance(data, list):
+            data = {"steps": data}
+            prefix = "$seed"
+        if not isinstance(data, dict):
+            msg = f"a plan is a JSON array of steps or an object, not {type(data).__name__}"
+            raise PlanInvalid([Issue("malformed", "$", msg)])
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            issues = [
+                Issue("malformed", _error_path(prefix, tuple(e["loc"])), _error_message(e))
+                for e in exc.errors(include_url=False)
+            ]
+            raise PlanInvalid(issues) from None
+
+    def canonical(self) -> dict[str, Any]:
+        """The canonical object form as plain JSON data."""
+        return {
+            "version": self.version,
+            "goal": self.goal,
+            "steps": [
+                {
+                    "id": s.id,
+                    "tool": s.tool,
+                    "args": s.args,
+                    "checkpoint": s.checkpoint,
+                    "after": list(s.after),
+                }
+                for s in self.steps
+            ],
+        }
+
+    def canonical_json(self) -> str:
+        return canonical_json(self.canonical())
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the canonical JSON: what an approval binds to (R7)."""
+        return sha256_hex(self.canonical_json())
+
+
+def _error_path(prefix: str, loc: tuple[Any, ...]) -> str:
+    path = "$"
+    rest = loc
+    if prefix == "$seed" and loc[:1] == ("steps",):
+        rest = loc[1:]
+    elif loc:
+        path, rest = f"$.{loc[0]}", loc[1:]
+    for part in rest:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _error_message(err: Any) -> str:
+    if err["type"] == "missing":
+        return f"'{err['loc'][-1]}' is required"
+    if err["type"] == "extra_forbidden":
+        return f"unknown field '{err['loc'][-1]}'"
+    if err["type"] == "string_pattern_mismatch":
+        return "a step id is 1-64 letters, digits, '_' or '-'"
+    return str(err["msg"])

@@ -1,0 +1,130 @@
+"""Rich renderings of plans, issues, approvals, progress and journals (for the CLI)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from planlock._approval import ApprovalRequest
+from planlock._execute import RunResult
+from planlock._journal import Event
+from planlock._plan import Plan
+from planlock._tools import LLM_TOOL, ToolRegistry
+from planlock._validate import Issue
+
+_EFFECT_STYLE = {"read": "green", "write": "yellow", "delete": "red", "send": "magenta", "pay": "red"}
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def effect_text(effect: str) -> Text:
+    return Text(effect, style=_EFFECT_STYLE.get(effect, "bold red"))
+
+
+def issues_table(issues: Sequence[Issue]) -> Table:
+    table = Table(title="Validation issues", title_justify="left")
+    table.add_column("path", style="cyan", no_wrap=True)
+    table.add_column("code", style="yellow")
+    table.add_column("message")
+    for i in issues:
+        table.add_row(i.path, i.code, Text(i.message))
+    return table
+
+
+def plan_table(plan: Plan, registry: ToolRegistry) -> Table:
+    title = f"Plan {plan.hash[:12]}" + (f": {plan.goal}" if plan.goal else "")
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column("step", style="cyan")
+    table.add_column("tool", style="bold")
+    table.add_column("effect")
+    table.add_column("args")
+    for s in plan.steps:
+        tool = registry.get(s.tool)
+        effect = tool.effect if tool else ("read" if s.tool == LLM_TOOL else "?")
+        table.add_row(s.id, s.tool, effect_text(effect), Text(_short(s.args, 100)))
+    return table
+
+
+def approval_panel(request: ApprovalRequest) -> Panel:
+    rows = Table.grid(padding=(0, 1))
+    for r in request.risks:
+        rows.add_row("•", Text(r.reason))
+    args = Table(show_header=True, header_style="bold")
+    args.add_column("step")
+    args.add_column("tool")
+    args.add_column("exact arguments")
+    for s in request.plan.steps:
+        args.add_row(s.id, s.tool, Text(json.dumps(s.args, ensure_ascii=False)))
+    body = Group(
+        Text(f"plan hash {request.plan_hash}"),
+        Text("effects: " + ", ".join(request.effects)),
+        Text("needs approval because:", style="bold"),
+        rows,
+        args,
+    )
+    return Panel(body, title="Approval requested", border_style="yellow")
+
+
+def progress_line(event: Event) -> str | None:
+    d = event.data
+    if event.kind == "step_started":
+        return f"[cyan]▶[/] step {d['step']} {d['tool']}"
+    if event.kind == "step_finished":
+        return f"[green]✔[/] step {d['step']} finished ({d['duration_ms']:.1f} ms)"
+    if event.kind == "step_failed":
+        return f"[red]✘[/] step {d['step']} failed: {d['error_kind']}"
+    if event.kind == "step_skipped":
+        return f"[yellow]-[/] step {d['step']} skipped (depends on failed step {d['because']})"
+    if event.kind == "approval_granted":
+        return f"[green]approved[/] by {d['by']} via {d['via']}"
+    return None
+
+
+def result_panel(result: RunResult) -> Panel:
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("output")
+    for sid, status in result.statuses.items():
+        style = {"finished": "green", "failed": "red"}.get(status, "yellow")
+        out = _short(result.outputs[sid], 90) if sid in result.outputs else ""
+        table.add_row(sid, Text(status, style=style), Text(out))
+    title = f"Run {result.run_id}: {result.status}"
+    if not result.ok:
+        title += f" (step {result.failed_step}: {result.error_kind})"
+    return Panel(table, title=title, border_style="green" if result.ok else "red")
+
+
+def tools_table(registry: ToolRegistry) -> Table:
+    table = Table(title="Tools", title_justify="left")
+    table.add_column("tool", style="bold")
+    table.add_column("effect")
+    table.add_column("parameters")
+    table.add_column("sensitive")
+    table.add_column("output")
+    for t in sorted(registry, key=lambda t: t.name):
+        params = ", ".join(t.params_schema.get("properties", {}))
+        trust = "trusted" if t.trusted_output else "untrusted"
+        table.add_row(t.name, effect_text(t.effect), params, ", ".join(sorted(t.sensitive)), trust)
+    return table
+
+
+def events_table(events: Sequence[Event]) -> Table:
+    table = Table(title="Journal", title_justify="left")
+    table.add_column("seq", justify="right")
+    table.add_column("run", style="dim")
+    table.add_column("kind", style="bold")
+    table.add_column("at", style="dim")
+    table.add_column("data")
+    for e in events:
+        table.add_row(str(e.seq), e.run_id[-8:], e.kind, e.at[11:23], Text(_short(e.data, 110)))
+    return table

@@ -1,0 +1,390 @@
+"""Static validation of a plan against the registry it will run with (R2).
+
+Every issue is collected, each with a JSON path; nothing stops at the first problem. The work is
+linear in the size of the plan: one pass to index steps, one pass over arguments, and Kahn's
+algorithm for ordering and cycles.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+from pydantic import ValidationError
+
+from planlock._llmstep import LLM_STEP_TOOL, check_llm_step
+from planlock._plan import Plan, Ref
+from planlock._schema import accepts_types, at_path, types_of
+from planlock._template import Arr, Interp, Lit, Obj, Template, Unresolvable, Whole
+from planlock._template import compile_value, refs_of, walk_path
+from planlock._tools import LLM_TOOL, Tool, ToolRegistry
+
+__all__ = ["Issue", "ValidationReport", "validate"]
+
+_STEP_POS = re.compile(r"^\$\.steps\[(\d+)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem found in a plan."""
+
+    code: str
+    """Stable machine-readable kind, e.g. ``unknown_tool``, ``missing_param``, ``cycle``."""
+    path: str
+    """JSON path into the plan, e.g. ``$.steps[2].args.to``."""
+    message: str
+    """What is wrong, for a person."""
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "path": self.path, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """The result of validation: ``ok`` when there are no issues."""
+
+    plan_hash: str
+    issues: tuple[Issue, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    id: str
+    index: int
+    tool: Tool
+    args: dict[str, Template]
+    deps: frozenset[str]
+    returns_schema: dict[str, Any]
+    checkpoint: bool = False
+
+
+@dataclass
+class Analysis:
+    """What the executor needs: compiled steps in a topological order, or the issues."""
+
+    plan: Plan
+    issues: list[Issue] = field(default_factory=list)
+    steps: dict[str, CompiledStep] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    dependents: dict[str, list[str]] = field(default_factory=dict)
+
+
+def validate(
+    plan: Plan,
+    registry: ToolRegistry,
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    max_steps: int | None = None,
+    forbidden_tools: frozenset[str] | set[str] = frozenset(),
+) -> ValidationReport:
+    """Check a plan against a registry and return every issue.
+
+    ``inputs`` are the trusted input values the plan will run with; when given, references to
+    inputs are checked (names and paths). The executor always checks them before running.
+    """
+    a = analyse(plan, registry, inputs=inputs, max_steps=max_steps, forbidden_tools=forbidden_tools)
+    return ValidationReport(plan.hash, tuple(a.issues))
+
+
+def analyse(
+    plan: Plan,
+    registry: ToolRegistry,
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    max_steps: int | None = None,
+    forbidden_tools: frozenset[str] | set[str] = frozenset(),
+) -> Analysis:
+    a = Analysis(plan)
+    issues = a.issues
+    if not plan.steps:
+        issues.append(Issue("empty_plan", "$.steps", "the plan has no steps"))
+    if max_steps is not None and len(plan.steps) > max_steps:
+        msg = f"the plan has {len(plan.steps)} steps; the limit is {max_steps}"
+        issues.append(Issue("too_many_steps", "$.steps", msg))
+
+    index: dict[str, int] = {}
+    for i, s in enumerate(plan.steps):
+        if s.id in index:
+            msg = f"duplicate step id '{s.id}' (first used by $.steps[{index[s.id]}])"
+            issues.append(Issue("duplicate_step", f"$.steps[{i}].id", msg))
+        else:
+            index[s.id] = i
+
+    tools: dict[str, Tool | None] = {}
+    by_pos: list[Tool | None] = []
+    for i, s in enumerate(plan.steps):
+        base = f"$.steps[{i}]"
+        tool = registry.get(s.tool) or (LLM_STEP_TOOL if s.tool == LLM_TOOL else None)
+        if s.tool in forbidden_tools:
+            issues.append(Issue("forbidden_tool", f"{base}.tool", f"tool '{s.tool}' is forbidden"))
+        if tool is None:
+            known = ", ".join(sorted(t.name for t in registry)) or "none"
+            msg = f"unknown tool '{s.tool}' (registered: {known})"
+            issues.append(Issue("unknown_tool", f"{base}.tool", msg))
+        by_pos.append(tool)
+        if index.get(s.id) == i:
+            tools[s.id] = tool
+
+    returns: dict[str, dict[str, Any]] = {}
+    for sid, tool in tools.items():
+        if tool is None:
+            continue
+        if tool is LLM_STEP_TOOL:
+            schema = plan.steps[index[sid]].args.get("output_schema")
+            returns[sid] = schema if isinstance(schema, dict) else {}
+        else:
+            returns[sid] = tool.returns_schema
+
+    deps: dict[str, set[str]] = {}
+    for i, s in enumerate(plan.steps):
+        base = f"$.steps[{i}]"
+        tool = by_pos[i]
+        step_deps: set[str] = set()
+        compiled: dict[str, Template] = {}
+        problems: list[tuple[str, str]] = []
+        for pname, value in s.args.items():
+            compiled[pname] = compile_value(value, f"{base}.args.{pname}", problems)
+        issues.extend(Issue("malformed_placeholder", p, m) for p, m in problems)
+        for pname, t in compiled.items():
+            for ref in refs_of(t):
+                _check_ref(ref, f"{base}.args.{pname}", s.id, index, returns, inputs, issues)
+                if ref.source == "step":
+                    step_deps.add(ref.name)
+        for j, dep in enumerate(s.after):
+            if dep == s.id:
+                issues.append(Issue("self_reference", f"{base}.after[{j}]", "a step cannot come after itself"))
+            elif dep not in index:
+                msg = f"'after' names unknown step '{dep}'"
+                issues.append(Issue("unknown_step", f"{base}.after[{j}]", msg))
+            step_deps.add(dep)
+        if tool is not None:
+            _check_args(s.args, compiled, tool, base, returns, inputs, issues)
+            if tool is LLM_STEP_TOOL:
+                issues.extend(Issue(c, p, m) for c, p, m in check_llm_step(s.args, compiled, base))
+        if index.get(s.id) == i and tool is not None:
+            known_deps = frozenset(d for d in step_deps if d in index and d != s.id)
+            deps[s.id] = set(known_deps)
+            a.steps[s.id] = CompiledStep(
+                s.id, i, tool, compiled, known_deps, returns.get(s.id, {}), s.checkpoint
+            )
+
+    _order(a, index, deps)
+    a.issues.sort(key=_issue_key)
+    return a
+
+
+def _issue_key(issue: Issue) -> tuple[int, str]:
+    """Issues in plan order: by step position, then path."""
+    m = _STEP_POS.match(issue.path)
+    return (int(m.group(1)) if m else -1, issue.path)
+
+
+def _check_ref(
+    ref: Ref,
+    path: str,
+    step_id: str,
+    index: Mapping[str, int],
+    returns: Mapping[str, dict[str, Any]],
+    inputs: Mapping[str, Any] | None,
+    issues: list[Issue],
+) -> None:
+    if ref.source == "step":
+        if ref.name == step_id:
+            issues.append(Issue("self_reference", path, f"step '{step_id}' refers to its own output"))
+        elif ref.name not in index:
+            issues.append(Issue("unknown_step", path, f"'{{{{{ref.text}}}}}' refers to unknown step '{ref.name}'"))
+        elif ref.name in returns and at_path(returns[ref.name], ref.path) is None:
+            msg = f"'{{{{{ref.text}}}}}': no such path on the return type of step '{ref.name}'"
+            issues.append(Issue("bad_ref_path", path, msg))
+        return
+    if inputs is None:
+        return
+    if ref.name not in inputs:
+        known = ", ".join(sorted(inputs)) or "none"
+        msg = f"'{{{{{ref.text}}}}}' refers to unknown input '{ref.name}' (given: {known})"
+        issues.append(Issue("unknown_input", path, msg))
+        return
+    try:
+        walk_path(inputs[ref.name], ref.path, ref.name)
+    except Unresolvable as exc:
+        issues.append(Issue("bad_ref_path", path, f"'{{{{{ref.text}}}}}': {exc}"))
+
+
+def _check_args(
+    args: Mapping[str, Any],
+    compiled: Mapping[str, Template],
+    tool: Tool,
+    base: str,
+    returns: Mapping[str, dict[str, Any]],
+    inputs: Mapping[str, Any] | None,
+    issues: list[Issue],
+) -> None:
+    schema = tool.params_schema
+    props: dict[str, Any] = schema.get("properties", {})
+    for pname in args:
+        if pname not in props:
+            known = ", ".join(props) or "none"
+            msg = f"unknown parameter '{pname}' for tool '{tool.name}' (parameters: {known})"
+            issues.append(Issue("unknown_param", f"{base}.args.{pname}", msg))
+    for pname in schema.get("required", []):
+        if pname not in args:
+            msg = f"missing required parameter '{pname}' for tool '{tool.name}'"
+            issues.append(Issue("missing_param", f"{base}.args", msg))
+    for pname, t in compiled.items():
+        if pname not in props:
+            continue
+        _check_template(t, props[pname], schema, tool, pname, f"{base}.args.{pname}", returns, inputs, issues)
+
+
+def _check_template(
+    t: Template,
+    pschema: Any,
+    root: dict[str, Any],
+    tool: Tool,
+    pname: str,
+    path: str,
+    returns: Mapping[str, dict[str, Any]],
+    inputs: Mapping[str, Any] | None,
+    issues: list[Issue],
+) -> None:
+    if isinstance(t, Lit):
+        top = path.endswith(f".args.{pname}")
+        for loc, msg in _literal_errors(t.value, tool, pname, pschema, root, top):
+            issues.append(Issue("invalid_arg", path + loc, msg))
+    elif isinstance(t, Whole):
+        vtypes = _ref_types(t.ref, returns, inputs)
+        if not accepts_types(pschema, vtypes, root):
+            want = sorted(types_of(pschema, root) or [])
+            msg = f"'{{{{{t.ref.text}}}}}' has type {'/'.join(sorted(vtypes or []))}; expected {'/'.join(want)}"
+            issues.append(Issue("type_mismatch", path, msg))
+    elif isinstance(t, Interp):
+        if not accepts_types(pschema, {"string"}, root):
+            msg = "a string with placeholders renders to a string; this parameter does not take one"
+            issues.append(Issue("type_mismatch", path, msg))
+    elif isinstance(t, Obj):
+        if not accepts_types(pschema, {"object"}, root):
+            issues.append(Issue("invalid_arg", path, "an object is not valid here"))
+            return
+        for k, sub in t.items:
+            sub_schema = at_path(pschema, (k,), root)
+            if sub_schema is None:
+                issues.append(Issue("invalid_arg", f"{path}.{k}", f"unknown key '{k}'"))
+            else:
+                _check_template(sub, sub_schema, root, tool, pname, f"{path}.{k}", returns, inputs, issues)
+    else:
+        if not accepts_types(pschema, {"array"}, root):
+            issues.append(Issue("invalid_arg", path, "a list is not valid here"))
+            return
+        for j, sub in enumerate(t.items):
+            sub_schema = at_path(pschema, (str(j),), root)
+            if sub_schema is None:
+                issues.append(Issue("invalid_arg", f"{path}[{j}]", "no item is allowed at this index"))
+            else:
+                _check_template(sub, sub_schema, root, tool, pname, f"{path}[{j}]", returns, inputs, issues)
+
+
+def _literal_errors(
+    value: Any, tool: Tool, pname: str, pschema: Any, root: dict[str, Any], top: bool
+) -> list[tuple[str, str]]:
+    """Errors for a literal: Pydantic (strict JSON mode, as at call time) for a whole parameter,
+    JSON Schema for a piece of a parameter that also holds placeholders."""
+    if top and pname in tool.param_adapters:
+        try:
+            tool.param_adapters[pname].validate_json(json.dumps(value), strict=True)
+        except ValidationError as exc:
+            return [(_loc(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
+        return []
+    sub = {**pschema, "$defs": root.get("$defs", {})} if isinstance(pschema, dict) else {}
+    validator = jsonschema.Draft202012Validator(sub)
+    return [(_loc(tuple(e.absolute_path)), e.message) for e in validator.iter_errors(value)]
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
+def _ref_types(
+    ref: Ref, returns: Mapping[str, dict[str, Any]], inputs: Mapping[str, Any] | None
+) -> set[str] | None:
+    if ref.source == "step":
+        schema = returns.get(ref.name)
+        if schema is None:
+            return None
+        sub = at_path(schema, ref.path)
+        return None if sub is None else types_of(sub, schema)
+    if inputs is None or ref.name not in inputs:
+        return None
+    try:
+        v = walk_path(inputs[ref.name], ref.path, ref.name)
+    except Unresolvable:
+        return None
+    from planlock._schema import _json_type  # noqa: PLC0415
+
+    t = _json_type(v)
+    return {t, "number"} if t == "integer" else {t}
+
+
+def _order(a: Analysis, index: Mapping[str, int], deps: Mapping[str, set[str]]) -> None:
+    """Kahn's algorithm: a topological order, and every cycle reported once."""
+    indeg = {sid: len(d) for sid, d in deps.items()}
+    dependents: dict[str, list[str]] = {sid: [] for sid in deps}
+    for sid, d in deps.items():
+        for dep in d:
+            if dep in dependents:
+                dependents[dep].append(sid)
+            else:
+                indeg[sid] -= 1  # dependency on a step that did not compile: already reported
+    queue = deque(sorted((s for s, n in indeg.items() if n == 0), key=index.__getitem__))
+    order: list[str] = []
+    while queue:
+        sid = queue.popleft()
+        order.append(sid)
+        for nxt in dependents[sid]:
+            indeg[nxt] -= 1
+            if indeg[nxt] == 0:
+                queue.append(nxt)
+    a.order = order
+    a.dependents = dependents
+    if len(order) == len(deps):
+        return
+    remaining = {s for s, n in indeg.items() if n > 0}
+    visited: set[str] = set()
+    for start in sorted(remaining, key=index.__getitem__):
+        cycle = _find_cycle(start, deps, remaining, visited)
+        if cycle:
+            first = min(cycle, key=index.__getitem__)
+            k = cycle.index(first)
+            ring = cycle[k:] + cycle[:k]
+            text = " -> ".join([*ring, ring[0]])
+            msg = f"steps depend on each other in a cycle: {text} (each needs the next)"
+            a.issues.append(Issue("cycle", f"$.steps[{index[first]}]", msg))
+
+
+def _find_cycle(
+    start: str, deps: Mapping[str, set[str]], remaining: set[str], visited: set[str]
+) -> list[str]:
+    """Follow dependencies inside the unresolved set until a step repeats; each step is walked
+    at most once over all calls, so reporting every cycle stays linear."""
+    pos: dict[str, int] = {}
+    path: list[str] = []
+    cur = start
+    while cur not in pos:
+        if cur in visited:
+            return []
+        visited.add(cur)
+        pos[cur] = len(path)
+        path.append(cur)
+        nxt = sorted(d for d in deps.get(cur, ()) if d in remaining)
+        if not nxt:
+            return []
+        cur = nxt[0]
+    return path[pos[cur] :]
