@@ -17,8 +17,8 @@ from planlock._errors import ApprovalRequired
 from planlock._plan import Plan
 
 __all__ = [
-    "Approved",
     "ApprovalRequest",
+    "Approved",
     "Approver",
     "Decision",
     "Denied",
@@ -43,7 +43,12 @@ class StepRisk:
     reason: str
 
     def to_json(self) -> dict[str, str]:
-        return {"step": self.step_id, "tool": self.tool, "effect": self.effect, "reason": self.reason}
+        return {
+            "step": self.step_id,
+            "tool": self.tool,
+            "effect": self.effect,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)

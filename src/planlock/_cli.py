@@ -48,7 +48,8 @@ out = Console()
 err = Console(stderr=True)
 
 ToolsOpt = Annotated[
-    str, typer.Option("--tools", help="The tool registry: module.path:attr or path/to/file.py:attr.")
+    str,
+    typer.Option("--tools", help="The tool registry: module.path:attr or path/to/file.py:attr."),
 ]
 InputOpt = Annotated[
     list[str] | None,
@@ -56,7 +57,9 @@ InputOpt = Annotated[
 ]
 JournalOpt = Annotated[
     Path | None,
-    typer.Option("--journal", help="Journal database [default: $PLANLOCK_JOURNAL or ./planlock.db]."),
+    typer.Option(
+        "--journal", help="Journal database [default: $PLANLOCK_JOURNAL or ./planlock.db]."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -141,7 +144,9 @@ def validate_cmd(
     if as_json:
         print(json.dumps({"valid": True, "plan_hash": report.plan_hash}, indent=2))
     else:
-        out.print(f"[green]plan is valid[/]: {len(parsed.steps)} step(s), hash {report.plan_hash[:16]}")
+        out.print(
+            f"[green]plan is valid[/]: {len(parsed.steps)} step(s), hash {report.plan_hash[:16]}"
+        )
 
 
 @app.command("tools")
@@ -274,7 +279,16 @@ def journal_verify(journal: JournalOpt = None, as_json: JsonOpt = False) -> None
         _fail(EXIT_USAGE, f"no journal at {path}")
     report = _open_journal(path).verify()
     if as_json:
-        print(json.dumps({"ok": report.ok, "events": report.count, "first_bad": report.first_bad, "reason": report.reason}))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "events": report.count,
+                    "first_bad": report.first_bad,
+                    "reason": report.reason,
+                }
+            )
+        )
     elif report.ok:
         out.print(f"[green]journal intact[/]: {report.count} event(s) verified in {path}")
     else:
@@ -284,13 +298,15 @@ def journal_verify(journal: JournalOpt = None, as_json: JsonOpt = False) -> None
 
 @app.command("demo")
 def demo_cmd(
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve the plan without asking.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Approve the plan without asking.")
+    ] = False,
     journal: JournalOpt = None,
 ) -> None:
     """Run the seed's customer-support scenario end to end, offline."""
     from planlock._demo_run import run_demo  # noqa: PLC0415
 
-    code = run_demo(out, err, yes=yes, journal_path=_journal_path(journal) if journal else None)
+    code = run_demo(out, yes=yes, journal_path=_journal_path(journal) if journal else None)
     raise typer.Exit(code)
 
 

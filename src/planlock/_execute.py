@@ -158,7 +158,9 @@ async def walk(
             try:
                 resolved = {k: resolve(t, lookup) for k, t in step.args.items()}
             except Unresolvable as exc:
-                await fail(sid, StepOutcome(False, error_kind="unresolved_reference", error=str(exc)))
+                await fail(
+                    sid, StepOutcome(False, error_kind="unresolved_reference", error=str(exc))
+                )
                 return
             args = {k: v for k, (v, _) in resolved.items()}
             prov = {k: sorted(s) for k, (_, s) in resolved.items()}
@@ -247,7 +249,11 @@ class InProcessEngine:
                 if self.record:
                     await self.record(
                         "step_retrying",
-                        {"step": call.step.id, "attempt": attempt, "error_kind": outcome.error_kind},
+                        {
+                            "step": call.step.id,
+                            "attempt": attempt,
+                            "error_kind": outcome.error_kind,
+                        },
                     )
                 await anyio.sleep(self.backoff * 2 ** (attempt - 1))
         return outcome
@@ -255,22 +261,36 @@ class InProcessEngine:
     async def _attempt(self, call: StepCall, tool: Tool, attempt: int) -> StepOutcome:
         timeout = tool.timeout or self.default_timeout
         try:
-            with anyio.fail_after(timeout if timeout else math.inf):
+            with anyio.fail_after(timeout or math.inf):
                 if tool.name == LLM_TOOL:
                     output = await self._llm_step(call)
                 else:
                     output = await self._call(call, tool, attempt)
         except TimeoutError:
-            return StepOutcome(False, error_kind="timeout", error=f"no result within {timeout} s", attempts=attempt)
+            return StepOutcome(
+                False, error_kind="timeout", error=f"no result within {timeout} s", attempts=attempt
+            )
         except _ArgsInvalid as exc:
-            return StepOutcome(False, error_kind="invalid_arguments", error=str(exc), attempts=attempt)
+            return StepOutcome(
+                False, error_kind="invalid_arguments", error=str(exc), attempts=attempt
+            )
         except _OutputInvalid as exc:
             return StepOutcome(False, error_kind="invalid_output", error=str(exc), attempts=attempt)
         except LLMError as exc:
-            return StepOutcome(False, error_kind="llm_error", error_type="LLMError", error=str(exc), attempts=attempt)
+            return StepOutcome(
+                False,
+                error_kind="llm_error",
+                error_type="LLMError",
+                error=str(exc),
+                attempts=attempt,
+            )
         except Exception as exc:
             return StepOutcome(
-                False, error_kind="tool_error", error_type=type(exc).__name__, error=str(exc), attempts=attempt
+                False,
+                error_kind="tool_error",
+                error_type=type(exc).__name__,
+                error=str(exc),
+                attempts=attempt,
             )
         return StepOutcome(True, output=output, attempts=attempt)
 
@@ -285,7 +305,9 @@ class InProcessEngine:
         if tool.is_async:
             result = await tool.fn(**kwargs)
         else:
-            result = await anyio.to_thread.run_sync(lambda: tool.fn(**kwargs), abandon_on_cancel=True)
+            result = await anyio.to_thread.run_sync(
+                lambda: tool.fn(**kwargs), abandon_on_cancel=True
+            )
         if tool.returns is None:
             try:
                 return to_jsonable_python(result)
@@ -294,7 +316,9 @@ class InProcessEngine:
         try:
             return tool.returns.dump_python(tool.returns.validate_python(result), mode="json")
         except ValidationError as exc:
-            raise _OutputInvalid(f"output does not match the declared return type: {_short(exc)}") from None
+            raise _OutputInvalid(
+                f"output does not match the declared return type: {_short(exc)}"
+            ) from None
 
     async def _llm_step(self, call: StepCall) -> Any:
         if self.llm is None:
@@ -330,5 +354,6 @@ class _OutputInvalid(Exception):
 
 def _short(exc: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors(include_url=False)
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
     )

@@ -76,7 +76,9 @@ class Event(BaseModel):
     """SHA-256 of this event's canonical JSON, prev_hash included."""
 
 
-def _content_hash(seq: int, run_id: str, kind: str, at: str, data: dict[str, Any], prev: str) -> str:
+def _content_hash(
+    seq: int, run_id: str, kind: str, at: str, data: dict[str, Any], prev: str
+) -> str:
     body = {"seq": seq, "run_id": run_id, "kind": kind, "at": at, "data": data, "prev_hash": prev}
     return sha256_hex(canonical_json(body))
 
@@ -88,7 +90,7 @@ def chain_next(last: tuple[int, str] | None, run_id: str, kind: str, data: dict[
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
     at = datetime.now(UTC).isoformat(timespec="microseconds")
     digest = _content_hash(seq, run_id, kind, at, data, prev)
-    return Event(seq=seq, run_id=run_id, kind=kind, at=at, data=data, prev_hash=prev, hash=digest)  # type: ignore[arg-type]
+    return Event(seq=seq, run_id=run_id, kind=kind, at=at, data=data, prev_hash=prev, hash=digest)
 
 
 class JournalStore(Protocol):
@@ -190,7 +192,9 @@ class SQLiteStore:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+                row = db.execute(
+                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
                 event = chain_next(row, run_id, kind, data)
                 db.execute(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -237,7 +241,7 @@ def _statements(sql: str) -> list[str]:
     return out
 
 
-def _row_event(seq: int, rid: str, kind: str, at: str, data: str, prev: str, digest: str) -> Event:
+def _row_event(seq: int, rid: str, kind: Any, at: str, data: str, prev: str, digest: str) -> Event:
     try:
         parsed = json.loads(data)
         if not isinstance(parsed, dict):
@@ -271,7 +275,9 @@ def verify_events(events: Iterable[Event]) -> VerifyReport:
     for e in events:
         count += 1
         if e.seq != prev_seq + 1:
-            return VerifyReport(False, count, e.seq, f"expected event {prev_seq + 1}, found {e.seq}")
+            return VerifyReport(
+                False, count, e.seq, f"expected event {prev_seq + 1}, found {e.seq}"
+            )
         if e.prev_hash != prev_hash:
             return VerifyReport(False, count, e.seq, "prev_hash does not match the previous event")
         if e.kind not in EVENT_KINDS:

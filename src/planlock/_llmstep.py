@@ -99,4 +99,4 @@ async def quarantined_call(llm: LLM, args: dict[str, Any]) -> tuple[Any, LLMRequ
 
 
 def _fields(reply: LLMReply) -> dict[str, Any]:
-    return {k: getattr(reply, k) for k in reply.__slots__}  # type: ignore[attr-defined]
+    return {k: getattr(reply, k) for k in reply.__slots__}

@@ -26,7 +26,9 @@ _REF_BODY = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*$")
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no insignificant whitespace: the form that is hashed."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def sha256_hex(text: str) -> str:
@@ -59,11 +61,11 @@ def parse_ref(body: str) -> Ref | str:
         return f"malformed placeholder '{{{{{body}}}}}': segments are letters, digits, '_' or '-'"
     parts = body.split(".")
     if parts[0] == "steps":
-        if len(parts) < 3 or parts[2] != "output":  # noqa: PLR2004
+        if len(parts) < 3 or parts[2] != "output":
             return f"malformed placeholder '{{{{{body}}}}}': expected steps.<id>.output[.<path>]"
         return Ref("step", parts[1], tuple(parts[3:]), body)
     if parts[0] == "input":
-        if len(parts) < 2:  # noqa: PLR2004
+        if len(parts) < 2:
             return f"malformed placeholder '{{{{{body}}}}}': expected input.<name>[.<path>]"
         return Ref("input", parts[1], tuple(parts[2:]), body)
     return Ref("input", parts[0], tuple(parts[1:]), body)
@@ -157,7 +159,9 @@ class Plan(BaseModel):
             try:
                 data = json.loads(data)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise PlanInvalid([Issue("not_json", "$", f"plan is not valid JSON: {exc}")]) from None
+                raise PlanInvalid(
+                    [Issue("not_json", "$", f"plan is not valid JSON: {exc}")]
+                ) from None
         prefix = "$"
         if isinstance(data, list):
             data = {"steps": data}

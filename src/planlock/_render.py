@@ -18,7 +18,13 @@ from planlock._plan import Plan
 from planlock._tools import LLM_TOOL, ToolRegistry
 from planlock._validate import Issue
 
-_EFFECT_STYLE = {"read": "green", "write": "yellow", "delete": "red", "send": "magenta", "pay": "red"}
+_EFFECT_STYLE = {
+    "read": "green",
+    "write": "yellow",
+    "delete": "red",
+    "send": "magenta",
+    "pay": "red",
+}
 
 
 def _short(value: Any, width: int = 80) -> str:

@@ -36,9 +36,15 @@ def assess(analysis: Analysis, run_id: str = "") -> ApprovalRequest:
         step = analysis.steps[sid]
         effects.add(step.tool.effect)
         if not step.tool.read_only:
-            what = "declares no effect" if step.tool.effect == "undeclared" else f"effect '{step.tool.effect}'"
+            what = (
+                "declares no effect"
+                if step.tool.effect == "undeclared"
+                else f"effect '{step.tool.effect}'"
+            )
             risks.append(
-                StepRisk(sid, step.tool.name, step.tool.effect, f"step {sid} ({step.tool.name}): {what}")
+                StepRisk(
+                    sid, step.tool.name, step.tool.effect, f"step {sid} ({step.tool.name}): {what}"
+                )
             )
     plan = analysis.plan
     return ApprovalRequest(
@@ -56,7 +62,7 @@ async def run(
     llm: LLM | None = None,
     concurrency: int = 16,
     retries: int = 2,
-    timeout: float | None = None,
+    step_timeout: float | None = None,
     max_steps: int | None = None,
     run_id: str | None = None,
 ) -> RunResult:
@@ -76,7 +82,9 @@ async def run(
     await record("plan_created", {"plan": plan.canonical(), "hash": plan.hash})
     analysis = analyse(plan, registry, inputs=inputs, max_steps=max_steps)
     if analysis.issues:
-        await record("plan_rejected", {"hash": plan.hash, "issues": [i.to_json() for i in analysis.issues]})
+        await record(
+            "plan_rejected", {"hash": plan.hash, "issues": [i.to_json() for i in analysis.issues]}
+        )
         await record("run_finished", {"status": "rejected"})
         raise PlanInvalid(analysis.issues)
     await record("plan_validated", {"hash": plan.hash, "steps": len(plan.steps)})
@@ -88,13 +96,17 @@ async def run(
     )
     decision = await _decide(request, approver, record)
     if decision.plan_hash != plan.hash:
-        await record("approval_refused", {"granted_for": decision.plan_hash, "plan_hash": plan.hash})
+        await record(
+            "approval_refused", {"granted_for": decision.plan_hash, "plan_hash": plan.hash}
+        )
         await record("run_finished", {"status": "refused"})
-        raise ApprovalMismatch(f"the grant names plan {decision.plan_hash[:12]}, not {plan.hash[:12]}")
+        raise ApprovalMismatch(
+            f"the grant names plan {decision.plan_hash[:12]}, not {plan.hash[:12]}"
+        )
 
-    engine = InProcessEngine(llm=llm, retries=retries, default_timeout=timeout, record=record)
+    engine = InProcessEngine(llm=llm, retries=retries, default_timeout=step_timeout, record=record)
 
-    async def no_runtime_approvals(req: ApprovalRequest) -> Decision:  # pragma: no cover
+    async def no_runtime_approvals(_: ApprovalRequest) -> Decision:  # pragma: no cover
         raise UsageError("run-time approvals need an approver (policy support)")
 
     trusted = frozenset(s for s, c in analysis.steps.items() if c.tool.trusted_output)
@@ -126,12 +138,18 @@ async def _decide(request: ApprovalRequest, approver: Approver, record: Any) -> 
     else:
         await record(
             "approval_requested",
-            {"plan_hash": request.plan_hash, "needs_approval": [r.to_json() for r in request.risks]},
+            {
+                "plan_hash": request.plan_hash,
+                "needs_approval": [r.to_json() for r in request.risks],
+            },
         )
         try:
             decision = await ask_approver(approver, request)
         except Exception as exc:
-            await record("approval_denied", {"plan_hash": request.plan_hash, "by": "policy", "via": "auto", "reason": str(exc)})
+            await record(
+                "approval_denied",
+                {"plan_hash": request.plan_hash, "by": "policy", "via": "auto", "reason": str(exc)},
+            )
             await record("run_finished", {"status": "denied"})
             raise
     if decision.approved:

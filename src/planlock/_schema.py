@@ -16,7 +16,7 @@ Schema = dict[str, Any]
 
 def _deref(schema: Any, root: Schema) -> Schema:
     seen = 0
-    while isinstance(schema, dict) and "$ref" in schema and seen < 32:  # noqa: PLR2004
+    while isinstance(schema, dict) and "$ref" in schema and seen < 32:
         ref = schema["$ref"]
         if not isinstance(ref, str) or not ref.startswith("#/"):
             return {}
@@ -70,21 +70,20 @@ def _step(schema: Schema, seg: str, root: Schema) -> Schema | None:
         else:
             # Closed world: an object schema that lists its properties and says nothing about
             # others is what Pydantic models produce, and they never emit undeclared keys.
-            default_extra: Any = False if "properties" in schema else True
+            default_extra: Any = "properties" not in schema
             extra = schema.get("additionalProperties", default_extra)
             if extra is not False and not (isinstance(extra, dict) and extra.get("not") == {}):
                 results.append(_deref(extra, root))
-    if (types is None and ("items" in schema or "prefixItems" in schema)) or (
+    array_like = (types is None and ("items" in schema or "prefixItems" in schema)) or (
         types and "array" in types
-    ):
-        if seg.isdigit():
-            idx = int(seg)
-            prefix = schema.get("prefixItems", [])
-            if idx < len(prefix):
-                results.append(_deref(prefix[idx], root))
-            elif schema.get("items", True) is not False:
-                if "maxItems" not in schema or idx < schema["maxItems"]:
-                    results.append(_deref(schema.get("items", {}), root))
+    )
+    if array_like and seg.isdigit():
+        idx = int(seg)
+        prefix = schema.get("prefixItems", [])
+        if idx < len(prefix):
+            results.append(_deref(prefix[idx], root))
+        elif schema.get("items", True) is not False and idx < schema.get("maxItems", idx + 1):
+            results.append(_deref(schema.get("items", {}), root))
     if types is None and not results and not _shape_keys(schema):
         return {}  # nothing known: anything may be there
     if not results:

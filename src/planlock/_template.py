@@ -15,7 +15,17 @@ from typing import Any
 
 from planlock._plan import Ref, find_placeholders, split_interpolation, whole_placeholder
 
-__all__ = ["Arr", "Interp", "Lit", "Obj", "Template", "Whole", "compile_value", "refs_of", "resolve"]
+__all__ = [
+    "Arr",
+    "Interp",
+    "Lit",
+    "Obj",
+    "Template",
+    "Whole",
+    "compile_value",
+    "refs_of",
+    "resolve",
+]
 
 PLAN_SOURCE = "plan"
 Sources = frozenset[str]

@@ -148,7 +148,7 @@ class ToolRegistry:
         return tool
 
     @overload
-    def tool(self, fn: Callable[..., Any], /) -> Callable[..., Any]: ...
+    def tool(self, fn: Callable[..., Any]) -> Callable[..., Any]: ...
     @overload
     def tool(
         self,
@@ -164,7 +164,6 @@ class ToolRegistry:
     def tool(
         self,
         fn: Callable[..., Any] | None = None,
-        /,
         *,
         name: str | None = None,
         effect: str | None = None,
@@ -213,7 +212,7 @@ def make_tool(
     """Build a Tool from a typed function (see ``ToolRegistry.tool``)."""
     if not callable(fn):
         raise UsageError(f"a tool must be a function, not {type(fn).__name__}")
-    tool_name = name or getattr(fn, "__name__", "")
+    tool_name: str = name or getattr(fn, "__name__", None) or ""
     if not tool_name.isidentifier():
         raise UsageError(f"tool name {tool_name!r} is not an identifier")
     if effect is not None and effect not in EFFECTS:
@@ -243,8 +242,10 @@ def make_tool(
         adapters[pname] = TypeAdapter(hint)
     unknown = set(sensitive) - set(fields)
     if unknown:
-        raise UsageError(f"tool '{tool_name}': sensitive names unknown parameters {sorted(unknown)}")
-    model = create_model(  # type: ignore[call-overload]
+        raise UsageError(
+            f"tool '{tool_name}': sensitive names unknown parameters {sorted(unknown)}"
+        )
+    model = create_model(
         f"{tool_name}_args",
         __config__=ConfigDict(extra="forbid"),
         **fields,

@@ -20,8 +20,17 @@ from pydantic import ValidationError
 from planlock._llmstep import LLM_STEP_TOOL, check_llm_step
 from planlock._plan import Plan, Ref
 from planlock._schema import accepts_types, at_path, types_of
-from planlock._template import Arr, Interp, Lit, Obj, Template, Unresolvable, Whole
-from planlock._template import compile_value, refs_of, walk_path
+from planlock._template import (
+    Interp,
+    Lit,
+    Obj,
+    Template,
+    Unresolvable,
+    Whole,
+    compile_value,
+    refs_of,
+    walk_path,
+)
 from planlock._tools import LLM_TOOL, Tool, ToolRegistry
 
 __all__ = ["Issue", "ValidationReport", "validate"]
@@ -161,7 +170,9 @@ def analyse(
                     step_deps.add(ref.name)
         for j, dep in enumerate(s.after):
             if dep == s.id:
-                issues.append(Issue("self_reference", f"{base}.after[{j}]", "a step cannot come after itself"))
+                issues.append(
+                    Issue("self_reference", f"{base}.after[{j}]", "a step cannot come after itself")
+                )
             elif dep not in index:
                 msg = f"'after' names unknown step '{dep}'"
                 issues.append(Issue("unknown_step", f"{base}.after[{j}]", msg))
@@ -199,9 +210,17 @@ def _check_ref(
 ) -> None:
     if ref.source == "step":
         if ref.name == step_id:
-            issues.append(Issue("self_reference", path, f"step '{step_id}' refers to its own output"))
+            issues.append(
+                Issue("self_reference", path, f"step '{step_id}' refers to its own output")
+            )
         elif ref.name not in index:
-            issues.append(Issue("unknown_step", path, f"'{{{{{ref.text}}}}}' refers to unknown step '{ref.name}'"))
+            issues.append(
+                Issue(
+                    "unknown_step",
+                    path,
+                    f"'{{{{{ref.text}}}}}' refers to unknown step '{ref.name}'",
+                )
+            )
         elif ref.name in returns and at_path(returns[ref.name], ref.path) is None:
             msg = f"'{{{{{ref.text}}}}}': no such path on the return type of step '{ref.name}'"
             issues.append(Issue("bad_ref_path", path, msg))
@@ -242,7 +261,9 @@ def _check_args(
     for pname, t in compiled.items():
         if pname not in props:
             continue
-        _check_template(t, props[pname], schema, tool, pname, f"{base}.args.{pname}", returns, inputs, issues)
+        _check_template(
+            t, props[pname], schema, tool, pname, f"{base}.args.{pname}", returns, inputs, issues
+        )
 
 
 def _check_template(
@@ -264,7 +285,8 @@ def _check_template(
         vtypes = _ref_types(t.ref, returns, inputs)
         if not accepts_types(pschema, vtypes, root):
             want = sorted(types_of(pschema, root) or [])
-            msg = f"'{{{{{t.ref.text}}}}}' has type {'/'.join(sorted(vtypes or []))}; expected {'/'.join(want)}"
+            got = "/".join(sorted(vtypes or []))
+            msg = f"'{{{{{t.ref.text}}}}}' has type {got}; expected {'/'.join(want)}"
             issues.append(Issue("type_mismatch", path, msg))
     elif isinstance(t, Interp):
         if not accepts_types(pschema, {"string"}, root):
@@ -279,7 +301,9 @@ def _check_template(
             if sub_schema is None:
                 issues.append(Issue("invalid_arg", f"{path}.{k}", f"unknown key '{k}'"))
             else:
-                _check_template(sub, sub_schema, root, tool, pname, f"{path}.{k}", returns, inputs, issues)
+                _check_template(
+                    sub, sub_schema, root, tool, pname, f"{path}.{k}", returns, inputs, issues
+                )
     else:
         if not accepts_types(pschema, {"array"}, root):
             issues.append(Issue("invalid_arg", path, "a list is not valid here"))
@@ -287,9 +311,13 @@ def _check_template(
         for j, sub in enumerate(t.items):
             sub_schema = at_path(pschema, (str(j),), root)
             if sub_schema is None:
-                issues.append(Issue("invalid_arg", f"{path}[{j}]", "no item is allowed at this index"))
+                issues.append(
+                    Issue("invalid_arg", f"{path}[{j}]", "no item is allowed at this index")
+                )
             else:
-                _check_template(sub, sub_schema, root, tool, pname, f"{path}[{j}]", returns, inputs, issues)
+                _check_template(
+                    sub, sub_schema, root, tool, pname, f"{path}[{j}]", returns, inputs, issues
+                )
 
 
 def _literal_errors(

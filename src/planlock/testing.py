@@ -1,8 +1,8 @@
 """Test doubles that ship with planlock: a scripted LLM, an in-memory journal, a capture helper.
 
-    from planlock.testing import ScriptedLLM, capture_journal
+from planlock.testing import ScriptedLLM, capture_journal
 
-    llm = ScriptedLLM(['{"result": "DE89 3704 0044 0532 0130 00"}'])
+llm = ScriptedLLM(['{"result": "DE89 3704 0044 0532 0130 00"}'])
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ class ScriptedLLM:
     is kept in ``requests`` so tests can assert on exactly what the model was shown.
     """
 
-    def __init__(self, replies: Sequence[Reply] | Callable[[LLMRequest], Reply], name: str = "scripted") -> None:
+    def __init__(
+        self, replies: Sequence[Reply] | Callable[[LLMRequest], Reply], name: str = "scripted"
+    ) -> None:
         self.name = name
         self._replies = replies
         self._next = 0
@@ -47,7 +49,9 @@ class ScriptedLLM:
             raise LLMError(self.name, str(reply))
         text = reply if isinstance(reply, str) else json.dumps(reply)
         words = sum(len(m.content.split()) for m in request.messages)
-        return LLMReply(text=text, model=self.name, input_tokens=words, output_tokens=len(text.split()))
+        return LLMReply(
+            text=text, model=self.name, input_tokens=words, output_tokens=len(text.split())
+        )
 
     @property
     def prompts(self) -> list[str]:

@@ -1,0 +1,3 @@
+import planlock
+
+x: int = planlock.Plan

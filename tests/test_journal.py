@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from planlock import EVENT_KINDS, Journal, JournalCorrupt, MemoryStore, SQLiteStore, UsageError
+from planlock._journal import GENESIS
+
+
+def fill(journal: Journal, n: int = 5) -> None:
+    for i in range(n):
+        journal.record(f"run{i % 2}", "step_started", {"step": str(i), "args": {"x": i}})
+
+
+def test_events_are_chained_and_numbered(tmp_path: Path) -> None:
+    for journal in (Journal(MemoryStore()), Journal.open(tmp_path / "j.db")):
+        fill(journal)
+        events = journal.events()
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+        assert events[0].prev_hash == GENESIS
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
+        assert [e.seq for e in journal.events("run1")] == [2, 4]
+        assert [e.seq for e in journal.events(after=3)] == [4, 5]
+        report = journal.verify()
+        assert (report.ok, report.count) == (True, 5)
+
+
+def test_sqlite_journal_persists_across_opens(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    fill(Journal.open(path), 3)
+    again = Journal.open(path)
+    fill(again, 2)
+    assert [e.seq for e in again.events()] == [1, 2, 3, 4, 5]
+    assert again.verify().ok
+
+
+def test_unknown_event_kinds_are_refused() -> None:
+    with pytest.raises(UsageError, match="unknown event kind"):
+        Journal().record("r", "made_up", {})
+    assert "step_started" in EVENT_KINDS
+
+
+def test_sqlite_refuses_updates_and_deletes(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    fill(Journal.open(path))
+    db = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE events SET data = '{}' WHERE seq = 2")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM events WHERE seq = 2")
+
+
+def tamper(path: Path, sql: str) -> None:
+    db = sqlite3.connect(path)
+    db.execute("DROP TRIGGER events_no_update")
+    db.execute("DROP TRIGGER events_no_delete")
+    db.execute(sql)
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "first_bad", "reason"),
+    [
+        ("""UPDATE events SET data = '{"step":"3","args":{"x":99}}' WHERE seq = 3""", 3, "content"),
+        ("UPDATE events SET kind = 'step_finished' WHERE seq = 2", 2, "content"),
+        ("UPDATE events SET data = 'not json' WHERE seq = 4", 4, "content"),
+        ("DELETE FROM events WHERE seq = 2", 3, "expected event 2"),
+        ("UPDATE events SET prev_hash = 'x' WHERE seq = 5", 5, "prev_hash"),
+    ],
+)
+def test_verify_names_the_first_tampered_event(
+    tmp_path: Path, sql: str, first_bad: int, reason: str
+) -> None:
+    path = tmp_path / "j.db"
+    fill(Journal.open(path))
+    tamper(path, sql)
+    report = Journal.open(path).verify()
+    assert report.ok is False
+    assert report.first_bad == first_bad
+    assert reason in report.reason
+    with pytest.raises(JournalCorrupt) as exc:
+        report.raise_if_bad()
+    assert exc.value.seq == first_bad
+
+
+def test_rehashing_one_event_still_breaks_the_chain_at_the_next(tmp_path: Path) -> None:
+    """An attacker who recomputes the edited event's own hash is caught by its successor."""
+    from planlock._journal import _content_hash
+
+    path = tmp_path / "j.db"
+    fill(Journal.open(path))
+    e = Journal.open(path).events()[1]
+    data = '{"args":{"x":1000},"step":"1"}'
+    new_hash = _content_hash(
+        e.seq, e.run_id, e.kind, e.at, {"args": {"x": 1000}, "step": "1"}, e.prev_hash
+    )
+    tamper(path, f"UPDATE events SET data = '{data}', hash = '{new_hash}' WHERE seq = 2")
+    report = Journal.open(path).verify()
+    assert (report.ok, report.first_bad) == (False, 3)
+
+
+def test_a_corrupt_database_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(UsageError, match="cannot open journal"):
+        SQLiteStore(path)
+
+
+def _append_many(path: str, who: str, n: int) -> None:
+    journal = Journal.open(path)
+    for i in range(n):
+        journal.record(who, "step_started", {"i": i})
+
+
+def test_two_processes_appending_keep_one_unbroken_chain(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    Journal.open(path)  # create and migrate once
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(path, f"p{k}", 60)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    journal = Journal.open(path)
+    events = journal.events()
+    assert len(events) == 120
+    assert {e.run_id for e in events} == {"p0", "p1"}
+    assert journal.verify().ok
