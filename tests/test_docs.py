@@ -33,13 +33,17 @@ def test_readme_python_examples_run() -> None:
     assert len(python) >= 4
     namespace: dict[str, object] = {"__name__": "readme"}
     for code in python:
-        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+        exec(compile(code, "README.md", "exec"), namespace)
 
 
-def test_readme_console_sessions_match_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_console_sessions_match_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "examples").mkdir()
-    (tmp_path / "examples" / "seed_plan.json").write_text((ROOT / "examples" / "seed_plan.json").read_text())
+    (tmp_path / "examples" / "seed_plan.json").write_text(
+        (ROOT / "examples" / "seed_plan.json").read_text()
+    )
     runner = CliRunner()
     sessions = [b for b in blocks("console") if "$ planlock" in b]
     assert sessions
@@ -59,7 +63,9 @@ def test_readme_console_sessions_match_the_cli(tmp_path: Path, monkeypatch: pyte
             shown = [ln.strip() for ln in result.output.splitlines()]
             for want in expected:
                 if want != "...":
-                    assert want.strip() in shown, f"{command!r} did not print {want!r}:\n{result.output}"
+                    assert want.strip() in shown, (
+                        f"{command!r} did not print {want!r}:\n{result.output}"
+                    )
                     checked += 1
     assert checked >= 3
 
