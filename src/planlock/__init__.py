@@ -11,10 +11,10 @@ from planlock._approval import (
     Approver,
     Decision,
     Denied,
-    StepRisk,
     approve_all,
     auto_approve,
 )
+from planlock._assess import Flow, RiskReport, StepAssessment, assess
 from planlock._errors import (
     ApprovalDenied,
     ApprovalMismatch,
@@ -41,7 +41,8 @@ from planlock._journal import (
 )
 from planlock._llm import LLM, LLMReply, LLMRequest, Message
 from planlock._plan import Plan, Ref, Step, canonical_json
-from planlock._run import assess, run, run_sync
+from planlock._policy import Policy, Reason, Rule, Verdict
+from planlock._run import run, run_sync
 from planlock._tools import EFFECTS, StepContext, Tool, ToolRegistry
 from planlock._validate import Issue, ValidationReport, validate
 
@@ -60,6 +61,7 @@ __all__ = [
     "Decision",
     "Denied",
     "Event",
+    "Flow",
     "InProcessEngine",
     "Issue",
     "Journal",
@@ -73,21 +75,26 @@ __all__ = [
     "Plan",
     "PlanInvalid",
     "PlanlockError",
+    "Policy",
+    "Reason",
     "Ref",
+    "RiskReport",
+    "Rule",
     "RunError",
     "RunResult",
     "SQLiteStore",
     "Step",
+    "StepAssessment",
     "StepCall",
     "StepContext",
     "StepFailed",
     "StepOutcome",
-    "StepRisk",
     "Tool",
     "ToolRegistry",
     "ToolsNotFound",
     "UsageError",
     "ValidationReport",
+    "Verdict",
     "VerifyReport",
     "__version__",
     "approve_all",

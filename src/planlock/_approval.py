@@ -1,8 +1,9 @@
 """Approvals as data (R7): a request names exactly what is approved; the answer is bound to it.
 
 An approver is any callable (sync or async) from an ``ApprovalRequest`` to ``Approved`` or
-``Denied``. The executor checks that the answer names the plan hash (and, for a run-time request,
-the step and the hash of its arguments) of what it is about to run, and refuses otherwise.
+``Denied``. A request is either for a *plan* (bound to the plan hash) or for one *call* at run
+time (bound to the plan hash, the step id and the SHA-256 of the resolved arguments). The
+executor checks the answer against what it is about to run, and refuses a mismatch.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from planlock._errors import ApprovalRequired
-from planlock._plan import Plan
+
+if TYPE_CHECKING:
+    from planlock._assess import RiskReport, StepAssessment
+    from planlock._plan import Plan
+    from planlock._policy import Reason
 
 __all__ = [
     "ApprovalRequest",
@@ -22,33 +27,15 @@ __all__ = [
     "Approver",
     "Decision",
     "Denied",
-    "StepRisk",
     "approve_all",
     "ask_approver",
     "auto_approve",
+    "binding_problem",
 ]
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True, slots=True)
-class StepRisk:
-    """Why one step needs a person."""
-
-    step_id: str
-    tool: str
-    effect: str
-    reason: str
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "step": self.step_id,
-            "tool": self.tool,
-            "effect": self.effect,
-            "reason": self.reason,
-        }
 
 
 @dataclass(frozen=True)
@@ -59,38 +46,73 @@ class ApprovalRequest:
     plan: Plan
     plan_hash: str
     """SHA-256 of the plan's canonical JSON: the answer must name it."""
-    risks: tuple[StepRisk, ...]
-    """The steps that need approval, and why; empty for a read-only plan."""
-    effects: tuple[str, ...]
-    """Every effect in the plan, sorted."""
+    report: RiskReport
+    """Effects, the steps that need approval and why, and untrusted-to-sensitive flows."""
     step_id: str | None = None
-    """For a run-time request: the step about to run."""
+    """For a call (run-time) request: the step about to run."""
     args_hash: str | None = None
-    """For a run-time request: SHA-256 of the step's resolved arguments."""
+    """For a call request: SHA-256 of the step's resolved arguments (canonical JSON)."""
     args: dict[str, Any] | None = None
+    """For a call request: the exact arguments, as they will be passed."""
+    provenance: dict[str, list[str]] | None = None
+    """For a call request: where each argument came from."""
+    reasons: tuple[Reason, ...] = ()
+    """For a call request: why this call needs a person."""
+    id: str = ""
+    """Set when the request is stored in a queue."""
 
     @property
-    def needs_person(self) -> bool:
-        return bool(self.risks)
+    def kind(self) -> Literal["plan", "call"]:
+        return "call" if self.step_id is not None else "plan"
 
-    def approve(self, by: str, via: str, reason: str = "") -> Approved:
-        return Approved(self.plan_hash, by, via, reason, _now(), self.step_id, self.args_hash)
+    @property
+    def risks(self) -> tuple[StepAssessment, ...]:
+        """The steps that need a person's approval on this plan."""
+        return self.report.needs_plan_approval
+
+    @property
+    def effects(self) -> tuple[str, ...]:
+        return self.report.effects
+
+    def approve(
+        self, by: str, via: str, reason: str = "", expires_at: str | None = None
+    ) -> Approved:
+        return Approved(
+            self.plan_hash, by, via, reason, now_iso(), self.step_id, self.args_hash, expires_at
+        )
 
     def deny(self, by: str, via: str, reason: str) -> Denied:
-        return Denied(self.plan_hash, by, via, reason, _now(), self.step_id, self.args_hash)
+        return Denied(self.plan_hash, by, via, reason, now_iso(), self.step_id, self.args_hash)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "plan_hash": self.plan_hash,
+            "plan": self.plan.canonical(),
+            "report": self.report.to_json(),
+            "step_id": self.step_id,
+            "args_hash": self.args_hash,
+            "args": self.args,
+            "provenance": self.provenance,
+            "reasons": [r.to_json() for r in self.reasons],
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class Approved:
-    """A grant, bound to the plan hash (and step and argument hash for a run-time request)."""
+    """A grant, bound to the plan hash (and the step and argument hash for a call)."""
 
     plan_hash: str
     by: str
     via: str
     reason: str = ""
-    at: str = field(default_factory=_now)
+    at: str = field(default_factory=now_iso)
     step_id: str | None = None
     args_hash: str | None = None
+    expires_at: str | None = None
+    """ISO 8601 UTC; a grant used after this is refused."""
     approved: Literal[True] = True
 
     def to_json(self) -> dict[str, Any]:
@@ -105,7 +127,7 @@ class Denied:
     by: str
     via: str
     reason: str
-    at: str = field(default_factory=_now)
+    at: str = field(default_factory=now_iso)
     step_id: str | None = None
     args_hash: str | None = None
     approved: Literal[False] = False
@@ -118,15 +140,28 @@ Decision = Approved | Denied
 Approver = Callable[[ApprovalRequest], "Decision | Awaitable[Decision]"]
 
 
+def binding_problem(decision: Decision, request: ApprovalRequest) -> str | None:
+    """Why ``decision`` cannot be used for ``request`` (R7), or None if it can."""
+    if decision.plan_hash != request.plan_hash:
+        return f"the answer names plan {decision.plan_hash[:12]}, not {request.plan_hash[:12]}"
+    if decision.step_id != request.step_id:
+        return f"the answer is for step {decision.step_id}, not {request.step_id}"
+    if decision.args_hash != request.args_hash:
+        return "the answer is for other arguments than the call's"
+    if isinstance(decision, Approved) and decision.expires_at and decision.expires_at < now_iso():
+        return f"the grant expired at {decision.expires_at}"
+    return None
+
+
 def auto_approve(request: ApprovalRequest) -> Decision:
-    """Risk-based: a plan with only read-only steps passes; anything else needs a person."""
-    if request.needs_person:
-        raise ApprovalRequired([r.reason for r in request.risks])
-    return request.approve("policy", "auto", "read-only plan")
+    """Risk-based, for unattended runs: never grants anything that needs a person."""
+    if request.kind == "call":
+        raise ApprovalRequired([r.message for r in request.reasons])
+    raise ApprovalRequired([s.reason for s in request.risks] or ["a call will need a person"])
 
 
 def approve_all(by: str = "operator") -> Callable[[ApprovalRequest], Decision]:
-    """Grant every request (``--approve all``): for tests and trusted batch use."""
+    """Grant every request the policy lets a person grant (deny rules still win)."""
 
     def approver(request: ApprovalRequest) -> Decision:
         return request.approve(by, "approve-all")

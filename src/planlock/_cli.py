@@ -28,6 +28,7 @@ from planlock._errors import (
 from planlock._journal import Event, Journal
 from planlock._loader import load_tools
 from planlock._plan import Plan
+from planlock._policy import Policy
 from planlock._run import run_sync
 from planlock._tools import ToolRegistry
 from planlock._validate import validate
@@ -62,6 +63,10 @@ JournalOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option("--policy", help="Policy file (TOML or YAML) [default: the built-in policy]."),
+]
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -84,6 +89,13 @@ def _registry(spec: str) -> ToolRegistry:
     try:
         return load_tools(spec)
     except (ToolsNotFound, UsageError) as exc:
+        _fail(EXIT_USAGE, str(exc))
+
+
+def _policy(path: Path | None, registry: ToolRegistry) -> Policy:
+    try:
+        return Policy.load(path, registry) if path else Policy()
+    except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
 
 
@@ -168,8 +180,9 @@ class TerminalApprover:
     def __call__(self, request: ApprovalRequest) -> Decision:
         self.console.print(_render.approval_panel(request))
         who = os.environ.get("USER") or "terminal-user"
+        question = "Approve this call?" if request.kind == "call" else "Approve and run this plan?"
         try:
-            answer = typer.confirm("Approve and run this plan?", default=False)
+            answer = typer.confirm(question, default=False)
         except (typer.Abort, EOFError):
             answer = False
         if answer:
@@ -213,10 +226,12 @@ def run_cmd(
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Steps run at once, at most.", min=1)] = 16,
+    policy: PolicyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate, show, approve and execute a plan."""
     registry = _registry(tools)
+    rules = _policy(policy, registry)
     parsed = _load_plan(plan, as_json)
     inputs = _inputs(input_)
     approver = _approver(approve)
@@ -226,7 +241,13 @@ def run_cmd(
         err.print(_render.plan_table(parsed, registry))
     try:
         result = run_sync(
-            parsed, registry, inputs=inputs, journal=j, approver=approver, concurrency=concurrency
+            parsed,
+            registry,
+            inputs=inputs,
+            journal=j,
+            approver=approver,
+            policy=rules,
+            concurrency=concurrency,
         )
     except PlanInvalid as exc:
         _invalid(exc, as_json)
@@ -249,7 +270,8 @@ def run_cmd(
     else:
         out.print(_render.result_panel(result))
     if not result.ok:
-        raise typer.Exit(EXIT_STEP)
+        stopped = result.error_kind in ("denied", "approval_refused")
+        raise typer.Exit(EXIT_APPROVAL if stopped else EXIT_STEP)
 
 
 @journal_app.command("show")
@@ -317,3 +339,6 @@ def main() -> None:
     except PlanlockError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         sys.exit(EXIT_USAGE)
+
+
+from planlock import _cli_queue  # noqa: E402, F401  (registers submit/approvals/approve/deny/worker)

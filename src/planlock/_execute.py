@@ -18,7 +18,7 @@ import anyio
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from planlock._approval import ApprovalRequest, Decision
+from planlock._approval import ApprovalRequest, Decision, Denied, binding_problem
 from planlock._errors import LLMError
 from planlock._llm import LLM
 from planlock._llmstep import quarantined_call
@@ -92,7 +92,8 @@ class RunResult:
 RunStep = Callable[[StepCall], Awaitable[StepOutcome]]
 WaitForApproval = Callable[[ApprovalRequest], Awaitable[Decision]]
 Record = Callable[[str, dict[str, Any]], Awaitable[None]]
-CheckCall = Callable[[StepCall], ApprovalRequest | None]
+CheckCall = Callable[[StepCall], "ApprovalRequest | Denied | None"]
+"""Decides a concrete call: None runs it, a Denied stops it, a request asks for approval."""
 
 
 async def walk(
@@ -152,6 +153,27 @@ async def walk(
         )
         await skip_dependents(sid)
 
+    async def gate(call: StepCall, check: ApprovalRequest | Denied) -> bool:
+        """Run-time policy (R6, R7): a denial stops the call; a request waits for an answer
+        bound to this exact call. Journaling the answer is the waiter's job (the queue records
+        it when a person decides); the binding check is made here, for every engine."""
+        sid = call.step.id
+        if isinstance(check, Denied):
+            await record("approval_denied", check.to_json())
+            await fail(sid, StepOutcome(False, error_kind="denied", error=check.reason))
+            return False
+        await record("approval_requested", _call_request_event(check))
+        decision = await wait_for_approval(check)
+        problem = binding_problem(decision, check)
+        if problem is not None:
+            await record("approval_refused", {**decision.to_json(), "problem": problem})
+            await fail(sid, StepOutcome(False, error_kind="approval_refused", error=problem))
+            return False
+        if not decision.approved:
+            await fail(sid, StepOutcome(False, error_kind="denied", error=decision.reason))
+            return False
+        return True
+
     async def run_one(sid: str, tg: anyio.abc.TaskGroup) -> None:
         step = steps[sid]
         async with limiter:
@@ -165,14 +187,9 @@ async def walk(
             args = {k: v for k, (v, _) in resolved.items()}
             prov = {k: sorted(s) for k, (_, s) in resolved.items()}
             call = StepCall(run_id, step, args, prov)
-            request = check_call(call) if check_call else None
-            if request is not None:
-                decision = await wait_for_approval(request)
-                ok = decision.approved and decision.args_hash == call.args_hash
-                if not ok:
-                    why = decision.reason if not decision.approved else "grant for other arguments"
-                    await fail(sid, StepOutcome(False, error_kind="denied", error=why))
-                    return
+            check = check_call(call) if check_call else None
+            if check is not None and not await gate(call, check):
+                return
             await record(
                 "step_started",
                 {"step": sid, "tool": step.tool.name, "args": args, "provenance": prov},
@@ -327,6 +344,19 @@ class InProcessEngine:
         if self.record:
             await self.record("llm_called", _llm_event(self.llm.name, request, reply, call.step.id))
         return output
+
+
+def _call_request_event(request: ApprovalRequest) -> dict[str, Any]:
+    return {
+        "kind": "call",
+        "id": request.id,
+        "plan_hash": request.plan_hash,
+        "step": request.step_id,
+        "args_hash": request.args_hash,
+        "args": request.args,
+        "provenance": request.provenance,
+        "reasons": [r.to_json() for r in request.reasons],
+    }
 
 
 def _llm_event(backend: str, request: Any, reply: Any, step_id: str | None) -> dict[str, Any]:

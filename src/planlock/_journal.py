@@ -50,6 +50,12 @@ EventKind = Literal[
     "step_failed",
     "step_skipped",
     "run_finished",
+    "run_queued",
+    "run_claimed",
+    "approval_used",
+    "approval_expired",
+    "notification_sent",
+    "notification_failed",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 GENESIS = "0" * 64
@@ -143,6 +149,45 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
             BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
         CREATE TRIGGER events_no_delete BEFORE DELETE ON events
             BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+        """,
+    ),
+    (
+        "0002_queue",
+        """
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            plan TEXT NOT NULL,
+            plan_hash TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            tools TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            status TEXT NOT NULL,
+            submitted_by TEXT NOT NULL,
+            submitted_at TEXT NOT NULL,
+            claimed_by TEXT,
+            claimed_at TEXT,
+            finished_at TEXT
+        );
+        CREATE INDEX runs_status ON runs (status, submitted_at);
+        CREATE TABLE approvals (
+            id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            plan_hash TEXT NOT NULL,
+            step_id TEXT,
+            args_hash TEXT,
+            request TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            decided_by TEXT,
+            decided_via TEXT,
+            decided_at TEXT,
+            reason TEXT,
+            used_at TEXT
+        );
+        CREATE INDEX approvals_status ON approvals (status, created_at);
+        CREATE INDEX approvals_run ON approvals (run_id);
         """,
     ),
 )

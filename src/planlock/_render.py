@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from planlock._approval import ApprovalRequest
+from planlock._assess import RiskReport
 from planlock._execute import RunResult
 from planlock._journal import Event
 from planlock._plan import Plan
@@ -61,15 +62,24 @@ def plan_table(plan: Plan, registry: ToolRegistry) -> Table:
 
 
 def approval_panel(request: ApprovalRequest) -> Panel:
+    if request.kind == "call":
+        return call_panel(request)
     rows = Table.grid(padding=(0, 1))
     for r in request.risks:
         rows.add_row("•", Text(r.reason))
+    for s in request.report.call_approvals:
+        rows.add_row(
+            "•", Text(f"step {s.step_id} ({s.tool}): will ask again with the concrete values")
+        )
+    for f in request.report.flows:
+        src = ", ".join(f.sources)
+        rows.add_row("⚠", Text(f"untrusted data ({src}) flows into {f.tool}.{f.param}: {f.action}"))
     args = Table(show_header=True, header_style="bold")
     args.add_column("step")
     args.add_column("tool")
     args.add_column("exact arguments")
-    for s in request.plan.steps:
-        args.add_row(s.id, s.tool, Text(json.dumps(s.args, ensure_ascii=False)))
+    for step in request.plan.steps:
+        args.add_row(step.id, step.tool, Text(json.dumps(step.args, ensure_ascii=False)))
     body = Group(
         Text(f"plan hash {request.plan_hash}"),
         Text("effects: " + ", ".join(request.effects)),
@@ -78,6 +88,33 @@ def approval_panel(request: ApprovalRequest) -> Panel:
         args,
     )
     return Panel(body, title="Approval requested", border_style="yellow")
+
+
+def call_panel(request: ApprovalRequest) -> Panel:
+    rows = Table(show_header=True, header_style="bold")
+    rows.add_column("argument")
+    rows.add_column("exact value")
+    rows.add_column("came from")
+    prov = request.provenance or {}
+    for name, value in (request.args or {}).items():
+        rows.add_row(
+            name, Text(json.dumps(value, ensure_ascii=False)), ", ".join(prov.get(name, []))
+        )
+    why = Table.grid(padding=(0, 1))
+    for r in request.reasons:
+        why.add_row("•", Text(r.message))
+    body = Group(
+        Text(
+            f"step {request.step_id} of plan {request.plan_hash[:12]}, "
+            f"arguments {request.args_hash}"
+        ),
+        Text("needs approval because:", style="bold"),
+        why,
+        rows,
+    )
+    return Panel(
+        body, title=f"Approval requested for a call (step {request.step_id})", border_style="red"
+    )
 
 
 def progress_line(event: Event) -> str | None:
@@ -134,3 +171,70 @@ def events_table(events: Sequence[Event]) -> Table:
     for e in events:
         table.add_row(str(e.seq), e.run_id[-8:], e.kind, e.at[11:23], Text(_short(e.data, 110)))
     return table
+
+
+def report_table(report: RiskReport) -> Group:
+    table = Table(title=f"Risk report for plan {report.plan_hash[:12]}", title_justify="left")
+    table.add_column("step", style="cyan")
+    table.add_column("tool", style="bold")
+    table.add_column("effect")
+    table.add_column("decision")
+    table.add_column("why")
+    for s in report.steps:
+        style = {"allow": "green", "require_approval": "yellow", "deny": "bold red"}[s.action]
+        why = "; ".join(r.message + (" [at the call]" if r.at_call else "") for r in s.reasons)
+        table.add_row(
+            s.step_id, s.tool, effect_text(s.effect), Text(s.action, style=style), Text(why)
+        )
+    flows = Table(title="Untrusted data into sensitive parameters", title_justify="left")
+    flows.add_column("step")
+    flows.add_column("parameter")
+    flows.add_column("from")
+    flows.add_column("policy")
+    for f in report.flows:
+        flows.add_row(f.step_id, f"{f.tool}.{f.param}", ", ".join(f.sources), f.action)
+    parts: list[Any] = [Text("effects: " + ", ".join(report.effects)), table]
+    if report.flows:
+        parts.append(flows)
+    return Group(*parts)
+
+
+def stored_request(item: dict[str, Any]) -> Panel:
+    req = item["request"]
+    head = Text(
+        f"{item['kind']} request {item['id']} for run {item['run_id']}: {item['status']}\n"
+        f"plan {item['plan_hash']}  created {item['created_at']}  expires {item['expires_at']}"
+    )
+    steps = Table(show_header=True, header_style="bold", title="plan", title_justify="left")
+    steps.add_column("step")
+    steps.add_column("tool")
+    steps.add_column("exact arguments")
+    for s in req["plan"]["steps"]:
+        steps.add_row(s["id"], s["tool"], Text(json.dumps(s["args"], ensure_ascii=False)))
+    why = Table.grid(padding=(0, 1))
+    reasons = [r["message"] for r in req.get("reasons", [])] or [
+        f"step {s['step']} ({s['tool']}): " + "; ".join(r["message"] for r in s["reasons"])
+        for s in req["report"]["steps"]
+    ]
+    for r in reasons:
+        why.add_row("•", Text(r))
+    parts: list[Any] = [head, Text("needs approval because:", style="bold"), why]
+    if req.get("args") is not None:
+        call = Table(show_header=True, header_style="bold", title=f"call of step {req['step_id']}")
+        call.add_column("argument")
+        call.add_column("exact value")
+        call.add_column("came from")
+        for k, v in req["args"].items():
+            call.add_row(
+                k,
+                Text(json.dumps(v, ensure_ascii=False)),
+                ", ".join((req.get("provenance") or {}).get(k, [])),
+            )
+        parts.append(call)
+    parts.append(steps)
+    parts.extend(
+        Text(f"⚠ untrusted data ({', '.join(f['sources'])}) flows into {f['tool']}.{f['param']}: ")
+        + Text(f["action"])
+        for f in req["report"].get("flows", [])
+    )
+    return Panel(Group(*parts), title="Approval request", border_style="yellow")

@@ -1,0 +1,61 @@
+"""Notifications for pending approvals: a JSON POST to a webhook (Slack-compatible body)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+
+__all__ = ["Notifier", "WebhookNotifier", "approval_message"]
+
+
+class Notifier(Protocol):
+    """Told about every approval request that waits for a person."""
+
+    def notify(self, message: dict[str, Any]) -> None:
+        """Deliver ``message``; raise on failure (the caller journals it)."""
+        ...
+
+
+class WebhookNotifier:
+    """POSTs the message as JSON. The body has Slack's ``text`` and ``blocks`` fields, so a
+    Slack incoming-webhook URL works as is, and a ``planlock`` field with the request's data."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url
+        self.timeout = timeout
+
+    def notify(self, message: dict[str, Any]) -> None:
+        response = httpx.post(self.url, json=message, timeout=self.timeout)
+        response.raise_for_status()
+
+
+def approval_message(
+    request: dict[str, Any], approve_hint: str = "planlock approve"
+) -> dict[str, Any]:
+    """The notification for a stored approval request (``ApprovalRequest.to_json()``)."""
+    what = (
+        f"call to step {request['step_id']}"
+        if request["kind"] == "call"
+        else f"plan {request['plan_hash'][:12]}"
+    )
+    reasons = [r["message"] for r in request.get("reasons", [])] or [
+        r["message"] for s in request["report"]["steps"] for r in s["reasons"]
+    ]
+    lines = "\n".join(f"• {r}" for r in reasons)
+    text = f"planlock: approval needed for the {what} of run {request['run_id']}"
+    detail = f"*{text}*\n{lines}\nApprove with `{approve_hint} {request['id']} --as NAME`"
+    return {
+        "text": text,
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": detail}}],
+        "planlock": {
+            "approval_id": request["id"],
+            "run_id": request["run_id"],
+            "kind": request["kind"],
+            "plan_hash": request["plan_hash"],
+            "step_id": request.get("step_id"),
+            "args_hash": request.get("args_hash"),
+            "args": request.get("args"),
+            "reasons": reasons,
+        },
+    }
