@@ -211,7 +211,6 @@ def evaluate(
     says whether the argument's value is known (the static check sees only literals)."""
     untrusted = {p: sorted(s for s in srcs if not is_trusted(s)) for p, srcs in provenance.items()}
     untrusted = {p: s for p, s in untrusted.items() if s}
-    all_known = all(known(p) for p in args)
     reasons: list[Reason] = []
     definite: list[Reason] = []
     flow_overrides: set[str] = set()
@@ -224,9 +223,11 @@ def evaluate(
         label = rule.reason or f"policy rule {i}"
         undecided = False
         if rule.args is not None:
-            if not all_known:
+            needed = set(rule.args.get("properties", {})) | set(rule.args.get("required", []))
+            subject = {k: v for k, v in args.items() if k in needed} if needed else dict(args)
+            if not all(known(p) for p in subject):
                 undecided = True  # depends on values only the run will know
-            elif not jsonschema.Draft202012Validator(rule.args).is_valid(dict(args)):
+            elif not jsonschema.Draft202012Validator(rule.args).is_valid(subject):
                 continue
         if rule.untrusted is not None:
             params = list(args) if "*" in rule.untrusted else list(rule.untrusted)
