@@ -392,3 +392,18 @@ def test_cli_submit_reports_invalid_and_denied_plans(db: Path, tmp_path: Path) -
     result = runner.invoke(app, ["approve", "NOPE", "--as", "x", "--journal", str(db)])
     assert result.exit_code == 2
     assert "no approval request NOPE" in result.output
+
+
+def test_a_grant_used_after_it_expired_is_refused(
+    db: Path, registry: ToolRegistry, desk: demo.HelpDesk
+) -> None:
+    queue = ApprovalQueue(Journal.open(db))
+    sub = submit(queue, demo.PLAN, registry, inputs=demo.INPUTS, expires_in=timedelta(seconds=1))
+    queue.decide(sub.approval_id, approve=True, by="alice")
+    time.sleep(1.2)
+    work(queue, registry)
+    assert desk.outbox == []
+    assert queue.run_status(sub.run_id) == "refused"
+    refused = next(e.data for e in queue.journal.events(sub.run_id) if e.kind == "approval_refused")
+    assert "expired" in refused["problem"]
+    assert queue.get(sub.approval_id)["inputs"] == demo.INPUTS

@@ -228,6 +228,10 @@ class ApprovalQueue:
         ]
         out = dict(zip(keys, row, strict=True))
         out["request"] = json.loads(out["request"])
+        inputs = self._db.execute(
+            "SELECT inputs FROM runs WHERE run_id = ?", (out["run_id"],)
+        ).fetchone()
+        out["inputs"] = json.loads(inputs[0]) if inputs else {}
         return out
 
     def run_status(self, run_id: str) -> str | None:
@@ -315,7 +319,10 @@ class ApprovalQueue:
             ).fetchone()
             if row is None:
                 raise ApprovalMismatch(f"run {run_id} has no unused plan grant")
-            approval_id, plan_hash, by, via, at, reason, _ = row
+            approval_id, plan_hash, by, via, at, reason, expires_at = row
+            if expires_at and expires_at < now_iso():
+                db.execute("UPDATE approvals SET status = 'expired' WHERE id = ?", (approval_id,))
+                raise ApprovalMismatch(f"grant {approval_id} expired at {expires_at}")
             db.execute(
                 "UPDATE approvals SET status = 'used', used_at = ? WHERE id = ?",
                 (now_iso(), approval_id),

@@ -219,6 +219,8 @@ def stored_request(item: dict[str, Any]) -> Panel:
     for r in reasons:
         why.add_row("•", Text(r))
     parts: list[Any] = [head, Text("needs approval because:", style="bold"), why]
+    if item.get("inputs"):
+        parts.append(Text("trusted inputs: " + json.dumps(item["inputs"], ensure_ascii=False)))
     if req.get("args") is not None:
         call = Table(show_header=True, header_style="bold", title=f"call of step {req['step_id']}")
         call.add_column("argument")
