@@ -50,7 +50,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _iso(dt: datetime) -> str:
-    return dt.isoformat(timespec="seconds")
+    return dt.isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
