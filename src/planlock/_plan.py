@@ -157,8 +157,8 @@ class Plan(BaseModel):
 
         if isinstance(data, str | bytes):
             try:
-                data = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                data = json.loads(data, parse_constant=_reject_constant)
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
                 raise PlanInvalid(
                     [Issue("not_json", "$", f"plan is not valid JSON: {exc}")]
                 ) from None
@@ -170,13 +170,19 @@ class Plan(BaseModel):
             msg = f"a plan is a JSON array of steps or an object, not {type(data).__name__}"
             raise PlanInvalid([Issue("malformed", "$", msg)])
         try:
-            return cls.model_validate(data)
+            plan = cls.model_validate(data)
         except ValidationError as exc:
             issues = [
                 Issue("malformed", _error_path(prefix, tuple(e["loc"])), _error_message(e))
                 for e in exc.errors(include_url=False)
             ]
             raise PlanInvalid(issues) from None
+        try:
+            plan.canonical_json().encode()  # what .hash needs: finite numbers, encodable text
+        except ValueError as exc:  # includes UnicodeEncodeError
+            msg = f"plan cannot be written as canonical JSON: {exc}"
+            raise PlanInvalid([Issue("malformed", "$", msg)]) from None
+        return plan
 
     def canonical(self) -> dict[str, Any]:
         """The canonical object form as plain JSON data."""
@@ -202,6 +208,10 @@ class Plan(BaseModel):
     def hash(self) -> str:
         """SHA-256 of the canonical JSON: what an approval binds to (R7)."""
         return sha256_hex(self.canonical_json())
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _error_path(prefix: str, loc: tuple[Any, ...]) -> str:

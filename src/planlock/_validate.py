@@ -149,7 +149,10 @@ def analyse(
             continue
         if tool is LLM_STEP_TOOL:
             schema = plan.steps[index[sid]].args.get("output_schema")
-            returns[sid] = schema if isinstance(schema, dict) else {}
+            if not schema:  # quarantined_call's default: the reply is a string
+                returns[sid] = {"type": "string"}
+            else:
+                returns[sid] = schema if isinstance(schema, dict) else {}
         else:
             returns[sid] = tool.returns_schema
 
@@ -276,9 +279,10 @@ def _check_template(
     returns: Mapping[str, dict[str, Any]],
     inputs: Mapping[str, Any] | None,
     issues: list[Issue],
+    *,
+    top: bool = True,
 ) -> None:
     if isinstance(t, Lit):
-        top = path.endswith(f".args.{pname}")
         for loc, msg in _literal_errors(t.value, tool, pname, pschema, root, top):
             issues.append(Issue("invalid_arg", path + loc, msg))
     elif isinstance(t, Whole):
@@ -302,7 +306,16 @@ def _check_template(
                 issues.append(Issue("invalid_arg", f"{path}.{k}", f"unknown key '{k}'"))
             else:
                 _check_template(
-                    sub, sub_schema, root, tool, pname, f"{path}.{k}", returns, inputs, issues
+                    sub,
+                    sub_schema,
+                    root,
+                    tool,
+                    pname,
+                    f"{path}.{k}",
+                    returns,
+                    inputs,
+                    issues,
+                    top=False,
                 )
     else:
         if not accepts_types(pschema, {"array"}, root):
@@ -316,7 +329,16 @@ def _check_template(
                 )
             else:
                 _check_template(
-                    sub, sub_schema, root, tool, pname, f"{path}[{j}]", returns, inputs, issues
+                    sub,
+                    sub_schema,
+                    root,
+                    tool,
+                    pname,
+                    f"{path}[{j}]",
+                    returns,
+                    inputs,
+                    issues,
+                    top=False,
                 )
 
 
@@ -385,9 +407,11 @@ def _order(a: Analysis, index: Mapping[str, int], deps: Mapping[str, set[str]]) 
     if len(order) == len(deps):
         return
     remaining = {s for s, n in indeg.items() if n > 0}
-    visited: set[str] = set()
-    for start in sorted(remaining, key=index.__getitem__):
-        cycle = _find_cycle(start, deps, remaining, visited)
+    comps = [c for c in _components(remaining, deps) if len(c) > 1]
+    for comp in sorted(comps, key=lambda c: min(map(index.__getitem__, c))):
+        # inside a strongly connected part every step has a dependency in the part: the walk
+        # always closes a cycle, and each part is walked once
+        cycle = _find_cycle(min(comp, key=index.__getitem__), deps, comp, set())
         if cycle:
             first = min(cycle, key=index.__getitem__)
             k = cycle.index(first)
@@ -416,3 +440,46 @@ def _find_cycle(
             return []
         cur = nxt[0]
     return path[pos[cur] :]
+
+
+def _components(nodes: set[str], deps: Mapping[str, set[str]]) -> list[set[str]]:
+    """Strongly connected parts of the dependency graph restricted to ``nodes`` (Tarjan,
+    iterative)."""
+    num: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[set[str]] = []
+    for root in sorted(nodes):
+        if root in num:
+            continue
+        num[root] = low[root] = len(num)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(sorted(d for d in deps.get(root, ()) if d in nodes)))]
+        while work:
+            v, it = work[-1]
+            for w in it:
+                if w not in num:
+                    num[w] = low[w] = len(num)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(d for d in deps.get(w, ()) if d in nodes))))
+                    break
+                if w in on_stack:
+                    low[v] = min(low[v], num[w])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[v])
+                if low[v] == num[v]:
+                    comp: set[str] = set()
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        comp.add(w)
+                        if w == v:
+                            break
+                    out.append(comp)
+    return out
