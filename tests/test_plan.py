@@ -118,3 +118,18 @@ def test_unbalanced_and_garbled_braces_are_found() -> None:
     assert any(isinstance(f, str) and "unbalanced" in f for f in unbalanced)
     garbled = find_placeholders("hello {{user.name} and }}")
     assert any(isinstance(f, str) and "malformed placeholder" in f for f in garbled)
+
+
+def test_literal_braces_need_no_escape_except_an_opening_pair() -> None:
+    from planlock._template import Interp, Lit, compile_value
+
+    problems: list[tuple[str, str]] = []
+    assert compile_value('{"a":{"b":1}}', "$", problems) == Lit('{"a":{"b":1}}')
+    escaped = compile_value(
+        {"t": "Dear \\{{ name }}, {{user.name}}", "k": ["\\{{x}}"]}, "$", problems
+    )
+    assert problems == []
+    assert escaped.items[1][1] == Lit(["{{x}}"])  # type: ignore[union-attr]
+    interp = escaped.items[0][1]  # type: ignore[union-attr]
+    assert isinstance(interp, Interp)
+    assert interp.parts[0] == "Dear {{ name }}, "

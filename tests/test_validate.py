@@ -572,11 +572,19 @@ def test_malformed_placeholder_input_without_name(reg: ToolRegistry) -> None:
     assert "expected input.<name>[.<path>]" in issue.message
 
 
-@pytest.mark.parametrize("text", ["{{user.x", "user.x}}", "{{user.x}} and {{", "a }} b"])
+@pytest.mark.parametrize("text", ["{{user.x", "{{user.x}} and {{"])
 def test_malformed_placeholder_unbalanced_braces(reg: ToolRegistry, text: str) -> None:
     plan = [{"step": 1, "tool": "set_text", "args": {"text": text}}]
     issue = one(issues_of(plan, reg), "malformed_placeholder", "$.steps[0].args.text")
-    assert issue.message == "unbalanced '{{' or '}}' in a string argument"
+    assert issue.message == (
+        "unbalanced '{{' in a string argument (write a literal '{{' as '\\{{')"
+    )
+
+
+@pytest.mark.parametrize("text", ["user.x}}", "a }} b", '{"a": {"b": 1}}', "\\{{ name }}"])
+def test_closing_braces_and_escaped_openings_are_plain_text(reg: ToolRegistry, text: str) -> None:
+    plan = [{"step": 1, "tool": "set_text", "args": {"text": text}}]
+    assert issues_of(plan, reg) == []
 
 
 def test_malformed_placeholder_nested_path(reg: ToolRegistry) -> None:
@@ -588,12 +596,6 @@ def test_malformed_placeholder_nested_path(reg: ToolRegistry) -> None:
 def test_single_braces_are_plain_text(reg: ToolRegistry) -> None:
     plan = [{"step": 1, "tool": "set_text", "args": {"text": "{a} and { {b} } {"}}]
     assert issues_of(plan, reg) == []
-
-
-def test_literal_double_braces_cannot_be_written(reg: ToolRegistry) -> None:
-    # There is no escape: a literal '}}' (e.g. nested JSON text) reads as an unbalanced placeholder.
-    plan = [{"step": 1, "tool": "set_text", "args": {"text": '{"a": {"b": 1}}'}}]
-    one(issues_of(plan, reg), "malformed_placeholder", "$.steps[0].args.text")
 
 
 def test_self_reference_in_placeholder(reg: ToolRegistry) -> None:

@@ -148,9 +148,19 @@ def binding_problem(decision: Decision, request: ApprovalRequest) -> str | None:
         return f"the answer is for step {decision.step_id}, not {request.step_id}"
     if decision.args_hash != request.args_hash:
         return "the answer is for other arguments than the call's"
-    if isinstance(decision, Approved) and decision.expires_at and decision.expires_at < now_iso():
+    if isinstance(decision, Approved) and decision.expires_at and _expired(decision.expires_at):
         return f"the grant expired at {decision.expires_at}"
     return None
+
+
+def _expired(stamp: str) -> bool:
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return True  # an unreadable expiry is treated as expired
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when < datetime.now(UTC)
 
 
 def auto_approve(request: ApprovalRequest) -> Decision:

@@ -20,7 +20,10 @@ __all__ = ["Plan", "Ref", "Step", "canonical_json", "sha256_hex"]
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _SEGMENT = r"[A-Za-z0-9_-]+"
-_PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+_PLACEHOLDER = re.compile(r"(?<!\\)\{\{\s*(.*?)\s*\}\}")
+_OPEN = re.compile(r"(?<!\\)\{\{")
+ESCAPED_OPEN = "\\{{"
+"""A literal ``{{`` in a string argument is written ``\\{{`` (``"\\\\{{"`` in JSON)."""
 _REF_BODY = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*$")
 
 
@@ -75,15 +78,22 @@ def find_placeholders(text: str) -> list[Ref | str]:
     """Every placeholder in ``text`` (Refs, or messages for malformed ones)."""
     found: list[Ref | str] = [parse_ref(m.group(1)) for m in _PLACEHOLDER.finditer(text)]
     rest = _PLACEHOLDER.sub("", text)
-    if "{{" in rest or "}}" in rest:
-        found.append("unbalanced '{{' or '}}' in a string argument")
+    if _OPEN.search(rest):
+        found.append("unbalanced '{{' in a string argument (write a literal '{{' as '\\{{')")
     return found
+
+
+def unescape(text: str) -> str:
+    """Literal text of a string argument: ``\\{{`` becomes ``{{``."""
+    return text.replace(ESCAPED_OPEN, "{{")
 
 
 def whole_placeholder(text: str) -> str | None:
     """The body if ``text`` is exactly one placeholder (so the value keeps its type)."""
-    m = _PLACEHOLDER.fullmatch(text)
-    return m.group(1) if m else None
+    matches = list(_PLACEHOLDER.finditer(text))
+    if len(matches) == 1 and matches[0].span() == (0, len(text)):
+        return matches[0].group(1)
+    return None
 
 
 def split_interpolation(text: str) -> list[str | Ref]:
@@ -92,12 +102,12 @@ def split_interpolation(text: str) -> list[str | Ref]:
     pos = 0
     for m in _PLACEHOLDER.finditer(text):
         if m.start() > pos:
-            parts.append(text[pos : m.start()])
+            parts.append(unescape(text[pos : m.start()]))
         ref = parse_ref(m.group(1))
         parts.append(ref if isinstance(ref, Ref) else m.group(0))
         pos = m.end()
     if pos < len(text):
-        parts.append(text[pos:])
+        parts.append(unescape(text[pos:]))
     return parts
 
 

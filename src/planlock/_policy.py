@@ -125,11 +125,14 @@ class Policy(BaseModel):
 
     def check(self, registry: ToolRegistry, source: str = "policy") -> None:
         """Refuse rules that name unknown tools or parameters (a typo must not silently allow)."""
+        from planlock._llmstep import LLM_STEP_TOOL  # noqa: PLC0415  (import cycle)
+
+        builtin = {LLM_STEP_TOOL.name: LLM_STEP_TOOL}
         problems: list[str] = []
         for i, rule in enumerate(self.rules):
             where = f"rules[{i}]"
-            tool = registry.get(rule.tool) if rule.tool else None
-            if rule.tool and tool is None and rule.tool != "llm":
+            tool = (registry.get(rule.tool) or builtin.get(rule.tool)) if rule.tool else None
+            if rule.tool and tool is None:
                 problems.append(f"{where}: unknown tool '{rule.tool}'")
                 continue
             if tool is None:
@@ -236,7 +239,8 @@ def evaluate(
                 continue
             origin = _sources(hit, untrusted, describe)
             message = f"{label}: untrusted data in {', '.join(hit)} ({origin})"
-            flow_overrides.update(hit)
+            if not undecided:  # a rule that may not apply cannot replace the default for a flow
+                flow_overrides.update(hit)
             reasons.append(
                 Reason(
                     key,

@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from planlock._plan import Ref, find_placeholders, split_interpolation, whole_placeholder
+from planlock._plan import (
+    Ref,
+    find_placeholders,
+    split_interpolation,
+    unescape,
+    whole_placeholder,
+)
 
 __all__ = [
     "Arr",
@@ -66,7 +72,7 @@ def compile_value(value: Any, path: str, problems: list[tuple[str, str]]) -> Tem
             return Lit(value)
         found = find_placeholders(value)
         if not found:
-            return Lit(value)
+            return Lit(unescape(value))
         bad = [f for f in found if isinstance(f, str)]
         if bad:
             problems.extend((path, m) for m in bad)
@@ -80,12 +86,12 @@ def compile_value(value: Any, path: str, problems: list[tuple[str, str]]) -> Tem
     if isinstance(value, dict):
         items = tuple((k, compile_value(v, f"{path}.{k}", problems)) for k, v in value.items())
         if all(isinstance(t, Lit) for _, t in items):
-            return Lit(value)
+            return Lit({k: t.value for k, t in items if isinstance(t, Lit)})
         return Obj(items)
     if isinstance(value, list):
         arr = tuple(compile_value(v, f"{path}[{i}]", problems) for i, v in enumerate(value))
         if all(isinstance(t, Lit) for t in arr):
-            return Lit(value)
+            return Lit([t.value for t in arr if isinstance(t, Lit)])
         return Arr(arr)
     return Lit(value)
 
