@@ -30,6 +30,17 @@ __all__ = ["Action", "Policy", "Reason", "Rule", "Verdict", "evaluate"]
 Action = Literal["allow", "require_approval", "deny"]
 _RANK: dict[str, int] = {"allow": 0, "require_approval": 1, "deny": 2}
 EffectName = Literal["read", "write", "delete", "send", "pay", "undeclared"]
+_LOCAL_KEYWORDS = frozenset(
+    {"type", "properties", "required", "title", "description", "$schema", "$comment"}
+)
+
+
+def _condition_params(schema: dict[str, Any]) -> set[str] | None:
+    """The parameters an args condition looks at, or None when it may look at any of them
+    (``not``, ``anyOf``, ``additionalProperties``, ``if``... see the whole arguments object)."""
+    if not set(schema) <= _LOCAL_KEYWORDS:
+        return None
+    return set(schema.get("properties", {})) | set(schema.get("required", []))
 
 
 class Rule(BaseModel):
@@ -226,11 +237,11 @@ def evaluate(
         label = rule.reason or f"policy rule {i}"
         undecided = False
         if rule.args is not None:
-            needed = set(rule.args.get("properties", {})) | set(rule.args.get("required", []))
-            subject = {k: v for k, v in args.items() if k in needed} if needed else dict(args)
-            if not all(known(p) for p in subject):
+            needed = _condition_params(rule.args)
+            looked_at = [p for p in args if needed is None or p in needed]
+            if not all(known(p) for p in looked_at):
                 undecided = True  # depends on values only the run will know
-            elif not jsonschema.Draft202012Validator(rule.args).is_valid(subject):
+            elif not jsonschema.Draft202012Validator(rule.args).is_valid(dict(args)):
                 continue
         if rule.untrusted is not None:
             params = list(args) if "*" in rule.untrusted else list(rule.untrusted)

@@ -254,8 +254,9 @@ def in_process_waiter(
             decision = await ask_approver(approver, request)
         except ApprovalRequired as exc:
             decision = request.deny("policy", "auto", str(exc))
-        kind = "approval_granted" if decision.approved else "approval_denied"
-        await record(kind, {**decision.to_json(), "id": request.id})
+        if binding_problem(decision, request) is None:  # a mismatch is journaled as refused
+            kind = "approval_granted" if decision.approved else "approval_denied"
+            await record(kind, {**decision.to_json(), "id": request.id})
         return decision
 
     return wait
