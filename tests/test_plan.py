@@ -121,7 +121,7 @@ def test_unbalanced_and_garbled_braces_are_found() -> None:
 
 
 def test_literal_braces_need_no_escape_except_an_opening_pair() -> None:
-    from planlock._template import Interp, Lit, compile_value
+    from planlock._template import Interp, Lit, Obj, compile_value
 
     problems: list[tuple[str, str]] = []
     assert compile_value('{"a":{"b":1}}', "$", problems) == Lit('{"a":{"b":1}}')
