@@ -129,7 +129,8 @@ def test_literal_braces_need_no_escape_except_an_opening_pair() -> None:
         {"t": "Dear \\{{ name }}, {{user.name}}", "k": ["\\{{x}}"]}, "$", problems
     )
     assert problems == []
-    assert escaped.items[1][1] == Lit(["{{x}}"])  # type: ignore[union-attr]
-    interp = escaped.items[0][1]  # type: ignore[union-attr]
+    assert isinstance(escaped, Obj)
+    assert escaped.items[1][1] == Lit(["{{x}}"])
+    interp = escaped.items[0][1]
     assert isinstance(interp, Interp)
     assert interp.parts[0] == "Dear {{ name }}, "
