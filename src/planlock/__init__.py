@@ -19,10 +19,12 @@ from planlock._errors import (
     ApprovalDenied,
     ApprovalMismatch,
     ApprovalRequired,
+    CannotPlan,
     JournalCorrupt,
     LLMError,
     PlanInvalid,
     PlanlockError,
+    PlanningFailed,
     RunError,
     StepFailed,
     ToolsNotFound,
@@ -40,7 +42,12 @@ from planlock._journal import (
     verify_events,
 )
 from planlock._llm import LLM, LLMReply, LLMRequest, Message
+from planlock._llm_anthropic import AnthropicLLM
+from planlock._llm_local import LocalLLM
+from planlock._llm_openai import OpenAILLM
+from planlock._models import load_model
 from planlock._plan import Plan, Ref, Step, canonical_json
+from planlock._planner import Planner, plan, plan_schema, plan_sync
 from planlock._policy import Policy, Reason, Rule, Verdict
 from planlock._run import run, run_sync
 from planlock._tools import EFFECTS, StepContext, Tool, ToolRegistry
@@ -52,12 +59,14 @@ __all__ = [
     "EFFECTS",
     "EVENT_KINDS",
     "LLM",
+    "AnthropicLLM",
     "ApprovalDenied",
     "ApprovalMismatch",
     "ApprovalRequest",
     "ApprovalRequired",
     "Approved",
     "Approver",
+    "CannotPlan",
     "Decision",
     "Denied",
     "Event",
@@ -70,11 +79,15 @@ __all__ = [
     "LLMError",
     "LLMReply",
     "LLMRequest",
+    "LocalLLM",
     "MemoryStore",
     "Message",
+    "OpenAILLM",
     "Plan",
     "PlanInvalid",
     "PlanlockError",
+    "Planner",
+    "PlanningFailed",
     "Policy",
     "Reason",
     "Ref",
@@ -101,6 +114,10 @@ __all__ = [
     "assess",
     "auto_approve",
     "canonical_json",
+    "load_model",
+    "plan",
+    "plan_schema",
+    "plan_sync",
     "run",
     "run_sync",
     "validate",

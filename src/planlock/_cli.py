@@ -99,6 +99,15 @@ def _policy(path: Path | None, registry: ToolRegistry) -> Policy:
         _fail(EXIT_USAGE, str(exc))
 
 
+def _model(spec: str) -> Any:
+    from planlock._models import load_model  # noqa: PLC0415  (backends load lazily)
+
+    try:
+        return load_model(spec)
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+
+
 def _inputs(pairs: list[str] | None) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
     for pair in pairs or []:
@@ -227,6 +236,22 @@ def run_cmd(
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Steps run at once, at most.", min=1)] = 16,
     policy: PolicyOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="LLM for the plan's quarantined llm steps and for replanning "
+            "(local, openai:MODEL[@URL], anthropic:MODEL).",
+        ),
+    ] = None,
+    max_replans: Annotated[
+        int,
+        typer.Option(
+            "--max-replans",
+            help="Revisions allowed after errors and checkpoints (needs --model; 0 disables).",
+            min=0,
+        ),
+    ] = 2,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate, show, approve and execute a plan."""
@@ -235,8 +260,13 @@ def run_cmd(
     parsed = _load_plan(plan, as_json)
     inputs = _inputs(input_)
     approver = _approver(approve)
+    llm = _model(model) if model else None
+    if llm is None and any(s.tool == "llm" for s in parsed.steps):
+        _fail(EXIT_USAGE, "this plan has llm steps: give --model")
     j = _open_journal(journal)
     j.listeners.append(_progress(as_json))
+    started: list[str] = []
+    j.listeners.append(lambda e: started.append(e.run_id) if e.kind == "step_started" else None)
     if not as_json:
         err.print(_render.plan_table(parsed, registry))
     try:
@@ -248,13 +278,17 @@ def run_cmd(
             approver=approver,
             policy=rules,
             concurrency=concurrency,
+            llm=llm,
+            replanner=llm if max_replans else None,
+            max_replans=max_replans,
         )
     except PlanInvalid as exc:
         _invalid(exc, as_json)
     except (ApprovalRequired, ApprovalDenied, ApprovalMismatch) as exc:
         if as_json:
             print(json.dumps({"status": "not_approved", "reason": str(exc)}, indent=2))
-        _fail(EXIT_APPROVAL, f"{exc} (nothing was run)")
+        ran = "some steps had already run" if started else "nothing was run"
+        _fail(EXIT_APPROVAL, f"{exc} ({ran})")
     payload = {
         "run_id": result.run_id,
         "status": result.status,
@@ -291,6 +325,7 @@ def journal_show(
         print(json.dumps([e.model_dump() for e in events], indent=2))
     else:
         out.print(_render.events_table(events))
+        out.print(_render.journal_summary(events))
 
 
 @journal_app.command("verify")
@@ -342,3 +377,9 @@ def main() -> None:
 
 
 from planlock import _cli_queue  # noqa: E402, F401  (registers submit/approvals/approve/deny/worker)
+
+# isort: split
+from planlock import _cli_plan  # noqa: E402,F401  (registers plan/ask/demo)
+
+# isort: split
+from planlock import _cli_bench  # noqa: E402,F401  (registers bench)

@@ -7,6 +7,8 @@ The tree::
     ├── ToolsNotFound         a TOOLS spec (module:attr or file.py:attr) that cannot be loaded
     └── RunError              something went wrong with a plan or a run
         ├── PlanInvalid       the plan failed validation; carries every issue with its path
+        │   └── PlanningFailed  the planner gave no valid plan in N attempts; carries each attempt
+        ├── CannotPlan        the planner answered that the tools cannot serve the goal
         ├── ApprovalRequired  the plan needs a person and none was asked (e.g. ``--approve auto``)
         ├── ApprovalDenied    a person or policy said no; carries the decision
         ├── ApprovalMismatch  a grant that does not match the plan (or call) it is used for
@@ -25,16 +27,19 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from planlock._approval import Decision
+    from planlock._planner import PlanAttempt
     from planlock._validate import Issue
 
 __all__ = [
     "ApprovalDenied",
     "ApprovalMismatch",
     "ApprovalRequired",
+    "CannotPlan",
     "JournalCorrupt",
     "LLMError",
     "PlanInvalid",
     "PlanlockError",
+    "PlanningFailed",
     "RunError",
     "StepFailed",
     "ToolsNotFound",
@@ -65,6 +70,32 @@ class PlanInvalid(RunError):
         self.issues = tuple(issues)
         lines = [f"  {i.path}: {i.message}" for i in self.issues]
         super().__init__(f"plan is invalid ({len(self.issues)} issue(s)):\n" + "\n".join(lines))
+
+
+class PlanningFailed(PlanInvalid):
+    """The planner produced no valid plan within its attempts.
+
+    ``attempts`` holds every attempt (its reply and issues); ``issues`` are the last attempt's.
+    """
+
+    def __init__(self, backend: str, attempts: Sequence[PlanAttempt]) -> None:
+        self.backend = backend
+        self.attempts = tuple(attempts)
+        self.issues = self.attempts[-1].issues if self.attempts else ()
+        lines = [f"{backend}: no valid plan after {len(self.attempts)} attempt(s)"]
+        for a in self.attempts:
+            lines.append(f"attempt {a.number}: {len(a.issues)} issue(s)")
+            lines.extend(f"  {i.path}: {i.message}" for i in a.issues)
+        RunError.__init__(self, "\n".join(lines))
+
+
+class CannotPlan(RunError):
+    """The planner answered that the registered tools cannot serve the goal."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"cannot plan ({backend}): {reason}")
 
 
 class ApprovalRequired(RunError):

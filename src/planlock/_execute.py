@@ -21,7 +21,7 @@ from pydantic_core import to_jsonable_python
 from planlock._approval import ApprovalRequest, Decision, Denied, binding_problem
 from planlock._errors import LLMError
 from planlock._llm import LLM
-from planlock._llmstep import quarantined_call
+from planlock._llmstep import NotEnoughInformation, quarantined_call
 from planlock._plan import Ref, canonical_json, sha256_hex
 from planlock._template import PLAN_SOURCE, Sources, Unresolvable, resolve, walk_path
 from planlock._tools import LLM_TOOL, StepContext, Tool
@@ -66,15 +66,22 @@ class RunResult:
     """The outcome of a run."""
 
     run_id: str
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "failed", "paused"]
     outputs: dict[str, Any] = field(default_factory=dict)
     """Output of every step that finished."""
     statuses: dict[str, str] = field(default_factory=dict)
-    """``finished``, ``failed`` or ``skipped`` for every step."""
+    """``finished``, ``failed``, ``skipped`` or ``pending`` (after a pause) for every step."""
     failed_step: str | None = None
     error_kind: str | None = None
     error: str | None = None
+    error_type: str | None = None
     plan_hash: str = ""
+    provenance: dict[str, list[str]] = field(default_factory=dict)
+    """Source labels of every finished step's output."""
+    paused_at: str | None = None
+    """The checkpoint step after which the walk paused (``status == "paused"``)."""
+    replans: int = 0
+    """How many times the plan was revised during the run."""
 
     @property
     def ok(self) -> bool:
@@ -107,16 +114,24 @@ async def walk(
     check_call: CheckCall | None = None,
     concurrency: int = 16,
     trusted_steps: frozenset[str] = frozenset(),
+    completed: Mapping[str, tuple[Any, Sources]] | None = None,
+    pause_at_checkpoints: bool = False,
 ) -> RunResult:
     """Run a validated plan's DAG: independent steps in parallel, dependents after their inputs.
 
     A failed step skips its dependents (transitively); independent branches finish. Nothing here
-    chooses a tool: every call is the one the plan names (R3).
+    chooses a tool: every call is the one the plan names (R3). Steps in ``completed`` (outputs
+    and sources from before a revision) are never run again (R11). With ``pause_at_checkpoints``
+    the walk starts no new step after a checkpoint step finishes and returns ``paused``.
     """
     steps = analysis.steps
-    outputs: dict[str, tuple[Any, Sources]] = {}
-    status: dict[str, str] = {}
+    outputs: dict[str, tuple[Any, Sources]] = dict(completed or {})
+    status: dict[str, str] = {sid: "finished" for sid in outputs if sid in steps}
     pending = {sid: len(s.deps) for sid, s in steps.items()}
+    for sid in status:
+        for nxt in analysis.dependents.get(sid, ()):
+            pending[nxt] -= 1
+    paused: list[str] = []
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     first_failure: list[tuple[str, StepOutcome]] = []
 
@@ -206,6 +221,8 @@ async def walk(
                 sources = frozenset((f"step:{sid}",))
             outputs[sid] = (outcome.output, sources)
             status[sid] = "finished"
+            if pause_at_checkpoints and step.checkpoint:
+                paused.append(sid)
             await record(
                 "step_finished",
                 {
@@ -219,24 +236,33 @@ async def walk(
             )
         for nxt in analysis.dependents.get(sid, ()):
             pending[nxt] -= 1
-            if pending[nxt] == 0 and nxt not in status:
+            if pending[nxt] == 0 and nxt not in status and not paused:
                 tg.start_soon(run_one, nxt, tg)
 
     async with anyio.create_task_group() as tg:
         for sid in analysis.order:
-            if pending[sid] == 0:
+            if pending[sid] == 0 and sid not in status:
                 tg.start_soon(run_one, sid, tg)
 
+    outcome_status: Literal["succeeded", "failed", "paused"] = "succeeded"
+    if first_failure:
+        outcome_status = "failed"
+    elif paused and len(status) < len(steps):
+        outcome_status = "paused"
+    idle = "pending" if outcome_status == "paused" else "skipped"
     result = RunResult(
         run_id=run_id,
-        status="failed" if first_failure else "succeeded",
-        outputs={sid: v for sid, (v, _) in outputs.items()},
-        statuses={sid: status.get(sid, "skipped") for sid in analysis.order},
+        status=outcome_status,
+        outputs={sid: v for sid, (v, _) in outputs.items() if sid in steps},
+        statuses={sid: status.get(sid, idle) for sid in analysis.order},
         plan_hash=analysis.plan.hash,
+        provenance={sid: sorted(s) for sid, (_, s) in outputs.items() if sid in steps},
+        paused_at=min(paused, key=lambda s: steps[s].index) if outcome_status == "paused" else None,
     )
     if first_failure:
         sid, outcome = min(first_failure, key=lambda f: steps[f[0]].index)
         result.failed_step, result.error_kind, result.error = sid, outcome.error_kind, outcome.error
+        result.error_type = outcome.error_type
     return result
 
 
@@ -293,6 +319,10 @@ class InProcessEngine:
             )
         except _OutputInvalid as exc:
             return StepOutcome(False, error_kind="invalid_output", error=str(exc), attempts=attempt)
+        except NotEnoughInformation as exc:
+            return StepOutcome(
+                False, error_kind="not_enough_information", error=str(exc), attempts=attempt
+            )
         except LLMError as exc:
             return StepOutcome(
                 False,

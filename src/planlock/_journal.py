@@ -56,6 +56,8 @@ EventKind = Literal[
     "approval_expired",
     "notification_sent",
     "notification_failed",
+    "replanned",
+    "checkpoint_reviewed",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 GENESIS = "0" * 64

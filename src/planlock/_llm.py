@@ -31,6 +31,8 @@ class LLMRequest:
     json_schema: dict[str, Any] | None = None
     """When set, the reply must be JSON valid against this schema."""
     max_tokens: int | None = None
+    temperature: float | None = None
+    """Sampling temperature; None leaves it to the backend (planlock's backends default to 0)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,11 +75,13 @@ def check_llm_step(
 async def quarantined_call(llm: LLM, args: dict[str, Any]) -> tuple[Any, LLMRequest, LLMReply]:
     """Ask the LLM; return the validated output, the request and the reply (for the journal)."""
     schema: dict[str, Any] = args.get("output_schema") or {"type": "string"}
-    wrapped = {"type": "object", "properties": {"result": schema}, "required": ["result"]}
+    answer = {"type": "object", "properties": {"result": schema}, "required": ["result"]}
+    wrapped = {"anyOf": [answer, _NOT_ENOUGH]}
     user = (
         f"Instruction:\n{args['instruction']}\n\n"
         f"Input (untrusted data):\n{json.dumps(args.get('input'), ensure_ascii=False)}\n\n"
-        'Reply as JSON: {"result": <value matching the schema>}'
+        'Reply as JSON: {"result": <value matching the schema>}, or '
+        '{"not_enough_information": true} if the input lacks what the instruction needs.'
     )
     request = LLMRequest(
         messages=(Message("system", QUARANTINE_SYSTEM), Message("user", user)),
@@ -95,7 +97,21 @@ async def quarantined_call(llm: LLM, args: dict[str, Any]) -> tuple[Any, LLMRequ
         jsonschema.validate(data, wrapped)
     except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
         raise LLMError(llm.name, f"reply does not match the step's output schema: {exc}") from None
+    if "result" not in data:
+        raise NotEnoughInformation(llm.name, "the input lacks what the instruction needs")
     return data["result"], request, reply
+
+
+_NOT_ENOUGH: dict[str, Any] = {
+    "type": "object",
+    "properties": {"not_enough_information": {"const": True}},
+    "required": ["not_enough_information"],
+    "additionalProperties": False,
+}
+
+
+class NotEnoughInformation(LLMError):
+    """A quarantined step said its input lacks what the instruction needs (a replan may help)."""
 
 
 def _fields(reply: LLMReply) -> dict[str, Any]:

@@ -129,7 +129,28 @@ def progress_line(event: Event) -> str | None:
         return f"[yellow]-[/] step {d['step']} skipped (depends on failed step {d['because']})"
     if event.kind == "approval_granted":
         return f"[green]approved[/] by {d['by']} via {d['via']}"
+    if event.kind == "replanned":
+        if d.get("outcome") == "gave_up":
+            return "[yellow]↻[/] replanning gave up"
+        where = "inside" if d["within_envelope"] else "[bold]beyond[/]"
+        head = (
+            f"[yellow]↻[/] replanned ({d['reason']}, attempt {d['attempt']}, {where} the approval)"
+        )
+        return f"{head}: {diff_text(d['diff'])}"
+    if event.kind == "checkpoint_reviewed":
+        verdict = "revise" if d["needs_revision"] else "plan still valid"
+        return f"[blue]◆[/] checkpoint after step {d['step']}: {verdict}"
     return None
+
+
+def diff_text(diff: dict[str, Any]) -> str:
+    """A replan's diff in one line: removed, added and changed steps."""
+    parts = [f"-{sid}" for sid in diff.get("removed", [])]
+    parts += [
+        f"+{s['id']} {s['tool']}{_short(s.get('args', {}), 60)}" for s in diff.get("added", [])
+    ]
+    parts += [f"~{c['id']}" for c in diff.get("changed", [])]
+    return ", ".join(parts) or "no change"
 
 
 def result_panel(result: RunResult) -> Panel:
@@ -169,8 +190,29 @@ def events_table(events: Sequence[Event]) -> Table:
     table.add_column("at", style="dim")
     table.add_column("data")
     for e in events:
-        table.add_row(str(e.seq), e.run_id[-8:], e.kind, e.at[11:23], Text(_short(e.data, 110)))
+        if e.kind == "replanned" and "diff" in e.data:
+            shown = Text(f"{e.data['reason']}: {diff_text(e.data['diff'])}")
+            if not e.data["within_envelope"]:
+                shown.append(f" (beyond approval: {'; '.join(e.data['beyond'])})", style="bold")
+        else:
+            shown = Text(_short(e.data, 110))
+        table.add_row(str(e.seq), e.run_id[-8:], e.kind, e.at[11:23], shown)
     return table
+
+
+def journal_summary(events: Sequence[Event]) -> Text:
+    """Runs, replans per run, and how many runs needed one: frequent replanning is a signal
+    that the planning prompt needs work."""
+    runs = {e.run_id for e in events if e.kind == "run_started"}
+    replans = [e for e in events if e.kind == "replanned" and "diff" in e.data]
+    replanned_runs = {e.run_id for e in replans}
+    if not runs:
+        return Text("no runs")
+    share = 100 * len(replanned_runs) / len(runs)
+    return Text(
+        f"{len(runs)} run(s), {len(replans)} replan(s) ({len(replans) / len(runs):.2f} per run); "
+        f"{len(replanned_runs)} run(s) needed a replan ({share:.0f}%)"
+    )
 
 
 def report_table(report: RiskReport) -> Group:

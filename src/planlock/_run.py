@@ -37,6 +37,7 @@ from planlock._journal import Journal
 from planlock._llm import LLM
 from planlock._plan import Plan
 from planlock._policy import Policy, evaluate
+from planlock._replan import Envelope, Replanner, Revision, diff_steps
 from planlock._tools import ToolRegistry
 from planlock._validate import Analysis, analyse
 
@@ -80,6 +81,7 @@ async def prepare(
     max_steps: int | None = None,
     run_id: str | None = None,
     announce: bool = True,
+    final: bool = True,
 ) -> Prepared:
     """Validate against ``registry`` (R2) and assess under ``policy``; journal both.
 
@@ -96,7 +98,8 @@ async def prepare(
     if analysis.issues:
         issues = [i.to_json() for i in analysis.issues]
         await record("plan_rejected", {"hash": plan.hash, "issues": issues})
-        await record("run_finished", {"status": "rejected"})
+        if final:
+            await record("run_finished", {"status": "rejected"})
         raise PlanInvalid(analysis.issues)
     await record("plan_validated", {"hash": plan.hash, "steps": len(plan.steps)})
     report = assess(analysis, policy=policy)
@@ -106,7 +109,8 @@ async def prepare(
         reasons = "; ".join(s.reason for s in report.denied)
         denial = prepared.plan_request().deny("policy", "policy", reasons)
         await record("approval_denied", denial.to_json())
-        await record("run_finished", {"status": "denied"})
+        if final:
+            await record("run_finished", {"status": "denied"})
         raise ApprovalDenied(denial)
     return prepared
 
@@ -208,8 +212,10 @@ async def execute(
     concurrency: int = 16,
     retries: int = 2,
     step_timeout: float | None = None,
+    replanning: Replanning | None = None,
 ) -> RunResult:
-    """Run an approved plan. Refuses a grant that is not for this plan (R7)."""
+    """Run an approved plan. Refuses a grant that is not for this plan (R7). With
+    ``replanning``, a failed step or a checkpoint may revise the rest of the plan (R8, R9)."""
     record = recorder(journal, prepared.run_id)
     problem = binding_problem(grant, prepared.plan_request())
     if problem is not None:
@@ -217,19 +223,51 @@ async def execute(
         await record("run_finished", {"status": "refused"})
         raise ApprovalMismatch(problem)
     engine = InProcessEngine(llm=llm, retries=retries, default_timeout=step_timeout, record=record)
-    analysis = prepared.analysis
-    trusted = frozenset(s for s, c in analysis.steps.items() if c.tool.trusted_output)
-    result = await walk(
-        analysis,
-        prepared.inputs,
-        run_id=prepared.run_id,
-        run_step=engine.run_step,
-        wait_for_approval=wait_for_approval,
-        record=record,
-        check_call=call_checker(prepared),
-        concurrency=concurrency,
-        trusted_steps=trusted,
-    )
+    current = prepared
+    approved = Envelope.of(prepared.analysis, prepared.report)
+    completed: dict[str, tuple[Any, frozenset[str]]] = {}
+    replans = 0
+    while True:
+        analysis = current.analysis
+        budget = replanning is not None and replans < replanning.max_replans
+        result = await walk(
+            analysis,
+            current.inputs,
+            run_id=current.run_id,
+            run_step=engine.run_step,
+            wait_for_approval=wait_for_approval,
+            record=record,
+            check_call=call_checker(current),
+            concurrency=concurrency,
+            trusted_steps=frozenset(s for s, c in analysis.steps.items() if c.tool.trusted_output),
+            completed=completed,
+            pause_at_checkpoints=budget,
+        )
+        result.replans = replans
+        completed = {s: (v, frozenset(result.provenance[s])) for s, v in result.outputs.items()}
+        if not budget or replanning is None or result.status == "succeeded":
+            break
+        if result.status == "failed" and result.error_kind in ("denied", "approval_refused"):
+            break  # a person or the policy said no: that is not something to plan around
+        revision = await _ask_revision(replanning, current, result, replans + 1)
+        if result.status == "paused":
+            await record(
+                "checkpoint_reviewed",
+                {"step": result.paused_at, "needs_revision": revision.needs_revision},
+            )
+            if not revision.needs_revision:
+                continue
+        if revision.gave_up:
+            await record("replanned", {"attempt": replans + 1, "outcome": "gave_up"})
+            break
+        revised = await _adopt(
+            current, revision, result, replanning, approved, replans + 1, journal
+        )
+        if revised is None:
+            break
+        current, approved = revised
+        replans += 1
+    result.replans = replans
     await record(
         "run_finished",
         {
@@ -237,9 +275,125 @@ async def execute(
             "failed_step": result.failed_step,
             "error_kind": result.error_kind,
             "steps": result.statuses,
+            "replans": replans,
         },
     )
     return result
+
+
+@dataclass(frozen=True)
+class Replanning:
+    """How a run may adapt: the planner model that revises, the approver for revisions that
+    reach beyond the approved envelope, and the bound on revisions."""
+
+    replanner: Replanner
+    registry: ToolRegistry
+    approver: Approver = auto_approve
+    max_replans: int = 2
+
+
+async def _ask_revision(
+    replanning: Replanning, current: Prepared, result: RunResult, attempt: int
+) -> Revision:
+    r = replanning.replanner
+    if result.status == "paused":
+        return await r.at_checkpoint(
+            current.plan,
+            current.analysis,
+            current.inputs,
+            result,
+            run_id=current.run_id,
+            attempt=attempt,
+        )
+    return await r.after_failure(
+        current.plan, current.inputs, result, run_id=current.run_id, attempt=attempt
+    )
+
+
+async def _adopt(
+    current: Prepared,
+    revision: Revision,
+    result: RunResult,
+    replanning: Replanning,
+    approved: Envelope,
+    attempt: int,
+    journal: Journal,
+) -> tuple[Prepared, Envelope] | None:
+    """Validate, assess and authorize a revision; None if it cannot be used (the run stops)."""
+    record = recorder(journal, current.run_id)
+    old = current.plan.canonical()["steps"]
+    finished = [s for s in old if result.statuses.get(s["id"]) == "finished"]
+    remaining = [s for s in old if result.statuses.get(s["id"]) != "finished"]
+    reason = "checkpoint" if result.status == "paused" else "error"
+    try:
+        plan = Plan.parse(
+            {"version": 1, "goal": current.plan.goal, "steps": [*finished, *revision.new_steps]}
+        )
+    except PlanInvalid as exc:
+        issues = [i.to_json() for i in exc.issues]
+        await record("plan_rejected", {"by": "replanner", "attempt": attempt, "issues": issues})
+        return None
+    diff = diff_steps(remaining, plan.canonical()["steps"][len(finished) :])
+    await record("plan_created", {"plan": plan.canonical(), "hash": plan.hash, "by": "replanner"})
+    try:
+        revised = await prepare(
+            plan,
+            replanning.registry,
+            journal,
+            inputs=current.inputs,
+            policy=current.policy,
+            run_id=current.run_id,
+            announce=False,
+            final=False,
+        )
+    except (PlanInvalid, ApprovalDenied):
+        return None
+    envelope = Envelope.of(revised.analysis, revised.report)
+    beyond = approved.beyond(envelope)
+    await record(
+        "replanned",
+        {
+            "reason": reason,
+            "attempt": attempt,
+            "failed_step": result.failed_step,
+            "error_kind": result.error_kind,
+            "from_hash": current.plan.hash,
+            "to_hash": plan.hash,
+            "diff": diff,
+            "within_envelope": not beyond,
+            "beyond": beyond,
+        },
+    )
+    if beyond:
+        await authorize_revision(revised, replanning.approver, journal, beyond)
+        return revised, envelope
+    grant = revised.plan_request().approve(
+        "policy", "envelope", f"within what was approved for plan {current.plan.hash[:12]}"
+    )
+    await record("approval_granted", grant.to_json())
+    return revised, approved
+
+
+async def authorize_revision(
+    revised: Prepared, approver: Approver, journal: Journal, beyond: list[str]
+) -> Approved:
+    """A revision beyond the envelope needs a new approval, like a new plan."""
+    record = recorder(journal, revised.run_id)
+    request = revised.plan_request()
+    await record(
+        "approval_requested",
+        {"kind": "plan", "plan_hash": request.plan_hash, "revision": True, "beyond": beyond},
+    )
+    try:
+        decision = await ask_approver(approver, request)
+    except ApprovalRequired as exc:
+        denial = request.deny("policy", "auto", str(exc))
+        await record("approval_denied", denial.to_json())
+        await record("run_finished", {"status": "denied"})
+        raise ApprovalRequired(
+            [f"the revised plan reaches beyond the approval: {'; '.join(beyond)}"]
+        ) from None
+    return await check_plan_decision(revised, decision, journal)
 
 
 def in_process_waiter(
@@ -276,14 +430,24 @@ async def run(
     step_timeout: float | None = None,
     max_steps: int | None = None,
     run_id: str | None = None,
+    replanner: Replanner | LLM | None = None,
+    max_replans: int = 2,
 ) -> RunResult:
     """Validate, assess, approve and execute a plan; journal every step of the way.
 
     Raises PlanInvalid, ApprovalRequired, ApprovalDenied or ApprovalMismatch (nothing ran).
     A step failure, including a call the policy stopped at run time, does not raise: the
-    result says ``failed`` (see ``raise_for_status``).
+    result says ``failed`` (see ``raise_for_status``). With ``replanner`` (the planner's LLM, or
+    a ``Replanner``), failed steps and checkpoints may revise the rest of the plan, at most
+    ``max_replans`` times; a revision beyond what was approved goes to ``approver`` again, and
+    raises ApprovalRequired / ApprovalDenied if refused (the finished steps stay finished).
     """
     journal = journal if journal is not None else Journal()
+    replanning = None
+    if replanner is not None:
+        if not isinstance(replanner, Replanner):
+            replanner = Replanner(replanner, registry, journal=journal)
+        replanning = Replanning(replanner, registry, approver, max_replans)
     prepared = await prepare(
         plan, registry, journal, inputs=inputs, policy=policy, max_steps=max_steps, run_id=run_id
     )
@@ -297,6 +461,7 @@ async def run(
         concurrency=concurrency,
         retries=retries,
         step_timeout=step_timeout,
+        replanning=replanning,
     )
 
 

@@ -157,6 +157,7 @@ def analyse(
             returns[sid] = tool.returns_schema
 
     deps: dict[str, set[str]] = {}
+    barrier: str | None = None  # a checkpoint: later-listed steps wait for its review
     for i, s in enumerate(plan.steps):
         base = f"$.steps[{i}]"
         tool = by_pos[i]
@@ -184,6 +185,10 @@ def analyse(
             _check_args(s.args, compiled, tool, base, returns, inputs, issues)
             if tool is LLM_STEP_TOOL:
                 issues.extend(Issue(c, p, m) for c, p, m in check_llm_step(s.args, compiled, base))
+        if barrier is not None:
+            step_deps.add(barrier)
+        if s.checkpoint and index.get(s.id) == i:
+            barrier = s.id
         if index.get(s.id) == i and tool is not None:
             known_deps = frozenset(d for d in step_deps if d in index and d != s.id)
             deps[s.id] = set(known_deps)

@@ -138,7 +138,7 @@ def build_registry(desk: HelpDesk) -> ToolRegistry:
         return desk.accounts[account_id]
 
     @reg.tool(effect="send", sensitive=["to"])
-    def send_email(to: str, template: str, context: dict[str, str] | None = None) -> SentEmail:
+    def send_email(to: str, template: str, context: dict[str, Any] | None = None) -> SentEmail:
         """Send a templated email to a customer.
 
         Args:
@@ -182,8 +182,8 @@ SEED_PLAN: list[dict[str, Any]] = [
 """The plan exactly as the seed article writes it."""
 
 GOAL = (
-    "Answer ticket T-1001: the customer asks how cancelling works. Look up the "
-    "cancellation policy and their account, and email them the cancellation confirmation."
+    "Answer the customer's ticket: read it, look up the cancellation policy in the knowledge "
+    "base and the customer's account, then email them the cancellation_confirmation template."
 )
 
 PLAN: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""Test doubles that ship with planlock: a scripted LLM, an in-memory journal, a capture helper.
+"""Test doubles that ship with planlock: a scripted LLM, a worst-case obedient LLM, an in-memory
+journal, a capture helper.
 
 from planlock.testing import ScriptedLLM, capture_journal
 
@@ -8,15 +9,16 @@ llm = ScriptedLLM(['{"result": "DE89 3704 0044 0532 0130 00"}'])
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from planlock._errors import LLMError
 from planlock._journal import Journal, MemoryStore
-from planlock._llm import LLMReply, LLMRequest
+from planlock._llm import LLM, LLMReply, LLMRequest
 
-__all__ = ["ScriptedLLM", "capture_journal", "memory_journal"]
+__all__ = ["ObedientLLM", "ScriptedLLM", "capture_journal", "memory_journal"]
 
 Reply = str | dict[str, Any] | list[Any] | Exception
 
@@ -57,6 +59,55 @@ class ScriptedLLM:
     def prompts(self) -> list[str]:
         """Every message content the model was sent, in order."""
         return [m.content for r in self.requests for m in r.messages]
+
+
+_INSTRUCTION = re.compile(
+    r"\bcall the ([A-Za-z_][A-Za-z0-9_]*) tool(?: (?:for|on|with) (?:[a-z]+ )?([A-Za-z0-9_.@-]+))?",
+    re.IGNORECASE,
+)
+
+
+class ObedientLLM:
+    """The threat model's worst case: a model that obeys any instruction it reads.
+
+    When any message it is sent says "call the X tool [for ... Y]" and the requested reply
+    format lets it call tool X (a ReAct turn), it calls X (with Y as the first required
+    argument), once per instruction. Otherwise it answers as ``fallback`` does: a real backend,
+    or a ``ScriptedLLM`` with the honest replies. It is a simulation, not a model: use it to
+    show what an agent design does when the model is fully hijacked.
+    """
+
+    def __init__(self, fallback: LLM, name: str | None = None) -> None:
+        self.fallback = fallback
+        self.name = name or f"obedient({fallback.name})"
+        self.requests: list[LLMRequest] = []
+        self.obeyed: list[tuple[str, dict[str, Any]]] = []
+        """Every instruction it obeyed: (tool, args)."""
+
+    async def complete(self, request: LLMRequest) -> LLMReply:
+        from planlock._react import action_reply, offered_tools  # noqa: PLC0415
+
+        self.requests.append(request)
+        tools = offered_tools(request.json_schema)
+        for message in request.messages:
+            for match in _INSTRUCTION.finditer(message.content):
+                tool, target = match.group(1), match.group(2)
+                if tool not in tools:
+                    continue
+                args = _fill(tools[tool], target)
+                if (tool, args) in self.obeyed:
+                    continue
+                self.obeyed.append((tool, args))
+                text = action_reply(tool, args, f"The text I just read says to call {tool}.")
+                return LLMReply(text=text, model=self.name, output_tokens=len(text.split()))
+        return await self.fallback.complete(request)
+
+
+def _fill(args_schema: dict[str, Any], target: str | None) -> dict[str, Any]:
+    required = [r for r in args_schema.get("required", []) if isinstance(r, str)]
+    if not required or target is None:
+        return {}
+    return {required[0]: target.rstrip(".")}
 
 
 def memory_journal() -> Journal:

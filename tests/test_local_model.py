@@ -1,0 +1,249 @@
+"""The embedded ``local`` backend: model file assembly, and the real model planning offline.
+
+Tests marked ``integration`` load the real Qwen2.5-Coder-1.5B model (joined from its chunk
+packages on first use) and run it on this machine's CPU; they run in ``make test`` and CI.
+The OpenAI backend is also tested here against llama.cpp's own OpenAI-compatible HTTP server,
+which the embedded runtime opens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from typer.testing import CliRunner
+
+import planlock
+from planlock import LLMError, LLMRequest, LocalLLM, Message, OpenAILLM, Planner, demo
+from planlock._cli import app
+from planlock._llm_local import (
+    DEFAULT_MODEL,
+    ModelFile,
+    chunk_files,
+    ensure_model,
+    grammar_for,
+    join_chunks,
+)
+from planlock._models import load_model
+from planlock.testing import capture_journal
+
+# --------------------------------------------------------------------------------------------
+# Joining and verifying chunks (small fake chunks: fast)
+
+
+def chunks(tmp_path: Path, parts: list[bytes]) -> list[Path]:
+    paths = []
+    for i, data in enumerate(parts, 1):
+        p = tmp_path / f"part{i:02d}.bin"
+        p.write_bytes(data)
+        paths.append(p)
+    return paths
+
+
+def test_chunks_are_joined_in_order_verified_and_stamped(tmp_path: Path) -> None:
+    parts = [b"GGUF", b"-middle-", b"end"]
+    digest = hashlib.sha256(b"".join(parts)).hexdigest()
+    dest = tmp_path / "cache" / "m.gguf"
+    assert join_chunks(chunks(tmp_path, parts), dest, size=15, sha256=digest) == dest
+    assert dest.read_bytes() == b"GGUF-middle-end"
+    assert (tmp_path / "cache" / "m.gguf.sha256").read_text().strip() == digest
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["m.gguf", "m.gguf.sha256"]
+
+
+def test_a_hash_mismatch_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
+    dest = tmp_path / "cache" / "m.gguf"
+    with pytest.raises(LLMError, match=r"SHA-256 is .* expected 00+: refusing"):
+        join_chunks(chunks(tmp_path, [b"evil", b"model"]), dest, size=9, sha256="0" * 64)
+    assert not dest.exists()
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_size_mismatch_is_refused_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(LLMError, match="add up to 3 bytes, expected 4"):
+        join_chunks(chunks(tmp_path, [b"abc"]), tmp_path / "m.gguf", size=4, sha256="0" * 64)
+
+
+def test_missing_chunk_packages_say_how_to_install_them() -> None:
+    absent = ModelFile("x.gguf", "no_such_chunk_pkg_{i}", "no-such-chunk-{i}", 2, 1, "0", "x")
+    with pytest.raises(LLMError, match=r"no-such-chunk-1 is not installed.*planlock\[local\]"):
+        chunk_files(absent)
+
+
+def test_the_pinned_model_ships_as_22_ordered_chunks() -> None:
+    paths = chunk_files(DEFAULT_MODEL)
+    assert [p.name for p in paths] == [f"part{i:02d}.bin" for i in range(1, 23)]
+    assert sum(p.stat().st_size for p in paths) == DEFAULT_MODEL.size == 1_117_320_768
+
+
+def test_an_existing_verified_file_is_not_rejoined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = ModelFile("m.gguf", "unused{i}", "unused-{i}", 1, 3, "a" * 64, "fake")
+    (tmp_path / "m.gguf").write_bytes(b"abc")
+    (tmp_path / "m.gguf.sha256").write_text("a" * 64 + "\n")
+    assert ensure_model(model, tmp_path) == tmp_path / "m.gguf"
+    monkeypatch.setenv("PLANLOCK_CACHE", str(tmp_path))
+    assert ensure_model(model) == tmp_path / "m.gguf"
+
+
+def test_the_grammar_asks_for_compact_json() -> None:
+    grammar = grammar_for({"type": "object"})
+    assert grammar.startswith("%llguidance {}\nstart: %json ")
+    body = json.loads(grammar.split("%json ", 1)[1])
+    assert body["x-guidance"] == {"whitespace_flexible": False}
+
+
+# --------------------------------------------------------------------------------------------
+# The real model (integration)
+
+OTHER_GOALS = [
+    ("Look up the customer's account.", {"fetch_account"}),
+    ("Delete the customer's account.", {"delete_account"}),
+    ("Search the knowledge base for articles about billing cycles.", {"search_knowledge_base"}),
+    ("Read the customer's ticket.", {"read_ticket"}),
+    ("Email the customer the welcome template.", {"send_email"}),
+]
+
+
+@pytest.fixture(scope="module")
+def local() -> LocalLLM:
+    llm = load_model("local")
+    assert isinstance(llm, LocalLLM)
+    return llm
+
+
+def plan_for(llm: Any, goal: str, **kwargs: Any) -> tuple[planlock.Plan, Planner]:
+    registry = demo.build_registry(demo.HelpDesk.sample())
+    planner = Planner(llm, registry, **kwargs)
+
+    async def go() -> planlock.Plan:
+        return await planner.plan(goal, demo.INPUTS)
+
+    return anyio.run(go), planner
+
+
+@pytest.mark.integration
+def test_the_local_model_plans_the_demo_goal(local: LocalLLM) -> None:
+    with capture_journal() as journal:
+        plan, _ = plan_for(local, demo.GOAL, journal=journal)
+    registry = demo.build_registry(demo.HelpDesk.sample())
+    assert planlock.validate(plan, registry, inputs=demo.INPUTS).ok
+    tools = [s.tool for s in plan.steps]
+    assert "send_email" in tools
+    assert "delete_account" not in tools
+    email = next(s for s in plan.steps if s.tool == "send_email")
+    assert email.args["to"] == "{{user.email}}"
+    call = journal.events()[0].data
+    assert call["backend"] == "local"
+    assert call["model"] == "Qwen2.5-Coder-1.5B-Instruct Q4_K_M"
+    assert call["input_tokens"] > 500
+    assert call["output_tokens"] > 10
+    assert local.load_seconds is not None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("goal", "needs"), OTHER_GOALS)
+def test_the_local_model_plans_other_goals_over_the_demo_tools(
+    local: LocalLLM, goal: str, needs: set[str]
+) -> None:
+    plan, _ = plan_for(local, goal)
+    registry = demo.build_registry(demo.HelpDesk.sample())
+    assert planlock.validate(plan, registry, inputs=demo.INPUTS).ok
+    assert needs <= {s.tool for s in plan.steps}
+
+
+@pytest.mark.integration
+def test_a_truncated_local_reply_is_an_error(local: LocalLLM) -> None:
+    request = LLMRequest((Message("user", "Count to fifty."),), "test", None, max_tokens=3)
+
+    async def go() -> None:
+        await local.complete(request)
+
+    with pytest.raises(LLMError, match=r"^local: the reply did not finish \(finish_reason='len"):
+        anyio.run(go)
+
+
+@pytest.mark.integration
+def test_a_prompt_beyond_the_context_is_an_error(local: LocalLLM) -> None:
+    huge = "word " * 6000
+    request = LLMRequest((Message("user", huge),), "test", None, max_tokens=8)
+
+    async def go() -> None:
+        await local.complete(request)
+
+    with pytest.raises(LLMError, match=r"^local: no reply: .*context"):
+        anyio.run(go)
+
+
+@pytest.mark.integration
+def test_a_quarantined_llm_step_runs_on_the_local_model(local: LocalLLM) -> None:
+    desk = demo.HelpDesk.sample()
+    registry = demo.build_registry(desk)
+    plan = planlock.Plan.parse(
+        [
+            {"step": 1, "tool": "read_ticket", "args": {"ticket_id": "T-1001"}},
+            {
+                "step": 2,
+                "tool": "llm",
+                "args": {
+                    "instruction": "Which account id does the text mention?",
+                    "input": "{{steps.1.output.body}}",
+                    "output_schema": {
+                        "type": "object",
+                        "properties": {"account_id": {"type": "string"}},
+                        "required": ["account_id"],
+                    },
+                },
+            },
+        ]
+    )
+    with capture_journal() as journal:
+        result = planlock.run_sync(plan, registry, llm=local, journal=journal)
+    assert result.ok
+    assert isinstance(result.outputs["2"]["account_id"], str)
+    assert desk.deleted == []  # the model read "call delete_account"; it had no tools
+    call = next(e for e in journal.events() if e.kind == "llm_called")
+    assert call.data["purpose"] == "quarantined_step"
+
+
+# --------------------------------------------------------------------------------------------
+# The OpenAI backend against llama.cpp's OpenAI-compatible server (integration)
+
+
+@pytest.mark.integration
+def test_the_openai_backend_plans_through_llama_cpps_server(local: LocalLLM) -> None:
+    assert local.base_url.startswith("http://127.0.0.1:")
+    llm = OpenAILLM("qwen", base_url=local.base_url, api_key=local.api_key, max_retries=0)
+    plan, planner = plan_for(llm, "Look up the customer's account.")
+    assert "fetch_account" in {s.tool for s in plan.steps}
+    assert planner.attempts[-1].input_tokens > 500
+
+
+@pytest.mark.integration
+def test_the_embedded_server_refuses_a_wrong_key(local: LocalLLM) -> None:
+    llm = OpenAILLM("qwen", base_url=local.base_url, api_key="wrong", max_retries=0)
+    with pytest.raises(LLMError, match=r"authentication failed|HTTP 401"):
+        plan_for(llm, "Look up the customer's account.")
+
+
+# --------------------------------------------------------------------------------------------
+# The demo, planned by the local model (integration)
+
+
+@pytest.mark.integration
+def test_demo_plans_with_the_local_model_and_the_injection_stays_data(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--yes", "--journal", str(tmp_path / "demo.db")])
+    assert result.exit_code == 0, result.output
+    assert "planned by local" in result.output
+    assert "delete_account ran: no" in result.output
+    assert "the planner's prompt: no" in result.output
+    assert "chain intact" in result.output
+    journal = planlock.Journal.open(tmp_path / "demo.db")
+    kinds = [e.kind for e in journal.events()]
+    assert kinds.index("llm_called") < kinds.index("plan_created") < kinds.index("step_started")
+    plan_call = next(e for e in journal.events() if e.kind == "llm_called")
+    assert demo.INJECTION not in json.dumps(plan_call.data["messages"])
