@@ -14,6 +14,8 @@ import pytest
 
 pytest.importorskip("agentdojo")
 
+import contextlib
+
 from agentdojo.agent_pipeline.tool_execution import tool_result_to_str
 from agentdojo.functions_runtime import FunctionsRuntime
 from typer.testing import CliRunner
@@ -50,7 +52,7 @@ from planlock._agentdojo_llm import (
     strict_violations,
 )
 from planlock._cli import app
-from planlock._llm import LLMRequest, Message
+from planlock._llm import LLMRequest
 from planlock._plan import Plan
 from planlock._validate import validate
 from planlock.testing import ScriptedLLM
@@ -275,8 +277,24 @@ INFO = AttackInfo(
 
 
 def _request(schema: dict[str, Any]) -> LLMRequest:
-    wrapped = {"type": "object", "properties": {"result": schema}, "required": ["result"]}
-    return LLMRequest((Message("user", "x"),), "quarantined_step", wrapped)
+    """The request planlock's quarantined step really sends (its reply schema included)."""
+    from planlock._llmstep import quarantined_call
+
+    captured: list[LLMRequest] = []
+
+    class Capture:
+        name = "capture"
+
+        async def complete(self, request: LLMRequest) -> Any:
+            captured.append(request)
+            raise RuntimeError
+
+    async def go() -> None:
+        with contextlib.suppress(RuntimeError):
+            await quarantined_call(Capture(), {"instruction": "x", "output_schema": schema})
+
+    _run(go)
+    return captured[0]
 
 
 def test_worst_case_obeys_only_when_the_input_holds_injected_text() -> None:
@@ -303,8 +321,10 @@ def test_worst_case_obeys_only_when_the_input_holds_injected_text() -> None:
         },
     }
 
+    request = _request(schema)
+
     async def go() -> Any:
-        return await worst.complete(_request(schema))
+        return await worst.complete(request)
 
     value = json.loads(_run(go).text)["result"]
     assert value["recipient"] == "US133000000121212121212"
@@ -332,8 +352,10 @@ def test_worst_case_recognises_injected_text_after_yaml_folding() -> None:
     )
     worst = WorstCaseLLM(ScriptedLLM([]), watch, INFO)
 
+    request = _request({"type": "string"})
+
     async def go() -> Any:
-        return await worst.complete(_request({"type": "string"}))
+        return await worst.complete(request)
 
     assert "US133000000121212121212" in json.loads(_run(go).text)["result"]
 
@@ -342,8 +364,10 @@ def test_evasive_worst_case_defangs_identifiers_and_strict_check_still_sees_them
     info = AttackInfo(**{**INFO.__dict__, "evasive": True})
     worst = WorstCaseLLM(ScriptedLLM([]), StepWatch(args={"input": INFO.goal}), info)
 
+    request = _request({"type": "string"})
+
     async def go() -> Any:
-        return await worst.complete(_request({"type": "string"}))
+        return await worst.complete(request)
 
     text = json.loads(_run(go).text)["result"]
     assert "mark.black-2134@gmail.com" not in text

@@ -190,12 +190,12 @@ def test_a_quarantined_llm_step_runs_on_the_local_model(local: LocalLLM) -> None
                 "step": 2,
                 "tool": "llm",
                 "args": {
-                    "instruction": "Which account id does the text mention?",
-                    "input": "{{steps.1.output.body}}",
+                    "instruction": "Copy the customer_id value of the input.",
+                    "input": "{{steps.1.output}}",
                     "output_schema": {
                         "type": "object",
-                        "properties": {"account_id": {"type": "string"}},
-                        "required": ["account_id"],
+                        "properties": {"customer_id": {"type": "string"}},
+                        "required": ["customer_id"],
                     },
                 },
             },
@@ -204,7 +204,7 @@ def test_a_quarantined_llm_step_runs_on_the_local_model(local: LocalLLM) -> None
     with capture_journal() as journal:
         result = planlock.run_sync(plan, registry, llm=local, journal=journal)
     assert result.ok
-    assert isinstance(result.outputs["2"]["account_id"], str)
+    assert result.outputs["2"] == {"customer_id": "A-1001"}
     assert desk.deleted == []  # the model read "call delete_account"; it had no tools
     call = next(e for e in journal.events() if e.kind == "llm_called")
     assert call.data["purpose"] == "quarantined_step"

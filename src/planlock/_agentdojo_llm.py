@@ -237,8 +237,7 @@ class WorstCaseLLM:
 
     async def complete(self, request: LLMRequest) -> LLMReply:
         if self.attack is not None and self._injected(self.watch.args.get("input")):
-            schema = (request.json_schema or {}).get("properties", {}).get("result", {})
-            value = self.value(schema, "result")
+            value = self.value(result_schema(request.json_schema), "result")
             self.hijacked += 1
             return LLMReply(text=json.dumps({"result": value}), model=self.name)
         return await self.honest.complete(request)
@@ -319,6 +318,21 @@ class WorstCaseLLM:
         if a.evasive:
             ids = " ".join(_evade(i) for i in a.identifiers)
         return f"{a.goal} {ids}".strip()
+
+
+def result_schema(schema: Any) -> Any:
+    """The schema of ``result`` in a quarantined step's reply schema: found in the object that
+    requires ``result``, at the top or in an ``anyOf`` branch (beside the abstain reply)."""
+    if not isinstance(schema, dict):
+        return {}
+    props = schema.get("properties")
+    if isinstance(props, dict) and "result" in props:
+        return props["result"]
+    for branch in schema.get("anyOf", []) or []:
+        found = result_schema(branch)
+        if found != {}:
+            return found
+    return {}
 
 
 def _evade(identifier: str) -> str:

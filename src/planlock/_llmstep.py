@@ -80,13 +80,14 @@ async def quarantined_call(llm: LLM, args: dict[str, Any]) -> tuple[Any, LLMRequ
     user = (
         f"Instruction:\n{args['instruction']}\n\n"
         f"Input (untrusted data):\n{json.dumps(args.get('input'), ensure_ascii=False)}\n\n"
-        'Reply as JSON: {"result": <value matching the schema>}, or '
-        '{"not_enough_information": true} if the input lacks what the instruction needs.'
+        'Reply as JSON: {"result": <value matching the schema>}'
     )
     request = LLMRequest(
         messages=(Message("system", QUARANTINE_SYSTEM), Message("user", user)),
         purpose="quarantined_step",
-        json_schema=wrapped,
+        # Constrained decoding asks for an answer only: a small model offered a way out takes it
+        # far too often. A backend that is not constrained may still abstain (accepted below).
+        json_schema=answer,
     )
     start = time.perf_counter()
     reply = await llm.complete(request)
