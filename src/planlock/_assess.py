@@ -7,6 +7,7 @@ only where the argument is a literal; otherwise the run decides them on the conc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,10 +108,14 @@ class RiskReport:
 
     def covered(self, step_id: str) -> frozenset[str]:
         """Reason keys that an approval of the plan settles for this step."""
-        for s in self.steps:
-            if s.step_id == step_id:
-                return frozenset(r.key for r in s.reasons if r.certain and not r.at_call)
-        return frozenset()
+        return self._covered.get(step_id, frozenset())
+
+    @functools.cached_property
+    def _covered(self) -> dict[str, frozenset[str]]:
+        return {
+            s.step_id: frozenset(r.key for r in s.reasons if r.certain and not r.at_call)
+            for s in self.steps
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {

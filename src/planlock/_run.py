@@ -7,6 +7,7 @@ and a worker can pick up at ``execute`` with a stored grant.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,8 +61,13 @@ class Prepared:
     def plan(self) -> Plan:
         return self.analysis.plan
 
+    @functools.cached_property
+    def plan_hash(self) -> str:
+        """The plan's hash, computed once (it is asked for on every call check)."""
+        return self.plan.hash
+
     def plan_request(self) -> ApprovalRequest:
-        return ApprovalRequest(self.run_id, self.plan, self.plan.hash, self.report)
+        return ApprovalRequest(self.run_id, self.plan, self.plan_hash, self.report)
 
 
 def recorder(journal: Journal, run_id: str) -> Record:
