@@ -267,7 +267,7 @@ class RunStats:
 async def run_plan(
     plan: planlock.Plan, registry: planlock.ToolRegistry, store: Any, concurrency: int
 ) -> RunStats:
-    """Time one planlock.run. Raises if the run failed."""
+    """Time one planlock.run. Raises if the run failed or its journal lacks a step's events."""
     journal = planlock.Journal(store)
     approver = planlock.approve_all()
     gc.collect()
@@ -283,6 +283,10 @@ async def run_plan(
     if isinstance(store, NullStore):
         return RunStats(elapsed, cpu, 0, math.nan)
     events = journal.events()
+    kinds = [e.kind for e in events]
+    for kind in ("step_started", "step_finished"):
+        if kinds.count(kind) != len(plan.steps):
+            raise RuntimeError(f"expected one {kind} event per step, found {kinds.count(kind)}")
     first = next(e.at for e in events if e.kind == "step_started")
     startup = datetime.fromisoformat(first) - datetime.fromisoformat(events[0].at)
     return RunStats(elapsed, cpu, len(events), startup.total_seconds())
