@@ -20,6 +20,7 @@ from planlock._errors import (
     ApprovalDenied,
     ApprovalMismatch,
     ApprovalRequired,
+    LLMError,
     PlanInvalid,
     PlanlockError,
     ToolsNotFound,
@@ -99,25 +100,26 @@ def _policy(path: Path | None, registry: ToolRegistry) -> Policy:
         _fail(EXIT_USAGE, str(exc))
 
 
-def _model(spec: str) -> Any:
+def _model(spec: str | None) -> Any:
     from planlock._models import load_model  # noqa: PLC0415  (backends load lazily)
 
     try:
         return load_model(spec)
-    except UsageError as exc:
+    except (UsageError, LLMError) as exc:
         _fail(EXIT_USAGE, str(exc))
 
 
-def _inputs(pairs: list[str] | None) -> dict[str, Any]:
+def _inputs(pairs: list[str] | None, option: str = "--input") -> dict[str, Any]:
+    """NAME=JSON pairs (``--input``, ``--context``) as a dict; a bad pair is a usage error."""
     inputs: dict[str, Any] = {}
     for pair in pairs or []:
         name, sep, raw = pair.partition("=")
         if not sep or not name.isidentifier():
-            _fail(EXIT_USAGE, f"--input takes NAME=JSON, got {pair!r}")
+            _fail(EXIT_USAGE, f"{option} takes NAME=JSON, got {pair!r}")
         try:
             inputs[name] = json.loads(raw)
         except json.JSONDecodeError as exc:
-            _fail(EXIT_USAGE, f"--input {name}: not JSON ({exc})")
+            _fail(EXIT_USAGE, f"{option} {name}: not JSON ({exc})")
     return inputs
 
 

@@ -29,6 +29,7 @@ from planlock._cli import (
     ToolsOpt,
     _approver,
     _fail,
+    _inputs,
     _journal_path,
     _open_journal,
     _policy,
@@ -81,16 +82,7 @@ AttemptsOpt = Annotated[
 
 
 def _context(pairs: list[str] | None) -> dict[str, Any]:
-    context: dict[str, Any] = {}
-    for pair in pairs or []:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name.isidentifier():
-            _fail(EXIT_USAGE, f"--context takes NAME=JSON, got {pair!r}")
-        try:
-            context[name] = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            _fail(EXIT_USAGE, f"--context {name}: not JSON ({exc})")
-    return context
+    return _inputs(pairs, "--context")
 
 
 def _model(spec: str | None) -> LLM:
