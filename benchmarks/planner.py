@@ -152,6 +152,7 @@ class Row:
     planned: list[str] = field(default_factory=list)
     outcome: str = ""
     """valid, cannot_plan, invalid or llm_error."""
+    error: str = ""
     attempts: int = 0
     first_valid: bool = False
     exact: bool = False
@@ -186,8 +187,8 @@ async def plan_task(llm: Any, task: Task, row: Row, max_attempts: int) -> Any:
         row.outcome = "cannot_plan"
     except planlock.PlanInvalid:
         row.outcome = "invalid"
-    except planlock.LLMError:
-        row.outcome = "llm_error"
+    except planlock.LLMError as exc:
+        row.outcome, row.error = "llm_error", str(exc)
     row.plan_s = time.perf_counter() - started
     attempts = planner.attempts
     row.attempts = len(attempts)

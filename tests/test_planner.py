@@ -88,6 +88,9 @@ def test_schema_accepts_valid_plans_and_rejects_unknown_tools_and_params(
     assert not validator.is_valid(extra)
     assert not validator.is_valid({"steps": []})  # at least one step, or cannot_plan
     assert not validator.is_valid({"steps": GOOD["steps"], "cannot_plan": "both"})
+    bounded = jsonschema.Draft202012Validator(plan_schema(registry, max_steps=2))
+    assert not bounded.is_valid(GOOD)  # three steps
+    assert bounded.is_valid({"steps": GOOD["steps"][:2]})
 
 
 def test_schema_without_the_refusal_or_the_llm_step(registry: ToolRegistry) -> None:
@@ -201,7 +204,7 @@ def test_prompt_holds_goal_tools_and_context_shapes_but_no_values(registry: Tool
         assert value not in system.content
         assert value not in user.content
     assert llm.requests[0].purpose == "plan"
-    assert llm.requests[0].json_schema == plan_schema(registry)
+    assert llm.requests[0].json_schema == plan_schema(registry, max_steps=20)
 
 
 def test_no_tool_output_ever_reaches_a_planner_prompt(registry: ToolRegistry) -> None:

@@ -68,14 +68,19 @@ _REF_STEP = re.compile(r"\{\{steps\.([A-Za-z0-9_-]+)\.output")
 
 
 def plan_schema(
-    registry: ToolRegistry, *, llm_step: bool = True, cannot_plan: bool = True
+    registry: ToolRegistry,
+    *,
+    llm_step: bool = True,
+    cannot_plan: bool = True,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     """The JSON Schema a planner's reply must follow, generated from ``registry``.
 
     One ``anyOf`` branch per tool: ``tool`` is a ``const``, ``args`` is the tool's own argument
     schema (``$defs`` hoisted to the root under ``<tool>__<name>``), where a value that is not a
     string may also be a whole ``{{...}}`` placeholder. ``llm_step`` adds the built-in quarantined
-    ``llm`` step; ``cannot_plan`` allows ``{"cannot_plan": "<why>"}`` as the whole reply.
+    ``llm`` step; ``cannot_plan`` allows ``{"cannot_plan": "<why>"}`` as the whole reply;
+    ``max_steps`` bounds the number of steps (and so a runaway generation).
     """
     defs: dict[str, Any] = {}
     tools = sorted(registry, key=lambda t: t.name)
@@ -88,6 +93,8 @@ def plan_schema(
         "required": ["steps"],
         "additionalProperties": False,
     }
+    if max_steps is not None:
+        steps["properties"]["steps"]["maxItems"] = max_steps
     root: dict[str, Any]
     if cannot_plan:
         refusal = {
@@ -353,7 +360,7 @@ class Planner:
         max_steps: int | None = 20,
         llm_step: bool = True,
         journal: Journal | None = None,
-        max_tokens: int = 768,
+        max_tokens: int = 1024,
         repair_temperature: float = 0.4,
     ) -> None:
         if max_attempts < 1:
@@ -366,8 +373,10 @@ class Planner:
         self.journal = journal
         self.max_tokens = max_tokens
         self.repair_temperature = repair_temperature
-        self.schema = plan_schema(registry, llm_step=llm_step)
-        self.repair_schema = plan_schema(registry, llm_step=llm_step, cannot_plan=False)
+        self.schema = plan_schema(registry, llm_step=llm_step, max_steps=max_steps)
+        self.repair_schema = plan_schema(
+            registry, llm_step=llm_step, cannot_plan=False, max_steps=max_steps
+        )
         """A repair must be a plan: the model already judged the goal plannable."""
         self.system_prompt = _SYSTEM + describe_tools(registry, llm_step=llm_step)
         self.attempts: list[PlanAttempt] = []
