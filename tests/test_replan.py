@@ -262,8 +262,9 @@ def test_checkpoints_see_only_typed_values_and_may_keep_the_plan() -> None:
     assert [r.purpose for r in reviews.requests] == ["checkpoint", "checkpoint"]
     first, second = (r.messages[1].content for r in reviews.requests)
     assert "Checkpoint after step 1" in first
-    assert '{"1": 12.5}' in first  # a trusted tool's output
-    assert '"3": "urgent"' in second  # an enum-typed quarantined output
+    assert "- step 1: balance({}) returned 12.5" in first  # a trusted tool's output
+    assert 'returned "urgent"' in second  # an enum-typed quarantined output
+    assert 'fetch({"source": "backup"}) returned (not shown)' in second  # untrusted output
     assert INJECTION not in all_text(reviews, j)  # untrusted and free-text outputs never shown
     reviewed = [e.data for e in j.events() if e.kind == "checkpoint_reviewed"]
     assert [(r["step"], r["needs_revision"]) for r in reviewed] == [("1", False), ("3", False)]
@@ -387,3 +388,50 @@ def test_a_quarantined_step_without_enough_information_triggers_a_replan() -> No
     result = run_sync(Plan.parse(plan), make_tools(calls), journal=j, llm=steps, replanner=planner)
     assert (result.failed_step, result.error_kind) == ("2", "not_enough_information")
     assert "error kind: not_enough_information" in planner.requests[0].messages[1].content
+
+
+def test_cli_ask_replans_with_the_planning_model_and_honours_max_replans(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from planlock._cli import app
+
+    tools = tmp_path / "tools.py"
+    tools.write_text(
+        "from planlock import ToolRegistry\n"
+        "registry = ToolRegistry()\n"
+        "@registry.tool(effect='read')\n"
+        "def fetch(source: str) -> str:\n"
+        "    if source == 'primary':\n"
+        f"        raise ConnectionError({INJECTION!r})\n"
+        "    return 'data from ' + source\n"
+    )
+    first = {"steps": [{"id": "1", "tool": "fetch", "args": {"source": "primary"}}]}
+    revision = {"steps": [{"id": "2", "tool": "fetch", "args": {"source": "backup"}}]}
+    llm = ScriptedLLM([first, revision])
+    monkeypatch.setattr("planlock._cli_plan.load_model", lambda spec=None: llm)
+    runner = CliRunner()
+    args = ["ask", "fetch the report", "--tools", f"{tools}:registry", "--approve", "auto"]
+    shown = runner.invoke(app, [*args, "--model", "scripted"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "replanned (error, attempt 1, inside the approval): -1, +2 fetch" in shown.output
+    assert "succeeded, after 1 replan(s)" in shown.output
+    assert INJECTION not in "\n".join(llm.prompts)
+    assert [r.purpose for r in llm.requests] == ["plan", "replan"]
+
+    llm2 = ScriptedLLM([first, revision])
+    monkeypatch.setattr("planlock._cli_plan.load_model", lambda spec=None: llm2)
+    as_json = runner.invoke(app, [*args, "--model", "scripted", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    payload = json.loads(as_json.stdout[as_json.stdout.index("{") :])
+    assert payload["replans"] == 1
+    assert payload["outputs"]["2"] == "data from backup"
+
+    llm3 = ScriptedLLM([first, revision])
+    monkeypatch.setattr("planlock._cli_plan.load_model", lambda spec=None: llm3)
+    no_replan = runner.invoke(app, [*args, "--model", "scripted", "--max-replans", "0"])
+    assert no_replan.exit_code == 4
+    assert [r.purpose for r in llm3.requests] == ["plan"]

@@ -300,6 +300,7 @@ def run_cmd(
         "failed_step": result.failed_step,
         "error_kind": result.error_kind,
         "error": result.error,
+        "replans": result.replans,
     }
     if as_json:
         print(json.dumps(payload, indent=2))

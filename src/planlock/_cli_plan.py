@@ -192,10 +192,22 @@ def ask_cmd(
         ),
     ] = None,
     max_attempts: AttemptsOpt = 3,
+    max_replans: Annotated[
+        int,
+        typer.Option(
+            "--max-replans",
+            help="Revisions allowed after errors and checkpoints, by the same model (0 disables).",
+            min=0,
+        ),
+    ] = 2,
     policy: PolicyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Plan GOAL, then validate, show, approve and execute the plan in one go."""
+    """Plan GOAL, then validate, show, approve and execute the plan in one go.
+
+    Replans (after a failed step or at a checkpoint) are shown as they happen; a revision that
+    reaches beyond the approved plan asks for approval again.
+    """
     registry = _registry(tools)
     rules = _policy(policy, registry)
     ctx = _context(context)
@@ -226,6 +238,8 @@ def ask_cmd(
             policy=rules,
             llm=llm,
             run_id=run_id,
+            replanner=llm if max_replans else None,
+            max_replans=max_replans,
         )
     except PlanInvalid as exc:  # pragma: no cover  (the planner validated it already)
         _fail(EXIT_INVALID, str(exc))
@@ -249,6 +263,7 @@ def ask_cmd(
             "failed_step": result.failed_step,
             "error_kind": result.error_kind,
             "error": result.error,
+            "replans": result.replans,
         }
         print(json.dumps(payload, indent=2))
     else:

@@ -163,6 +163,8 @@ def result_panel(result: RunResult) -> Panel:
         out = _short(result.outputs[sid], 90) if sid in result.outputs else ""
         table.add_row(sid, Text(status, style=style), Text(out))
     title = f"Run {result.run_id}: {result.status}"
+    if result.replans:
+        title += f", after {result.replans} replan(s)"
     if not result.ok:
         title += f" (step {result.failed_step}: {result.error_kind})"
     return Panel(table, title=title, border_style="green" if result.ok else "red")

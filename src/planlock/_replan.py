@@ -44,7 +44,7 @@ _SYSTEM = (
     "Reply with JSON only. New steps may use the same tools and the same placeholders as the "
     "plan: {{steps.<id>.output...}} for finished steps' outputs and {{<input>...}} for trusted "
     "context. Keep finished steps out of your reply: they are kept as they are and never run "
-    "again. Use new step ids. Prefer the smallest change that reaches the goal.\n\n"
+    "again. Use new step ids. Prefer the smallest change that reaches the goal.\n\nTools:\n"
 )
 
 
@@ -165,6 +165,7 @@ class Replanner:
         self.review_schema: dict[str, Any] = {
             "type": "object",
             "properties": {
+                "check": {"type": "string", "maxLength": 100},
                 "needs_revision": {"type": "boolean"},
                 "new_steps": {"type": "array", "items": items},
             },
@@ -219,26 +220,33 @@ class Replanner:
         attempt: int,
     ) -> Revision:
         """Is the rest of the plan still valid? Sees typed values only."""
-        values = {}
+        steps = {s["id"]: s for s in plan.canonical()["steps"]}
+        seen: list[str] = []
         for sid, output in result.outputs.items():
             step = analysis.steps[sid]
             if step.tool.name == LLM_TOOL:
                 schema = plan.steps[step.index].args.get("output_schema") or {"type": "string"}
-                if typed_value(schema):
-                    values[sid] = output
-            elif step.tool.trusted_output:
-                values[sid] = output
+                shown = typed_value(schema)
+            else:
+                shown = step.tool.trusted_output
+            call = f"step {sid}: {step.tool.name}({json.dumps(steps[sid]['args'])})"
+            seen.append(f"- {call} returned {json.dumps(output) if shown else '(not shown)'}")
         remaining = [
-            s["id"] for s in plan.canonical()["steps"] if result.statuses.get(s["id"]) == "pending"
+            f"- step {s['id']}: {s['tool']}({json.dumps(s['args'])})"
+            for s in steps.values()
+            if result.statuses.get(s["id"]) == "pending"
         ]
         user = (
             self._header(plan, context, result)
-            + f"\nCheckpoint after step {result.paused_at}. Typed results so far:\n"
-            + (json.dumps(values) if values else "none")
-            + f"\n\nThe steps still to run: {', '.join(remaining) or 'none'}. "
-            "Is the rest of the plan still right? "
-            'Reply {"needs_revision": false}, or {"needs_revision": true, '
-            '"new_steps": [...]} with the steps that should run instead of the remaining ones.'
+            + f"\nCheckpoint after step {result.paused_at}. Results so far (typed values only):\n"
+            + "\n".join(seen)
+            + "\n\nThe steps still to run:\n"
+            + ("\n".join(remaining) or "none")
+            + "\n\nCompare the results with the goal. If the steps still to run are what the goal "
+            'asks for now, reply {"check": "<short reason>", "needs_revision": false}. If the '
+            "results mean the goal now needs different steps, reply "
+            '{"check": "<short reason>", "needs_revision": true, "new_steps": [...]} with the '
+            "steps that should run instead of the remaining ones (any tool of the list)."
         )
         data = await self._ask(user, self.review_schema, "checkpoint", run_id, attempt)
         needs = bool(data.get("needs_revision"))
