@@ -228,7 +228,9 @@ def test_journal_commands_on_a_missing_journal_exit_2(tmp_path: Path) -> None:
 
 
 def test_demo_runs_end_to_end_and_delete_never_runs(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--yes", "--journal", str(tmp_path / "demo.db")])
+    result = runner.invoke(
+        app, ["demo", "--yes", "--shipped-plan", "--journal", str(tmp_path / "demo.db")]
+    )
     assert result.exit_code == 0, result.output
     assert "delete_account ran: no" in result.output
     assert "reached the output of step(s): 1" in result.output
@@ -236,7 +238,8 @@ def test_demo_runs_end_to_end_and_delete_never_runs(tmp_path: Path) -> None:
 
 
 def test_demo_without_approval_refuses_to_send() -> None:
-    result = runner.invoke(app, ["demo"])  # no terminal, no --yes: risk-based approval refuses
+    # No terminal, no --yes: risk-based approval refuses.
+    result = runner.invoke(app, ["demo", "--shipped-plan"])
     assert result.exit_code == 3
     assert "not run" in result.output
 

@@ -356,20 +356,6 @@ def journal_verify(journal: JournalOpt = None, as_json: JsonOpt = False) -> None
     raise typer.Exit(EXIT_OK if report.ok else EXIT_INVALID)
 
 
-@app.command("demo")
-def demo_cmd(
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Approve the plan without asking.")
-    ] = False,
-    journal: JournalOpt = None,
-) -> None:
-    """Run the seed's customer-support scenario end to end, offline."""
-    from planlock._demo_run import run_demo  # noqa: PLC0415
-
-    code = run_demo(out, yes=yes, journal_path=_journal_path(journal) if journal else None)
-    raise typer.Exit(code)
-
-
 def main() -> None:
     """Entry point: map library errors that escape to clear messages and exit codes."""
     try:

@@ -273,10 +273,6 @@ def ask_cmd(
         raise typer.Exit(EXIT_APPROVAL if stopped else EXIT_STEP)
 
 
-# The demo gains planning options; it replaces the shipped-plan-only command of ``_cli``.
-app.registered_commands[:] = [c for c in app.registered_commands if c.name != "demo"]
-
-
 @app.command("demo")
 def demo_cmd(
     yes: Annotated[
