@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck unit bench bench-planner clean
+.PHONY: demo test lint typecheck unit bench bench-planner clean postgres postgres-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ bench: $(VENV)/.installed-dev
 ## Planner benchmark: plan quality, latency, LLM cost vs ReAct, with the local model (~20 min).
 bench-planner: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/planner.py
+
+## Start a local PostgreSQL on 127.0.0.1 (cluster in .pg/) and print its DSN.
+postgres:
+	@scripts/postgres.sh start
+	@scripts/postgres.sh dsn
+
+postgres-stop:
+	@scripts/postgres.sh stop
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -29,8 +28,9 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "queue.db"
+def db(journal_spec: str | Path) -> str | Path:
+    """The queue's database: an SQLite file, or a PostgreSQL DSN (see conftest)."""
+    return journal_spec
 
 
 def submit(queue: ApprovalQueue, plan: Any, registry: ToolRegistry, **kw: Any) -> Any:
@@ -52,7 +52,7 @@ def kinds(journal: Journal, run_id: str) -> list[str]:
 
 
 def test_submit_approve_and_a_worker_runs_it_once(
-    db: Path, registry: ToolRegistry, desk: demo.HelpDesk
+    db: str | Path, registry: ToolRegistry, desk: demo.HelpDesk
 ) -> None:
     queue = ApprovalQueue(Journal.open(db))
     sub = submit(queue, demo.PLAN, registry, inputs=demo.INPUTS, by="sam")
@@ -84,7 +84,9 @@ def test_submit_approve_and_a_worker_runs_it_once(
     assert queue.journal.verify().ok
 
 
-def test_read_only_plans_are_approved_by_policy_on_submit(db: Path, registry: ToolRegistry) -> None:
+def test_read_only_plans_are_approved_by_policy_on_submit(
+    db: str | Path, registry: ToolRegistry
+) -> None:
     queue = ApprovalQueue(Journal.open(db))
     sub = submit(queue, demo.SEED_PLAN[:2], registry, inputs=demo.INPUTS)
     assert (sub.status, sub.approval_id) == ("approved", None)
@@ -93,7 +95,9 @@ def test_read_only_plans_are_approved_by_policy_on_submit(db: Path, registry: To
     assert queue.run_status(sub.run_id) == "succeeded"
 
 
-def test_a_denied_run_never_executes(db: Path, registry: ToolRegistry, desk: demo.HelpDesk) -> None:
+def test_a_denied_run_never_executes(
+    db: str | Path, registry: ToolRegistry, desk: demo.HelpDesk
+) -> None:
     queue = ApprovalQueue(Journal.open(db))
     sub = submit(queue, demo.PLAN, registry, inputs=demo.INPUTS)
     queue.decide(sub.approval_id, approve=False, by="bob", reason="not this customer")
@@ -116,7 +120,7 @@ def test_a_denied_run_never_executes(db: Path, registry: ToolRegistry, desk: dem
     ],
 )
 def test_bad_answers_are_clear_errors(
-    db: Path, registry: ToolRegistry, setup: str, message: str
+    db: str | Path, registry: ToolRegistry, setup: str, message: str
 ) -> None:
     queue = ApprovalQueue(Journal.open(db))
     expiry = timedelta(seconds=-1) if setup == "expired" else timedelta(days=1)
@@ -137,17 +141,14 @@ def test_bad_answers_are_clear_errors(
 
 
 def test_a_plan_edited_after_approval_does_not_run(
-    db: Path, registry: ToolRegistry, desk: demo.HelpDesk
+    db: str | Path, registry: ToolRegistry, desk: demo.HelpDesk, raw_sql: Callable[..., None]
 ) -> None:
     queue = ApprovalQueue(Journal.open(db))
     sub = submit(queue, demo.PLAN, registry, inputs=demo.INPUTS)
     queue.decide(sub.approval_id, approve=True, by="alice")
     evil = json.loads(Plan.parse(demo.PLAN).canonical_json())
     evil["steps"][3]["args"]["to"] = "attacker@evil.example"
-    con = sqlite3.connect(db)
-    con.execute("UPDATE runs SET plan = ? WHERE run_id = ?", (json.dumps(evil), sub.run_id))
-    con.commit()
-    con.close()
+    raw_sql("UPDATE runs SET plan = ? WHERE run_id = ?", (json.dumps(evil), sub.run_id))
     assert work(queue, registry) == 1
     assert desk.outbox == []
     assert queue.run_status(sub.run_id) == "refused"
@@ -156,17 +157,14 @@ def test_a_plan_edited_after_approval_does_not_run(
 
 
 def test_a_grant_rewritten_to_another_hash_is_refused(
-    db: Path, registry: ToolRegistry, desk: demo.HelpDesk
+    db: str | Path, registry: ToolRegistry, desk: demo.HelpDesk, raw_sql: Callable[..., None]
 ) -> None:
     queue = ApprovalQueue(Journal.open(db))
     sub = submit(queue, demo.PLAN, registry, inputs=demo.INPUTS)
     queue.decide(sub.approval_id, approve=True, by="alice")
     evil = Plan.parse({**demo.PLAN, "goal": "something else"})
-    con = sqlite3.connect(db)
-    con.execute("UPDATE runs SET plan = ? WHERE run_id = ?", (evil.canonical_json(), sub.run_id))
-    con.execute("UPDATE approvals SET plan_hash = ? WHERE id = ?", (evil.hash, sub.approval_id))
-    con.commit()
-    con.close()
+    raw_sql("UPDATE runs SET plan = ? WHERE run_id = ?", (evil.canonical_json(), sub.run_id))
+    raw_sql("UPDATE approvals SET plan_hash = ? WHERE id = ?", (evil.hash, sub.approval_id))
     work(queue, registry)
     assert desk.outbox == []
     assert queue.run_status(sub.run_id) == "refused"
@@ -209,7 +207,7 @@ def webhook() -> Iterator[str]:
 
 
 def test_pending_approvals_are_posted_to_a_webhook(
-    db: Path, registry: ToolRegistry, webhook: str
+    db: str | Path, registry: ToolRegistry, webhook: str
 ) -> None:
     queue = ApprovalQueue(Journal.open(db), WebhookNotifier(webhook))
     sub = submit(queue, demo.PLAN, registry, inputs=demo.INPUTS)
@@ -221,7 +219,9 @@ def test_pending_approvals_are_posted_to_a_webhook(
     assert "notification_sent" in kinds(queue.journal, sub.run_id)
 
 
-def test_a_failing_webhook_is_journaled_and_loses_nothing(db: Path, registry: ToolRegistry) -> None:
+def test_a_failing_webhook_is_journaled_and_loses_nothing(
+    db: str | Path, registry: ToolRegistry
+) -> None:
     queue = ApprovalQueue(Journal.open(db), WebhookNotifier("http://127.0.0.1:9/closed", timeout=1))
     sub = submit(queue, demo.PLAN, registry, inputs=demo.INPUTS)
     assert "notification_failed" in kinds(queue.journal, sub.run_id)
@@ -258,7 +258,9 @@ def wait_for(predicate: Any, timeout: float = 30) -> Any:
     pytest.fail("timed out")
 
 
-def test_async_queue_across_processes_with_a_run_time_approval(db: Path, tmp_path: Path) -> None:
+def test_async_queue_across_processes_with_a_run_time_approval(
+    db: str | Path, tmp_path: Path
+) -> None:
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(UNTRUSTED_PAYEE))
     submitted = cli("submit", str(plan), "--tools", BANKING, "--journal", str(db))
@@ -324,7 +326,9 @@ def test_async_queue_across_processes_with_a_run_time_approval(db: Path, tmp_pat
     assert journal.verify().ok
 
 
-def test_two_worker_processes_execute_every_run_exactly_once(db: Path, tmp_path: Path) -> None:
+def test_two_worker_processes_execute_every_run_exactly_once(
+    db: str | Path, tmp_path: Path
+) -> None:
     plan = tmp_path / "plan.json"
     plan.write_text(
         json.dumps(
@@ -374,7 +378,7 @@ def test_two_worker_processes_execute_every_run_exactly_once(db: Path, tmp_path:
     assert journal.verify().ok
 
 
-def test_cli_submit_reports_invalid_and_denied_plans(db: Path, tmp_path: Path) -> None:
+def test_cli_submit_reports_invalid_and_denied_plans(db: str | Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"step": 1, "tool": "transfer_everything"}]))
     result = runner.invoke(app, ["submit", str(bad), "--tools", BANKING, "--journal", str(db)])
@@ -395,7 +399,7 @@ def test_cli_submit_reports_invalid_and_denied_plans(db: Path, tmp_path: Path) -
 
 
 def test_a_grant_used_after_it_expired_is_refused(
-    db: Path, registry: ToolRegistry, desk: demo.HelpDesk
+    db: str | Path, registry: ToolRegistry, desk: demo.HelpDesk
 ) -> None:
     queue = ApprovalQueue(Journal.open(db))
     sub = submit(queue, demo.PLAN, registry, inputs=demo.INPUTS, expires_in=timedelta(seconds=1))

@@ -15,6 +15,7 @@ from planlock._approval import (
     auto_approve,
 )
 from planlock._assess import Flow, RiskReport, StepAssessment, assess
+from planlock._durable_engine import Engine, LocalEngine
 from planlock._errors import (
     ApprovalDenied,
     ApprovalMismatch,
@@ -41,6 +42,7 @@ from planlock._journal import (
     VerifyReport,
     verify_events,
 )
+from planlock._journal_pg import PostgresStore, open_store
 from planlock._llm import LLM, LLMReply, LLMRequest, Message
 from planlock._llm_anthropic import AnthropicLLM
 from planlock._llm_local import LocalLLM
@@ -49,6 +51,7 @@ from planlock._models import load_model
 from planlock._plan import Plan, Ref, Step, canonical_json
 from planlock._planner import Planner, plan, plan_schema, plan_sync
 from planlock._policy import Policy, Reason, Rule, Verdict
+from planlock._queue import ApprovalQueue
 from planlock._run import run, run_sync
 from planlock._tools import EFFECTS, StepContext, Tool, ToolRegistry
 from planlock._validate import Issue, ValidationReport, validate
@@ -62,6 +65,7 @@ __all__ = [
     "AnthropicLLM",
     "ApprovalDenied",
     "ApprovalMismatch",
+    "ApprovalQueue",
     "ApprovalRequest",
     "ApprovalRequired",
     "Approved",
@@ -69,6 +73,7 @@ __all__ = [
     "CannotPlan",
     "Decision",
     "Denied",
+    "Engine",
     "Event",
     "Flow",
     "InProcessEngine",
@@ -79,6 +84,7 @@ __all__ = [
     "LLMError",
     "LLMReply",
     "LLMRequest",
+    "LocalEngine",
     "LocalLLM",
     "MemoryStore",
     "Message",
@@ -89,6 +95,7 @@ __all__ = [
     "Planner",
     "PlanningFailed",
     "Policy",
+    "PostgresStore",
     "Reason",
     "Ref",
     "RiskReport",
@@ -115,6 +122,7 @@ __all__ = [
     "auto_approve",
     "canonical_json",
     "load_model",
+    "open_store",
     "plan",
     "plan_schema",
     "plan_sync",

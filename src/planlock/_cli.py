@@ -27,6 +27,7 @@ from planlock._errors import (
     UsageError,
 )
 from planlock._journal import Event, Journal
+from planlock._journal_pg import is_dsn, redact
 from planlock._loader import load_tools
 from planlock._plan import Plan
 from planlock._policy import Policy
@@ -58,9 +59,11 @@ InputOpt = Annotated[
     typer.Option("--input", "-i", help="A trusted input as NAME=JSON (repeatable)."),
 ]
 JournalOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        "--journal", help="Journal database [default: $PLANLOCK_JOURNAL or ./planlock.db]."
+        "--journal",
+        help="Journal: an SQLite file or a postgresql:// DSN "
+        "[default: $PLANLOCK_JOURNAL or ./planlock.db].",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -75,15 +78,28 @@ def _fail(code: int, message: str) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _journal_path(path: Path | None) -> Path:
-    return path or Path(os.environ.get("PLANLOCK_JOURNAL", "planlock.db"))
+def _journal_spec(spec: str | Path | None) -> str | Path:
+    """The journal named by --journal or $PLANLOCK_JOURNAL: a DSN, or else a file path."""
+    spec = spec or os.environ.get("PLANLOCK_JOURNAL") or "planlock.db"
+    return str(spec) if is_dsn(str(spec)) else Path(spec)
 
 
-def _open_journal(path: Path | None) -> Journal:
+def _journal_path(path: str | Path | None) -> Path:
+    spec = _journal_spec(path)
+    if not isinstance(spec, Path):
+        _fail(EXIT_USAGE, "this command needs a journal file, not a database URL")
+    return spec
+
+
+def _open_journal(spec: str | Path | None) -> Journal:
     try:
-        return Journal.open(_journal_path(path))
+        return Journal.open(_journal_spec(spec))
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
+
+
+def _journal_missing(spec: str | Path) -> bool:
+    return isinstance(spec, Path) and not spec.exists()
 
 
 def _registry(spec: str) -> ToolRegistry:
@@ -318,12 +334,12 @@ def journal_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the journal's events (all runs, or one)."""
-    path = _journal_path(journal)
-    if not path.exists():
+    path = _journal_spec(journal)
+    if _journal_missing(path):
         _fail(EXIT_USAGE, f"no journal at {path}")
     events = _open_journal(path).events(run_id=run)
     if run and not events:
-        _fail(EXIT_USAGE, f"no run {run} in {path}")
+        _fail(EXIT_USAGE, f"no run {run} in {redact(path) if isinstance(path, str) else path}")
     if as_json:
         print(json.dumps([e.model_dump() for e in events], indent=2))
     else:
@@ -334,8 +350,8 @@ def journal_show(
 @journal_app.command("verify")
 def journal_verify(journal: JournalOpt = None, as_json: JsonOpt = False) -> None:
     """Recompute the hash chain: exit 0 if intact, 1 if any event was altered."""
-    path = _journal_path(journal)
-    if not path.exists():
+    path = _journal_spec(journal)
+    if _journal_missing(path):
         _fail(EXIT_USAGE, f"no journal at {path}")
     report = _open_journal(path).verify()
     if as_json:
@@ -350,7 +366,8 @@ def journal_verify(journal: JournalOpt = None, as_json: JsonOpt = False) -> None
             )
         )
     elif report.ok:
-        out.print(f"[green]journal intact[/]: {report.count} event(s) verified in {path}")
+        where = redact(path) if isinstance(path, str) else path
+        out.print(f"[green]journal intact[/]: {report.count} event(s) verified in {where}")
     else:
         err.print(f"[bold red]journal tampered[/]: event {report.first_bad}: {report.reason}")
     raise typer.Exit(EXIT_OK if report.ok else EXIT_INVALID)
@@ -372,3 +389,9 @@ from planlock import _cli_plan  # noqa: E402,F401  (registers plan/ask/demo)
 
 # isort: split
 from planlock import _cli_bench  # noqa: E402,F401  (registers bench)
+
+# isort: split
+from planlock import _cli_serve  # noqa: E402,F401  (registers serve)
+
+# isort: split
+from planlock import _cli_durable  # noqa: E402,F401  (registers durable, worker --engine dbos)

@@ -143,7 +143,10 @@ def plan_cmd(
     ] = None,
     max_attempts: AttemptsOpt = 3,
     journal: Annotated[
-        Path | None, typer.Option("--journal", help="Also journal the planner's calls here.")
+        str | None,
+        typer.Option(
+            "--journal", help="Also journal the planner's calls here (file or postgresql:// DSN)."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

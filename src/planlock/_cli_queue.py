@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -53,7 +52,7 @@ NotifyOpt = Annotated[
 ]
 
 
-def _queue(journal: Path | None, notify: str | None = None) -> ApprovalQueue:
+def _queue(journal: str | None, notify: str | None = None) -> ApprovalQueue:
     url = notify or os.environ.get("PLANLOCK_WEBHOOK_URL")
     return ApprovalQueue(_open_journal(journal), WebhookNotifier(url) if url else None)
 
@@ -176,7 +175,7 @@ def approvals_show(
     out.print(_render.stored_request(item))
 
 
-def _decide(approval_id: str, journal: Path | None, *, approve: bool, by: str, reason: str) -> None:
+def _decide(approval_id: str, journal: str | None, *, approve: bool, by: str, reason: str) -> None:
     try:
         decision = _queue(journal).decide(approval_id, approve=approve, by=by, reason=reason)
     except UsageError as exc:
@@ -222,8 +221,36 @@ def worker_cmd(
     ] = None,
     poll: Annotated[float, typer.Option(help="Seconds between checks of the queue.")] = 0.5,
     notify: NotifyOpt = None,
+    engine: Annotated[
+        str, typer.Option(help="queue (the approval queue) or dbos (durable: docs/durable.md).")
+    ] = "queue",
+    db: Annotated[
+        str | None, typer.Option(help="With --engine dbos: the DBOS system database.")
+    ] = None,
+    adopt: Annotated[
+        list[str] | None,
+        typer.Option(help="With --engine dbos: take over this dead worker id's runs."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="With --engine dbos: most runs at once on this worker.")
+    ] = None,
 ) -> None:
     """Execute approved runs, each exactly once; wait at run-time approvals."""
+    if engine == "dbos":
+        from planlock._cli_durable import run_worker  # noqa: PLC0415
+
+        run_worker(
+            tools,
+            journal,
+            worker_id=worker_id,
+            db=db,
+            adopt=adopt,
+            idle_exit=idle_exit,
+            concurrency=concurrency,
+        )
+        return
+    if engine != "queue":
+        _fail(EXIT_USAGE, f"unknown engine {engine!r} (use queue or dbos)")
     registry = _registry(tools)
     queue = _queue(journal, notify)
     wid = worker_id or f"{socket.gethostname()}:{os.getpid()}"

@@ -58,6 +58,7 @@ EventKind = Literal[
     "notification_failed",
     "replanned",
     "checkpoint_reviewed",
+    "http_request",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 GENESIS = "0" * 64
@@ -345,8 +346,11 @@ class Journal:
 
     @classmethod
     def open(cls, path: str | Path) -> Journal:
-        """A journal in an SQLite file (created if missing)."""
-        return cls(SQLiteStore(path))
+        """A journal in an SQLite file (created if missing), or in PostgreSQL for a
+        ``postgresql://`` DSN (see ``PostgresStore``)."""
+        from planlock._journal_pg import open_store  # noqa: PLC0415  (imports this module)
+
+        return cls(open_store(path))
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
         event = self.store.append(run_id, kind, data)

@@ -1,9 +1,10 @@
 """The asynchronous approval gate: queue the plan, notify, execute on approval.
 
-State lives beside the journal in the same SQLite file: ``runs`` (what was submitted and where
-it stands) and ``approvals`` (requests and their answers). The journal stays the append-only
-record of everything; these tables are the working state. Every transition is one
-``BEGIN IMMEDIATE`` transaction, so two workers never claim the same run and a grant is used
+State lives beside the journal in the same database (an SQLite file, or PostgreSQL):
+``runs`` (what was submitted and where it stands) and ``approvals`` (requests and their
+answers). The journal stays the append-only record of everything; these tables are the working
+state. Every transition is one transaction (``BEGIN IMMEDIATE`` on SQLite, row locks on
+PostgreSQL, see ``_queue_db``), so two workers never claim the same run and a grant is used
 at most once. A worker checks the stored plan's hash against the grant (and the grant against
 the journal) before running anything: a plan edited after approval does not run.
 """
@@ -11,10 +12,8 @@ the journal) before running anything: a plan edited after approval does not run.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,11 +24,12 @@ from ulid import ULID
 from planlock._approval import ApprovalRequest, Approved, Decision, Denied, now_iso
 from planlock._errors import ApprovalDenied, ApprovalMismatch, PlanInvalid, UsageError
 from planlock._execute import RunResult
-from planlock._journal import Journal, SQLiteStore
+from planlock._journal import Journal
 from planlock._llm import LLM
 from planlock._notify import Notifier, approval_message
 from planlock._plan import Plan
 from planlock._policy import Policy
+from planlock._queue_db import QueueDB, open_queue_db
 from planlock._run import Prepared, execute, prepare, recorder
 from planlock._tools import ToolRegistry
 
@@ -67,23 +67,12 @@ class ApprovalQueue:
     """Runs waiting for approval or a worker, and approval requests, in a journal's database."""
 
     def __init__(self, journal: Journal, notifier: Notifier | None = None) -> None:
-        if not isinstance(journal.store, SQLiteStore):
-            raise UsageError("the approval queue needs a journal in an SQLite file")
+        self._db: QueueDB = open_queue_db(journal.store)
         self.journal = journal
         self.notifier = notifier
-        self._db = sqlite3.connect(
-            journal.store.path, isolation_level=None, timeout=30, check_same_thread=False
-        )
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[QueueDB]:
+        return self._db.tx()
 
     # -- submitting -----------------------------------------------------------------------
 
@@ -177,19 +166,26 @@ class ApprovalQueue:
 
     def _expire(self) -> None:
         now = now_iso()
+        expired = []
         with self._tx() as db:
             rows = db.execute(
                 "SELECT id, run_id FROM approvals WHERE status = 'pending' AND expires_at < ?",
                 (now,),
             ).fetchall()
             for approval_id, run_id in rows:
-                db.execute("UPDATE approvals SET status = 'expired' WHERE id = ?", (approval_id,))
+                cur = db.execute(
+                    "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'pending'",
+                    (approval_id,),
+                )
+                if cur.rowcount != 1:
+                    continue  # another process expired it first (and journals it)
+                expired.append((approval_id, run_id))
                 db.execute(
                     "UPDATE runs SET status = 'expired' WHERE run_id = ? AND status IN "
                     "('pending_approval', 'waiting_approval')",
                     (run_id,),
                 )
-        for approval_id, run_id in rows:
+        for approval_id, run_id in expired:
             self.journal.record(run_id, "approval_expired", {"id": approval_id})
 
     def pending(self) -> list[dict[str, Any]]:
@@ -252,7 +248,7 @@ class ApprovalQueue:
         with self._tx() as db:
             row = db.execute(
                 "SELECT run_id, kind, plan_hash, step_id, args_hash, status "
-                "FROM approvals WHERE id = ?",
+                "FROM approvals WHERE id = ?" + db.lock,
                 (approval_id,),
             ).fetchone()
             if row is None:
@@ -288,8 +284,8 @@ class ApprovalQueue:
         """Take the oldest approved run; exactly one worker gets each run."""
         with self._tx() as db:
             row = db.execute(
-                "SELECT run_id FROM runs WHERE status = 'approved' "
-                "ORDER BY submitted_at, run_id LIMIT 1"
+                "SELECT run_id FROM runs WHERE status = 'approved' "  # noqa: S608  (a fixed lock clause)
+                "ORDER BY submitted_at, run_id LIMIT 1" + db.skip_locked
             ).fetchone()
             if row is None:
                 return None
@@ -314,7 +310,8 @@ class ApprovalQueue:
         with self._tx() as db:
             row = db.execute(
                 "SELECT id, plan_hash, decided_by, decided_via, decided_at, reason, expires_at "
-                "FROM approvals WHERE run_id = ? AND kind = 'plan' AND status = 'approved'",
+                "FROM approvals WHERE run_id = ? AND kind = 'plan' AND status = 'approved'"
+                + db.lock,
                 (run_id,),
             ).fetchone()
             if row is None:

@@ -1,0 +1,247 @@
+"""Request and response bodies of ``planlock serve`` (they are the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ApprovalDetail",
+    "ApprovalSummary",
+    "DecisionIn",
+    "DecisionOut",
+    "DenyIn",
+    "ErrorOut",
+    "EventOut",
+    "FlowOut",
+    "GoalIn",
+    "GraphEdge",
+    "GraphNode",
+    "GraphOut",
+    "IssueOut",
+    "MeOut",
+    "PlanIn",
+    "ReasonOut",
+    "ReportOut",
+    "RunDetail",
+    "RunSummary",
+    "StepAssessmentOut",
+    "SubmittedOut",
+    "VerifyOut",
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+
+class PlanIn(_In):
+    """A plan to validate, assess and queue."""
+
+    plan: dict[str, Any] | list[Any]
+    """The plan: canonical form (an object) or the seed form (an array of steps)."""
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    """Trusted inputs the plan's placeholders refer to."""
+
+
+class GoalIn(_In):
+    """A goal for the server's planner model; the plan it writes is queued like a submitted one."""
+
+    goal: str = Field(min_length=1, max_length=4000)
+    context: dict[str, Any] = Field(default_factory=dict)
+    """Trusted context: becomes the run's inputs (the planner sees names and shapes only)."""
+
+
+class DecisionIn(_In):
+    """An approval, bound to what the approver saw."""
+
+    plan_hash: str = Field(min_length=64, max_length=64)
+    """The plan hash shown with the request: a different one is refused (409)."""
+    args_hash: str | None = None
+    """For a call request: the arguments' hash shown with it (must match)."""
+    reason: str = Field(default="", max_length=2000)
+
+
+class DenyIn(DecisionIn):
+    """A denial: the reason is required."""
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class IssueOut(_Out):
+    code: str
+    path: str
+    message: str
+
+
+class ErrorOut(_Out):
+    """Every error response."""
+
+    detail: str
+    issues: list[IssueOut] = Field(default_factory=list)
+    """For an invalid plan: every validation issue with its JSON path."""
+
+
+class SubmittedOut(_Out):
+    run_id: str
+    status: str
+    """``pending_approval``, or ``approved`` when nothing in the plan needs a person."""
+    approval_id: str | None
+    plan_hash: str
+    plan: dict[str, Any]
+    """The plan as queued (canonical form)."""
+
+
+class ReasonOut(_Out):
+    key: str
+    action: str
+    message: str
+    at_call: bool
+    certain: bool
+    params: list[str]
+
+
+class StepAssessmentOut(_Out):
+    step: str
+    tool: str
+    effect: str
+    action: str
+    reasons: list[ReasonOut]
+
+
+class FlowOut(_Out):
+    """Untrusted data reaching a sensitive parameter."""
+
+    step: str
+    tool: str
+    param: str
+    sources: list[str]
+    action: str
+
+
+class ReportOut(_Out):
+    """The risk report: effects, steps with concerns, untrusted-to-sensitive flows."""
+
+    plan_hash: str
+    effects: list[str]
+    steps: list[StepAssessmentOut]
+    flows: list[FlowOut]
+    denied: list[str]
+
+
+class GraphNode(_Out):
+    id: str
+    tool: str
+    effect: str
+    action: str
+    """What the policy says about the step: allow, require_approval or deny."""
+    level: int
+    """Longest dependency chain before it (0 for a step with no dependency)."""
+
+
+class GraphEdge(_Out):
+    source: str
+    target: str
+
+
+class GraphOut(_Out):
+    """The plan's dependency graph (steps, and which step's output each one uses)."""
+
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+class ApprovalSummary(_Out):
+    id: str
+    run_id: str
+    kind: Literal["plan", "call"]
+    """``plan``: approve the whole plan; ``call``: approve one call at run time."""
+    status: str
+    """``pending``, ``approved``, ``denied``, ``used`` or ``expired``."""
+    plan_hash: str
+    """SHA-256 of the plan's canonical JSON: an answer must name it."""
+    step_id: str | None
+    """For a call request: the step about to run."""
+    args_hash: str | None
+    """For a call request: SHA-256 of the exact arguments; an answer must name it."""
+    created_at: str
+    expires_at: str | None
+    submitted_by: str | None
+    goal: str
+    why: list[str]
+    """The reasons a person is asked."""
+
+
+class ApprovalDetail(ApprovalSummary):
+    decided_by: str | None
+    decided_at: str | None
+    reason: str | None
+    plan: dict[str, Any]
+    report: ReportOut
+    graph: GraphOut
+    inputs: dict[str, Any]
+    args: dict[str, Any] | None
+    """For a call request: the exact arguments."""
+    provenance: dict[str, list[str]] | None
+
+
+class DecisionOut(_Out):
+    approval_id: str
+    run_id: str
+    approved: bool
+    by: str
+    reason: str
+    plan_hash: str
+    step_id: str | None
+    args_hash: str | None
+    at: str
+
+
+class RunSummary(_Out):
+    run_id: str
+    status: str
+    """``pending_approval``, ``approved``, ``running``, ``waiting_approval``, ``succeeded``,
+    ``failed``, ``denied``, ``refused``, ``rejected`` or ``expired``."""
+    plan_hash: str
+    goal: str
+    submitted_by: str
+    submitted_at: str
+    claimed_by: str | None
+    finished_at: str | None
+
+
+class EventOut(_Out):
+    seq: int
+    run_id: str
+    kind: str
+    at: str
+    data: dict[str, Any]
+    hash: str
+
+
+class RunDetail(RunSummary):
+    plan: dict[str, Any]
+    inputs: dict[str, Any]
+    approvals: list[ApprovalSummary]
+    events: list[EventOut]
+    """The run's journal events, without its ``http_request`` events (the journal has them)."""
+
+
+class VerifyOut(_Out):
+    ok: bool
+    """Whether the whole hash chain recomputes."""
+    events: int
+    """Events checked."""
+    first_bad: int | None
+    """The sequence number of the first event that does not match."""
+    reason: str
+
+
+class MeOut(_Out):
+    name: str
+    roles: list[str]

@@ -1,0 +1,357 @@
+"""The engine interface and the durable (DBOS) engine: unit tests, then worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from typer.testing import CliRunner
+
+from planlock import Journal, Plan, Policy, StepContext, ToolRegistry
+from planlock._approval import Approved, Denied, auto_approve
+from planlock._durable_engine import Engine, LocalEngine, walk_with
+from planlock._durable_state import OnceRecorder, decision_from_json, event_key
+from planlock._execute import InProcessEngine
+from planlock._run import in_process_waiter, recorder
+from planlock._validate import analyse
+from planlock.testing import memory_journal
+
+pytest.importorskip("dbos")
+
+from test_durable_support import ALLOW, count_calls, parallel_plan, registry
+
+from planlock._cli import app
+from planlock._durable import APP_VERSION
+from planlock._durable_client import DurableClient, system_database_url
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = f"{ROOT / 'tests' / 'test_durable_support.py'}:registry"
+CLI = [sys.executable, "-c", "from planlock._cli import main; main()"]
+runner = CliRunner()
+
+
+# -- the engine interface, in process ---------------------------------------------------------
+
+
+def test_local_engine_is_an_engine_and_walks_a_plan_like_walk() -> None:
+    reg = ToolRegistry()
+    seen: list[str] = []
+
+    @reg.tool(effect="read", idempotent=True)
+    def double(n: int, ctx: StepContext) -> int:
+        seen.append(ctx.idempotency_key)
+        return 2 * n
+
+    plan = Plan.parse(
+        [
+            {"step": 1, "tool": "double", "args": {"n": 1}},
+            {"step": 2, "tool": "double", "args": {"n": 2}},
+            {"step": 3, "tool": "double", "args": {"n": "{{steps.1.output}}"}},
+        ]
+    )
+    journal = memory_journal()
+    record = recorder(journal, "run1")
+    waiter = in_process_waiter(auto_approve, journal, "run1")
+    engine = LocalEngine(InProcessEngine(record=record), waiter, record)
+    assert isinstance(engine, Engine)
+
+    async def go() -> Any:
+        return await walk_with(engine, analyse(plan, reg), {}, run_id="run1")
+
+    result = anyio.run(go)
+    assert result.ok
+    assert result.outputs == {"1": 2, "2": 4, "3": 4}
+    assert sorted(seen) == ["run1:1", "run1:2", "run1:3"]
+    kinds = [e.kind for e in journal.events("run1")]
+    assert kinds.count("step_finished") == 3
+    assert journal.verify().ok
+
+
+def test_once_recorder_writes_each_event_once_across_replays() -> None:
+    journal = memory_journal()
+    first = OnceRecorder(journal, "r")
+    assert first.record("step_started", {"step": "a", "args": {}})
+    assert not first.record("step_started", {"step": "a", "args": {}})
+    assert first.record("step_retrying", {"step": "a", "attempt": 1})
+    assert first.record("step_retrying", {"step": "a", "attempt": 2})
+    # a replay (a new process) reads what the run already has
+    replay = OnceRecorder(journal, "r")
+    assert replay.record("step_finished", {"step": "a", "duration_ms": 1})
+    assert not replay.record("step_finished", {"step": "a", "duration_ms": 9})
+    assert not replay.record("step_started", {"step": "a", "args": {}})
+    assert replay.record("llm_called", {"step": "b", "reply": "x"})
+    assert replay.record("llm_called", {"step": "b", "reply": "y"})  # a real second call
+    assert replay.record("run_finished", {"status": "succeeded"})
+    assert not replay.record("run_finished", {"status": "succeeded"})
+    kinds = [e.kind for e in journal.events("r")]
+    assert kinds.count("step_started") == 1
+    assert kinds.count("step_finished") == 1
+    assert kinds.count("llm_called") == 2
+    assert journal.verify().ok
+
+
+def test_event_keys() -> None:
+    assert event_key("step_failed", {"step": "x", "error": "a"}) == event_key(
+        "step_failed", {"step": "x", "error": "b"}
+    )
+    assert event_key("approval_requested", {"id": "r.s.resume0", "kind": "resume"}) != event_key(
+        "approval_requested", {"id": "r.s.resume1", "kind": "resume"}
+    )
+    assert event_key("run_claimed", {"worker": "w1"}) != event_key("run_claimed", {"worker": "w2"})
+
+
+def test_decisions_survive_json() -> None:
+    grant = Approved("h" * 64, "sam", "cli", "ok", "2026-01-01T00:00:00+00:00", "s", "a" * 64)
+    denial = Denied("h" * 64, "sam", "cli", "no", "2026-01-01T00:00:00+00:00", "s", "a" * 64)
+    assert decision_from_json(json.loads(json.dumps(grant.to_json()))) == grant
+    assert decision_from_json(json.loads(json.dumps(denial.to_json()))) == denial
+
+
+def test_system_database_url_and_version(tmp_path: Path) -> None:
+    assert system_database_url(str(tmp_path / "x.sqlite")) == f"sqlite:///{tmp_path / 'x.sqlite'}"
+    assert system_database_url("postgresql://u:p@127.0.0.1:5/d") == (
+        "postgresql+psycopg://u:p@127.0.0.1:5/d"
+    )
+    default = system_database_url(None, tmp_path / "planlock.db")
+    assert default == f"sqlite:///{tmp_path / 'planlock.dbos.sqlite'}"
+    # a constant from planlock's version, never a hash of the source
+    assert APP_VERSION.startswith("planlock-0.")
+    assert APP_VERSION.endswith("-wf1")
+
+
+def test_cli_submit_stores_and_queues_a_durable_run(site: Site) -> None:
+    plan = site.dir / "plan.json"
+    plan.write_text(json.dumps(parallel_plan(2, "cli")))
+    policy = site.dir / "policy.toml"
+    policy.write_text('[effects]\nwrite = "allow"\nsend = "allow"\n')
+    common = ["--journal", str(site.journal), "--db", site.db]
+    res = runner.invoke(
+        app,
+        [
+            "durable",
+            "submit",
+            str(plan),
+            "--tools",
+            TOOLS,
+            "--policy",
+            str(policy),
+            "--json",
+            *common,
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    run_id = json.loads(res.stdout)["run_id"]
+    listed = runner.invoke(app, ["durable", "runs", "--json", *common])
+    assert json.loads(listed.stdout) == [{"run_id": run_id, "status": "queued"}]
+    # without the policy file, the writes and the send need a person: nothing is queued yet
+    res = runner.invoke(app, ["durable", "submit", str(plan), "--tools", TOOLS, *common])
+    assert res.exit_code == 0, res.output
+    assert "waiting for approval" in res.output
+    assert len(pending(site, "plan")) == 1
+    bad = runner.invoke(app, ["durable", "approve", "nope", "--as", "sam", *common])
+    assert bad.exit_code == 2
+
+
+# -- worker processes ---------------------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    """A journal, a DBOS system database and an effects log in one directory."""
+
+    dir: Path
+    journal: Path
+    db: str
+    effects: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PLANLOCK_TEST_EFFECTS": str(self.effects)}
+
+    def worker(self, wid: str, *extra: str) -> subprocess.Popen[bytes]:
+        cmd = [*CLI, "worker", "--engine", "dbos", "--id", wid, "--journal", str(self.journal)]
+        cmd += ["--db", self.db, "--tools", TOOLS, *extra]
+        with (self.dir / f"{wid}.log").open("ab") as log:
+            return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
+
+    def wait_ready(self, wid: str, timeout: float = 60) -> None:
+        wait_for(lambda: "ready" in (self.dir / f"{wid}.log").read_text(), timeout)
+
+    def client(self) -> DurableClient:
+        return DurableClient(Journal.open(self.journal), self.db)
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+    s = Site(
+        tmp_path,
+        tmp_path / "journal.db",
+        system_database_url(str(tmp_path / "dbos.sqlite")),
+        tmp_path / "effects.sqlite",
+    )
+    monkeypatch.setenv("PLANLOCK_TEST_EFFECTS", str(s.effects))
+    return s
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in started:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = cond()
+        except FileNotFoundError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def submit(client: DurableClient, plan: dict[str, Any], policy: Policy = ALLOW) -> str:
+    async def go() -> str:
+        sub = await client.submit(Plan.parse(plan), registry, policy=policy, by="tester")
+        return sub.run_id
+
+    return anyio.run(go)
+
+
+def finished(journal: Journal, run_id: str) -> dict[str, Any] | None:
+    done = [e.data for e in journal.events(run_id) if e.kind == "run_finished"]
+    return done[-1] if done else None
+
+
+def pending(site: Site, kind: str) -> list[dict[str, Any]]:
+    res = runner.invoke(app, ["approvals", "list", "--json", "--journal", str(site.journal)])
+    assert res.exit_code == 0, res.output
+    return [p for p in json.loads(res.output) if p["kind"] == kind]
+
+
+@pytest.mark.integration
+def test_parallel_runs_and_approvals_from_other_processes(
+    site: Site, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    client = site.client()
+    procs.append(site.worker("w1"))
+    runs = [submit(client, parallel_plan(3, f"t{i}")) for i in range(3)]
+    asked = submit(client, parallel_plan(2, "ask", ask=True))
+    # the plan needs a person: answered with the plain `planlock approve` (a worker relays it)
+    plan_request = wait_for(lambda: pending(site, "plan"))[0]
+    assert plan_request["run_id"] == asked
+    res = runner.invoke(
+        app, ["approve", plan_request["id"], "--as", "sam", "--journal", str(site.journal)]
+    )
+    assert res.exit_code == 0, res.output
+    # the call needs a person too: answered here, sent by DBOSClient to the waiting workflow
+    call = wait_for(lambda: pending(site, "call"))[0]
+    assert call["run_id"] == asked
+    assert call["step_id"] == "s"
+    client.decide(call["id"], approve=True, by="sam", reason="right address")
+    for run_id in [*runs, asked]:
+        assert client.result(run_id, timeout=60)["status"] == "succeeded"
+    journal = Journal.open(site.journal)
+    assert journal.verify().ok
+    calls = count_calls(site.effects)
+    for run_id in [*runs, asked]:
+        keys = {k: n for (k, _), n in calls.items() if k.startswith(f"{run_id}:")}
+        assert keys, run_id
+        assert set(keys.values()) == {1}  # no crash: every effect exactly once
+        kinds = [e.kind for e in journal.events(run_id)]
+        assert kinds.count("run_finished") == 1
+    kinds = [e.kind for e in journal.events(asked)]
+    assert kinds.count("approval_used") == 2  # the plan grant and the call grant, once each
+    client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_interrupted_send_stops_for_a_decision(
+    site: Site, procs: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    flag = site.dir / "boom.flag"
+    flag.touch()
+    monkeypatch.setenv("PLANLOCK_TEST_BOOM", when)
+    monkeypatch.setenv("PLANLOCK_TEST_BOOM_FLAG", str(flag))
+    client = site.client()
+    run_id = submit(client, parallel_plan(2, "boom", sink="boom"))
+    first = site.worker("w1")
+    procs.append(first)
+    assert first.wait(timeout=60) == -signal.SIGKILL  # the tool killed its worker mid-step
+    effects = count_calls(site.effects).get((f"{run_id}:s", "boom"), 0)
+    assert effects == (1 if when == "after" else 0)
+    procs.append(site.worker("w1"))  # the same executor id: it recovers the run
+    request = wait_for(lambda: pending(site, "resume"))[0]
+    assert request["run_id"] == run_id
+    assert request["step_id"] == "s"
+    shown = runner.invoke(app, ["approvals", "show", request["id"], "--journal", str(site.journal)])
+    assert shown.exit_code == 0, shown.output
+    assert "interrupted" in shown.output
+    # the person checks the outside world: sent already -> mark failed; not sent -> run again
+    if when == "after":
+        client.decide(request["id"], approve=False, by="sam", reason="it was sent")
+        summary = client.result(run_id, timeout=60)
+        assert summary["status"] == "failed"
+        assert summary["error_kind"] == "interrupted"
+    else:
+        client.decide(request["id"], approve=True, by="sam", reason="not sent")
+        assert client.result(run_id, timeout=60)["status"] == "succeeded"
+    assert count_calls(site.effects)[(f"{run_id}:s", "boom")] == 1  # exactly once either way
+    journal = Journal.open(site.journal)
+    assert journal.verify().ok
+    kinds = [e.kind for e in journal.events(run_id)]
+    assert kinds.count("step_started") == 5  # f0 f1 p0 p1 s: once each, despite the replay
+    assert kinds.count("run_claimed") == 1  # the same worker id resumed its own run
+    client.close()
+
+
+@pytest.mark.integration
+def test_a_dead_workers_runs_are_adopted(site: Site, procs: list[subprocess.Popen[bytes]]) -> None:
+    client = site.client()
+    run_id = submit(client, parallel_plan(2, "adopt", ask=True))
+    plan_request = wait_for(lambda: pending(site, "plan"))[0]
+    client.decide(plan_request["id"], approve=True, by="sam")
+    dead = site.worker("w1")
+    procs.append(dead)
+    wait_for(lambda: pending(site, "call"))  # the run waits on w1 for a person
+    dead.send_signal(signal.SIGKILL)
+    dead.wait()
+    res = runner.invoke(
+        app, ["durable", "adopt", "w1", "--journal", str(site.journal), "--db", site.db]
+    )
+    assert res.exit_code == 0, res.output
+    assert run_id in res.output
+    procs.append(site.worker("w2"))
+    call = pending(site, "call")[0]
+    client.decide(call["id"], approve=True, by="sam")
+    assert client.result(run_id, timeout=60)["status"] == "succeeded"
+    journal = Journal.open(site.journal)
+    claims = [e.data["worker"] for e in journal.events(run_id) if e.kind == "run_claimed"]
+    assert claims == ["w1", "w2"]
+    assert [e.kind for e in journal.events(run_id)].count("approval_requested") == 2
+    assert journal.verify().ok
+    assert set(count_calls(site.effects).values()) == {1}
+    client.close()

@@ -1,0 +1,233 @@
+"""Tools, plans and a worker entry point shared by the durable-engine tests and benchmark.
+
+Every tool call appends a row to an effects database (``$PLANLOCK_TEST_EFFECTS``): the raw log
+of calls, so a test can count how many times each side effect really happened, keyed by the
+step's idempotency key. (No tests here.)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from planlock import Policy, StepContext, ToolRegistry
+
+registry = ToolRegistry()
+PAUSE = float(os.environ.get("PLANLOCK_TEST_PAUSE", "0.01"))
+
+
+def _effects() -> sqlite3.Connection:
+    path = os.environ.get("PLANLOCK_TEST_EFFECTS")
+    if not path:
+        raise RuntimeError("PLANLOCK_TEST_EFFECTS is not set")
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS calls (key TEXT NOT NULL, tool TEXT NOT NULL, "
+        "pid INTEGER NOT NULL, at REAL NOT NULL)"
+    )
+    db.execute("CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, value INTEGER)")
+    return db
+
+
+def _pause() -> None:
+    if PAUSE:
+        time.sleep(random.uniform(0, PAUSE))
+
+
+@registry.tool(effect="read", idempotent=True)
+def fetch(n: int) -> int:
+    """Read a number (no effect)."""
+    _pause()
+    return n
+
+
+@registry.tool(effect="write", idempotent=True)
+def put(key: str, value: int, ctx: StepContext) -> int:
+    """Store a value; idempotent: applied once per idempotency key, however often called."""
+    _pause()
+    db = _effects()
+    db.execute(
+        "INSERT INTO calls VALUES (?, 'put', ?, ?)", (ctx.idempotency_key, os.getpid(), time.time())
+    )
+    db.execute(
+        "INSERT INTO applied VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+        (ctx.idempotency_key, value),
+    )
+    db.close()
+    _pause()
+    return value
+
+
+@registry.tool(effect="send", sensitive=["to"])
+def send(to: str, value: int, ctx: StepContext) -> str:
+    """Send a message: not idempotent, every call is an effect."""
+    _pause()
+    db = _effects()
+    db.execute(
+        "INSERT INTO calls VALUES (?, 'send', ?, ?)",
+        (ctx.idempotency_key, os.getpid(), time.time()),
+    )
+    db.close()
+    _pause()
+    return f"sent {value} to {to}"
+
+
+@registry.tool(effect="read", idempotent=True)
+def lookup(name: str) -> str:
+    """Look up an address (untrusted output)."""
+    _pause()
+    return f"{name}@example.com"
+
+
+@registry.tool(effect="send", sensitive=["to"])
+def boom(to: str, value: int, ctx: StepContext) -> str:
+    """Like ``send``, but while ``$PLANLOCK_TEST_BOOM_FLAG`` exists it kills its own process
+    (once: it removes the flag) ``before`` or ``after`` the effect (``$PLANLOCK_TEST_BOOM``)."""
+    flag = Path(os.environ.get("PLANLOCK_TEST_BOOM_FLAG", "/nonexistent"))
+    armed = flag.exists()
+    if armed:
+        flag.unlink()
+    if armed and os.environ.get("PLANLOCK_TEST_BOOM") == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    db = _effects()
+    db.execute(
+        "INSERT INTO calls VALUES (?, 'boom', ?, ?)",
+        (ctx.idempotency_key, os.getpid(), time.time()),
+    )
+    db.close()
+    if armed:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return f"sent {value} to {to}"
+
+
+ALLOW = Policy.model_validate({"effects": {"write": "allow", "send": "allow"}})
+"""Nothing needs a person (crash and scale tests run unattended)."""
+
+
+def parallel_plan(
+    width: int = 3, tag: str = "r", *, sink: str = "send", ask: bool = False
+) -> dict[str, Any]:
+    """``width`` parallel branches (fetch -> put), then one ``sink`` call that joins them. With
+    ``ask`` the sink's recipient comes from a ``lookup`` (untrusted): the call needs a person."""
+    steps: list[dict[str, Any]] = []
+    for i in range(width):
+        steps.append({"id": f"f{i}", "tool": "fetch", "args": {"n": i + 1}})
+        put_args = {"key": f"{tag}-{i}", "value": f"{{{{steps.f{i}.output}}}}"}
+        steps.append({"id": f"p{i}", "tool": "put", "args": put_args})
+    to = "ops@example.com"
+    if ask:
+        steps.append({"id": "l", "tool": "lookup", "args": {"name": "ops"}})
+        to = "{{steps.l.output}}"
+    steps.append(
+        {
+            "id": "s",
+            "tool": sink,
+            "args": {"to": to, "value": "{{steps.p0.output}}"},
+            "after": [f"p{i}" for i in range(width)],
+        }
+    )
+    return {"version": 1, "goal": f"parallel {tag}", "steps": steps}
+
+
+def count_calls(path: Path) -> dict[tuple[str, str], int]:
+    """``(idempotency key, tool) -> number of calls`` from an effects database."""
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT key, tool, COUNT(*) FROM calls GROUP BY key, tool").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        db.close()
+    return {(k, t): n for k, t, n in rows}
+
+
+def crash_loop(journal: str, db: str, kills: int, low: float, high: float) -> dict[str, int]:
+    """Fork a worker (executor ``w1``), SIGKILL it after a random delay, again and again; then
+    let one last worker finish everything. Forking after the imports makes a restart cheap, so
+    hundreds of kills fit in a test. Goes on until ``kills`` kills have interrupted at least one
+    run (a kill of a worker with nothing in flight does not count), or until nothing is left to
+    run, or after ``4 * kills`` kills in all."""
+    import json
+    import signal
+
+    from planlock import Journal
+    from planlock._durable import WorkerContext
+    from planlock._durable_client import DurableWorker
+
+    def child(final: bool) -> None:
+        worker = DurableWorker(
+            WorkerContext(registry, Journal.open(journal)),
+            db_url=db,
+            executor_id="w1",
+            worker_concurrency=8,
+        )
+        worker.start()
+        worker.serve(idle_exit=0.5 if final else None, poll=0.05)
+        worker.close()
+
+    stats = {"kills": 0, "kills_in_flight": 0, "runs_interrupted": 0}
+    while stats["kills_in_flight"] < kills and stats["kills"] < 4 * kills:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child is killed
+            try:
+                child(final=False)
+            finally:
+                os._exit(0)
+        time.sleep(random.uniform(low, high))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        stats["kills"] += 1
+        in_flight = _in_flight(journal)
+        stats["runs_interrupted"] += in_flight
+        stats["kills_in_flight"] += in_flight > 0
+        if not in_flight and _all_finished(journal):
+            break
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        try:
+            child(final=True)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    sys.stdout.write(json.dumps(stats) + "\n")
+    return stats
+
+
+def _all_finished(journal: str) -> bool:
+    """Every queued run has finished (nothing left for a worker to do)."""
+    db = sqlite3.connect(journal, timeout=30)
+    try:
+        (left,) = db.execute(
+            "SELECT COUNT(DISTINCT run_id) FROM events WHERE kind = 'run_queued' AND run_id NOT IN "
+            "(SELECT run_id FROM events WHERE kind = 'run_finished')"
+        ).fetchone()
+    finally:
+        db.close()
+    return bool(left == 0)
+
+
+def _in_flight(journal: str) -> int:
+    """Runs claimed by a worker and not finished (read with a connection of its own)."""
+    db = sqlite3.connect(journal, timeout=30)
+    try:
+        rows = db.execute(
+            "SELECT run_id FROM events WHERE kind = 'run_claimed' AND run_id NOT IN "
+            "(SELECT run_id FROM events WHERE kind = 'run_finished')"
+        ).fetchall()
+    finally:
+        db.close()
+    return len({r[0] for r in rows})
+
+
+if __name__ == "__main__":  # pragma: no cover - the crash test runs this as a subprocess
+    _, journal_path, db_url, n, lo, hi = sys.argv
+    crash_loop(journal_path, db_url, int(n), float(lo), float(hi))

@@ -1,0 +1,119 @@
+"""The approval page end to end in headless Chromium (Debian ``chromium``, driven by Playwright).
+
+Skipped when Chromium is absent, unless ``PLANLOCK_REQUIRE_BROWSER`` is set (CI sets it).
+``scripts/screenshot.py`` runs the same scenario to write ``docs/approval-page.png``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_server_support import TOKEN_OF, auth, serve
+
+from planlock import Journal, demo
+
+CHROMIUM = Path(os.environ.get("PLANLOCK_CHROMIUM", "/usr/bin/chromium"))
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REASON = "Recipient is the ticket's own customer; template is the standard one."
+
+
+def chromium_or_skip() -> None:
+    if not CHROMIUM.exists():
+        if os.environ.get("PLANLOCK_REQUIRE_BROWSER"):
+            pytest.fail(f"PLANLOCK_REQUIRE_BROWSER is set but there is no {CHROMIUM}")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+def submit(base: str, goal: str) -> dict[str, Any]:
+    plan = {**demo.PLAN, "goal": goal}
+    r = httpx.post(
+        f"{base}/api/runs", json={"plan": plan, "inputs": demo.INPUTS}, headers=auth("sam")
+    )
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def approve_in_the_page(base: str, screenshot: Path | None = None) -> dict[str, Any]:
+    """Submit three plans, approve the first one in the page, watch it finish live."""
+    from playwright.sync_api import expect, sync_playwright
+
+    first = submit(base, demo.GOAL)
+    submit(base, "Refund order 4412 and tell the customer")
+    submit(base, "Send the renewal reminder to Dana")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(base + "/")
+            page.get_by_test_id("token").fill(TOKEN_OF["alice"])
+            page.get_by_test_id("sign-in").click()
+            expect(page.get_by_test_id("whoami")).to_have_text("alice (approver)")
+            items = page.get_by_test_id("pending-item")
+            expect(items).to_have_count(3)
+            page.locator(f'[data-testid="pending-item"][data-id="{first["approval_id"]}"]').click()
+            expect(page.get_by_test_id("goal")).to_have_text(demo.GOAL)
+            graph = page.get_by_test_id("graph")
+            expect(graph.locator("[data-node]")).to_have_count(4)
+            expect(graph.locator("[data-edge]")).to_have_count(2)
+            expect(page.get_by_test_id("steps").locator("tbody tr")).to_have_count(4)
+            expect(page.get_by_test_id("plan-hash")).to_have_text(first["plan_hash"][:16])
+            expect(page.get_by_test_id("why")).to_contain_text("send_email")
+            page.get_by_test_id("reason").fill(REASON)
+            page.get_by_test_id("approve").click()
+            expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=30_000)
+            events = page.get_by_test_id("events")
+            expect(events.locator('[data-kind="step_finished"]')).to_have_count(4)
+            expect(events).to_contain_text("approved by alice")
+            expect(graph.locator('[data-node="4"]')).to_contain_text("finished")
+            expect(items).to_have_count(2)
+            if screenshot is not None:
+                page.evaluate("window.scrollTo(0, 0)")
+                page.screenshot(path=str(screenshot), full_page=True)
+            # the token lives in sessionStorage: a reload keeps the session
+            page.reload()
+            expect(page.get_by_test_id("whoami")).to_have_text("alice (approver)")
+            expect(items).to_have_count(2)
+            assert errors == []
+        finally:
+            browser.close()
+    return first
+
+
+@pytest.mark.integration
+def test_approve_in_the_page_and_watch_the_run_finish(tmp_path: Path) -> None:
+    chromium_or_skip()
+    with serve(tmp_path) as server:
+        first = approve_in_the_page(server.url)
+    journal = Journal.open(server.db)
+    assert journal.verify().ok
+    events = journal.events(first["run_id"])
+    granted = [e.data for e in events if e.kind == "approval_granted"]
+    assert [(g["by"], g["via"], g["reason"], g["plan_hash"]) for g in granted] == [
+        ("alice", "http", REASON, first["plan_hash"])
+    ]
+    assert [e.data["status"] for e in events if e.kind == "run_finished"] == ["succeeded"]
+    assert [e.data["step"] for e in events if e.kind == "step_finished"].count("4") == 1
+    callers = {
+        (e.data["caller"], e.data["method"], e.data["path"].rsplit("/", 1)[-1])
+        for e in events
+        if e.kind == "http_request"
+    }
+    assert ("alice", "POST", "approve") in callers
+    assert ("alice", "GET", "events") in callers
+    assert ("sam", "POST", "runs") in callers
