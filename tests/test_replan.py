@@ -435,3 +435,33 @@ def test_cli_ask_replans_with_the_planning_model_and_honours_max_replans(
     no_replan = runner.invoke(app, [*args, "--model", "scripted", "--max-replans", "0"])
     assert no_replan.exit_code == 4
     assert [r.purpose for r in llm3.requests] == ["plan"]
+
+
+def test_a_revision_that_raises_a_loops_max_items_reaches_beyond_the_envelope() -> None:
+    from planlock._assess import assess
+    from planlock._validate import analyse
+
+    reg = make_tools([])
+
+    def envelope(max_items: int) -> Envelope:
+        plan = Plan.parse(
+            {
+                "version": 1,
+                "steps": [
+                    {"id": "1", "tool": "balance"},
+                    {
+                        "id": "2",
+                        "tool": "note",
+                        "args": {"text": "{{item}}"},
+                        "for_each": "{{steps.1.output}}",
+                        "max_items": max_items,
+                    },
+                ],
+            }
+        )
+        analysis = analyse(plan, reg)
+        return Envelope.of(analysis, assess(analysis))
+
+    assert envelope(3).side_effects["note"] == 3
+    assert envelope(3).beyond(envelope(3)) == []
+    assert envelope(3).beyond(envelope(10)) == ["10 call(s) of 'note' where 3 were approved"]

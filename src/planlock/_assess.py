@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from planlock._fields import CHOSEN, expand_items, ref_sources, trusted_label
 from planlock._plan import Plan, Ref
 from planlock._policy import Action, Policy, Reason, Verdict, evaluate
 from planlock._template import Lit, Sources, resolve
@@ -29,7 +30,8 @@ class Flow:
     tool: str
     param: str
     sources: tuple[str, ...]
-    """The untrusted source labels (``step:<id>``)."""
+    """The untrusted source labels (``step:<id>``), or for a value an llm step chose among
+    trusted values, the ``chosen:<id>`` labels."""
     action: Action
     """What the policy does about it."""
 
@@ -135,13 +137,20 @@ def label_trust(analysis: Analysis) -> tuple[Any, Any]:
         kind, _, name = label.partition(":")
         if kind in ("plan", "input"):
             return True
+        field = trusted_label(label, steps)
+        if field is not None:
+            return field
         step = steps.get(name)
         return bool(step and step.tool.trusted_output and step.tool.name != LLM_TOOL)
 
     def describe(label: str) -> str:
         kind, _, name = label.partition(":")
-        if kind == "step" and name in steps:
-            return f"step {name} ({steps[name].tool.name})"
+        if kind == CHOSEN and name in steps:
+            return f"a trusted value chosen by step {name} (llm) after reading its input"
+        sid, _, path = name.partition("#")
+        if kind == "step" and sid in steps:
+            where = f" output {path}, declared trusted" if path else ""
+            return f"step {sid} ({steps[sid].tool.name}){where}"
         return f"input '{name}'" if kind == "input" else label
 
     return is_trusted, describe
@@ -154,12 +163,15 @@ def static_provenance(analysis: Analysis) -> dict[str, dict[str, Sources]]:
 
     def lookup(ref: Ref) -> tuple[Any, Sources]:
         if ref.source == "step":
-            return None, out_labels.get(ref.name, frozenset((f"step:{ref.name}",)))
+            general = out_labels.get(ref.name, frozenset((f"step:{ref.name}",)))
+            return None, ref_sources(analysis.steps, ref.name, ref.path, general)
         return None, frozenset((f"input:{ref.name}",))
 
     for sid in analysis.order:
         step = analysis.steps[sid]
-        args = {k: resolve(t, lookup)[1] for k, t in step.args.items()}
+        loop = step.for_each
+        templates = {k: expand_items(t, loop) if loop else t for k, t in step.args.items()}
+        args = {k: resolve(t, lookup)[1] for k, t in templates.items()}
         result[sid] = args
         own = frozenset((f"step:{sid}",))
         if step.tool.name == LLM_TOOL:
@@ -214,7 +226,10 @@ def assess(
             StepAssessment(sid, step.tool.name, step.tool.effect, verdict.action, verdict.concerns)
         )
         for param in sorted(step.tool.sensitive):
-            bad = sorted(s for s in provenance[sid].get(param, ()) if not is_trusted(s))
+            labels = provenance[sid].get(param, ())
+            bad = sorted(s for s in labels if not is_trusted(s))
+            # A value chosen among trusted ones by untrusted text is a flow of its own kind.
+            bad = bad or sorted(s for s in labels if s.startswith(f"{CHOSEN}:"))
             if bad:
                 action: Action = max(
                     (r.action for r in verdict.reasons if param in r.params),

@@ -20,8 +20,9 @@ from pydantic_core import to_jsonable_python
 
 from planlock._approval import ApprovalRequest, Decision, Denied, binding_problem
 from planlock._errors import LLMError
+from planlock._fields import expand_items, is_number, item_ref, ref_sources
 from planlock._llm import LLM
-from planlock._llmstep import NotEnoughInformation, quarantined_call
+from planlock._llmstep import NotEnoughInformation, choice_problem, quarantined_call
 from planlock._plan import Ref, canonical_json, sha256_hex
 from planlock._template import PLAN_SOURCE, Sources, Unresolvable, resolve, walk_path
 from planlock._tools import LLM_TOOL, StepContext, Tool
@@ -40,6 +41,8 @@ class StepCall:
     """Resolved arguments (JSON values)."""
     provenance: dict[str, list[str]]
     """For each argument, the sorted sources it came from."""
+    item: int | None = None
+    """In a ``for_each`` step: the index of the item this call is for."""
 
     @property
     def args_hash(self) -> str:
@@ -99,6 +102,7 @@ class RunResult:
 RunStep = Callable[[StepCall], Awaitable[StepOutcome]]
 WaitForApproval = Callable[[ApprovalRequest], Awaitable[Decision]]
 Record = Callable[[str, dict[str, Any]], Awaitable[None]]
+Lookup = Callable[[Ref], tuple[Any, Sources]]
 CheckCall = Callable[[StepCall], "ApprovalRequest | Denied | None"]
 """Decides a concrete call: None runs it, a Denied stops it, a request asks for approval."""
 
@@ -138,7 +142,10 @@ async def walk(
     def lookup(ref: Ref) -> tuple[Any, Sources]:
         if ref.source == "step":
             value, sources = outputs[ref.name]
-            return walk_path(value, ref.path, f"steps.{ref.name}.output"), sources
+            found = walk_path(value, ref.path, f"steps.{ref.name}.output")
+            return found, ref_sources(steps, ref.name, ref.path, sources)
+        if ref.source == "item":
+            raise Unresolvable(f"'{{{{{ref.text}}}}}' outside a for_each step")
         if ref.name not in inputs:
             raise Unresolvable(f"no trusted input named '{ref.name}'")
         return walk_path(inputs[ref.name], ref.path, ref.name), frozenset((f"input:{ref.name}",))
@@ -189,36 +196,100 @@ async def walk(
             return False
         return True
 
+    async def call_once(
+        step: CompiledStep, look: Lookup, item: int | None, count: int | None
+    ) -> tuple[StepOutcome, Sources] | None:
+        """Resolve, check (policy, approval), run one call; None when the step failed."""
+        sid = step.id
+        try:
+            resolved = {k: resolve(t, look) for k, t in step.args.items()}
+        except Unresolvable as exc:
+            await fail(sid, StepOutcome(False, error_kind="unresolved_reference", error=str(exc)))
+            return None
+        args = {k: v for k, (v, _) in resolved.items()}
+        prov = {k: sorted(s) for k, (_, s) in resolved.items()}
+        call = StepCall(run_id, step, args, prov, item)
+        check = check_call(call) if check_call else None
+        if check is not None and not await gate(call, check):
+            return None
+        event: dict[str, Any] = {"step": sid, "tool": step.tool.name, "args": args}
+        event["provenance"] = prov
+        if item is not None:
+            event |= {"item": item, "items": count}
+        await record("step_started", event)
+        outcome = await run_step(call)
+        if outcome.ok and step.choices:
+            # R4 with a trusted result: whatever the model read, its answer must be one of the
+            # trusted values the plan named; anything else fails the step.
+            problem = choice_problem(outcome.output, args.get("choices"), args.get("output_schema"))
+            if problem is not None:
+                outcome = StepOutcome(
+                    False, error_kind="invalid_choice", error=problem, attempts=outcome.attempts
+                )
+        if not outcome.ok:
+            await fail(sid, outcome)
+            return None
+        sources = frozenset((f"step:{sid}",))
+        if step.tool.name == LLM_TOOL:
+            sources = sources.union(*(s for _, s in resolved.values())) - {PLAN_SOURCE}
+        return outcome, sources
+
+    async def run_loop(step: CompiledStep) -> tuple[StepOutcome, Sources] | None:
+        """Run the step's tool once per item of its for_each list, in order."""
+        sid, loop = step.id, step.for_each
+        assert loop is not None
+        try:
+            items, _ = lookup(loop)
+        except Unresolvable as exc:
+            await fail(sid, StepOutcome(False, error_kind="unresolved_reference", error=str(exc)))
+            return None
+        if not isinstance(items, list):
+            msg = f"for_each '{{{{{loop.text}}}}}' is {type(items).__name__}, not a list"
+            await fail(sid, StepOutcome(False, error_kind="not_a_list", error=msg))
+            return None
+        limit = step.max_items or 0
+        if len(items) > limit:
+            # Fail before any iteration: dropping the rest silently would do part of the job.
+            msg = f"for_each '{{{{{loop.text}}}}}' has {len(items)} items; max_items is {limit}"
+            await fail(sid, StepOutcome(False, error_kind="too_many_items", error=msg))
+            return None
+        outputs_: list[Any] = []
+        attempts = 0
+        for i in range(len(items)):
+
+            def look(ref: Ref, i: int = i) -> tuple[Any, Sources]:
+                if is_number(ref):  # the item's position; labelled like the list it is in
+                    return i + 1, lookup(loop)[1]
+                return lookup(item_ref(ref, loop, str(i)) if ref.source == "item" else ref)
+
+            done = await call_once(step, look, i, len(items))
+            if done is None:
+                return None
+            outputs_.append(done[0].output)
+            attempts += done[0].attempts
+        sources = frozenset((f"step:{sid}",))
+        if step.tool.name == LLM_TOOL:  # the labels of its arguments, whatever the item count
+            labels = [resolve(expand_items(t, loop), _labels)[1] for t in step.args.values()]
+            sources = sources.union(*labels) - {PLAN_SOURCE}
+        return StepOutcome(True, output=outputs_, attempts=max(1, attempts)), sources
+
+    def _labels(ref: Ref) -> tuple[Any, Sources]:
+        if ref.source == "step":
+            general = outputs[ref.name][1] if ref.name in outputs else frozenset()
+            return None, ref_sources(steps, ref.name, ref.path, general)
+        return None, frozenset((f"input:{ref.name}",))
+
     async def run_one(sid: str, tg: anyio.abc.TaskGroup) -> None:
         step = steps[sid]
         async with limiter:
-            try:
-                resolved = {k: resolve(t, lookup) for k, t in step.args.items()}
-            except Unresolvable as exc:
-                await fail(
-                    sid, StepOutcome(False, error_kind="unresolved_reference", error=str(exc))
-                )
-                return
-            args = {k: v for k, (v, _) in resolved.items()}
-            prov = {k: sorted(s) for k, (_, s) in resolved.items()}
-            call = StepCall(run_id, step, args, prov)
-            check = check_call(call) if check_call else None
-            if check is not None and not await gate(call, check):
-                return
-            await record(
-                "step_started",
-                {"step": sid, "tool": step.tool.name, "args": args, "provenance": prov},
-            )
             started = time.perf_counter()
-            outcome = await run_step(call)
-            if not outcome.ok:
-                await fail(sid, outcome)
-                return
-            if step.tool.name == LLM_TOOL:
-                sources = frozenset({f"step:{sid}"}).union(*(s for _, s in resolved.values()))
-                sources = sources - {PLAN_SOURCE}
+            if step.for_each is not None:
+                done = await run_loop(step)
             else:
-                sources = frozenset((f"step:{sid}",))
+                done = await call_once(step, lookup, None, None)
+            if done is None:
+                return
+            outcome, sources = done
             outputs[sid] = (outcome.output, sources)
             status[sid] = "finished"
             if pause_at_checkpoints and step.checkpoint:
@@ -348,7 +419,7 @@ class InProcessEngine:
             raise _ArgsInvalid(_short(exc)) from None
         kwargs = {name: getattr(validated, name) for name in tool.args_model.model_fields}
         if tool.context_param:
-            kwargs[tool.context_param] = StepContext(call.run_id, call.step.id, attempt)
+            kwargs[tool.context_param] = StepContext(call.run_id, call.step.id, attempt, call.item)
         if tool.is_async:
             result = await tool.fn(**kwargs)
         else:

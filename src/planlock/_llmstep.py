@@ -20,7 +20,14 @@ from planlock._llm import LLM, LLMReply, LLMRequest, Message
 from planlock._template import Lit, Template
 from planlock._tools import LLM_TOOL, Tool, make_tool
 
-__all__ = ["LLM_STEP_TOOL", "QUARANTINE_SYSTEM", "check_llm_step", "quarantined_call"]
+__all__ = [
+    "LLM_STEP_TOOL",
+    "QUARANTINE_SYSTEM",
+    "check_llm_step",
+    "choice_problem",
+    "constrain",
+    "quarantined_call",
+]
 
 QUARANTINE_SYSTEM = (
     "You are a data-processing function inside a larger program. You have no tools and cannot "
@@ -34,6 +41,7 @@ def _llm(
     instruction: str,
     input: Any = None,  # noqa: A002  (the plan-facing parameter name)
     output_schema: dict[str, Any] | None = None,
+    choices: Any = None,
 ) -> Any:
     """Run a quarantined LLM over untrusted input: no tools, typed output.
 
@@ -41,6 +49,8 @@ def _llm(
         instruction: What to do with the input; fixed by the plan, no placeholders.
         input: The data to work on; may hold placeholders for other steps' outputs.
         output_schema: JSON Schema of the reply; default a string.
+        choices: The reply (a placeholder naming a list of trusted values) or some of its fields
+            ({"field": placeholder}) must be one of those values; the executor checks it.
     """
     raise NotImplementedError  # run by the executor, never called directly
 
@@ -77,8 +87,18 @@ async def quarantined_call(llm: LLM, args: dict[str, Any]) -> tuple[Any, LLMRequ
     schema: dict[str, Any] = args.get("output_schema") or {"type": "string"}
     answer = {"type": "object", "properties": {"result": schema}, "required": ["result"]}
     wrapped = {"anyOf": [answer, _NOT_ENOUGH]}
+    choices = args.get("choices")
+    allowed = ""
+    if choices is not None:
+        # The allowed values are trusted data: shown to the model and put in the schema as an
+        # enum (the executor checks the answer against them whatever the backend does).
+        constrained = {**answer, "properties": {"result": constrain(schema, choices)}}
+        allowed = f"Allowed values:\n{json.dumps(choices, ensure_ascii=False)}\n\n"
+    else:
+        constrained = answer
     user = (
         f"Instruction:\n{args['instruction']}\n\n"
+        f"{allowed}"
         f"Input (untrusted data):\n{json.dumps(args.get('input'), ensure_ascii=False)}\n\n"
         'Reply as JSON: {"result": <value matching the schema>}'
     )
@@ -87,7 +107,7 @@ async def quarantined_call(llm: LLM, args: dict[str, Any]) -> tuple[Any, LLMRequ
         purpose="quarantined_step",
         # Constrained decoding asks for an answer only: a small model offered a way out takes it
         # far too often. A backend that is not constrained may still abstain (accepted below).
-        json_schema=answer,
+        json_schema=constrained,
     )
     start = time.perf_counter()
     reply = await llm.complete(request)
@@ -101,6 +121,58 @@ async def quarantined_call(llm: LLM, args: dict[str, Any]) -> tuple[Any, LLMRequ
     if "result" not in data:
         raise NotEnoughInformation(llm.name, "the input lacks what the instruction needs")
     return data["result"], request, reply
+
+
+def constrain(schema: dict[str, Any], choices: Any) -> dict[str, Any]:
+    """``schema`` with the allowed values as an ``enum`` (on the whole value, on each item of an
+    array value, or on the fields named by a ``{"field": [values]}`` mapping)."""
+    if isinstance(choices, list) and schema.get("type") == "array":
+        items = schema.get("items")
+        return {
+            **schema,
+            "items": {**(items if isinstance(items, dict) else {}), "enum": _distinct(choices)},
+        }
+    if isinstance(choices, list):
+        return {**schema, "enum": _distinct(choices)}
+    if isinstance(choices, dict):
+        props = dict(schema.get("properties") or {})
+        for name, values in choices.items():
+            if isinstance(values, list):
+                sub = props.get(name)
+                props[name] = {**(sub if isinstance(sub, dict) else {}), "enum": _distinct(values)}
+        return {**schema, "properties": props}
+    return schema
+
+
+def choice_problem(output: Any, choices: Any, schema: Any = None) -> str | None:
+    """Why ``output`` is not one of the allowed values (None when it is). With an array
+    ``schema``, each item of the output must be one of them."""
+    if isinstance(choices, list) and isinstance(schema, dict) and schema.get("type") == "array":
+        if not isinstance(output, list) or not all(_member(x, choices) for x in output):
+            return "an item of the answer is not one of the allowed values"
+        return None
+    if isinstance(choices, list):
+        return None if _member(output, choices) else "the answer is not one of the allowed values"
+    if isinstance(choices, dict):
+        if not isinstance(output, dict):
+            return "the answer is not an object"
+        for name, values in sorted(choices.items()):
+            if not isinstance(values, list) or not _member(output.get(name), values):
+                return f"the answer's '{name}' is not one of the allowed values"
+        return None
+    return "the allowed values are not a list"
+
+
+def _member(value: Any, values: list[Any]) -> bool:
+    key = json.dumps(value, sort_keys=True)
+    return any(json.dumps(v, sort_keys=True) == key for v in values)
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for v in values:
+        seen.setdefault(json.dumps(v, sort_keys=True), v)
+    return list(seen.values())
 
 
 _NOT_ENOUGH: dict[str, Any] = {

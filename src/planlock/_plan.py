@@ -20,11 +20,21 @@ __all__ = ["Plan", "Ref", "Step", "canonical_json", "sha256_hex"]
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _SEGMENT = r"[A-Za-z0-9_-]+"
+_PATH_SEGMENT = rf"(?:{_SEGMENT}|\*)"
 _PLACEHOLDER = re.compile(r"(?<!\\)\{\{\s*(.*?)\s*\}\}")
 _OPEN = re.compile(r"(?<!\\)\{\{")
 ESCAPED_OPEN = "\\{{"
 """A literal ``{{`` in a string argument is written ``\\{{`` (``"\\\\{{"`` in JSON)."""
-_REF_BODY = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*$")
+_REF_BODY = re.compile(rf"^{_SEGMENT}(\.{_PATH_SEGMENT})*$")
+_BRACKET = re.compile(r"\.?\[(\*|\d+)\]")
+ANY_ITEM = "*"
+"""A path segment standing for every item of a list (``items.*.id``, written ``items[*].id``)."""
+ITEM = "item"
+"""The loop variable of a ``for_each`` step: ``{{item}}``, ``{{item.field}}``."""
+ITEM_NUMBER = "item_number"
+"""The 1-based position of the current item in a ``for_each`` step: ``{{item_number}}``."""
+MAX_ITEMS_CAP = 100
+"""The largest ``max_items`` a ``for_each`` step may declare."""
 
 
 def canonical_json(value: Any) -> str:
@@ -43,8 +53,8 @@ class Ref:
     """A parsed placeholder: a trusted input (``{{user.email}}``, ``{{input.user.email}}``)
     or a step's output (``{{steps.2.output.items.0.id}}``)."""
 
-    source: Literal["step", "input"]
-    """Where the value comes from."""
+    source: Literal["step", "input", "item"]
+    """Where the value comes from (``item``: the current item of a ``for_each`` step)."""
     name: str
     """The step id, or the input's name."""
     path: tuple[str, ...]
@@ -57,21 +67,44 @@ class Ref:
         """A provenance label: ``input:user`` or ``step:2``."""
         return f"{self.source}:{self.name}"
 
+    @property
+    def projects(self) -> bool:
+        """Whether the path holds ``*`` (the value is the list of every item's value)."""
+        return ANY_ITEM in self.path
+
+
+def normalize_path(text: str) -> str:
+    """``a[*].b`` and ``[0].b`` written as dotted segments: ``a.*.b``, ``0.b``."""
+    out = _BRACKET.sub(lambda m: "." + m.group(1), text)
+    return out[1:] if out.startswith(".") and text.startswith("[") else out
+
 
 def parse_ref(body: str) -> Ref | str:
     """Parse a placeholder body; return the Ref, or a message saying why it is malformed."""
+    text = body
+    body = normalize_path(body)
     if not _REF_BODY.match(body):
-        return f"malformed placeholder '{{{{{body}}}}}': segments are letters, digits, '_' or '-'"
+        return f"malformed placeholder '{{{{{text}}}}}': segments are letters, digits, '_' or '-'"
     parts = body.split(".")
+    if parts[0] == ITEM:
+        return Ref("item", ITEM, tuple(parts[1:]), text)
+    if parts[0] == ITEM_NUMBER:
+        if len(parts) > 1:
+            return (
+                f"malformed placeholder '{{{{{text}}}}}': {ITEM_NUMBER} is a number, with no path"
+            )
+        return Ref("item", ITEM_NUMBER, (), text)
     if parts[0] == "steps":
         if len(parts) < 3 or parts[2] != "output":
             return f"malformed placeholder '{{{{{body}}}}}': expected steps.<id>.output[.<path>]"
-        return Ref("step", parts[1], tuple(parts[3:]), body)
+        return Ref("step", parts[1], tuple(parts[3:]), text)
+    if ANY_ITEM in parts[:2]:
+        return f"malformed placeholder '{{{{{text}}}}}': '*' stands for list items in a path"
     if parts[0] == "input":
         if len(parts) < 2:
-            return f"malformed placeholder '{{{{{body}}}}}': expected input.<name>[.<path>]"
-        return Ref("input", parts[1], tuple(parts[2:]), body)
-    return Ref("input", parts[0], tuple(parts[1:]), body)
+            return f"malformed placeholder '{{{{{text}}}}}': expected input.<name>[.<path>]"
+        return Ref("input", parts[1], tuple(parts[2:]), text)
+    return Ref("input", parts[0], tuple(parts[1:]), text)
 
 
 def find_placeholders(text: str) -> list[Ref | str]:
@@ -129,6 +162,13 @@ class Step(BaseModel):
     """After this step, the remaining plan is reviewed (adaptive replanning)."""
     after: tuple[StepId, ...] = ()
     """Explicit dependencies, in addition to those derived from placeholders."""
+    for_each: str | None = None
+    """A whole placeholder naming a list (``{{steps.1.output.items}}``): the step's tool runs
+    once per item, with ``{{item}}`` / ``{{item.<path>}}`` in its arguments; its output is the
+    list of every iteration's output. Data decides how many times, never which tool."""
+    max_items: int | None = Field(default=None, ge=1)
+    """Required with ``for_each``: a list longer than this fails the step before any iteration
+    runs (nothing is silently dropped)."""
 
     @field_validator("id", mode="before")
     @classmethod
@@ -206,6 +246,12 @@ class Plan(BaseModel):
                     "args": s.args,
                     "checkpoint": s.checkpoint,
                     "after": list(s.after),
+                    # Loop fields only when set, so the hashes of plans without loops stay.
+                    **(
+                        {"for_each": s.for_each, "max_items": s.max_items}
+                        if s.for_each is not None or s.max_items is not None
+                        else {}
+                    ),
                 }
                 for s in self.steps
             ],

@@ -29,7 +29,7 @@ from planlock._errors import CannotPlan, LLMError, PlanInvalid, PlanningFailed, 
 from planlock._journal import Journal
 from planlock._llm import LLM, LLMReply, LLMRequest, Message
 from planlock._llmstep import LLM_STEP_TOOL
-from planlock._plan import STEP_ID_PATTERN, Plan, canonical_json, sha256_hex
+from planlock._plan import MAX_ITEMS_CAP, STEP_ID_PATTERN, Plan, canonical_json, sha256_hex
 from planlock._schema import types_of
 from planlock._tools import LLM_TOOL, Tool, ToolRegistry
 from planlock._validate import Issue, validate
@@ -49,6 +49,13 @@ PLACEHOLDER_SCHEMA: dict[str, Any] = {
     "pattern": r"^\{\{[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\}\}$",
 }
 """A whole-value placeholder, allowed wherever a non-string value is expected."""
+
+LIST_PLACEHOLDER_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^\{\{[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+|\.\*|\[\*\])*\}\}$",
+}
+"""A whole placeholder naming a list, where ``[*]`` may project every item's field
+(``{{steps.1.output[*].iban}}``): for ``for_each`` and ``choices``."""
 
 TEXT_PATTERN = r"^(?:[^{}]|\{\{[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\}\})*$"
 """A string argument: braces only as well-formed ``{{a.b.0.c}}`` placeholders."""
@@ -125,6 +132,13 @@ def _step_schema(tool: Tool, defs: dict[str, Any]) -> dict[str, Any]:
         props = args["properties"]
         props["instruction"] = {**props["instruction"], "pattern": "^[^{}]*$", "minLength": 1}
         props["output_schema"] = _clean(params["properties"]["output_schema"], prefix)
+        props["choices"] = {
+            "description": props["choices"].get("description", ""),
+            "anyOf": [
+                LIST_PLACEHOLDER_SCHEMA,
+                {"type": "object", "additionalProperties": LIST_PLACEHOLDER_SCHEMA},
+            ],
+        }
     args.setdefault("type", "object")
     args.setdefault("properties", {})
     args["additionalProperties"] = False
@@ -134,6 +148,8 @@ def _step_schema(tool: Tool, defs: dict[str, Any]) -> dict[str, Any]:
             "id": {"type": "string", "pattern": STEP_ID_PATTERN},
             "tool": {"const": tool.name},
             "args": args,
+            "for_each": LIST_PLACEHOLDER_SCHEMA,
+            "max_items": {"type": "integer", "minimum": 1, "maximum": MAX_ITEMS_CAP},
         },
         "required": ["id", "tool", "args"],
         "additionalProperties": False,
@@ -208,7 +224,14 @@ Answer with JSON only: {"steps": [{"id": "1", "tool": "<tool>", "args": {...}}, 
 written into the text.
 - To extract or summarise something from a step's output, use the tool "llm" with \
 {"instruction": "...", "input": "{{steps.<id>.output}}", "output_schema": {...}}. It has no \
-tools; its output is data for later steps.
+tools; its output is data for later steps (untrusted, like its input).
+- To pick one of several known values (a payee among the user's past recipients, a channel \
+among the existing ones), give the "llm" step "choices": "{{steps.<id>.output[*].<field>}}" \
+(or {"<output field>": "{{...}}"}): its answer must be one of those values. Only outputs the \
+tool list marks "trusted" can be choices.
+- To call a tool once per item of a list, add "for_each": "{{steps.<id>.output}}" and \
+"max_items": <n> (at most <cap>) to the step, and write {{item}} or {{item.<field>}} in \
+its args. Its output is the list of every call's output.
 - If the goal needs something no listed tool does, answer {"cannot_plan": "<why>"} instead.
 
 Example, with other tools. Goal: "Tell the owner of repository {{repo.name}} how many issues \
@@ -223,6 +246,9 @@ Tools:
 """
 
 
+_SYSTEM = _SYSTEM.replace("<cap>", str(MAX_ITEMS_CAP))
+
+
 def describe_tools(registry: ToolRegistry, *, llm_step: bool = True) -> str:
     """The tool catalogue as the planner sees it: signature, description, effect."""
     lines: list[str] = []
@@ -232,12 +258,22 @@ def describe_tools(registry: ToolRegistry, *, llm_step: bool = True) -> str:
     for tool in tools:
         lines.append(f"- {_signature(tool)}")
         lines.append(f"  effect: {tool.effect}. {_first_para(tool.description)}".rstrip())
+        if tool.trusted_output and tool is not LLM_STEP_TOOL:
+            lines.append("  output: trusted")
+        elif tool.trusted_paths:
+            trusted = ", ".join(_bracketed(p) for p in tool.trusted_paths)
+            lines.append(f"  trusted output fields: {trusted}")
         props = tool.params_schema.get("properties", {})
         for pname, pschema in props.items():
             desc = pschema.get("description") if isinstance(pschema, dict) else None
             if desc:
                 lines.append(f"    {pname}: {desc}")
     return "\n".join(lines)
+
+
+def _bracketed(path: str) -> str:
+    """``*.recipient`` as the planner writes it: ``[*].recipient``."""
+    return ".".join("[*]" if seg == "*" else seg for seg in path.split(".")).replace(".[*]", "[*]")
 
 
 def _first_para(text: str) -> str:

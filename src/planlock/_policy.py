@@ -59,6 +59,10 @@ class Rule(BaseModel):
     untrusted: tuple[str, ...] | None = None
     """Applies when any of these parameters carries untrusted data (``*``: any parameter).
     A rule with this condition also decides the untrusted-to-sensitive flow for those parameters."""
+    chosen: tuple[str, ...] | None = None
+    """Applies when any of these parameters (``*``: any) carries a value that an ``llm`` step
+    chose among trusted values (``choices``) after reading untrusted text. A rule with this
+    condition also decides that choice flow for those parameters."""
     reason: str = ""
     """Shown to approvers and journaled."""
 
@@ -93,6 +97,10 @@ class Policy(BaseModel):
     """Default action per effect (effects not listed keep their default)."""
     untrusted_to_sensitive: Action = "require_approval"
     """What to do when untrusted data reaches a ``sensitive`` parameter."""
+    chosen_to_sensitive: Action = "require_approval"
+    """What to do when a ``sensitive`` parameter gets a value an ``llm`` step *chose* among
+    trusted values (its ``choices``): the value is trusted, but untrusted text picked it, so an
+    attacker could pick another of the allowed values (never a new one)."""
     rules: tuple[Rule, ...] = ()
     """Rules, checked in order; deny always wins, then require_approval, then allow."""
 
@@ -147,13 +155,15 @@ class Policy(BaseModel):
                 problems.append(f"{where}: unknown tool '{rule.tool}'")
                 continue
             if tool is None:
-                if rule.untrusted and rule.untrusted != ("*",):
-                    problems.append(
-                        f"{where}: 'untrusted' names parameters, so the rule needs a 'tool'"
-                    )
+                for cond in ("untrusted", "chosen"):
+                    named_ = getattr(rule, cond)
+                    if named_ and named_ != ("*",):
+                        problems.append(
+                            f"{where}: '{cond}' names parameters, so the rule needs a 'tool'"
+                        )
                 continue
             params = set(tool.params_schema.get("properties", {}))
-            named = [n for n in rule.untrusted or () if n != "*"]
+            named = [n for n in (*(rule.untrusted or ()), *(rule.chosen or ())) if n != "*"]
             named += list((rule.args or {}).get("properties", {}))
             problems.extend(
                 f"{where}: tool '{tool.name}' has no parameter '{n}'"
@@ -225,6 +235,12 @@ def evaluate(
     says whether the argument's value is known (the static check sees only literals)."""
     untrusted = {p: sorted(s for s in srcs if not is_trusted(s)) for p, srcs in provenance.items()}
     untrusted = {p: s for p, s in untrusted.items() if s}
+    chosen = {
+        p: sorted(s for s in srcs if s.startswith("chosen:"))
+        for p, srcs in provenance.items()
+        if p not in untrusted
+    }
+    chosen = {p: s for p, s in chosen.items() if s}
     reasons: list[Reason] = []
     definite: list[Reason] = []
     flow_overrides: set[str] = set()
@@ -243,13 +259,10 @@ def evaluate(
                 undecided = True  # depends on values only the run will know
             elif not jsonschema.Draft202012Validator(rule.args).is_valid(dict(args)):
                 continue
-        if rule.untrusted is not None:
-            params = list(args) if "*" in rule.untrusted else list(rule.untrusted)
-            hit = [p for p in params if p in untrusted]
+        if rule.untrusted is not None or rule.chosen is not None:
+            hit, message = _flow_hit(rule, args, untrusted, chosen, describe, label)
             if not hit:
                 continue
-            origin = _sources(hit, untrusted, describe)
-            message = f"{label}: untrusted data in {', '.join(hit)} ({origin})"
             if not undecided:  # a rule that may not apply cannot replace the default for a flow
                 flow_overrides.update(hit)
             reasons.append(
@@ -276,6 +289,16 @@ def evaluate(
         what = "declares no effect" if tool.effect == UNDECLARED else f"effect '{tool.effect}'"
         reasons.append(Reason(f"effect:{tool.effect}", action, what))
     for p in sorted(tool.sensitive):
+        if p in chosen and p not in flow_overrides:
+            message = (
+                f"a value chosen by untrusted text among trusted values reaches sensitive "
+                f"parameter {tool.name}.{p} ({_sources([p], chosen, describe)})"
+            )
+            reasons.append(
+                Reason(
+                    f"choice:{p}", policy.chosen_to_sensitive, message, at_call=True, params=(p,)
+                )
+            )
         if p in untrusted and p not in flow_overrides:
             message = (
                 f"untrusted data reaches sensitive parameter {tool.name}.{p} "
@@ -290,6 +313,31 @@ def evaluate(
         (r.action for r in reasons if r.certain), key=_RANK.__getitem__, default="allow"
     )
     return Verdict(final, tuple(reasons))
+
+
+def _flow_hit(
+    rule: Rule,
+    args: Mapping[str, Any],
+    untrusted: Mapping[str, list[str]],
+    chosen: Mapping[str, list[str]],
+    describe: Callable[[str], str],
+    label: str,
+) -> tuple[list[str], str]:
+    """The parameters a provenance condition of ``rule`` hits, and the message."""
+    hit: list[str] = []
+    parts: list[str] = []
+    for cond, found, what in (
+        (rule.untrusted, untrusted, "untrusted data"),
+        (rule.chosen, chosen, "a value chosen by untrusted text"),
+    ):
+        if cond is None:
+            continue
+        params = list(args) if "*" in cond else list(cond)
+        mine = [p for p in params if p in found and p not in hit]
+        if mine:
+            hit += mine
+            parts.append(f"{what} in {', '.join(mine)} ({_sources(mine, found, describe)})")
+    return hit, f"{label}: " + "; ".join(parts)
 
 
 def _sources(

@@ -112,7 +112,10 @@ class Envelope:
             (f.tool, f.param, frozenset(_tool_of(s, steps) for s in f.sources))
             for f in report.flows
         )
-        calls = Counter(s.tool.name for s in steps.values() if not s.tool.read_only)
+        calls: Counter[str] = Counter()
+        for s in steps.values():
+            if not s.tool.read_only:  # a for_each step may call its tool up to max_items times
+                calls[s.tool.name] += (s.max_items or 1) if s.for_each is not None else 1
         return cls(
             frozenset(s.tool.name for s in steps.values()),
             frozenset(report.effects),

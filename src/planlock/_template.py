@@ -118,6 +118,14 @@ def walk_path(value: Any, path: tuple[str, ...], what: str) -> Any:
     """Follow keys / list indexes into a JSON value."""
     cur = value
     for i, seg in enumerate(path):
+        if seg == "*":  # every item of a list: the list of each item's value
+            if not isinstance(cur, list):
+                at = ".".join((what, *path[:i]))
+                raise Unresolvable(f"'{at}' is not a list")
+            where, rest = ".".join((what, *path[:i])), path[i + 1 :]
+            found = [walk_path(x, rest, f"{where}.{j}") for j, x in enumerate(cur)]
+            # Another '*' further on: one flat list of every match (as JSONPath does).
+            return [y for ys in found for y in ys] if "*" in rest else found
         if isinstance(cur, dict) and seg in cur:
             cur = cur[seg]
         elif isinstance(cur, list) and seg.isdigit() and int(seg) < len(cur):

@@ -7,8 +7,9 @@ argument model (validation at call time) and JSON Schemas (for the validator and
 from __future__ import annotations
 
 import inspect
+import re
 import typing
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
@@ -38,11 +39,15 @@ class StepContext:
     """The step being executed."""
     attempt: int
     """1 on the first try; higher on retries of idempotent tools."""
+    item: int | None = None
+    """In a ``for_each`` step: the index of the item this call is for."""
 
     @property
     def idempotency_key(self) -> str:
-        """``run_id:step_id``: the same on every attempt, so a tool can deduplicate effects."""
-        return f"{self.run_id}:{self.step_id}"
+        """``run_id:step_id`` (``run_id:step_id:item`` in a for_each step): the same on every
+        attempt, so a tool can deduplicate effects."""
+        base = f"{self.run_id}:{self.step_id}"
+        return base if self.item is None else f"{base}:{self.item}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class Tool:
     sensitive: frozenset[str]
     """Parameters where untrusted data must not flow without the policy's consent."""
     trusted_output: bool
-    """Whether the tool's output is trusted (default: untrusted)."""
+    """Whether the tool's whole output is trusted (default: untrusted)."""
     idempotent: bool
     """Whether a failed call may be retried."""
     timeout: float | None
@@ -72,6 +77,11 @@ class Tool:
     context_param: str | None = None
     """Name of the StepContext parameter, if any."""
     param_adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False)
+    trusted_paths: tuple[str, ...] = ()
+    """Output paths that are trusted when the whole output is not (``*.recipient``: the
+    ``recipient`` of every item of a list output); normalized dotted patterns, ``*`` for any list
+    index. A value at or below such a path carries a trusted provenance; the rest stays
+    untrusted."""
 
     @property
     def is_async(self) -> bool:
@@ -101,6 +111,7 @@ class Tool:
             "effect": self.effect,
             "sensitive": sorted(self.sensitive),
             "trusted_output": self.trusted_output,
+            **({"trusted_paths": list(self.trusted_paths)} if self.trusted_paths else {}),
             "idempotent": self.idempotent,
             "parameters": self.params_schema,
             "returns": self.returns_schema,
@@ -156,7 +167,7 @@ class ToolRegistry:
         name: str | None = None,
         effect: str | None = None,
         sensitive: list[str] | tuple[str, ...] = (),
-        trusted_output: bool = False,
+        trusted_output: bool | Sequence[str] = False,
         idempotent: bool = False,
         timeout: float | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
@@ -168,14 +179,16 @@ class ToolRegistry:
         name: str | None = None,
         effect: str | None = None,
         sensitive: list[str] | tuple[str, ...] = (),
-        trusted_output: bool = False,
+        trusted_output: bool | Sequence[str] = False,
         idempotent: bool = False,
         timeout: float | None = None,
     ) -> Any:
         """Register a typed function as a tool; usable bare (``@registry.tool``) or with options.
 
         ``effect`` is one of ``read``, ``write``, ``delete``, ``send``, ``pay``; a tool that does
-        not declare one is treated as the most dangerous, never as read.
+        not declare one is treated as the most dangerous, never as read. ``trusted_output`` is
+        ``True`` (the whole output is trusted), ``False`` (the default) or a list of trusted
+        output paths such as ``["[*].recipient", "[*].amount"]`` (per-field trust).
         """
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -205,7 +218,7 @@ def make_tool(
     name: str | None = None,
     effect: str | None = None,
     sensitive: list[str] | tuple[str, ...] = (),
-    trusted_output: bool = False,
+    trusted_output: bool | Sequence[str] = False,
     idempotent: bool = False,
     timeout: float | None = None,
 ) -> Tool:
@@ -245,6 +258,7 @@ def make_tool(
         raise UsageError(
             f"tool '{tool_name}': sensitive names unknown parameters {sorted(unknown)}"
         )
+    paths = _trusted_paths(tool_name, trusted_output)
     model = create_model(
         f"{tool_name}_args",
         __config__=ConfigDict(extra="forbid"),
@@ -259,14 +273,37 @@ def make_tool(
         fn=fn,
         effect=effect or UNDECLARED,
         sensitive=frozenset(sensitive),
-        trusted_output=trusted_output,
+        trusted_output=trusted_output is True,
         idempotent=idempotent,
         timeout=timeout,
         args_model=model,
         returns=returns,
         context_param=context_param,
         param_adapters=adapters,
+        trusted_paths=paths,
     )
+
+
+_PATTERN = re.compile(r"^(?:[A-Za-z0-9_-]+|\*)(?:\.(?:[A-Za-z0-9_-]+|\*))*$")
+
+
+def _trusted_paths(tool_name: str, trusted_output: bool | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(trusted_output, bool):
+        return ()
+    if isinstance(trusted_output, str):
+        raise UsageError(f"tool '{tool_name}': trusted_output is a bool or a list of paths")
+    from planlock._plan import normalize_path  # noqa: PLC0415  (plan imports nothing from here)
+
+    out: list[str] = []
+    for raw in trusted_output:
+        path = normalize_path(raw) if isinstance(raw, str) else ""
+        if not _PATTERN.match(path):
+            raise UsageError(
+                f"tool '{tool_name}': trusted output path {raw!r} is not a path such as "
+                "'[*].recipient' or 'items[*].id'"
+            )
+        out.append(path)
+    return tuple(dict.fromkeys(out))
 
 
 def effect_rank(effect: str) -> int:

@@ -17,7 +17,9 @@ from typing import Any
 import jsonschema
 from pydantic import ValidationError
 
+from planlock._fields import expand_items, schema_at
 from planlock._llmstep import LLM_STEP_TOOL, check_llm_step
+from planlock._loops import check_choices, check_loop
 from planlock._plan import Plan, Ref
 from planlock._schema import accepts_types, at_path, types_of
 from planlock._template import (
@@ -74,6 +76,12 @@ class CompiledStep:
     deps: frozenset[str]
     returns_schema: dict[str, Any]
     checkpoint: bool = False
+    for_each: Ref | None = None
+    """The list the step iterates over (its tool runs once per item)."""
+    max_items: int | None = None
+    choices: tuple[tuple[str | None, Ref], ...] = ()
+    """For an ``llm`` step: the output field (None: the whole output) that must be one of the
+    values at a trusted reference."""
 
 
 @dataclass
@@ -155,7 +163,10 @@ def analyse(
                 returns[sid] = schema if isinstance(schema, dict) else {}
         else:
             returns[sid] = tool.returns_schema
+        if plan.steps[index[sid]].for_each is not None:
+            returns[sid] = {"type": "array", "items": returns[sid]}
 
+    loops = frozenset(s.id for s in plan.steps if s.for_each is not None)
     deps: dict[str, set[str]] = {}
     barrier: str | None = None  # a checkpoint: later-listed steps wait for its review
     for i, s in enumerate(plan.steps):
@@ -167,8 +178,29 @@ def analyse(
         for pname, value in s.args.items():
             compiled[pname] = compile_value(value, f"{base}.args.{pname}", problems)
         issues.extend(Issue("malformed_placeholder", p, m) for p, m in problems)
-        for pname, t in compiled.items():
+        loop: Ref | None = None
+        if s.for_each is not None or s.max_items is not None:
+            loop, found = check_loop(s.for_each, s.max_items, base)
+            issues.extend(Issue(c, p, m) for c, p, m in found)
+            if loop is not None:
+                _check_ref(loop, f"{base}.for_each", s.id, index, returns, inputs, issues)
+                if loop.source == "step":
+                    step_deps.add(loop.name)
+                vtypes = _ref_types(loop, returns, inputs)
+                if vtypes is not None and "array" not in vtypes:
+                    got = "/".join(sorted(vtypes))
+                    msg = f"for_each needs a list; '{{{{{loop.text}}}}}' has type {got}"
+                    issues.append(Issue("for_each_not_list", f"{base}.for_each", msg))
+        checked = compiled
+        if loop is not None and loop.source == "step":
+            checked = {k: expand_items(t, loop, "0", number=1) for k, t in compiled.items()}
+        for pname, t in checked.items():
             for ref in refs_of(t):
+                if ref.source == "item":
+                    if loop is None:
+                        msg = f"'{{{{{ref.text}}}}}' is only defined in a step with for_each"
+                        issues.append(Issue("item_outside_loop", f"{base}.args.{pname}", msg))
+                    continue
                 _check_ref(ref, f"{base}.args.{pname}", s.id, index, returns, inputs, issues)
                 if ref.source == "step":
                     step_deps.add(ref.name)
@@ -181,10 +213,13 @@ def analyse(
                 msg = f"'after' names unknown step '{dep}'"
                 issues.append(Issue("unknown_step", f"{base}.after[{j}]", msg))
             step_deps.add(dep)
+        choices: tuple[tuple[str | None, Ref], ...] = ()
         if tool is not None:
-            _check_args(s.args, compiled, tool, base, returns, inputs, issues)
+            _check_args(s.args, checked, tool, base, returns, inputs, issues)
             if tool is LLM_STEP_TOOL:
                 issues.extend(Issue(c, p, m) for c, p, m in check_llm_step(s.args, compiled, base))
+                choices, found = check_choices(s.args, compiled, base, tools, returns, loops)
+                issues.extend(Issue(c, p, m) for c, p, m in found)
         if barrier is not None:
             step_deps.add(barrier)
         if s.checkpoint and index.get(s.id) == i:
@@ -193,7 +228,16 @@ def analyse(
             known_deps = frozenset(d for d in step_deps if d in index and d != s.id)
             deps[s.id] = set(known_deps)
             a.steps[s.id] = CompiledStep(
-                s.id, i, tool, compiled, known_deps, returns.get(s.id, {}), s.checkpoint
+                s.id,
+                i,
+                tool,
+                compiled,
+                known_deps,
+                returns.get(s.id, {}),
+                s.checkpoint,
+                loop,
+                s.max_items,
+                choices,
             )
 
     _order(a, index, deps)
@@ -229,11 +273,11 @@ def _check_ref(
                     f"'{{{{{ref.text}}}}}' refers to unknown step '{ref.name}'",
                 )
             )
-        elif ref.name in returns and at_path(returns[ref.name], ref.path) is None:
+        elif ref.name in returns and schema_at(returns[ref.name], ref.path) is None:
             msg = f"'{{{{{ref.text}}}}}': no such path on the return type of step '{ref.name}'"
             issues.append(Issue("bad_ref_path", path, msg))
         return
-    if inputs is None:
+    if inputs is None or ref.source == "item":
         return
     if ref.name not in inputs:
         known = ", ".join(sorted(inputs)) or "none"
@@ -374,9 +418,9 @@ def _ref_types(
         schema = returns.get(ref.name)
         if schema is None:
             return None
-        sub = at_path(schema, ref.path)
+        sub = schema_at(schema, ref.path)
         return None if sub is None else types_of(sub, schema)
-    if inputs is None or ref.name not in inputs:
+    if inputs is None or ref.source == "item" or ref.name not in inputs:
         return None
     try:
         v = walk_path(inputs[ref.name], ref.path, ref.name)
