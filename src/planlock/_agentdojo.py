@@ -89,6 +89,16 @@ class ToolSpec:
     effect: str
     sensitive: tuple[str, ...] = ()
     trusted_output: bool = False
+    trusted_paths: tuple[str, ...] = ()
+    """Trusted output paths (per-field trust) when the whole output is not trusted."""
+    entries: bool = False
+    """The output is a dict keyed by names the call gave (hotels, restaurants, companies): plans
+    get it as a list of ``{"name", "value"}`` items in the same order, because a name with
+    spaces cannot be a path segment (``{{steps.3.output.0.value}}``). The trace shows AgentDojo's
+    own output."""
+    names: bool = False
+    """The output is a text listing names, one a line, after a heading (``"Hotel Names: A\nB"``):
+    plans get the list of names (``["A", "B"]``), to pass on or choose from."""
 
 
 @dataclass(frozen=True)
@@ -118,11 +128,23 @@ def load_suite_spec(name: str) -> SuiteSpec:
         effect = decl.get("effect")
         if effect not in EFFECTS:
             raise UsageError(f"{name}.toml: tool {tool!r} needs an effect in {EFFECTS}")
-        unknown = set(decl) - {"effect", "sensitive", "trusted_output"}
+        unknown = set(decl) - {
+            "effect",
+            "sensitive",
+            "trusted_output",
+            "trusted_paths",
+            "entries",
+            "names",
+        }
         if unknown:
             raise UsageError(f"{name}.toml: tool {tool!r} has unknown keys {sorted(unknown)}")
         tools[tool] = ToolSpec(
-            effect, tuple(decl.get("sensitive", ())), bool(decl.get("trusted_output", False))
+            effect,
+            tuple(decl.get("sensitive", ())),
+            bool(decl.get("trusted_output", False)),
+            entries=bool(decl.get("entries", False)),
+            names=bool(decl.get("names", False)),
+            trusted_paths=tuple(decl.get("trusted_paths", ())),
         )
     return SuiteSpec(name, tools, data.get("policy", {}), text)
 
@@ -150,13 +172,22 @@ def wrap_function(function: Function, spec: ToolSpec, sink: CallSink) -> Tool:
         docs.append(f"    {pname}: {' '.join((info.description or pname).split())}")
     params.append(inspect.Parameter(_CTX, inspect.Parameter.KEYWORD_ONLY))
     annotations[_CTX] = StepContext
-    if function.return_type is not None:
+    if spec.entries:
+        annotations["return"] = list[dict[str, Any]]
+    elif spec.names:
+        annotations["return"] = list[str]
+    elif function.return_type is not None:
         annotations["return"] = function.return_type
     name = function.name
 
     async def call(**kwargs: Any) -> Any:
         ctx = kwargs.pop(_CTX)
-        return sink(name, ctx, kwargs)
+        result = sink(name, ctx, kwargs)
+        if spec.entries and isinstance(result, Mapping):
+            return [{"name": k, "value": v} for k, v in result.items()]
+        if spec.names and isinstance(result, str):
+            return [n.strip() for n in result.partition(": ")[2].splitlines() if n.strip()]
+        return result
 
     call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     call.__annotations__ = annotations
@@ -168,7 +199,7 @@ def wrap_function(function: Function, spec: ToolSpec, sink: CallSink) -> Tool:
         name=name,
         effect=spec.effect,
         sensitive=list(spec.sensitive),
-        trusted_output=spec.trusted_output,
+        trusted_output=spec.trusted_paths or spec.trusted_output,
     )
 
 

@@ -299,6 +299,7 @@ def run_pairs(
                             user_task.PROMPT,
                             read_only,
                             evasive=attack_name == "planlock_adaptive",
+                            user_calls=user_task.ground_truth(base_env.model_copy(deep=True)),
                         )
                     agent.prepare(user_task, inj, info)
                     started = time.perf_counter()

@@ -4,12 +4,15 @@ The corpus (``planlock/agentdojo/corpus/<suite>.json``) stands in for an ideal p
 strong model is at hand. Its plans are written from the task prompt and the tool documentation
 alone, never from the environment: ``literal_problems`` checks that every literal argument
 appears in the prompt (or in the suite's short list of ``conventions``, such as ``"today"`` for a
-date no tool gives), and that no ``llm`` instruction names a number, address or link that the
-prompt does not. Everything else reaches the tools through placeholders.
+date no tool gives, or is a date and time written from the prompt's own words, such as
+``2024-05-19 13:00`` for "12:00 on 2024-05-19 for one hour"), and that no ``llm`` instruction
+names a number, address or link that the prompt does not. Everything else reaches the tools
+through placeholders.
 """
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -177,12 +180,62 @@ def _literals(value: Any, path: str) -> Iterable[tuple[str, Any]]:
         yield path, value
 
 
+_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?: (\d{2}):(\d{2}))?$")
+_MONTHS = [m.lower() for m in calendar.month_name[1:]]
+_HOURS = re.compile(r"\b(\d+|one|two|three|four|five|six|seven|eight)[ -]hours?\b", re.IGNORECASE)
+_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+_WHOLE_DAY = {(0, 0), (23, 59)}
+"""An event "on a day" with no time named spans the whole day: 00:00 to 23:59."""
+
+
+def _prompt_dates(prompt: str) -> set[tuple[int, int, int]]:
+    """The dates a prompt names with their year: ISO, or a month name, a day and a year."""
+    out = {(int(y), int(m), int(d)) for y, m, d in re.findall(r"(\d{4})-(\d{2})-(\d{2})", prompt)}
+    years = [int(y) for y in re.findall(r"\b(20\d\d)\b", prompt)]
+    for match in re.finditer(r"\b([A-Za-z]+) (\d{1,2})(?:st|nd|rd|th)?\b", prompt):
+        name, day = match.group(1).lower(), int(match.group(2))
+        if name in _MONTHS:
+            after = re.findall(r"\b(20\d\d)\b", prompt[match.end() :])
+            year = int(after[0]) if after else (years[-1] if len(set(years)) == 1 else 0)
+            if year:
+                out.add((year, _MONTHS.index(name) + 1, day))
+    for match in re.finditer(r"\b(\d{1,2})(?:st|nd|rd|th)? of ([A-Za-z]+)\b", prompt):
+        name = match.group(2).lower()
+        after = re.findall(r"\b(20\d\d)\b", prompt[match.end() :])
+        if name in _MONTHS and after:
+            out.add((int(after[0]), _MONTHS.index(name) + 1, int(match.group(1))))
+    return out
+
+
+def _prompt_datetime(literal: str, prompt: str) -> bool:
+    """A ``YYYY-MM-DD[ HH:MM]`` literal the planner wrote from the prompt's own words: its date
+    is one the prompt names with its year (in any common spelling), and its time is one the
+    prompt names, that time plus a duration in hours the prompt states ("for one hour"), or
+    the whole day (00:00 / 23:59) when the prompt names no time. Nothing here can come from
+    the environment."""
+    m = _ISO.match(literal.strip())
+    if m is None:
+        return False
+    y, mo, d = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if (y, mo, d) not in _prompt_dates(prompt):
+        return False
+    if m.group(4) is None:
+        return True
+    hm = (int(m.group(4)), int(m.group(5)))
+    times = {(int(h), int(mi)) for h, mi in re.findall(r"\b(\d{1,2}):(\d{2})\b", prompt)}
+    if not times:
+        return hm in _WHOLE_DAY
+    spans = {int(n) if n.isdigit() else _WORDS[n.lower()] for n in _HOURS.findall(prompt)}
+    return hm in times or any((h + n, mi) == hm for h, mi in times for n in spans)
+
+
 def literal_problems(
     prompt: str, steps: list[dict[str, Any]], conventions: Iterable[str]
 ) -> list[str]:
     """Every literal in a plan that the prompt does not give (empty: the plan is clean).
 
-    Strings must appear in the prompt (case and spacing aside) or be a convention; numbers must
+    Strings must appear in the prompt (case and spacing aside), be a convention, or be a date
+    and time written from the prompt's words (``_prompt_datetime``); numbers must
     appear in the prompt as numbers; booleans and null are choices, not data. An ``llm`` step's
     instruction and output schema are the planner's own words, but may name no number, email
     address, link or account that the prompt does not.
@@ -212,7 +265,11 @@ def literal_problems(
             if isinstance(lit, int | float):
                 if float(lit) not in nums:
                     problems.append(f"{path}: number {lit} is not in the prompt")
-            elif _norm(str(lit)) not in text and _norm(str(lit)) not in conv:
+            elif (
+                _norm(str(lit)) not in text
+                and _norm(str(lit)) not in conv
+                and not _prompt_datetime(str(lit), prompt)
+            ):
                 problems.append(f"{path}: {lit!r} is not in the prompt")
     return problems
 

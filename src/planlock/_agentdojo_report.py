@@ -85,6 +85,12 @@ def summarize(results: Iterable[PairResult], approved: Iterable[PairResult] = ()
     return rows
 
 
+def _cell(text: str) -> str:
+    """A Markdown table cell: a ``|`` in an agent's name (``planlock[corpus|worst-case]``)
+    would split the cell."""
+    return text.replace("|", "\\|")
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}%"
 
@@ -100,7 +106,7 @@ def markdown(rows: Sequence[Row], header: str = "") -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r.agent} | {r.suite} | {r.attack} | {r.pairs} | {_pct(r.utility)} "
+            f"| {_cell(r.agent)} | {r.suite} | {r.attack} | {r.pairs} | {_pct(r.utility)} "
             f"| {r.attacks_agentdojo} | {r.attacks_strict} "
             f"| {r.approval_runs} ({_pct(r.approval_runs / r.pairs)}) "
             f"| {_pct(r.utility_approved)} | {r.seconds:.1f} |"
