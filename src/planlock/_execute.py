@@ -7,8 +7,8 @@ Placeholders are resolved just before a step runs, keeping types and provenance 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -375,7 +375,8 @@ class InProcessEngine:
     async def _attempt(self, call: StepCall, tool: Tool, attempt: int) -> StepOutcome:
         timeout = tool.timeout or self.default_timeout
         try:
-            with anyio.fail_after(timeout or math.inf):
+            # No deadline, no cancel scope: a scope per call is measurable on long plans.
+            with anyio.fail_after(timeout) if timeout else contextlib.nullcontext():
                 if tool.name == LLM_TOOL:
                     output = await self._llm_step(call)
                 else:

@@ -6,6 +6,7 @@ argument model (validation at call time) and JSON Schemas (for the validator and
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import typing
@@ -92,7 +93,7 @@ class Tool:
         """JSON Schema of the arguments object."""
         return _schema_cache(self.args_model)
 
-    @property
+    @functools.cached_property
     def returns_schema(self) -> dict[str, Any]:
         """JSON Schema of the return value (``{}``, i.e. anything, when undeclared)."""
         if self.returns is None:
