@@ -97,17 +97,18 @@ async def prepare(
     record = recorder(journal, run_id)
     inputs = dict(inputs or {})
     policy = policy or Policy()
+    plan_hash = plan.hash  # once: it hashes the whole plan's canonical JSON
     if announce:
-        await record("run_started", {"goal": plan.goal, "inputs": inputs, "plan_hash": plan.hash})
-        await record("plan_created", {"plan": plan.canonical(), "hash": plan.hash})
+        await record("run_started", {"goal": plan.goal, "inputs": inputs, "plan_hash": plan_hash})
+        await record("plan_created", {"plan": plan.canonical(), "hash": plan_hash})
     analysis = analyse(plan, registry, inputs=inputs, max_steps=max_steps)
     if analysis.issues:
         issues = [i.to_json() for i in analysis.issues]
-        await record("plan_rejected", {"hash": plan.hash, "issues": issues})
+        await record("plan_rejected", {"hash": plan_hash, "issues": issues})
         if final:
             await record("run_finished", {"status": "rejected"})
         raise PlanInvalid(analysis.issues)
-    await record("plan_validated", {"hash": plan.hash, "steps": len(plan.steps)})
+    await record("plan_validated", {"hash": plan_hash, "steps": len(plan.steps)})
     report = assess(analysis, policy=policy)
     await record("risk_assessed", report.to_json())
     prepared = Prepared(run_id, analysis, report, policy, inputs)
