@@ -465,3 +465,26 @@ def test_a_revision_that_raises_a_loops_max_items_reaches_beyond_the_envelope() 
     assert envelope(3).side_effects["note"] == 3
     assert envelope(3).beyond(envelope(3)) == []
     assert envelope(3).beyond(envelope(10)) == ["10 call(s) of 'note' where 3 were approved"]
+
+
+def test_an_unusable_checkpoint_revision_fails_the_run_instead_of_running_the_old_rest() -> None:
+    calls: list[str] = []
+    plan = [
+        {"step": 1, "tool": "balance", "checkpoint": True},
+        {"step": 2, "tool": "send_report", "args": {"body": "low balance"}},
+    ]
+    bad = {"needs_revision": True, "new_steps": [{"id": "3", "tool": "note", "args": {}}]}
+    j = memory_journal()
+    result = run_sync(
+        Plan.parse(plan),
+        make_tools(calls),
+        journal=j,
+        approver=approve_all(),
+        replanner=ScriptedLLM([bad]),
+    )
+    assert result.status == "failed"
+    assert (result.failed_step, result.error_kind) == ("1", "replan_rejected")
+    assert result.statuses == {"1": "finished", "2": "skipped"}
+    assert calls == ["balance"]  # neither the rejected revision nor the old remainder ran
+    assert "plan_rejected" in kinds(j)
+    assert j.events()[-1].data["status"] == "failed"

@@ -80,6 +80,7 @@ def plan_schema(
     llm_step: bool = True,
     cannot_plan: bool = True,
     max_steps: int | None = None,
+    loops: bool = True,
 ) -> dict[str, Any]:
     """The JSON Schema a planner's reply must follow, generated from ``registry``.
 
@@ -87,13 +88,14 @@ def plan_schema(
     schema (``$defs`` hoisted to the root under ``<tool>__<name>``), where a value that is not a
     string may also be a whole ``{{...}}`` placeholder. ``llm_step`` adds the built-in quarantined
     ``llm`` step; ``cannot_plan`` allows ``{"cannot_plan": "<why>"}`` as the whole reply;
-    ``max_steps`` bounds the number of steps (and so a runaway generation).
+    ``max_steps`` bounds the number of steps (and so a runaway generation); ``loops`` offers
+    ``for_each``/``max_items`` (small models tend to fill in every optional field they see).
     """
     defs: dict[str, Any] = {}
     tools = sorted(registry, key=lambda t: t.name)
     if llm_step:
         tools.append(LLM_STEP_TOOL)
-    branches = [_step_schema(t, defs) for t in tools]
+    branches = [_step_schema(t, defs, loops=loops) for t in tools]
     steps: dict[str, Any] = {
         "type": "object",
         "properties": {"steps": {"type": "array", "minItems": 1, "items": {"anyOf": branches}}},
@@ -118,7 +120,7 @@ def plan_schema(
     return root
 
 
-def _step_schema(tool: Tool, defs: dict[str, Any]) -> dict[str, Any]:
+def _step_schema(tool: Tool, defs: dict[str, Any], *, loops: bool = True) -> dict[str, Any]:
     params = copy.deepcopy(tool.params_schema)
     prefix = f"{tool.name}__"
     local_defs = params.pop("$defs", {})
@@ -142,15 +144,17 @@ def _step_schema(tool: Tool, defs: dict[str, Any]) -> dict[str, Any]:
     args.setdefault("type", "object")
     args.setdefault("properties", {})
     args["additionalProperties"] = False
+    fields: dict[str, Any] = {
+        "id": {"type": "string", "pattern": STEP_ID_PATTERN},
+        "tool": {"const": tool.name},
+        "args": args,
+    }
+    if loops:
+        fields["for_each"] = LIST_PLACEHOLDER_SCHEMA
+        fields["max_items"] = {"type": "integer", "minimum": 1, "maximum": MAX_ITEMS_CAP}
     return {
         "type": "object",
-        "properties": {
-            "id": {"type": "string", "pattern": STEP_ID_PATTERN},
-            "tool": {"const": tool.name},
-            "args": args,
-            "for_each": LIST_PLACEHOLDER_SCHEMA,
-            "max_items": {"type": "integer", "minimum": 1, "maximum": MAX_ITEMS_CAP},
-        },
+        "properties": fields,
         "required": ["id", "tool", "args"],
         "additionalProperties": False,
     }

@@ -161,14 +161,17 @@ class Replanner:
         self.journal = journal
         self.max_tokens = max_tokens
         self.system_prompt = _SYSTEM + describe_tools(registry)
-        steps_schema = plan_schema(registry)["anyOf"][0]
-        self._steps_schema = {**steps_schema, "$defs": plan_schema(registry).get("$defs", {})}
+        # Revisions are small continuations: no loops offered (a small model fills in every
+        # optional field it is shown, and a revised loop is a new envelope question anyway).
+        full = plan_schema(registry, loops=False)
+        steps_schema = full["anyOf"][0]
+        self._steps_schema = {**steps_schema, "$defs": full.get("$defs", {})}
         defs = self._steps_schema.pop("$defs")
         items = steps_schema["properties"]["steps"]["items"]
         self.review_schema: dict[str, Any] = {
             "type": "object",
             "properties": {
-                "check": {"type": "string", "maxLength": 100},
+                "check": {"type": "string", "maxLength": 200},
                 "needs_revision": {"type": "boolean"},
                 "new_steps": {"type": "array", "items": items},
             },
@@ -176,7 +179,7 @@ class Replanner:
             "additionalProperties": False,
             **({"$defs": defs} if defs else {}),
         }
-        self.replan_schema = plan_schema(registry)
+        self.replan_schema = plan_schema(registry, loops=False)
 
     def _header(self, plan: Plan, context: Mapping[str, Any], result: RunResult) -> str:
         shape = "\n".join(context_shape(context)) or "none"
@@ -239,17 +242,19 @@ class Replanner:
             for s in steps.values()
             if result.statuses.get(s["id"]) == "pending"
         ]
+        shape = "\n".join(context_shape(context)) or "none"
         user = (
-            self._header(plan, context, result)
-            + f"\nCheckpoint after step {result.paused_at}. Results so far (typed values only):\n"
+            f"Goal: {plan.goal or '(not stated)'}\n\n"
+            f"Trusted context (use as placeholders):\n{shape}\n\n"
+            f"Checkpoint after step {result.paused_at}. "
+            "Finished steps and what they returned (typed values only):\n"
             + "\n".join(seen)
-            + "\n\nThe steps still to run:\n"
+            + "\n\nSteps still to run:\n"
             + ("\n".join(remaining) or "none")
-            + "\n\nCompare the results with the goal. If the steps still to run are what the goal "
-            'asks for now, reply {"check": "<short reason>", "needs_revision": false}. If the '
-            "results mean the goal now needs different steps, reply "
-            '{"check": "<short reason>", "needs_revision": true, "new_steps": [...]} with the '
-            "steps that should run instead of the remaining ones (any tool of the list)."
+            + "\n\nGiven what the finished steps returned, do the steps still to run do what the "
+            'goal asks? If yes, reply {"check": "<short reason>", "needs_revision": false}. If '
+            'not, reply {"check": "<short reason>", "needs_revision": true, "new_steps": [...]} '
+            "where new_steps do what the goal asks instead (any tool of the list)."
         )
         data = await self._ask(user, self.review_schema, "checkpoint", run_id, attempt)
         needs = bool(data.get("needs_revision"))

@@ -266,11 +266,13 @@ async def execute(
                 continue
         if revision.gave_up:
             await record("replanned", {"attempt": replans + 1, "outcome": "gave_up"})
+            _stop_at_checkpoint(result, "replan_gave_up", "the planner could not revise the plan")
             break
         revised = await _adopt(
             current, revision, result, replanning, approved, replans + 1, journal
         )
         if revised is None:
+            _stop_at_checkpoint(result, "replan_rejected", "the revision could not be used")
             break
         current, approved = revised
         replans += 1
@@ -286,6 +288,19 @@ async def execute(
         },
     )
     return result
+
+
+def _stop_at_checkpoint(result: RunResult, kind: str, why: str) -> None:
+    """A checkpoint said the rest no longer fits and no usable revision came: the run fails
+    (running the old remainder would go against the review); the steps left are skipped."""
+    if result.status != "paused":
+        return
+    result.status = "failed"
+    result.failed_step = result.paused_at
+    result.error_kind, result.error = kind, f"checkpoint after step {result.paused_at}: {why}"
+    for sid, status in result.statuses.items():
+        if status == "pending":
+            result.statuses[sid] = "skipped"
 
 
 @dataclass(frozen=True)
