@@ -28,6 +28,7 @@ from planlock._agentdojo import (
     load_suite,
     load_suite_spec,
     render_answer,
+    shape_output,
 )
 from planlock._agentdojo_bench import (
     BaselineAgent,
@@ -135,7 +136,7 @@ def test_trusted_paths_carry_no_injection(suite: str) -> None:
             result, error = runtime.run_function(env, call.function, call.args)
             if call.function not in claims or error is not None:
                 continue
-            value = to_jsonable_python(result)
+            value = to_jsonable_python(shape_output(spec.tools[call.function], result))
             for path in claims[call.function]:
                 try:
                     found = walk_path(value, tuple(normalize_path(path).split(".")), "output")

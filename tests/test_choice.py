@@ -288,3 +288,41 @@ def test_the_plan_language_doc_examples_run() -> None:
     namespace: dict[str, Any] = {}
     for code in blocks:
         exec(compile(code, "docs/plan-language.md", "exec"), namespace)
+
+
+def test_a_choice_that_read_only_trusted_data_carries_no_chosen_mark() -> None:
+    trusted_input = Plan.parse(
+        [
+            {"step": "1", "tool": "history"},
+            {
+                "step": "2",
+                "tool": "llm",
+                "args": {
+                    "instruction": "Which recipient received the largest amount?",
+                    "input": {
+                        "recipients": "{{steps.1.output[*].recipient}}",
+                        "amounts": "{{steps.1.output[*].amount}}",
+                    },
+                    "choices": "{{steps.1.output[*].recipient}}",
+                },
+            },
+            {
+                "step": "3",
+                "tool": "send_money",
+                "args": {"recipient": "{{steps.2.output}}", "amount": 1.0, "subject": "top-up"},
+            },
+        ]
+    )
+    policy = Policy(effects={"pay": "allow"})
+    report = assess(trusted_input, bank([]), policy)
+    assert report.flows == ()  # the payee is trusted data chosen by trusted data
+    assert not report.needs_person
+    journal = memory_journal()
+    calls: list[tuple[str, dict[str, Any]]] = []
+    llm = ScriptedLLM([{"result": "US22APPLE"}])
+    result = run_sync(trusted_input, bank(calls), policy=policy, llm=llm, journal=journal)
+    assert result.ok
+    started = {e.data["step"]: e.data for e in journal.events() if e.kind == "step_started"}
+    assert started["3"]["provenance"]["recipient"] == ["step:1#*.recipient"]
+    # The same choice over the whole output (subjects hold injected text) keeps the mark.
+    assert [f.sources for f in assess(WHOLE, bank([]), policy).flows] == [("chosen:2",)]

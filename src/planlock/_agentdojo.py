@@ -61,6 +61,7 @@ __all__ = [
     "load_suite",
     "load_suite_spec",
     "render_answer",
+    "shape_output",
 ]
 
 BENCHMARK_VERSION = "v1.2.2"
@@ -99,6 +100,11 @@ class ToolSpec:
     names: bool = False
     """The output is a text listing names, one a line, after a heading (``"Hotel Names: A\nB"``):
     plans get the list of names (``["A", "B"]``), to pass on or choose from."""
+    rated: bool = False
+    """Like ``entries``, for a value that starts with a line ``Rating: <number>`` written by the
+    tool from its own record, before any review text (``"Rating: 4.5\nReviews: ..."``): items
+    are ``{"name", "rating", "value"}``, ``rating`` being that first line's number (None if it is
+    not one). Text after the first line (reviews, the injection vector) never reaches it."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ def load_suite_spec(name: str) -> SuiteSpec:
             "trusted_paths",
             "entries",
             "names",
+            "rated",
         }
         if unknown:
             raise UsageError(f"{name}.toml: tool {tool!r} has unknown keys {sorted(unknown)}")
@@ -144,6 +151,7 @@ def load_suite_spec(name: str) -> SuiteSpec:
             bool(decl.get("trusted_output", False)),
             entries=bool(decl.get("entries", False)),
             names=bool(decl.get("names", False)),
+            rated=bool(decl.get("rated", False)),
             trusted_paths=tuple(decl.get("trusted_paths", ())),
         )
     return SuiteSpec(name, tools, data.get("policy", {}), text)
@@ -172,7 +180,7 @@ def wrap_function(function: Function, spec: ToolSpec, sink: CallSink) -> Tool:
         docs.append(f"    {pname}: {' '.join((info.description or pname).split())}")
     params.append(inspect.Parameter(_CTX, inspect.Parameter.KEYWORD_ONLY))
     annotations[_CTX] = StepContext
-    if spec.entries:
+    if spec.entries or spec.rated:
         annotations["return"] = list[dict[str, Any]]
     elif spec.names:
         annotations["return"] = list[str]
@@ -182,12 +190,7 @@ def wrap_function(function: Function, spec: ToolSpec, sink: CallSink) -> Tool:
 
     async def call(**kwargs: Any) -> Any:
         ctx = kwargs.pop(_CTX)
-        result = sink(name, ctx, kwargs)
-        if spec.entries and isinstance(result, Mapping):
-            return [{"name": k, "value": v} for k, v in result.items()]
-        if spec.names and isinstance(result, str):
-            return [n.strip() for n in result.partition(": ")[2].splitlines() if n.strip()]
-        return result
+        return shape_output(spec, sink(name, ctx, kwargs))
 
     call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     call.__annotations__ = annotations
@@ -201,6 +204,29 @@ def wrap_function(function: Function, spec: ToolSpec, sink: CallSink) -> Tool:
         sensitive=list(spec.sensitive),
         trusted_output=spec.trusted_paths or spec.trusted_output,
     )
+
+
+def shape_output(spec: ToolSpec, result: Any) -> Any:
+    """What plans see of an AgentDojo function's ``result`` (``entries``, ``rated``, ``names``);
+    trusted paths are claimed on this shape (the canary test walks it too)."""
+    if spec.rated and isinstance(result, Mapping):
+        return [{"name": k, "rating": _first_line_rating(v), "value": v} for k, v in result.items()]
+    if spec.entries and isinstance(result, Mapping):
+        return [{"name": k, "value": v} for k, v in result.items()]
+    if spec.names and isinstance(result, str):
+        return [n.strip() for n in result.partition(": ")[2].splitlines() if n.strip()]
+    return result
+
+
+def _first_line_rating(value: object) -> float | None:
+    """The number on a ``Rating: <number>`` first line, else None."""
+    if not isinstance(value, str):
+        return None
+    head, _, number = value.partition("\n")[0].partition("Rating: ")
+    try:
+        return float(number) if head == "" else None
+    except ValueError:
+        return None
 
 
 class ToolCallError(RuntimeError):

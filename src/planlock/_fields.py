@@ -11,7 +11,9 @@ provenance cannot differ. The labels:
 - ``chosen:<id>``: the value was *chosen* by the quarantined ``llm`` step ``<id>`` among trusted
   values (its ``choices``) after reading what may be untrusted text. The value itself is one of
   the trusted values (the labels beside this one say where it comes from), so this label counts
-  as trusted; the policy sees it and may still ask a person (``chosen_to_sensitive``).
+  as trusted; the policy sees it and may still ask a person (``chosen_to_sensitive``). A choice
+  whose step read only trusted data (plan literals, trusted inputs, trusted outputs or fields,
+  no loop) carries no such mark: no untrusted text took part in it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from planlock._plan import ANY_ITEM, ITEM_NUMBER, Ref
 from planlock._schema import at_path
-from planlock._template import Arr, Interp, Lit, Obj, Sources, Template, Whole
+from planlock._template import Arr, Interp, Lit, Obj, Sources, Template, Whole, refs_of
 from planlock._tools import LLM_TOOL, Tool
 
 if TYPE_CHECKING:
@@ -100,7 +102,39 @@ def choice_labels(
     """Labels of the value an ``llm`` step chose for ``field`` (None: its whole output): where the
     allowed values come from, and the ``chosen:<id>`` mark."""
     ref = dict(step.choices)[field]
-    return source_labels(steps, ref) | {f"{CHOSEN}:{step.id}"}
+    labels = source_labels(steps, ref)
+    if _reads_only_trusted(steps, step):
+        return labels
+    return labels | {f"{CHOSEN}:{step.id}"}
+
+
+def _reads_only_trusted(steps: Mapping[str, CompiledStep], step: CompiledStep) -> bool:
+    """Whether every value the ``llm`` step reads is trusted (so no untrusted text could steer
+    its choice). A loop, an item reference or any other step's ``llm`` output counts as not."""
+    if step.for_each is not None:
+        return False
+    for t in step.args.values():
+        for ref in refs_of(t):
+            if ref.source == "input":
+                continue
+            if ref.source != "step":
+                return False
+            for label in ref_sources(steps, ref.name, ref.path, frozenset((f"step:{ref.name}",))):
+                if not _trusted_static(label, steps):
+                    return False
+    return True
+
+
+def _trusted_static(label: str, steps: Mapping[str, CompiledStep]) -> bool:
+    kind, _, name = label.partition(":")
+    if kind == "input":
+        return True
+    if kind == "step" and "#" not in name:
+        source = steps.get(name)
+        return bool(source and source.tool.name != LLM_TOOL and source.tool.trusted_output)
+    if kind == CHOSEN:  # chosen by untrusted text: reading it lets that text steer this choice
+        return False
+    return trusted_label(label, steps) is True
 
 
 def source_labels(steps: Mapping[str, CompiledStep], ref: Ref) -> Sources:
