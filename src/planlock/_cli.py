@@ -26,6 +26,7 @@ from planlock._errors import (
     ToolsNotFound,
     UsageError,
 )
+from planlock._execute import RunResult
 from planlock._journal import Event, Journal
 from planlock._journal_pg import is_dsn, redact
 from planlock._loader import load_tools
@@ -307,18 +308,25 @@ def run_cmd(
             print(json.dumps({"status": "not_approved", "reason": str(exc)}, indent=2))
         ran = "some steps had already run" if started else "nothing was run"
         _fail(EXIT_APPROVAL, f"{exc} ({ran})")
-    payload = {
-        "run_id": result.run_id,
-        "status": result.status,
-        "plan_hash": result.plan_hash,
-        "steps": result.statuses,
-        "outputs": result.outputs,
-        "failed_step": result.failed_step,
-        "error_kind": result.error_kind,
-        "error": result.error,
-        "replans": result.replans,
-    }
+    report_result(result, as_json)
+
+
+def report_result(result: RunResult, as_json: bool, **extra: Any) -> None:
+    """Print a finished run (JSON or a panel) and exit 3 if a person or policy stopped it, 4 if a
+    step failed. ``extra`` fields (e.g. the plan) go into the JSON after the status."""
     if as_json:
+        payload = {
+            "run_id": result.run_id,
+            "status": result.status,
+            **extra,
+            "plan_hash": result.plan_hash,
+            "steps": result.statuses,
+            "outputs": result.outputs,
+            "failed_step": result.failed_step,
+            "error_kind": result.error_kind,
+            "error": result.error,
+            "replans": result.replans,
+        }
         print(json.dumps(payload, indent=2))
     else:
         out.print(_render.result_panel(result))

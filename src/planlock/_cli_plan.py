@@ -21,7 +21,6 @@ from planlock import _render
 from planlock._cli import (
     EXIT_APPROVAL,
     EXIT_INVALID,
-    EXIT_STEP,
     EXIT_USAGE,
     JournalOpt,
     JsonOpt,
@@ -38,6 +37,7 @@ from planlock._cli import (
     app,
     err,
     out,
+    report_result,
 )
 from planlock._errors import (
     ApprovalDenied,
@@ -255,25 +255,7 @@ def ask_cmd(
                 )
             )
         _fail(EXIT_APPROVAL, f"{exc} (nothing was run)")
-    if as_json:
-        payload = {
-            "run_id": result.run_id,
-            "status": result.status,
-            "plan": plan.canonical(),
-            "plan_hash": result.plan_hash,
-            "steps": result.statuses,
-            "outputs": result.outputs,
-            "failed_step": result.failed_step,
-            "error_kind": result.error_kind,
-            "error": result.error,
-            "replans": result.replans,
-        }
-        print(json.dumps(payload, indent=2))
-    else:
-        out.print(_render.result_panel(result))
-    if not result.ok:
-        stopped = result.error_kind in ("denied", "approval_refused")
-        raise typer.Exit(EXIT_APPROVAL if stopped else EXIT_STEP)
+    report_result(result, as_json, plan=plan.canonical())
 
 
 @app.command("demo")

@@ -134,29 +134,7 @@ class MemoryStore:
                 yield e
 
 
-_MIGRATIONS: tuple[tuple[str, str], ...] = (
-    (
-        "0001_events",
-        """
-        CREATE TABLE events (
-            seq INTEGER PRIMARY KEY,
-            run_id TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            at TEXT NOT NULL,
-            data TEXT NOT NULL,
-            prev_hash TEXT NOT NULL,
-            hash TEXT NOT NULL
-        );
-        CREATE INDEX events_run ON events (run_id, seq);
-        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
-            BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
-        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
-            BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
-        """,
-    ),
-    (
-        "0002_queue",
-        """
+QUEUE_SQL = """
         CREATE TABLE runs (
             run_id TEXT PRIMARY KEY,
             plan TEXT NOT NULL,
@@ -191,8 +169,30 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         CREATE INDEX approvals_status ON approvals (status, created_at);
         CREATE INDEX approvals_run ON approvals (run_id);
+        """
+"""The approval queue's tables: portable SQL, the same for SQLite and PostgreSQL."""
+
+_MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_events",
+        """
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            at TEXT NOT NULL,
+            data TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX events_run ON events (run_id, seq);
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
         """,
     ),
+    ("0002_queue", QUEUE_SQL),
 )
 
 

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planlock._errors import UsageError
-from planlock._journal import Event, JournalStore, SQLiteStore, _row_event, chain_next
+from planlock._journal import (
+    QUEUE_SQL,
+    Event,
+    JournalStore,
+    SQLiteStore,
+    _row_event,
+    chain_next,
+)
 from planlock._plan import canonical_json
 
 if TYPE_CHECKING:
@@ -51,45 +58,7 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
             FOR EACH STATEMENT EXECUTE FUNCTION planlock_append_only();
         """,
     ),
-    (
-        "0002_queue",
-        """
-        CREATE TABLE runs (
-            run_id TEXT PRIMARY KEY,
-            plan TEXT NOT NULL,
-            plan_hash TEXT NOT NULL,
-            inputs TEXT NOT NULL,
-            tools TEXT NOT NULL,
-            policy TEXT NOT NULL,
-            status TEXT NOT NULL,
-            submitted_by TEXT NOT NULL,
-            submitted_at TEXT NOT NULL,
-            claimed_by TEXT,
-            claimed_at TEXT,
-            finished_at TEXT
-        );
-        CREATE INDEX runs_status ON runs (status, submitted_at);
-        CREATE TABLE approvals (
-            id TEXT PRIMARY KEY,
-            run_id TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            plan_hash TEXT NOT NULL,
-            step_id TEXT,
-            args_hash TEXT,
-            request TEXT NOT NULL,
-            status TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            expires_at TEXT,
-            decided_by TEXT,
-            decided_via TEXT,
-            decided_at TEXT,
-            reason TEXT,
-            used_at TEXT
-        );
-        CREATE INDEX approvals_status ON approvals (status, created_at);
-        CREATE INDEX approvals_run ON approvals (run_id);
-        """,
-    ),
+    ("0002_queue", QUEUE_SQL),
 )
 
 # Advisory lock keys, scoped to the current schema so that journals in different schemas of
