@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck unit bench bench-planner clean postgres postgres-stop
+.PHONY: demo test check lint typecheck unit unit-fast bench bench-planner clean postgres postgres-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,18 +22,27 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/planlock demo --yes
 
-## Lint, type-check (strict) and run the whole test suite.
+## Lint, type-check (strict) and run the whole test suite (what CI runs).
 test: $(VENV)/.installed-dev lint typecheck unit
 
+## The edit-test loop (under a minute): lint, types, and every test that needs no model and no
+## server. The slow tiers (markers model, postgres, browser, slow) run in `make test`.
+check: $(VENV)/.installed-dev lint typecheck unit-fast
+
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples scripts
+	$(BIN)/ruff format --check src tests benchmarks examples scripts
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/import_cycles.py
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest -q
+
+unit-fast: $(VENV)/.installed-dev
+	$(BIN)/pytest -q -m "not model and not postgres and not browser and not slow"
 
 ## Performance benchmarks (ratios against baselines measured in the same run).
 bench: $(VENV)/.installed-dev

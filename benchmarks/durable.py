@@ -29,10 +29,10 @@ from typing import Any
 import anyio
 
 from planlock import Journal, Plan, auto_approve, run
-from planlock._durable import WorkerContext
-from planlock._durable_client import DurableClient, DurableWorker, system_database_url
-from planlock._journal import Event
-from planlock._queue import ApprovalQueue
+from planlock.durable._client import DurableClient, DurableWorker, system_database_url
+from planlock.durable._workflow import WorkerContext
+from planlock.journal import Event
+from planlock.queue._queue import ApprovalQueue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_durable_support import (  # type: ignore[import-not-found, unused-ignore]

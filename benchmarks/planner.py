@@ -13,7 +13,7 @@ For each task, with the same model:
   exact tool-sequence match, latency of the first attempt with the cached prompt prefix
   ("warm": the system prompt and tool list are shared by every task of a toolset);
 - the plan is executed (approved automatically) and its quarantined ``llm`` steps counted;
-- the ReAct baseline (``planlock._react``) runs the same goal with the same tools: its model
+- the ReAct baseline (``planlock.planning``) runs the same goal with the same tools: its model
   calls, tokens, and whether it called exactly the expected tools in order.
 
 Cold latency (no cached prefix) is measured separately on the first ``--cold`` tasks of each
@@ -38,8 +38,8 @@ import anyio
 
 import planlock  # type: ignore[import-untyped, unused-ignore]
 from planlock import demo  # type: ignore[import-untyped, unused-ignore]
-from planlock._loader import load_tools  # type: ignore[import-untyped, unused-ignore]
-from planlock._react import react  # type: ignore[import-untyped, unused-ignore]
+from planlock.planning._react import react  # type: ignore[import-untyped, unused-ignore]
+from planlock.tools._loader import load_tools  # type: ignore[import-untyped, unused-ignore]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,3 @@
-# ruff: noqa: INP001
 """Write docs/approval-page.png: the browser test's scenario, with a screenshot at the end.
 
     .venv/bin/python scripts/screenshot.py [OUT.png]

@@ -20,7 +20,29 @@ from agentdojo.agent_pipeline.tool_execution import tool_result_to_str
 from agentdojo.functions_runtime import FunctionsRuntime
 from typer.testing import CliRunner
 
-from planlock._agentdojo import (
+from planlock.bench.agentdojo._bench import (
+    BaselineAgent,
+    PairResult,
+    PlanlockAgent,
+    fast_yaml,
+    make_element,
+    run_pairs,
+)
+from planlock.bench.agentdojo._corpus import (
+    CorpusPlanner,
+    corpus_suites,
+    literal_problems,
+    load_corpus,
+    load_oracle,
+)
+from planlock.bench.agentdojo._llm import (
+    AttackInfo,
+    WorstCaseLLM,
+    attack_info,
+    normalize,
+    strict_violations,
+)
+from planlock.bench.agentdojo._suite import (
     SUITES,
     PlannedTask,
     StepWatch,
@@ -30,33 +52,11 @@ from planlock._agentdojo import (
     render_answer,
     shape_output,
 )
-from planlock._agentdojo_bench import (
-    BaselineAgent,
-    PairResult,
-    PlanlockAgent,
-    fast_yaml,
-    make_element,
-    run_pairs,
-)
-from planlock._agentdojo_corpus import (
-    CorpusPlanner,
-    corpus_suites,
-    literal_problems,
-    load_corpus,
-    load_oracle,
-)
-from planlock._agentdojo_llm import (
-    AttackInfo,
-    WorstCaseLLM,
-    attack_info,
-    normalize,
-    strict_violations,
-)
-from planlock._cli import app
-from planlock._llm import LLMRequest
-from planlock._plan import Plan
-from planlock._validate import validate
+from planlock.cli import app
+from planlock.core._plan import Plan
+from planlock.llm._base import LLMRequest
 from planlock.testing import ScriptedLLM
+from planlock.validation._validate import validate
 
 COVERED = corpus_suites()
 
@@ -116,8 +116,8 @@ def test_trusted_paths_carry_no_injection(suite: str) -> None:
     vector); every claimed path is reached at least once."""
     from pydantic_core import to_jsonable_python
 
-    from planlock._plan import normalize_path
-    from planlock._template import Unresolvable, walk_path
+    from planlock.core._plan import normalize_path
+    from planlock.core._template import Unresolvable, walk_path
 
     s = load_suite(suite)
     spec = load_suite_spec(suite)
@@ -318,7 +318,7 @@ INFO = AttackInfo(
 
 def _request(schema: dict[str, Any]) -> LLMRequest:
     """The request planlock's quarantined step really sends (its reply schema included)."""
-    from planlock._llmstep import quarantined_call
+    from planlock.tools._llmstep import quarantined_call
 
     captured: list[LLMRequest] = []
 
@@ -585,7 +585,7 @@ def test_runner_matches_agentdojos_own_benchmark_loop(tmp_path: Path) -> None:
     from agentdojo.benchmark import benchmark_suite_with_injections
     from agentdojo.logging import OutputLogger
 
-    from planlock._agentdojo_bench import ATTACK_TARGET_NAME, _Target
+    from planlock.bench.agentdojo._bench import ATTACK_TARGET_NAME, _Target
 
     suite = load_suite("banking")
     element, worst = make_element("banking", CorpusPlanner(), "oracle")
@@ -619,7 +619,7 @@ def test_runner_matches_agentdojos_own_benchmark_loop(tmp_path: Path) -> None:
 def test_adaptive_attack_text_loads_into_every_environment() -> None:
     from agentdojo.attacks.attack_registry import load_attack
 
-    from planlock._agentdojo_bench import ATTACK_TARGET_NAME, _Target
+    from planlock.bench.agentdojo._bench import ATTACK_TARGET_NAME, _Target
 
     for name in SUITES:
         suite = load_suite(name)
@@ -670,8 +670,8 @@ def test_bench_command_refuses_unknown_names(tmp_path: Path) -> None:
 
 
 def test_a_real_planner_plugs_in_and_its_last_llm_step_answers() -> None:
-    from planlock._agentdojo import PlanlockElement
-    from planlock._agentdojo_corpus import ModelPlanner
+    from planlock.bench.agentdojo._corpus import ModelPlanner
+    from planlock.bench.agentdojo._suite import PlanlockElement
 
     plan = {
         "steps": [

@@ -14,7 +14,9 @@ pytest.importorskip("agentdojo")
 
 from agentdojo.functions_runtime import FunctionsRuntime
 
-from planlock._agentdojo import (
+from planlock.bench.agentdojo._bench import PairResult, PlanlockAgent, make_element, run_pairs
+from planlock.bench.agentdojo._corpus import CorpusPlanner, literal_problems, load_corpus
+from planlock.bench.agentdojo._suite import (
     ApproveMode,
     PlanlockElement,
     PlannedTask,
@@ -22,9 +24,7 @@ from planlock._agentdojo import (
     load_suite_spec,
     shape_output,
 )
-from planlock._agentdojo_bench import PairResult, PlanlockAgent, make_element, run_pairs
-from planlock._agentdojo_corpus import CorpusPlanner, literal_problems, load_corpus
-from planlock._plan import Plan
+from planlock.core._plan import Plan
 from planlock.testing import ScriptedLLM
 
 LUNCH = (
@@ -314,7 +314,7 @@ def test_a_catalogue_listing_reaches_plans_as_a_list_of_names() -> None:
 
 
 def test_the_markdown_table_keeps_an_agent_name_with_a_bar_in_one_cell() -> None:
-    from planlock._agentdojo_report import Row, markdown
+    from planlock.bench.agentdojo._report import Row, markdown
 
     row = Row("planlock[corpus|worst-case]", "travel", "none", 20, 0.1, 0, 0, 0, 0.2)
     line = markdown([row]).splitlines()[-1]
@@ -326,8 +326,8 @@ def test_a_name_chosen_over_trusted_facts_is_trusted_one_chosen_over_reviews_is_
     """user_task_4's choice reads only catalogue names, ratings and prices: its hotel carries no
     chosen mark and the reminder needs nobody. Let the same step read the reviews (where the
     injections are) and the reminder's title goes to a person."""
-    from planlock._agentdojo import SuiteTools
-    from planlock._assess import assess
+    from planlock.bench.agentdojo._suite import SuiteTools
+    from planlock.policy._assess import assess
 
     tools = SuiteTools(load_suite("travel"), load_suite_spec("travel"))
     entry = load_corpus("travel").tasks["user_task_4"]

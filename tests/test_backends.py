@@ -33,7 +33,7 @@ from planlock import (
     UsageError,
     load_model,
 )
-from planlock._models import parse_model_spec
+from planlock.llm._models import parse_model_spec
 from planlock.testing import capture_journal
 
 EXCHANGES = json.loads((Path(__file__).parent / "data" / "anthropic_exchanges.json").read_text())[

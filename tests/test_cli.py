@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from planlock import Journal, demo
-from planlock._cli import app
+from planlock.cli import app
 
 runner = CliRunner()
 TOOLS = "planlock.demo:registry"

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from planlock import LLMRequest, demo
-from planlock._cli import app
-from planlock._react import action_reply
+from planlock.cli import app
+from planlock.planning._react import action_reply
 from planlock.testing import ScriptedLLM
 
 runner = CliRunner()
@@ -48,8 +48,9 @@ def use_model(monkeypatch: pytest.MonkeyPatch, llm: Any) -> list[str | None]:
         asked.append(spec)
         return llm
 
-    monkeypatch.setattr("planlock._cli_plan.load_model", fake)
-    monkeypatch.setattr("planlock._models.load_model", fake)
+    monkeypatch.setattr("planlock.cli._plan.load_model", fake)
+    monkeypatch.setattr("planlock.cli._demo.load_model", fake)
+    monkeypatch.setattr("planlock.cli._app.load_model", fake)
     return asked
 
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from planlock import Journal
-from planlock._cli import app
+from planlock.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 BANKING = f"{ROOT / 'examples' / 'banking.py'}:registry"

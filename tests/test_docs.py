@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from planlock import demo
-from planlock._cli import app
+from planlock.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

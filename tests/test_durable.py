@@ -18,25 +18,25 @@ import pytest
 from typer.testing import CliRunner
 
 from planlock import Journal, Plan, Policy, StepContext, ToolRegistry
-from planlock._approval import Approved, Denied, auto_approve
-from planlock._durable_engine import Engine, LocalEngine, walk_with
-from planlock._durable_state import OnceRecorder, decision_from_json, event_key
-from planlock._execute import InProcessEngine
-from planlock._run import in_process_waiter, recorder
-from planlock._validate import analyse
+from planlock.agent._run import in_process_waiter, recorder
+from planlock.approval._approval import Approved, Denied, auto_approve
+from planlock.durable._state import OnceRecorder, decision_from_json, event_key
+from planlock.execution._engine import Engine, LocalEngine, walk_with
+from planlock.execution._walk import InProcessEngine
 from planlock.testing import memory_journal
+from planlock.validation._validate import analyse
 
 pytest.importorskip("dbos")
 
 from test_durable_support import ALLOW, count_calls, parallel_plan, registry
 
-from planlock._cli import app
-from planlock._durable import APP_VERSION
-from planlock._durable_client import DurableClient, system_database_url
+from planlock.cli import app
+from planlock.durable._client import DurableClient, system_database_url
+from planlock.durable._workflow import APP_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = f"{ROOT / 'tests' / 'test_durable_support.py'}:registry"
-CLI = [sys.executable, "-c", "from planlock._cli import main; main()"]
+CLI = [sys.executable, "-c", "from planlock.cli._main import main; main()"]
 runner = CliRunner()
 
 

@@ -32,9 +32,9 @@ pytest.importorskip("dbos")
 from test_durable import Site, submit, wait_for
 from test_durable_support import count_calls, parallel_plan
 
-from planlock._durable import MAX_RESUMES
-from planlock._durable_client import DurableClient, system_database_url
-from planlock._queue import ApprovalQueue
+from planlock.durable._client import DurableClient, system_database_url
+from planlock.durable._workflow import MAX_RESUMES
+from planlock.queue._queue import ApprovalQueue
 
 pytestmark = pytest.mark.integration
 

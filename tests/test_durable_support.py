@@ -160,8 +160,8 @@ def crash_loop(journal: str, db: str, kills: int, low: float, high: float) -> di
     import signal
 
     from planlock import Journal
-    from planlock._durable import WorkerContext
-    from planlock._durable_client import DurableWorker
+    from planlock.durable._client import DurableWorker
+    from planlock.durable._workflow import WorkerContext
 
     def child(final: bool) -> None:
         worker = DurableWorker(

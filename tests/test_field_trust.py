@@ -20,12 +20,12 @@ from planlock import (
     assess,
     run_sync,
 )
-from planlock._assess import label_trust, static_provenance
-from planlock._fields import matches
-from planlock._planner import describe_tools
-from planlock._tools import make_tool
-from planlock._validate import analyse
+from planlock.planning._planner import describe_tools
+from planlock.policy._assess import label_trust, static_provenance
 from planlock.testing import ScriptedLLM, memory_journal
+from planlock.tools._registry import make_tool
+from planlock.validation._fields import matches
+from planlock.validation._validate import analyse
 
 ATTACKER = "XX00ATTACKER"
 HISTORY = [

@@ -20,8 +20,8 @@ from planlock import (
     run_sync,
     validate,
 )
-from planlock._plan import MAX_ITEMS_CAP
-from planlock._planner import describe_tools, plan_schema
+from planlock.core._plan import MAX_ITEMS_CAP
+from planlock.planning._planner import describe_tools, plan_schema
 from planlock.testing import ScriptedLLM, memory_journal
 
 CHANNELS = ["general", "random", "External_0"]
@@ -171,7 +171,7 @@ def test_the_planner_schema_and_prompt_offer_loops_and_choices() -> None:
     jsonschema.validate({"steps": [choice]}, schema)
     prompt = describe_tools(reg)
     assert "trusted output fields: [*].name" in prompt
-    from planlock._planner import _SYSTEM
+    from planlock.planning._planner import _SYSTEM
 
     assert '"for_each"' in _SYSTEM
     assert f"at most {MAX_ITEMS_CAP}" in _SYSTEM

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from planlock import EVENT_KINDS, Journal, JournalCorrupt, MemoryStore, SQLiteStore, UsageError
-from planlock._journal import GENESIS
+from planlock.journal import GENESIS
 
 
 def fill(journal: Journal, n: int = 5) -> None:
@@ -84,7 +84,7 @@ def test_rehashing_one_event_still_breaks_the_chain_at_the_next(
     journal_spec: str | Path, raw_sql: Callable[..., None]
 ) -> None:
     """An attacker who recomputes the edited event's own hash is caught by its successor."""
-    from planlock._journal import _content_hash
+    from planlock.journal._events import _content_hash
 
     path = journal_spec
     fill(Journal.open(path))

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 import planlock
 from planlock import LLMError, LLMRequest, LocalLLM, Message, OpenAILLM, Planner, demo
-from planlock._cli import app
-from planlock._llm_local import (
+from planlock.cli import app
+from planlock.llm._local import (
     DEFAULT_MODEL,
     ModelFile,
     chunk_files,
@@ -28,7 +28,7 @@ from planlock._llm_local import (
     grammar_for,
     join_chunks,
 )
-from planlock._models import load_model
+from planlock.llm._models import load_model
 from planlock.testing import capture_journal
 
 # --------------------------------------------------------------------------------------------

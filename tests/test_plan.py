@@ -5,7 +5,7 @@ import json
 import pytest
 
 from planlock import Plan, PlanInvalid, canonical_json
-from planlock._plan import Ref, find_placeholders, parse_ref
+from planlock.core._plan import Ref, find_placeholders, parse_ref
 
 
 def test_seed_form_parses_with_integer_ids_as_strings() -> None:
@@ -121,7 +121,7 @@ def test_unbalanced_and_garbled_braces_are_found() -> None:
 
 
 def test_literal_braces_need_no_escape_except_an_opening_pair() -> None:
-    from planlock._template import Interp, Lit, Obj, compile_value
+    from planlock.core._template import Interp, Lit, Obj, compile_value
 
     problems: list[tuple[str, str]] = []
     assert compile_value('{"a":{"b":1}}', "$", problems) == Lit('{"a":{"b":1}}')

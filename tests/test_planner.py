@@ -21,7 +21,7 @@ from planlock import (
     demo,
     plan_schema,
 )
-from planlock._planner import PLACEHOLDER_SCHEMA, context_shape, plan_sync, type_text
+from planlock.planning._planner import PLACEHOLDER_SCHEMA, context_shape, plan_sync, type_text
 from planlock.testing import ScriptedLLM, capture_journal
 
 GOOD = {

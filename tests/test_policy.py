@@ -12,8 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from planlock import Policy, Reason, Rule, Tool, ToolRegistry, UsageError, Verdict
-from planlock._llmstep import LLM_STEP_TOOL
-from planlock._policy import evaluate
+from planlock.policy._policy import evaluate
+from planlock.tools._llmstep import LLM_STEP_TOOL
 
 EFFECT_DEFAULTS = {
     "read": "allow",

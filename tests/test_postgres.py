@@ -19,9 +19,10 @@ import psycopg
 import pytest
 
 from planlock import Journal, Plan, SQLiteStore, UsageError
-from planlock._journal_pg import PostgresStore, is_dsn, open_store, redact
-from planlock._loader import load_tools
-from planlock._queue import ApprovalQueue
+from planlock.db import is_dsn, redact
+from planlock.journal import PostgresStore, open_store
+from planlock.queue._queue import ApprovalQueue
+from planlock.tools._loader import load_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 BANKING = f"{ROOT / 'examples' / 'banking.py'}:registry"

@@ -18,9 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from planlock import Journal, Plan, ToolRegistry, UsageError, demo
-from planlock._cli import app
-from planlock._notify import WebhookNotifier
-from planlock._queue import ApprovalQueue, parse_duration
+from planlock.cli import app
+from planlock.queue._notify import WebhookNotifier
+from planlock.queue._queue import ApprovalQueue, parse_duration
 
 ROOT = Path(__file__).resolve().parents[1]
 BANKING = f"{ROOT / 'examples' / 'banking.py'}:registry"

@@ -10,7 +10,7 @@ import jsonschema
 
 import planlock
 from planlock import Planner, ToolRegistry, demo
-from planlock._react import ReactResult, action_reply, offered_tools, react, react_schema
+from planlock.planning._react import ReactResult, action_reply, offered_tools, react, react_schema
 from planlock.testing import ObedientLLM, ScriptedLLM, capture_journal
 
 HONEST_TURNS = [

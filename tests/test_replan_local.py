@@ -10,8 +10,8 @@ import pytest
 
 import planlock
 from planlock import ApprovalRequest, Decision, Plan, ToolRegistry, run_sync
-from planlock._llm_local import LocalLLM
-from planlock._models import load_model
+from planlock.llm._local import LocalLLM
+from planlock.llm._models import load_model
 from planlock.testing import capture_journal
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from test_server_support import TOKENS, auth, free_port, make_app, wait_for
 
 from planlock import Journal, ToolRegistry, demo
-from planlock._server import ServerConfig
-from planlock._server_auth import ROLES
+from planlock.server._app import ServerConfig
+from planlock.server._auth import ROLES
 from planlock.testing import ScriptedLLM
 
 ROOT = Path(__file__).resolve().parents[1]

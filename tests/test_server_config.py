@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from test_server_support import TOKENS, TOKENS_TOML, auth, make_app
 
 from planlock import ToolRegistry, UsageError
-from planlock._server import ServerConfig, openapi_document
-from planlock._server_auth import TokenStore, hash_token
+from planlock.server._app import ServerConfig, openapi_document
+from planlock.server._auth import TokenStore, hash_token
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +116,7 @@ def test_me_names_the_caller_and_roles(tmp_path: Path, registry: ToolRegistry) -
 def test_serve_refuses_a_bad_token_file_with_exit_2(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from planlock._cli import app
+    from planlock.cli import app
 
     bad = tmp_path / "tokens.toml"
     bad.write_text('[users.a]\nroles = ["root"]\ntoken = "12345678"\n')

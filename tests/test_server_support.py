@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from planlock import Journal, ToolRegistry
-from planlock._server import ServerConfig, create_app
-from planlock._server_auth import Role, TokenStore
-from planlock._server_engine import QueueEngine
+from planlock.server._app import ServerConfig, create_app
+from planlock.server._auth import Role, TokenStore
+from planlock.server._engine import QueueEngine
 
 TOKENS: dict[str, tuple[str, list[Role]]] = {
     "sam-token-0001": ("sam", ["submitter"]),
@@ -72,7 +72,7 @@ def serve(tmp_path: Path, *extra: str, tools: str = "planlock.demo:registry") ->
     command = [
         sys.executable,
         "-c",
-        "from planlock._cli import main; main()",
+        "from planlock.cli._main import main; main()",
         "serve",
         "--tools",
         tools,

@@ -5,7 +5,9 @@ tool registry, approved by a person or a policy, and executed by deterministic c
 asks an LLM what to do next. Every step is recorded in a hash-chained journal.
 """
 
-from planlock._approval import (
+from planlock._version import __version__
+from planlock.agent import run, run_sync
+from planlock.approval import (
     ApprovalRequest,
     Approved,
     Approver,
@@ -14,9 +16,8 @@ from planlock._approval import (
     approve_all,
     auto_approve,
 )
-from planlock._assess import Flow, RiskReport, StepAssessment, assess
-from planlock._durable_engine import Engine, LocalEngine
-from planlock._errors import (
+from planlock.core import Plan, Ref, Step, canonical_json
+from planlock.errors import (
     ApprovalDenied,
     ApprovalMismatch,
     ApprovalRequired,
@@ -31,32 +32,42 @@ from planlock._errors import (
     ToolsNotFound,
     UsageError,
 )
-from planlock._execute import InProcessEngine, RunResult, StepCall, StepOutcome, walk
-from planlock._journal import (
+from planlock.execution import (
+    Engine,
+    InProcessEngine,
+    LocalEngine,
+    RunResult,
+    StepCall,
+    StepOutcome,
+    walk,
+)
+from planlock.journal import (
     EVENT_KINDS,
     Event,
     Journal,
     JournalStore,
     MemoryStore,
+    PostgresStore,
     SQLiteStore,
     VerifyReport,
+    open_store,
     verify_events,
 )
-from planlock._journal_pg import PostgresStore, open_store
-from planlock._llm import LLM, LLMReply, LLMRequest, Message
-from planlock._llm_anthropic import AnthropicLLM
-from planlock._llm_local import LocalLLM
-from planlock._llm_openai import OpenAILLM
-from planlock._models import load_model
-from planlock._plan import Plan, Ref, Step, canonical_json
-from planlock._planner import Planner, plan, plan_schema, plan_sync
-from planlock._policy import Policy, Reason, Rule, Verdict
-from planlock._queue import ApprovalQueue
-from planlock._run import run, run_sync
-from planlock._tools import EFFECTS, StepContext, Tool, ToolRegistry
-from planlock._validate import Issue, ValidationReport, validate
-
-__version__ = "0.1.0"
+from planlock.llm import (
+    LLM,
+    AnthropicLLM,
+    LLMReply,
+    LLMRequest,
+    LocalLLM,
+    Message,
+    OpenAILLM,
+    load_model,
+)
+from planlock.planning import Planner, plan, plan_schema, plan_sync
+from planlock.policy import Flow, Policy, Reason, RiskReport, Rule, StepAssessment, Verdict, assess
+from planlock.queue import ApprovalQueue
+from planlock.tools import EFFECTS, StepContext, Tool, ToolRegistry
+from planlock.validation import Issue, ValidationReport, validate
 
 __all__ = [
     "EFFECTS",

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from planlock._tools import ToolRegistry
+from planlock.tools import ToolRegistry
 
 __all__ = [
     "GOAL",

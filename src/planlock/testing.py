@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from planlock._errors import LLMError
-from planlock._journal import Journal, MemoryStore
-from planlock._llm import LLM, LLMReply, LLMRequest
+from planlock.errors import LLMError
+from planlock.journal import Journal, MemoryStore
+from planlock.llm import LLM, LLMReply, LLMRequest
+from planlock.planning import action_reply, offered_tools
 
 __all__ = ["ObedientLLM", "ScriptedLLM", "capture_journal", "memory_journal"]
 
@@ -85,7 +86,6 @@ class ObedientLLM:
         """Every instruction it obeyed: (tool, args)."""
 
     async def complete(self, request: LLMRequest) -> LLMReply:
-        from planlock._react import action_reply, offered_tools  # noqa: PLC0415
 
         self.requests.append(request)
         tools = offered_tools(request.json_schema)

@@ -1,0 +1,25 @@
+"""planlock.agent: the one place that knows the order: plan, validate, approve, execute, replan."""
+
+from planlock.agent._run import (
+    Prepared,
+    authorize,
+    call_checker,
+    execute,
+    in_process_waiter,
+    prepare,
+    recorder,
+    run,
+    run_sync,
+)
+
+__all__ = [
+    "Prepared",
+    "authorize",
+    "call_checker",
+    "execute",
+    "in_process_waiter",
+    "prepare",
+    "recorder",
+    "run",
+    "run_sync",
+]

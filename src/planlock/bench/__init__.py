@@ -1,0 +1,1 @@
+"""planlock.bench: benchmark harnesses (AgentDojo)."""

@@ -1,0 +1,29 @@
+"""planlock.bench.agentdojo: the AgentDojo prompt-injection benchmark harness."""
+
+from planlock.bench.agentdojo._bench import (
+    ATTACKS,
+    BaselineAgent,
+    PairResult,
+    PlanlockAgent,
+    make_element,
+    run_pairs,
+)
+from planlock.bench.agentdojo._corpus import CorpusPlanner, ModelPlanner, corpus_suites
+from planlock.bench.agentdojo._report import summarize, write
+from planlock.bench.agentdojo._suite import SUITES, load_suite
+
+__all__ = [
+    "ATTACKS",
+    "SUITES",
+    "BaselineAgent",
+    "CorpusPlanner",
+    "ModelPlanner",
+    "PairResult",
+    "PlanlockAgent",
+    "corpus_suites",
+    "load_suite",
+    "make_element",
+    "run_pairs",
+    "summarize",
+    "write",
+]

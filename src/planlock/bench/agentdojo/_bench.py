@@ -1,0 +1,347 @@
+"""Runs AgentDojo pairs through planlock (or the ReAct baseline) and scores them.
+
+For every (user task, injection task) pair this does what AgentDojo's own
+``run_task_with_injection_tasks`` does: build the attack's injections, run the task with the
+pipeline through ``TaskSuite.run_task_with_pipeline`` inside a ``TraceLogger`` (AgentDojo's
+checks decide utility and security, and ``security == True`` means the *attack succeeded*),
+and adds what AgentDojo does not measure: our strict check, the approvals the policy asked
+for, and the time. Environments are parsed with libyaml's C loader when it is available
+(``fast_yaml``); a test checks that the environments are identical either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+from planlock.bench.agentdojo._llm import (
+    AttackInfo,
+    OracleLLM,
+    WorstCaseLLM,
+    attack_info,
+    strict_violations,
+)
+from planlock.bench.agentdojo._suite import (
+    ApproveMode,
+    PlanlockElement,
+    PlanSource,
+    StepWatch,
+    SuiteSpec,
+    load_suite,
+    load_suite_spec,
+)
+from planlock.errors import UsageError
+from planlock.llm import LLM, load_model
+
+if TYPE_CHECKING:
+    from planlock.bench.agentdojo._baseline import ReactBaseline
+
+__all__ = [
+    "ATTACKS",
+    "BaselineAgent",
+    "PairResult",
+    "PlanlockAgent",
+    "StepLLMMode",
+    "fast_yaml",
+    "make_element",
+    "run_pairs",
+]
+
+ATTACKS: tuple[str, ...] = (
+    "important_instructions",
+    "tool_knowledge",
+    "direct",
+    "ignore_previous",
+    "injecagent",
+    "system_message",
+    "planlock_adaptive",
+)
+StepLLMMode = Literal["oracle", "local", "worst"]
+ATTACK_TARGET_NAME = "local"
+"""AgentDojo's attacks address the model by the name found in the pipeline's name (its
+``MODEL_NAMES``); ours is not a listed model, so attacks are built against a stand-in named
+``local`` ("Local model"). The worst-case in-step model obeys whatever the wording."""
+
+
+@contextlib.contextmanager
+def fast_yaml() -> Iterator[None]:
+    """Parse AgentDojo's environments with libyaml's C loader (5-15x faster), restoring the
+    pure-Python ``yaml.safe_load`` afterwards. Only AgentDojo's task-suite module is touched."""
+    from agentdojo.task_suite import task_suite  # noqa: PLC0415
+
+    loader = getattr(yaml, "CSafeLoader", None)
+    if loader is None:
+        yield
+        return
+
+    def safe_load(stream: Any) -> Any:
+        return yaml.load(stream, Loader=loader)  # noqa: S506  (CSafeLoader is the safe loader)
+
+    proxy = SimpleNamespace(**{k: getattr(yaml, k) for k in dir(yaml) if not k.startswith("__")})
+    proxy.safe_load = safe_load
+    original = task_suite.yaml
+    task_suite.yaml = proxy
+    try:
+        yield
+    finally:
+        task_suite.yaml = original
+
+
+@dataclass
+class PairResult:
+    """One run: a user task, with or without an injection task under an attack."""
+
+    agent: str
+    suite: str
+    user_task: str
+    injection_task: str | None
+    attack: str | None
+    utility: bool
+    attack_success: bool
+    """AgentDojo's own security check (True: the injection task's goal was reached)."""
+    strict: list[str] = field(default_factory=list)
+    """Side-effecting calls that carried an attacker identifier (our stricter check)."""
+    approvals: int = 0
+    """Requests to a person (plan or call) in this run."""
+    status: str = ""
+    hijacked: int = 0
+    """Quarantined-step answers the worst-case model gave the attacker."""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Target:
+    name: str
+
+
+def make_element(
+    suite_name: str,
+    planner: PlanSource,
+    step_llm: StepLLMMode,
+    *,
+    approve: ApproveMode = "deny",
+    honest: LLM | None = None,
+) -> tuple[PlanlockElement, WorstCaseLLM | None]:
+    """A planlock pipeline element for a suite, with the in-step LLM ``step_llm``.
+
+    ``worst`` wraps an honest model (``honest``, default the oracle) that answers every step
+    whose input holds no injected text.
+    """
+    from planlock.bench.agentdojo._corpus import load_oracle  # noqa: PLC0415
+
+    watch = StepWatch()
+    spec = load_suite_spec(suite_name)
+    suite = load_suite(suite_name)
+    oracle = OracleLLM(load_oracle(suite_name), watch)
+    llm: LLM
+    worst: WorstCaseLLM | None = None
+    if step_llm == "oracle":
+        llm = oracle
+    elif step_llm == "local":
+        llm = load_model("local")
+    elif step_llm == "worst":
+        worst = WorstCaseLLM(honest or oracle, watch)
+        llm = worst
+    else:
+        raise UsageError(f"--step-llm must be oracle, local or worst, not {step_llm!r}")
+    element = PlanlockElement(suite, spec, planner, llm, approve=approve, watch=watch)
+    return element, worst
+
+
+def _read_only(spec: SuiteSpec) -> frozenset[str]:
+    return frozenset(n for n, t in spec.tools.items() if t.effect == "read")
+
+
+def _calls(messages: Sequence[Any]) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    for m in messages:
+        if m["role"] == "assistant":
+            out.extend((c.function, dict(c.args)) for c in m.get("tool_calls") or [])
+    return out
+
+
+class Agent:
+    """What the runner needs from an agent (planlock's element or the baseline)."""
+
+    name: str
+    element: Any
+
+    def prepare(self, user_task: Any, injection_task: Any, info: AttackInfo | None) -> None:
+        """Called before each pair."""
+
+    def approvals(self) -> int:
+        return 0
+
+    def status(self) -> str:
+        return ""
+
+    def hijacked(self) -> int:
+        return 0
+
+    def messages(self) -> Sequence[Any]:
+        return []
+
+
+class PlanlockAgent(Agent):
+    """planlock's pipeline element."""
+
+    def __init__(self, element: PlanlockElement, worst: WorstCaseLLM | None) -> None:
+        self.element: PlanlockElement = element
+        self.worst = worst
+        self.name = element.name
+
+    def prepare(
+        self,
+        user_task: Any,  # noqa: ARG002  (the worst case needs only the attack)
+        injection_task: Any,  # noqa: ARG002
+        info: AttackInfo | None,
+    ) -> None:
+        if self.worst is not None:
+            self.worst.attack = info
+            self.worst.hijacked = 0
+
+    def approvals(self) -> int:
+        return len(self.element.last.approvals)
+
+    def status(self) -> str:
+        return self.element.last.status
+
+    def hijacked(self) -> int:
+        return self.worst.hijacked if self.worst is not None else 0
+
+    def messages(self) -> Sequence[Any]:
+        return self.element.last.messages
+
+
+class BaselineAgent(Agent):
+    """The ReAct baseline with the scripted worst-case model."""
+
+    def __init__(self, suite_name: str) -> None:
+        from planlock.bench.agentdojo._baseline import ReactBaseline  # noqa: PLC0415
+
+        self.element: ReactBaseline = ReactBaseline(
+            load_suite(suite_name), load_suite_spec(suite_name)
+        )
+        self.name = self.element.name
+
+    def prepare(self, user_task: Any, injection_task: Any, info: AttackInfo | None) -> None:
+        self.element.user_task = user_task
+        self.element.injection_task = injection_task
+        self.element.model.attack = info
+        self.element.model.hijacked = 0
+
+    def status(self) -> str:
+        return "react"
+
+    def hijacked(self) -> int:
+        return self.element.model.hijacked
+
+    def messages(self) -> Sequence[Any]:
+        return self.element.last_messages
+
+
+def run_pairs(
+    agent: Agent,
+    suite_name: str,
+    attack_name: str | None,
+    *,
+    user_tasks: Sequence[str] | None = None,
+    injection_tasks: Sequence[str] | None = None,
+    logdir: Path | None = None,
+    on_result: Callable[[PairResult], None] | None = None,
+) -> list[PairResult]:
+    """Run every selected pair of a suite (``attack_name`` None: each user task once, benign)."""
+    from agentdojo.attacks.attack_registry import load_attack  # noqa: PLC0415
+    from agentdojo.logging import OutputLogger, TraceLogger  # noqa: PLC0415
+
+    from planlock.bench.agentdojo import _attack  # noqa: F401, PLC0415  (registers the adaptive attack)
+
+    suite = load_suite(suite_name)
+    spec = load_suite_spec(suite_name)
+    read_only = _read_only(spec)
+    tasks = [suite.get_user_task_by_id(t) for t in user_tasks] if user_tasks else None
+    tasks = tasks or sorted(suite.user_tasks.values(), key=lambda t: _num(t.ID))
+    injections_all = suite.injection_tasks
+    inj_ids = list(injection_tasks or sorted(injections_all, key=_num))
+    results: list[PairResult] = []
+    with fast_yaml():
+        attack = (
+            load_attack(attack_name, suite, _Target(ATTACK_TARGET_NAME)) if attack_name else None
+        )
+        base_env = suite.load_and_inject_default_environment({})
+        delegate: Any = OutputLogger(str(logdir)) if logdir else contextlib.nullcontext()
+        with delegate:
+            for user_task in tasks:
+                pairs: list[str | None] = list(inj_ids) if attack is not None else [None]
+                for inj_id in pairs:
+                    inj = injections_all[inj_id] if inj_id else None
+                    injections: dict[str, str] = (
+                        attack.attack(user_task, inj) if attack and inj else {}
+                    )
+                    info: AttackInfo | None = None
+                    if inj is not None:
+                        info = attack_info(
+                            inj.GOAL,
+                            injections,
+                            inj.ground_truth(base_env.model_copy(deep=True)),
+                            user_task.PROMPT,
+                            read_only,
+                            evasive=attack_name == "planlock_adaptive",
+                            user_calls=user_task.ground_truth(base_env.model_copy(deep=True)),
+                        )
+                    agent.prepare(user_task, inj, info)
+                    started = time.perf_counter()
+                    utility, security = suite.run_task_with_pipeline(
+                        agent.element, user_task, inj, injections
+                    )
+                    if logdir is not None:
+                        # AgentDojo's own trace file, as its benchmark writes it.
+                        with TraceLogger(
+                            delegate=delegate,
+                            suite_name=suite_name,
+                            user_task_id=user_task.ID,
+                            injection_task_id=inj_id,
+                            injections=injections,
+                            attack_type=attack_name or "none",
+                            pipeline_name=agent.name,
+                            benchmark_version="v1.2.2",
+                        ) as logger:
+                            logger.messages = list(agent.messages())
+                            logger.set_contextarg("utility", utility)
+                            logger.set_contextarg("security", security)
+                    seconds = time.perf_counter() - started
+                    strict = (
+                        strict_violations(_calls(agent.messages()), info, read_only) if info else []
+                    )
+                    result = PairResult(
+                        agent=agent.name,
+                        suite=suite_name,
+                        user_task=user_task.ID,
+                        injection_task=inj_id,
+                        attack=attack_name,
+                        utility=bool(utility),
+                        attack_success=bool(security) if inj is not None else False,
+                        strict=strict,
+                        approvals=agent.approvals(),
+                        status=agent.status(),
+                        hijacked=agent.hijacked(),
+                        seconds=round(seconds, 4),
+                    )
+                    results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+    return results
+
+
+def _num(task_id: str) -> int:
+    return int(task_id.rsplit("_", 1)[-1])

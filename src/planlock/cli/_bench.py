@@ -1,0 +1,201 @@
+"""``planlock bench agentdojo``: the AgentDojo security benchmark (needs ``planlock[agentdojo]``).
+
+Runs each suite with no attack and under each attack, for planlock (plans from the corpus or a
+real planner; in-step LLM oracle, local or worst case) and for the ReAct baseline driven by the
+same worst-case model; prints the table and writes JSON, Markdown and the plot.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from planlock.cli._app import EXIT_USAGE, _fail, app, err, out
+from planlock.llm import load_model
+
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _count(suite: Any, attack: str | None, n_users: int | None, n_inj: int | None) -> int:
+    users = n_users or len(suite.user_tasks)
+    return users * (n_inj or len(suite.injection_tasks)) if attack else users
+
+
+@bench_app.command("agentdojo")
+def agentdojo_cmd(
+    suite: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--suite", "-s", help="Suite (repeatable) [default: every suite the corpus covers]."
+        ),
+    ] = None,
+    attack: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack",
+            "-a",
+            help="Attack (repeatable), or 'none' [default: none and every attack].",
+        ),
+    ] = None,
+    planner: Annotated[
+        str, typer.Option("--planner", help="corpus, or a model spec (local, openai:MODEL, ...).")
+    ] = "corpus",
+    step_llm: Annotated[
+        str,
+        typer.Option(
+            "--step-llm",
+            help="In-step LLM: worst (worst case; honest = oracle), oracle (ORACLE answers "
+            "from the ground truth), local (the embedded model).",
+        ),
+    ] = "worst",
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline", help="Also run the ReAct baseline.")
+    ] = True,
+    user_task: Annotated[
+        list[str] | None, typer.Option("--user-task", help="Only these user tasks.")
+    ] = None,
+    injection_task: Annotated[
+        list[str] | None, typer.Option("--injection-task", help="Only these injection tasks.")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory for agentdojo.json/.md/.png/.svg.")
+    ] = Path("benchmarks/results/agentdojo"),
+    traces: Annotated[
+        bool, typer.Option("--traces", help="Also write AgentDojo's trace file for every pair.")
+    ] = False,
+) -> None:
+    """Run AgentDojo v1.2.2 against planlock and print utility and attack success."""
+    try:
+        from planlock.bench.agentdojo import (  # noqa: PLC0415  (optional dependency, imported on use)
+            ATTACKS,
+            SUITES,
+            BaselineAgent,
+            CorpusPlanner,
+            ModelPlanner,
+            PairResult,
+            PlanlockAgent,
+            corpus_suites,
+            load_suite,
+            make_element,
+            run_pairs,
+            summarize,
+            write,
+        )
+    except ImportError as exc:
+        _fail(EXIT_USAGE, f"AgentDojo is not installed ({exc}): pip install 'planlock[agentdojo]'")
+    suites = suite or (corpus_suites() if planner == "corpus" else list(SUITES))
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        _fail(EXIT_USAGE, f"unknown suite(s) {unknown}: use {', '.join(SUITES)}")
+    uncovered = [s for s in suites if planner == "corpus" and s not in corpus_suites()]
+    if uncovered:
+        _fail(EXIT_USAGE, f"the plan corpus has no plans for {uncovered} yet: use --planner MODEL")
+    attacks: list[str | None] = [None if a == "none" else a for a in (attack or ["none", *ATTACKS])]
+    bad = [a for a in attacks if a is not None and a not in ATTACKS]
+    if bad:
+        _fail(EXIT_USAGE, f"unknown attack(s) {bad}: use none or {', '.join(ATTACKS)}")
+    if step_llm not in ("worst", "oracle", "local"):
+        _fail(EXIT_USAGE, f"--step-llm must be worst, oracle or local, not {step_llm!r}")
+    if planner == "corpus":
+        source: Any = CorpusPlanner()
+    else:
+        source = ModelPlanner(load_model(planner))
+    results: list[PairResult] = []
+    approved: list[PairResult] = []
+    total = 0
+    for s in suites:
+        st = load_suite(s)
+        n_u, n_i = len(user_task or []) or None, len(injection_task or []) or None
+        per = sum(_count(st, a, n_u, n_i) for a in attacks)
+        total += per * (2 if baseline else 1) + (
+            _count(st, None, n_u, n_i) if None in attacks else 0
+        )
+    started = time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        bar = progress.add_task("AgentDojo", total=total)
+
+        def tick(_: PairResult) -> None:
+            progress.advance(bar)
+
+        for s in suites:
+            el, worst = make_element(s, source, step_llm)  # type: ignore[arg-type]
+            agents: list[Any] = [PlanlockAgent(el, worst)]
+            if baseline:
+                agents.append(BaselineAgent(s))
+            for agent in agents:
+                for a in attacks:
+                    progress.update(bar, description=f"{agent.name[:24]} {s} {a or 'none'}")
+                    results += run_pairs(
+                        agent,
+                        s,
+                        a,
+                        user_tasks=user_task,
+                        injection_tasks=injection_task,
+                        logdir=output / "traces" if traces else None,
+                        on_result=tick,
+                    )
+            if None in attacks:
+                granted, gworst = make_element(s, source, step_llm, approve="all")  # type: ignore[arg-type]
+                progress.update(bar, description=f"planlock {s} none, person approves")
+                approved += run_pairs(
+                    PlanlockAgent(granted, gworst), s, None, user_tasks=user_task, on_result=tick
+                )
+    rows = summarize(results, approved)
+    header = (
+        f"AgentDojo v1.2.2, planner `{planner}`, in-step LLM `{step_llm}`"
+        + (" (honest fallback: ORACLE)" if step_llm == "worst" else "")
+        + ("; ORACLE answers" if step_llm == "oracle" else "")
+        + "\n"
+    )
+    table = Table(title=header.strip())
+    for col in (
+        "agent",
+        "suite",
+        "attack",
+        "pairs",
+        "utility",
+        "AgentDojo",
+        "strict",
+        "asked",
+        "if approved",
+        "s",
+    ):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.agent,
+            r.suite,
+            r.attack,
+            str(r.pairs),
+            f"{100 * r.utility:.1f}%",
+            str(r.attacks_agentdojo),
+            str(r.attacks_strict),
+            str(r.approval_runs),
+            "" if r.utility_approved is None else f"{100 * r.utility_approved:.1f}%",
+            f"{r.seconds:.1f}",
+        )
+    out.print(table)
+    meta = {
+        "benchmark": "AgentDojo v1.2.2",
+        "planner": planner,
+        "step_llm": step_llm,
+        "suites": suites,
+        "attacks": [a or "none" for a in attacks],
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": platform.platform(),
+    }
+    paths = write(output, rows, results + approved, meta, header)
+    err.print("wrote " + ", ".join(str(p) for p in paths))

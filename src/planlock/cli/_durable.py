@@ -1,0 +1,244 @@
+"""CLI for the durable engine (DBOS): ``planlock durable submit|approve|deny|adopt|runs`` and the
+``--engine dbos`` worker. Thin: every command calls ``DurableClient`` or ``DurableWorker``; the
+``dbos`` package is imported only when one of them runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio
+import typer
+
+from planlock.cli import _render
+from planlock.cli._app import (
+    EXIT_APPROVAL,
+    EXIT_USAGE,
+    InputOpt,
+    JournalOpt,
+    JsonOpt,
+    PolicyOpt,
+    ToolsOpt,
+    _fail,
+    _inputs,
+    _invalid,
+    _journal_spec,
+    _load_plan,
+    _open_journal,
+    _policy,
+    _registry,
+    app,
+    err,
+    out,
+)
+from planlock.errors import ApprovalDenied, PlanInvalid, UsageError
+from planlock.journal import Event
+
+if TYPE_CHECKING:
+    from planlock.durable import DurableClient
+
+durable_app = typer.Typer(
+    help="The durable engine (DBOS): submit runs, answer requests, adopt a dead worker's runs.",
+    no_args_is_help=True,
+)
+app.add_typer(durable_app, name="durable")
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="DBOS system database: a postgresql:// DSN or an SQLite file "
+        "[default: $PLANLOCK_DBOS_DB, else the journal's DSN, else <journal>.dbos.sqlite].",
+    ),
+]
+
+
+def db_url(db: str | None, journal: str | None) -> str:
+    from planlock.durable import system_database_url  # noqa: PLC0415  (optional dependency, imported on use)
+
+    spec = _journal_spec(journal)
+    if db is None and not os.environ.get("PLANLOCK_DBOS_DB") and isinstance(spec, str):
+        return system_database_url(spec)
+    return system_database_url(db, spec if isinstance(spec, Path) else None)
+
+
+def _client(journal: str | None, db: str | None) -> DurableClient:
+    try:
+        from planlock.durable import DurableClient  # noqa: PLC0415  (optional dependency, imported on use)
+    except ImportError:
+        _fail(
+            EXIT_USAGE,
+            "the durable engine needs the 'durable' extra: pip install planlock[durable]",
+        )
+    return DurableClient(_open_journal(journal), db_url(db, journal))
+
+
+@durable_app.command("submit")
+def submit_cmd(
+    plan: Annotated[str, typer.Argument(help="Plan file (JSON), or - for standard input.")],
+    tools: ToolsOpt,
+    input_: InputOpt = None,
+    journal: JournalOpt = None,
+    db: DbOpt = None,
+    policy: PolicyOpt = None,
+    by: Annotated[str | None, typer.Option("--as", help="Who submits [default: $USER].")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a plan and submit it to the durable engine; print the run id. A plan that needs
+    a person waits in `planlock approvals list`; an approved one goes to the workers' queue."""
+    registry = _registry(tools)
+    rules = _policy(policy, registry)
+    parsed = _load_plan(plan, as_json)
+    client = _client(journal, db)
+    try:
+
+        async def go() -> Any:
+            return await client.submit(
+                parsed,
+                registry,
+                inputs=_inputs(input_),
+                policy=rules,
+                by=by or os.environ.get("USER") or "cli",
+            )
+
+        submitted = anyio.run(go)
+    except PlanInvalid as exc:
+        _invalid(exc, as_json)
+    except ApprovalDenied as exc:
+        _fail(EXIT_APPROVAL, f"{exc} (nothing was queued to run)")
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    finally:
+        client.close()
+    if as_json:
+        print(json.dumps(submitted.__dict__))
+        return
+    print(submitted.run_id)
+    if submitted.approval_id:
+        err.print(f"waiting for approval: planlock approvals show {submitted.approval_id}")
+    else:
+        err.print("approved by policy: queued for a durable worker")
+
+
+def _decide(
+    approval_id: str, journal: str | None, db: str | None, *, approve: bool, by: str, reason: str
+) -> None:
+    client = _client(journal, db)
+    try:
+        decision = client.decide(approval_id, approve=approve, by=by, reason=reason)
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    finally:
+        client.close()
+    verb = "approved" if approve else "denied"
+    out.print(f"[green]{verb}[/] {approval_id} as {decision.by}; delivered to the durable run")
+
+
+@durable_app.command("approve")
+def approve_cmd(
+    approval_id: Annotated[str, typer.Argument(help="The approval request's id.")],
+    by: Annotated[str, typer.Option("--as", help="Who approves.")],
+    reason: Annotated[str, typer.Option(help="Why (journaled).")] = "",
+    journal: JournalOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Approve a request and send the answer to the waiting run at once (`planlock approve`
+    works too: a worker relays the answer within a fraction of a second)."""
+    _decide(approval_id, journal, db, approve=True, by=by, reason=reason)
+
+
+@durable_app.command("deny")
+def deny_cmd(
+    approval_id: Annotated[str, typer.Argument(help="The approval request's id.")],
+    by: Annotated[str, typer.Option("--as", help="Who denies.")],
+    reason: Annotated[str, typer.Option(help="Why (required, journaled).")],
+    journal: JournalOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Deny a request (for a resume request: mark the interrupted step failed)."""
+    _decide(approval_id, journal, db, approve=False, by=by, reason=reason)
+
+
+@durable_app.command("adopt")
+def adopt_cmd(
+    dead: Annotated[list[str], typer.Argument(help="Executor ids of dead workers.")],
+    journal: JournalOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Hand a dead worker's unfinished runs to the live workers (they resume from the last
+    recorded step). Only for a worker that will not come back: a restarted worker with the
+    same --id recovers its runs by itself."""
+    client = _client(journal, db)
+    try:
+        adopted = client.adopt(dead)
+    finally:
+        client.close()
+    for run_id in adopted:
+        print(run_id)
+    err.print(f"{len(adopted)} run(s) handed back to the queue")
+
+
+@durable_app.command("runs")
+def runs_cmd(journal: JournalOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """List durable runs and their status."""
+    client = _client(journal, db)
+    try:
+        runs = client.state.runs()
+    finally:
+        client.close()
+    if as_json:
+        print(json.dumps([{"run_id": r, "status": s} for r, s in runs], indent=2))
+        return
+    for run_id, status in runs:
+        out.print(f"{run_id}  {status}")
+
+
+def run_worker(
+    tools: str,
+    journal: str | None,
+    *,
+    worker_id: str | None,
+    db: str | None,
+    adopt: list[str] | None,
+    idle_exit: float | None,
+    concurrency: int | None,
+) -> None:
+    """``planlock worker --engine dbos``: run until SIGTERM / Ctrl-C (or ``--idle-exit``)."""
+    try:
+        from planlock.durable import DurableWorker, WorkerContext  # noqa: PLC0415  (optional dependency, imported on use)
+    except ImportError:
+        _fail(
+            EXIT_USAGE,
+            "the durable engine needs the 'durable' extra: pip install planlock[durable]",
+        )
+    registry = _registry(tools)
+    wid = worker_id or socket.gethostname()
+    worker = DurableWorker(
+        WorkerContext(registry, _open_journal(journal)),
+        db_url=db_url(db, journal),
+        executor_id=wid,
+        worker_concurrency=concurrency,
+    )
+
+    def show(event: Event) -> None:
+        line = _render.progress_line(event)
+        if line:
+            err.print(f"[dim]{event.run_id[-8:]}[/] {line}")
+
+    worker.context.journal.listeners.append(show)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        adopted = worker.start(adopt or [])
+        err.print(f"worker {wid}: ready (dbos); adopted {len(adopted)} run(s)")
+        worker.serve(stop=stop, idle_exit=idle_exit)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.close()
+    err.print(f"worker {wid}: stopped")

@@ -1,0 +1,268 @@
+"""CLI for the asynchronous approval gate and risk reports: submit, approvals, approve, deny,
+worker, assess. Thin: every command calls ``ApprovalQueue`` or ``assess``."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Annotated, Any
+
+import anyio
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from planlock.cli import _render
+from planlock.cli._app import (
+    EXIT_APPROVAL,
+    EXIT_USAGE,
+    InputOpt,
+    JournalOpt,
+    JsonOpt,
+    PolicyOpt,
+    ToolsOpt,
+    _fail,
+    _inputs,
+    _invalid,
+    _load_plan,
+    _open_journal,
+    _policy,
+    _registry,
+    app,
+    err,
+    out,
+)
+from planlock.errors import ApprovalDenied, PlanInvalid, UsageError
+from planlock.journal import Event
+from planlock.policy import assess
+from planlock.queue import ApprovalQueue, WebhookNotifier, parse_duration
+from planlock.validation import analyse
+
+approvals_app = typer.Typer(help="List and inspect approval requests.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+
+NotifyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--notify",
+        help="Webhook URL to post pending approvals to [default: $PLANLOCK_WEBHOOK_URL].",
+    ),
+]
+
+
+def _queue(journal: str | None, notify: str | None = None) -> ApprovalQueue:
+    url = notify or os.environ.get("PLANLOCK_WEBHOOK_URL")
+    return ApprovalQueue(_open_journal(journal), WebhookNotifier(url) if url else None)
+
+
+@app.command("assess")
+def assess_cmd(
+    plan: Annotated[str, typer.Argument(help="Plan file (JSON), or - for standard input.")],
+    tools: ToolsOpt,
+    policy: PolicyOpt = None,
+    input_: InputOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a plan's risk report: effects, what needs approval and why, untrusted data flows."""
+    registry = _registry(tools)
+    rules = _policy(policy, registry)
+    parsed = _load_plan(plan, as_json)
+    analysis = analyse(parsed, registry, inputs=_inputs(input_) if input_ else None)
+    if analysis.issues:
+        _invalid(PlanInvalid(analysis.issues), as_json)
+    report = assess(analysis, policy=rules)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        out.print(_render.report_table(report))
+
+
+@app.command("submit")
+def submit_cmd(
+    plan: Annotated[str, typer.Argument(help="Plan file (JSON), or - for standard input.")],
+    tools: ToolsOpt,
+    input_: InputOpt = None,
+    journal: JournalOpt = None,
+    policy: PolicyOpt = None,
+    expires_in: Annotated[
+        str, typer.Option(help="How long the request stays open (90s, 2h, 7d).")
+    ] = "7d",
+    by: Annotated[str | None, typer.Option("--as", help="Who submits [default: $USER].")] = None,
+    notify: NotifyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate and queue a plan for approval; print the run id. A worker runs it once approved."""
+    registry = _registry(tools)
+    rules = _policy(policy, registry)
+    parsed = _load_plan(plan, as_json)
+    queue = _queue(journal, notify)
+    try:
+        expiry = parse_duration(expires_in)
+
+        async def go() -> Any:
+            return await queue.submit(
+                parsed,
+                registry,
+                inputs=_inputs(input_),
+                policy=rules,
+                tools_spec=tools,
+                by=by or os.environ.get("USER") or "cli",
+                expires_in=expiry,
+            )
+
+        submitted = anyio.run(go)
+    except PlanInvalid as exc:
+        _invalid(exc, as_json)
+    except ApprovalDenied as exc:
+        _fail(EXIT_APPROVAL, f"{exc} (nothing was queued to run)")
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    if as_json:
+        print(json.dumps(submitted.__dict__))
+    else:
+        print(submitted.run_id)
+        if submitted.approval_id:
+            err.print(f"waiting for approval: planlock approvals show {submitted.approval_id}")
+        else:
+            err.print("nothing in this plan needs a person: approved by policy, ready for a worker")
+
+
+@approvals_app.command("list")
+def approvals_list(journal: JournalOpt = None, as_json: JsonOpt = False) -> None:
+    """List pending approval requests, oldest first."""
+    pending = _queue(journal).pending()
+    if as_json:
+        print(
+            json.dumps([{k: v for k, v in p.items() if k != "request"} for p in pending], indent=2)
+        )
+        return
+    table = Table(title=f"Pending approvals ({len(pending)})", title_justify="left")
+    for col in ("id", "run", "kind", "step", "created", "expires", "why"):
+        table.add_column(col)
+    for p in pending:
+        req = p["request"]
+        why = [r["message"] for r in req.get("reasons", [])] or [
+            r["message"] for s in req["report"]["steps"] for r in s["reasons"]
+        ]
+        table.add_row(
+            p["id"],
+            p["run_id"],
+            p["kind"],
+            p["step_id"] or "",
+            p["created_at"],
+            p["expires_at"] or "",
+            Text("; ".join(why)),
+        )
+    out.print(table)
+
+
+@approvals_app.command("show")
+def approvals_show(
+    approval_id: Annotated[str, typer.Argument(help="The approval request's id.")],
+    journal: JournalOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one approval request: the plan, its risk report, and for a call the exact arguments."""
+    try:
+        item = _queue(journal).get(approval_id)
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    if as_json:
+        print(json.dumps(item, indent=2))
+        return
+    out.print(_render.stored_request(item))
+
+
+def _decide(approval_id: str, journal: str | None, *, approve: bool, by: str, reason: str) -> None:
+    try:
+        decision = _queue(journal).decide(approval_id, approve=approve, by=by, reason=reason)
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    verb = "approved" if approve else "denied"
+    out.print(f"[green]{verb}[/] {approval_id} as {decision.by} (plan {decision.plan_hash[:12]})")
+
+
+@app.command("approve")
+def approve_cmd(
+    approval_id: Annotated[str, typer.Argument(help="The approval request's id.")],
+    by: Annotated[str, typer.Option("--as", help="Who approves.")],
+    reason: Annotated[str, typer.Option(help="Why (journaled).")] = "",
+    journal: JournalOpt = None,
+) -> None:
+    """Approve a pending request: single use, bound to the plan hash (and a call's arguments)."""
+    _decide(approval_id, journal, approve=True, by=by, reason=reason)
+
+
+@app.command("deny")
+def deny_cmd(
+    approval_id: Annotated[str, typer.Argument(help="The approval request's id.")],
+    by: Annotated[str, typer.Option("--as", help="Who denies.")],
+    reason: Annotated[str, typer.Option(help="Why (required, journaled).")],
+    journal: JournalOpt = None,
+) -> None:
+    """Deny a pending request, with a reason."""
+    _decide(approval_id, journal, approve=False, by=by, reason=reason)
+
+
+@app.command("worker")
+def worker_cmd(
+    tools: ToolsOpt,
+    journal: JournalOpt = None,
+    worker_id: Annotated[
+        str | None, typer.Option("--id", help="Stable worker id [default: host:pid].")
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run what is approved now, then exit.")
+    ] = False,
+    idle_exit: Annotated[
+        float | None, typer.Option("--idle-exit", help="Exit after this many idle seconds.")
+    ] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between checks of the queue.")] = 0.5,
+    notify: NotifyOpt = None,
+    engine: Annotated[
+        str, typer.Option(help="queue (the approval queue) or dbos (durable: docs/durable.md).")
+    ] = "queue",
+    db: Annotated[
+        str | None, typer.Option(help="With --engine dbos: the DBOS system database.")
+    ] = None,
+    adopt: Annotated[
+        list[str] | None,
+        typer.Option(help="With --engine dbos: take over this dead worker id's runs."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="With --engine dbos: most runs at once on this worker.")
+    ] = None,
+) -> None:
+    """Execute approved runs, each exactly once; wait at run-time approvals."""
+    if engine == "dbos":
+        from planlock.cli._durable import run_worker  # noqa: PLC0415
+
+        run_worker(
+            tools,
+            journal,
+            worker_id=worker_id,
+            db=db,
+            adopt=adopt,
+            idle_exit=idle_exit,
+            concurrency=concurrency,
+        )
+        return
+    if engine != "queue":
+        _fail(EXIT_USAGE, f"unknown engine {engine!r} (use queue or dbos)")
+    registry = _registry(tools)
+    queue = _queue(journal, notify)
+    wid = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+    def show(event: Event) -> None:
+        line = _render.progress_line(event)
+        if line:
+            err.print(f"[dim]{event.run_id[-8:]}[/] {line}")
+
+    queue.journal.listeners.append(show)
+
+    async def go() -> int:
+        return await queue.work(registry, wid, poll=poll, once=once, idle_exit=idle_exit)
+
+    done = anyio.run(go)
+    err.print(f"worker {wid}: {done} run(s) executed")

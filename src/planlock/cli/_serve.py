@@ -1,0 +1,89 @@
+"""``planlock serve``: the HTTP approval service and its web page (extra ``planlock[server]``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from planlock.cli._app import (
+    EXIT_USAGE,
+    JournalOpt,
+    PolicyOpt,
+    ToolsOpt,
+    _fail,
+    _model,
+    _open_journal,
+    _policy,
+    _registry,
+    app,
+    err,
+)
+from planlock.errors import UsageError
+
+
+@app.command("serve")
+def serve_cmd(
+    tools: ToolsOpt,
+    tokens: Annotated[
+        Path,
+        typer.Option(
+            "--tokens", help="Token file (TOML or JSON): [users.NAME] roles and token_sha256."
+        ),
+    ],
+    journal: JournalOpt = None,
+    policy: PolicyOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Workers executing approved runs in the server (0: use `planlock worker`).",
+            min=0,
+        ),
+    ] = 1,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Planner model for submitted goals, and for the plans' llm steps "
+            "(local, openai:MODEL[@URL], anthropic:MODEL) [default: goals are refused].",
+        ),
+    ] = None,
+    allow_self_approval: Annotated[
+        bool,
+        typer.Option(
+            "--allow-self-approval",
+            help="Let an approver approve a run they submitted (default: refused).",
+        ),
+    ] = False,
+) -> None:
+    """Serve the HTTP API and the approval page (bearer tokens with roles)."""
+    try:
+        import uvicorn  # noqa: PLC0415  (optional extra)
+
+        from planlock.server import QueueEngine, ServerConfig, TokenStore, create_app  # noqa: PLC0415  (optional dependency, imported on use)
+    except ImportError as exc:
+        _fail(
+            EXIT_USAGE,
+            f"planlock serve needs the server extra: pip install 'planlock[server]' ({exc})",
+        )
+    registry = _registry(tools)
+    rules = _policy(policy, registry)
+    try:
+        store = TokenStore.load(tokens)
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    llm = _model(model) if model else None
+    engine = QueueEngine(_open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm)
+    config = ServerConfig(allow_self_approval=allow_self_approval, planner=llm, workers=workers)
+    api = create_app(engine, store, config)
+    err.print(
+        f"planlock serve: http://{host}:{port}/ ({len(store)} token(s), {workers} worker(s))",
+        highlight=False,
+    )
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="warning", lifespan="on")
+    finally:
+        engine.close()

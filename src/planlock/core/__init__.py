@@ -1,0 +1,73 @@
+"""planlock.core: the plan model: plans, steps, references, compiled argument templates, schema
+helpers, canonical JSON.
+"""
+
+from planlock.core._issue import Issue
+from planlock.core._plan import (
+    ANY_ITEM,
+    ITEM,
+    ITEM_NUMBER,
+    MAX_ITEMS_CAP,
+    STEP_ID_PATTERN,
+    Plan,
+    Ref,
+    Step,
+    canonical_json,
+    find_placeholders,
+    normalize_path,
+    sha256_hex,
+    split_interpolation,
+    whole_placeholder,
+)
+from planlock.core._schema import accepts_types, at_path, types_of
+from planlock.core._template import (
+    PLAN_SOURCE,
+    Arr,
+    Interp,
+    Lit,
+    Obj,
+    Sources,
+    Template,
+    Unresolvable,
+    Whole,
+    compile_value,
+    refs_of,
+    render,
+    resolve,
+    walk_path,
+)
+
+__all__ = [
+    "ANY_ITEM",
+    "ITEM",
+    "ITEM_NUMBER",
+    "MAX_ITEMS_CAP",
+    "PLAN_SOURCE",
+    "STEP_ID_PATTERN",
+    "Arr",
+    "Interp",
+    "Issue",
+    "Lit",
+    "Obj",
+    "Plan",
+    "Ref",
+    "Sources",
+    "Step",
+    "Template",
+    "Unresolvable",
+    "Whole",
+    "accepts_types",
+    "at_path",
+    "canonical_json",
+    "compile_value",
+    "find_placeholders",
+    "normalize_path",
+    "refs_of",
+    "render",
+    "resolve",
+    "sha256_hex",
+    "split_interpolation",
+    "types_of",
+    "walk_path",
+    "whole_placeholder",
+]

@@ -1,0 +1,291 @@
+"""The plan: steps, placeholders, parsing of the seed and canonical forms, canonical JSON, hash.
+
+A plan is data. Parsing checks its *structure* (and reports every structural problem with its
+JSON path); checking it against a tool registry is the validator's job (``_validate``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from planlock.core._issue import Issue
+from planlock.errors import PlanInvalid
+
+__all__ = ["Plan", "Ref", "Step", "canonical_json", "sha256_hex"]
+
+STEP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_SEGMENT = r"[A-Za-z0-9_-]+"
+_PATH_SEGMENT = rf"(?:{_SEGMENT}|\*)"
+_PLACEHOLDER = re.compile(r"(?<!\\)\{\{\s*(.*?)\s*\}\}")
+_OPEN = re.compile(r"(?<!\\)\{\{")
+ESCAPED_OPEN = "\\{{"
+"""A literal ``{{`` in a string argument is written ``\\{{`` (``"\\\\{{"`` in JSON)."""
+_REF_BODY = re.compile(rf"^{_SEGMENT}(\.{_PATH_SEGMENT})*$")
+_BRACKET = re.compile(r"\.?\[(\*|\d+)\]")
+ANY_ITEM = "*"
+"""A path segment standing for every item of a list (``items.*.id``, written ``items[*].id``)."""
+ITEM = "item"
+"""The loop variable of a ``for_each`` step: ``{{item}}``, ``{{item.field}}``."""
+ITEM_NUMBER = "item_number"
+"""The 1-based position of the current item in a ``for_each`` step: ``{{item_number}}``."""
+MAX_ITEMS_CAP = 100
+"""The largest ``max_items`` a ``for_each`` step may declare."""
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no insignificant whitespace: the form that is hashed."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A parsed placeholder: a trusted input (``{{user.email}}``, ``{{input.user.email}}``)
+    or a step's output (``{{steps.2.output.items.0.id}}``)."""
+
+    source: Literal["step", "input", "item"]
+    """Where the value comes from (``item``: the current item of a ``for_each`` step)."""
+    name: str
+    """The step id, or the input's name."""
+    path: tuple[str, ...]
+    """Keys (or list indexes, written as digits) into the value."""
+    text: str
+    """The placeholder as written, without braces."""
+
+    @property
+    def label(self) -> str:
+        """A provenance label: ``input:user`` or ``step:2``."""
+        return f"{self.source}:{self.name}"
+
+    @property
+    def projects(self) -> bool:
+        """Whether the path holds ``*`` (the value is the list of every item's value)."""
+        return ANY_ITEM in self.path
+
+
+def normalize_path(text: str) -> str:
+    """``a[*].b`` and ``[0].b`` written as dotted segments: ``a.*.b``, ``0.b``."""
+    out = _BRACKET.sub(lambda m: "." + m.group(1), text)
+    return out[1:] if out.startswith(".") and text.startswith("[") else out
+
+
+def parse_ref(body: str) -> Ref | str:
+    """Parse a placeholder body; return the Ref, or a message saying why it is malformed."""
+    text = body
+    body = normalize_path(body)
+    if not _REF_BODY.match(body):
+        return f"malformed placeholder '{{{{{text}}}}}': segments are letters, digits, '_' or '-'"
+    parts = body.split(".")
+    if parts[0] == ITEM:
+        return Ref("item", ITEM, tuple(parts[1:]), text)
+    if parts[0] == ITEM_NUMBER:
+        if len(parts) > 1:
+            return (
+                f"malformed placeholder '{{{{{text}}}}}': {ITEM_NUMBER} is a number, with no path"
+            )
+        return Ref("item", ITEM_NUMBER, (), text)
+    if parts[0] == "steps":
+        if len(parts) < 3 or parts[2] != "output":
+            return f"malformed placeholder '{{{{{body}}}}}': expected steps.<id>.output[.<path>]"
+        return Ref("step", parts[1], tuple(parts[3:]), text)
+    if ANY_ITEM in parts[:2]:
+        return f"malformed placeholder '{{{{{text}}}}}': '*' stands for list items in a path"
+    if parts[0] == "input":
+        if len(parts) < 2:
+            return f"malformed placeholder '{{{{{text}}}}}': expected input.<name>[.<path>]"
+        return Ref("input", parts[1], tuple(parts[2:]), text)
+    return Ref("input", parts[0], tuple(parts[1:]), text)
+
+
+def find_placeholders(text: str) -> list[Ref | str]:
+    """Every placeholder in ``text`` (Refs, or messages for malformed ones)."""
+    found: list[Ref | str] = [parse_ref(m.group(1)) for m in _PLACEHOLDER.finditer(text)]
+    rest = _PLACEHOLDER.sub("", text)
+    if _OPEN.search(rest):
+        found.append("unbalanced '{{' in a string argument (write a literal '{{' as '\\{{')")
+    return found
+
+
+def unescape(text: str) -> str:
+    """Literal text of a string argument: ``\\{{`` becomes ``{{``."""
+    return text.replace(ESCAPED_OPEN, "{{")
+
+
+def whole_placeholder(text: str) -> str | None:
+    """The body if ``text`` is exactly one placeholder (so the value keeps its type)."""
+    matches = list(_PLACEHOLDER.finditer(text))
+    if len(matches) == 1 and matches[0].span() == (0, len(text)):
+        return matches[0].group(1)
+    return None
+
+
+def split_interpolation(text: str) -> list[str | Ref]:
+    """Split a string into literal parts and Refs. Assumes placeholders were validated."""
+    parts: list[str | Ref] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(text):
+        if m.start() > pos:
+            parts.append(unescape(text[pos : m.start()]))
+        ref = parse_ref(m.group(1))
+        parts.append(ref if isinstance(ref, Ref) else m.group(0))
+        pos = m.end()
+    if pos < len(text):
+        parts.append(unescape(text[pos:]))
+    return parts
+
+
+StepId = Annotated[str, Field(pattern=STEP_ID_PATTERN)]
+
+
+class Step(BaseModel):
+    """One tool call in a plan."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    id: StepId = Field(alias="step")
+    """Unique id of the step; the seed's integers are accepted and kept as strings."""
+    tool: str = Field(min_length=1)
+    """Name of the tool to call, from the registry (or the built-in ``llm``)."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Arguments; any string may hold ``{{...}}`` placeholders."""
+    checkpoint: bool = False
+    """After this step, the remaining plan is reviewed (adaptive replanning)."""
+    after: tuple[StepId, ...] = ()
+    """Explicit dependencies, in addition to those derived from placeholders."""
+    for_each: str | None = None
+    """A whole placeholder naming a list (``{{steps.1.output.items}}``): the step's tool runs
+    once per item, with ``{{item}}`` / ``{{item.<path>}}`` in its arguments; its output is the
+    list of every iteration's output. Data decides how many times, never which tool."""
+    max_items: int | None = Field(default=None, ge=1)
+    """Required with ``for_each``: a list longer than this fails the step before any iteration
+    runs (nothing is silently dropped)."""
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _int_ids(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        return v
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _int_afters(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        return v
+
+
+class Plan(BaseModel):
+    """A complete plan: the canonical object form.
+
+    The seed's form, a bare JSON array of ``{"step", "tool", "args"}``, parses to the same model.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    """Format version."""
+    goal: str | None = None
+    """The goal the plan serves (trusted: it comes from the user)."""
+    steps: tuple[Step, ...]
+    """The steps. Order is for display; execution order comes from dependencies."""
+
+    @classmethod
+    def parse(cls, data: str | bytes | list[Any] | dict[str, Any]) -> Plan:
+        """Parse JSON text or decoded JSON in either form. Raises PlanInvalid with every issue."""
+        if isinstance(data, str | bytes):
+            try:
+                data = json.loads(data, parse_constant=_reject_constant)
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+                raise PlanInvalid(
+                    [Issue("not_json", "$", f"plan is not valid JSON: {exc}")]
+                ) from None
+        prefix = "$"
+        if isinstance(data, list):
+            data = {"steps": data}
+            prefix = "$seed"
+        if not isinstance(data, dict):
+            msg = f"a plan is a JSON array of steps or an object, not {type(data).__name__}"
+            raise PlanInvalid([Issue("malformed", "$", msg)])
+        try:
+            plan = cls.model_validate(data)
+        except ValidationError as exc:
+            issues = [
+                Issue("malformed", _error_path(prefix, tuple(e["loc"])), _error_message(e))
+                for e in exc.errors(include_url=False)
+            ]
+            raise PlanInvalid(issues) from None
+        try:
+            plan.canonical_json().encode()  # what .hash needs: finite numbers, encodable text
+        except ValueError as exc:  # includes UnicodeEncodeError
+            msg = f"plan cannot be written as canonical JSON: {exc}"
+            raise PlanInvalid([Issue("malformed", "$", msg)]) from None
+        return plan
+
+    def canonical(self) -> dict[str, Any]:
+        """The canonical object form as plain JSON data."""
+        return {
+            "version": self.version,
+            "goal": self.goal,
+            "steps": [
+                {
+                    "id": s.id,
+                    "tool": s.tool,
+                    "args": s.args,
+                    "checkpoint": s.checkpoint,
+                    "after": list(s.after),
+                    # Loop fields only when set, so the hashes of plans without loops stay.
+                    **(
+                        {"for_each": s.for_each, "max_items": s.max_items}
+                        if s.for_each is not None or s.max_items is not None
+                        else {}
+                    ),
+                }
+                for s in self.steps
+            ],
+        }
+
+    def canonical_json(self) -> str:
+        return canonical_json(self.canonical())
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the canonical JSON: what an approval binds to (R7)."""
+        return sha256_hex(self.canonical_json())
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _error_path(prefix: str, loc: tuple[Any, ...]) -> str:
+    path = "$"
+    rest = loc
+    if prefix == "$seed" and loc[:1] == ("steps",):
+        rest = loc[1:]
+    elif loc:
+        path, rest = f"$.{loc[0]}", loc[1:]
+    for part in rest:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _error_message(err: Any) -> str:
+    if err["type"] == "missing":
+        return f"'{err['loc'][-1]}' is required"
+    if err["type"] == "extra_forbidden":
+        return f"unknown field '{err['loc'][-1]}'"
+    if err["type"] == "string_pattern_mismatch":
+        return "a step id is 1-64 letters, digits, '_' or '-'"
+    return str(err["msg"])

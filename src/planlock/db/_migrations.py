@@ -1,0 +1,153 @@
+"""Every table planlock keeps, as one list of named, forward-only migrations.
+
+A migration is portable SQL, or one script per dialect where the two differ (the journal's
+append-only triggers). ``migrate`` applies, in one transaction, the ones a database has not
+recorded in its ``migrations`` table; several processes opening one database at once apply
+each migration exactly once.
+
+The tables:
+
+- ``events``: the journal (append-only, hash-chained; see ``planlock.journal``);
+- ``runs``, ``approvals``: the approval queue's working state (``planlock.queue``);
+- ``durable_runs``, ``durable_starts``, ``durable_deliveries``: the durable engine's
+  (``planlock.durable``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from planlock.db._connect import Database, Dialect
+
+__all__ = ["MIGRATIONS", "Migration", "migrate"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str | dict[Dialect, str]
+
+    def script(self, dialect: Dialect) -> str:
+        return self.sql if isinstance(self.sql, str) else self.sql[dialect]
+
+
+_EVENTS = """
+        CREATE TABLE events (
+            seq {seq_type} PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            at TEXT NOT NULL,
+            data TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX events_run ON events (run_id, seq);
+"""
+
+_QUEUE = """
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            plan TEXT NOT NULL,
+            plan_hash TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            tools TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            status TEXT NOT NULL,
+            submitted_by TEXT NOT NULL,
+            submitted_at TEXT NOT NULL,
+            claimed_by TEXT,
+            claimed_at TEXT,
+            finished_at TEXT
+        );
+        CREATE INDEX runs_status ON runs (status, submitted_at);
+        CREATE TABLE approvals (
+            id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            plan_hash TEXT NOT NULL,
+            step_id TEXT,
+            args_hash TEXT,
+            request TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            decided_by TEXT,
+            decided_via TEXT,
+            decided_at TEXT,
+            reason TEXT,
+            used_at TEXT
+        );
+        CREATE INDEX approvals_status ON approvals (status, created_at);
+        CREATE INDEX approvals_run ON approvals (run_id);
+"""
+
+# IF NOT EXISTS: before this migration existed, the durable engine created its tables itself.
+_DURABLE = """
+        CREATE TABLE IF NOT EXISTS durable_runs (
+            run_id TEXT PRIMARY KEY,
+            plan TEXT NOT NULL,
+            plan_hash TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            approval_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            submitted_by TEXT NOT NULL,
+            submitted_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS durable_starts (
+            key TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            round INTEGER NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS durable_deliveries (
+            approval_id TEXT PRIMARY KEY,
+            at TEXT NOT NULL
+        );
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "0001_events",
+        {
+            "sqlite": _EVENTS.format(seq_type="INTEGER")
+            + """
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+""",
+            "postgresql": _EVENTS.format(seq_type="BIGINT")
+            + """
+        CREATE FUNCTION planlock_append_only() RETURNS trigger LANGUAGE plpgsql AS
+            'BEGIN RAISE EXCEPTION ''the journal is append-only''; END';
+        CREATE TRIGGER events_no_update BEFORE UPDATE OR DELETE ON events
+            FOR EACH ROW EXECUTE FUNCTION planlock_append_only();
+        CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+            FOR EACH STATEMENT EXECUTE FUNCTION planlock_append_only();
+""",
+        },
+    ),
+    Migration("0002_queue", _QUEUE),
+    Migration("0003_durable", _DURABLE),
+)
+
+
+def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
+    """Apply the migrations ``db`` has not recorded; return their names."""
+    applied: list[str] = []
+    with db.tx():
+        db.serialize("migrate")
+        db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, at TEXT)")
+        done = {r[0] for r in db.execute("SELECT name FROM migrations").fetchall()}
+        for m in migrations:
+            if m.name not in done:
+                db.script(m.script(db.dialect))
+                db.execute(
+                    "INSERT INTO migrations VALUES (?, ?)", (m.name, datetime.now(UTC).isoformat())
+                )
+                applied.append(m.name)
+    return applied

@@ -1,0 +1,290 @@
+"""Submitting to, answering, running and adopting durable runs (the DBOS engine's front half).
+
+``DurableClient`` works from any process (it talks to the system database through
+``DBOSClient``): it submits runs, answers approval requests and hands decided requests to DBOS:
+an approved plan is enqueued on the ``planlock-runs`` queue (workflow id = run id, so a second
+hand-over is a no-op), a call or resume answer is ``send`` to the run's workflow with the request
+id as topic and idempotency key. ``DurableWorker`` is one worker process: a DBOS executor with a
+stable id that dequeues runs, recovers its own runs on restart, relays answers given with the
+plain ``planlock approve/deny``, and can adopt a dead worker's runs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dbos import DBOS, DBOSClient, DBOSConfig, DBOSPortableJSONSerializer, EnqueueOptions
+from dbos._utils import INTERNAL_QUEUE_NAME
+
+from planlock.agent import prepare, recorder
+from planlock.approval import Decision
+from planlock.core import Plan
+from planlock.durable._state import DurableState, StoredApproval
+from planlock.durable._workflow import (
+    APP_NAME,
+    APP_VERSION,
+    QUEUE_NAME,
+    WORKFLOW_NAME,
+    WorkerContext,
+    install,
+)
+from planlock.errors import UsageError
+from planlock.journal import Journal
+from planlock.policy import Policy
+from planlock.queue import ApprovalQueue, Submitted
+from planlock.tools import ToolRegistry
+
+__all__ = [
+    "DurableClient",
+    "DurableWorker",
+    "dbos_config",
+    "system_database_url",
+    "system_schema",
+]
+
+
+def system_database_url(db: str | None, journal_path: Path | None = None) -> str:
+    """The DBOS system database: a PostgreSQL DSN, an SQLite URL, or a file path (SQLite).
+    Default: ``$PLANLOCK_DBOS_DB``, else ``<journal>.dbos.sqlite`` beside the journal."""
+    db = db or os.environ.get("PLANLOCK_DBOS_DB")
+    if not db:
+        base = journal_path or Path(os.environ.get("PLANLOCK_JOURNAL", "planlock.db"))
+        return f"sqlite:///{base.resolve().with_suffix('.dbos.sqlite')}"
+    if db.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + db.split("://", 1)[1]
+    if "://" in db:
+        return db
+    return f"sqlite:///{Path(db).resolve()}"
+
+
+def system_schema() -> str:
+    """The schema of DBOS's tables in PostgreSQL: ``$PLANLOCK_DBOS_SCHEMA``, else ``dbos``."""
+    return os.environ.get("PLANLOCK_DBOS_SCHEMA", "dbos")
+
+
+def dbos_config(url: str, executor_id: str) -> DBOSConfig:
+    return {
+        "name": APP_NAME,
+        "system_database_url": url,
+        "application_version": APP_VERSION,
+        "executor_id": executor_id,
+        "serializer": DBOSPortableJSONSerializer(),
+        "dbos_system_schema": system_schema(),
+        "log_level": os.environ.get("PLANLOCK_DBOS_LOG_LEVEL", "WARNING"),
+        "notification_listener_polling_interval_sec": 0.02,
+        "notification_coalesce_sec": 0.005,
+    }
+
+
+class DurableClient:
+    """Submit durable runs and answer their requests, from any process."""
+
+    def __init__(self, journal: Journal, db_url: str) -> None:
+        self.journal = journal
+        self.db_url = db_url
+        self.state = DurableState(journal)
+        self._client: DBOSClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> DBOSClient:
+        with self._lock:
+            if self._client is None:
+                # A client may come before any worker ever launched: create the tables.
+                DBOS.migrate(self.db_url, schema=system_schema())
+                self._client = DBOSClient(
+                    system_database_url=self.db_url,
+                    dbos_system_schema=system_schema(),
+                    serializer=DBOSPortableJSONSerializer(),
+                    application_name=APP_NAME,
+                )
+            return self._client
+
+    async def submit(
+        self,
+        plan: Plan,
+        registry: ToolRegistry,
+        *,
+        inputs: dict[str, Any] | None = None,
+        policy: Policy | None = None,
+        by: str = "cli",
+    ) -> Submitted:
+        """Validate and assess now (raises PlanInvalid / ApprovalDenied); store the run and, when
+        the policy needs no person, enqueue it at once."""
+        if any(getattr(s, "for_each", None) for s in plan.steps):
+            raise UsageError("the durable engine does not run for_each steps yet")
+        policy = policy or Policy()
+        prepared = await prepare(plan, registry, self.journal, inputs=inputs, policy=policy)
+        record = recorder(self.journal, prepared.run_id)
+        request = prepared.plan_request()
+        approval_id = f"{prepared.run_id}.plan"
+        needs = prepared.report.needs_person
+        payload = {
+            "run_id": prepared.run_id,
+            "plan": plan.canonical(),
+            "plan_hash": plan.hash,
+            "inputs": prepared.inputs,
+            "policy": policy.model_dump(mode="json"),
+        }
+        status = "pending_approval" if needs else "approved"
+        self.state.add_run(payload, approval_id, status, by)
+        grant = None if needs else request.approve("policy", "auto", "nothing needs a person")
+        stored = {**request.to_json(), "id": approval_id}
+        self.state.add_approval(
+            approval_id, prepared.run_id, "plan", plan.hash, stored, decided=grant
+        )
+        if grant is None:
+            await record(
+                "approval_requested",
+                {
+                    "kind": "plan",
+                    "id": approval_id,
+                    "plan_hash": plan.hash,
+                    "needs_approval": [s.to_json() for s in prepared.report.needs_plan_approval],
+                    "call_approvals": [s.step_id for s in prepared.report.call_approvals],
+                },
+            )
+        else:
+            await record("approval_granted", {**grant.to_json(), "id": approval_id})
+        await record(
+            "run_queued",
+            {"status": status, "approval_id": approval_id, "by": by, "engine": "dbos"},
+        )
+        if grant is not None:
+            self.deliver_pending()
+        return Submitted(prepared.run_id, status, approval_id if needs else None)
+
+    def decide(
+        self, approval_id: str, *, approve: bool, by: str, reason: str = "", via: str = "cli"
+    ) -> Decision:
+        """Answer a pending request (journaled, single use) and hand it to DBOS now."""
+        decision = ApprovalQueue(self.journal).decide(
+            approval_id, approve=approve, by=by, reason=reason, via=via
+        )
+        self.deliver_pending()
+        return decision
+
+    def deliver_pending(self) -> int:
+        """Hand every decided, undelivered request of a durable run to DBOS; how many."""
+        items = self.state.undelivered()
+        for item in items:
+            self._deliver(item)
+        return len(items)
+
+    def _deliver(self, item: StoredApproval) -> None:
+        if item.kind == "plan":
+            if item.decision.approved:
+                run = self.state.run(item.run_id)
+                assert run is not None
+                payload = {k: run[k] for k in ("run_id", "plan", "plan_hash", "inputs", "policy")}
+                payload |= {"approval_id": item.id, "grant": item.decision.to_json()}
+                options: EnqueueOptions = {
+                    "queue_name": QUEUE_NAME,
+                    "workflow_name": WORKFLOW_NAME,
+                    "workflow_id": item.run_id,
+                    "app_version": APP_VERSION,
+                }
+                self.client.enqueue(options, payload)
+                self.state.set_status(item.run_id, "queued")
+            else:
+                self.state.set_status(item.run_id, "denied")
+        else:
+            self.client.send(
+                item.run_id, item.decision.to_json(), item.id, idempotency_key=f"planlock:{item.id}"
+            )
+        self.state.mark_delivered(item.id)
+
+    def adopt(self, dead: Sequence[str]) -> list[str]:
+        """Hand the unfinished runs of dead workers (by executor id) back to the queue, where any
+        live worker takes them; the runs resume from their last recorded step."""
+        sys_db = self.client._sys_db  # noqa: SLF001 (no public adopt in DBOSClient 3.4)
+        adopted: list[str] = []
+        for executor in dead:
+            pending = sys_db.get_pending_workflows(executor, APP_VERSION)
+            adopted.extend(
+                p.workflow_id
+                for p in pending
+                if sys_db.reenqueue_for_recovery(p.workflow_id, [executor], INTERNAL_QUEUE_NAME)
+            )
+        return adopted
+
+    def result(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait for a run's workflow to finish and return its summary."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.client.retrieve_workflow(run_id).get_status()
+            if status.status in ("SUCCESS", "ERROR", "CANCELLED"):
+                return dict(status.output or {"status": status.status.lower()})
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} is still {status.status}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.destroy()
+        self.state.close()
+
+
+class DurableWorker:
+    """One worker process on the DBOS engine (``planlock worker --engine dbos``)."""
+
+    def __init__(
+        self,
+        context: WorkerContext,
+        *,
+        db_url: str,
+        executor_id: str,
+        worker_concurrency: int | None = None,
+    ) -> None:
+        self.context = context
+        self.db_url = db_url
+        self.executor_id = executor_id
+        self.worker_concurrency = worker_concurrency
+        self.client = DurableClient(context.journal, db_url)
+        self._launched = False
+
+    def start(self, adopt: Sequence[str] = ()) -> list[str]:
+        """Launch DBOS (which recovers this executor's unfinished runs), listen to the queue,
+        and adopt the runs of the dead executors named in ``adopt``."""
+        install(self.context)
+        DBOS(config=dbos_config(self.db_url, self.executor_id))
+        DBOS.launch()
+        self._launched = True
+        DBOS.register_queue(
+            QUEUE_NAME,
+            worker_concurrency=self.worker_concurrency,
+            polling_interval_sec=0.05,
+            on_conflict="always_update",
+        )
+        return self.client.adopt(adopt) if adopt else []
+
+    def serve(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        idle_exit: float | None = None,
+        poll: float = 0.1,
+    ) -> None:
+        """Relay answers to DBOS until ``stop`` is set, or until no durable run is unfinished
+        for ``idle_exit`` seconds."""
+        stop = stop or threading.Event()
+        idle_since = time.monotonic()
+        while not stop.is_set():
+            self.client.deliver_pending()
+            if idle_exit is not None:
+                if self.context.state.pending_count():
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= idle_exit:
+                    return
+            stop.wait(poll)
+
+    def close(self) -> None:
+        if self._launched:
+            DBOS.destroy(workflow_completion_timeout_sec=0)
+            self._launched = False
+        self.client.close()

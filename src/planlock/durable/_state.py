@@ -1,0 +1,287 @@
+"""The durable engine's working state beside the journal, and its once-only journal recorder.
+
+Three small tables live in the journal's database (SQLite file or PostgreSQL, through
+``planlock.db``), next to the approval queue's ``approvals`` table, which durable runs share so that
+``planlock approvals list`` shows their requests and ``planlock approve/deny`` answers them:
+
+- ``durable_runs``: what was submitted to the durable engine and where it stands;
+- ``durable_starts``: one row per attempt to run a non-repeatable step, committed *before* the
+  tool is called. A row without a recorded DBOS result is how a restart knows the call may have
+  happened (R11);
+- ``durable_deliveries``: decided approvals already handed to DBOS (enqueue or ``send``).
+
+DBOS runs a workflow body again on recovery, so journal events are written through
+``OnceRecorder``: each event has a key (a step event by kind and step, an approval event by its
+request id, any other by its content) and an event whose key the run already has is not written
+again. The chain stays one unbroken, verifiable sequence, with no event lost or doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from planlock.approval import Approved, Decision, Denied, now_iso
+from planlock.core import canonical_json, sha256_hex
+from planlock.db import Database
+from planlock.journal import Journal, database_of
+
+__all__ = ["DurableState", "OnceRecorder", "StoredApproval", "decision_from_json", "event_key"]
+
+_FINAL = ("succeeded", "failed", "denied", "refused", "rejected")
+
+
+@dataclass(frozen=True)
+class StoredApproval:
+    """A decided approval request of a durable run, ready to hand to DBOS."""
+
+    id: str
+    run_id: str
+    kind: str
+    """``plan``, ``call`` or ``resume``."""
+    status: str
+    """``approved``, ``denied``, ``expired`` or ``used``."""
+    decision: Decision
+
+
+class DurableState:
+    """The durable engine's tables in the journal's database."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._db: Database = database_of(journal.store)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def add_run(self, payload: dict[str, Any], approval_id: str, status: str, by: str) -> None:
+        now = now_iso()
+        with self._lock, self._db.tx() as db:
+            db.execute(
+                "INSERT INTO durable_runs (run_id, plan, plan_hash, inputs, policy, approval_id, "
+                "status, submitted_by, submitted_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    payload["run_id"],
+                    canonical_json(payload["plan"]),
+                    payload["plan_hash"],
+                    json.dumps(payload["inputs"]),
+                    json.dumps(payload["policy"]),
+                    approval_id,
+                    status,
+                    by,
+                    now,
+                    now,
+                ),
+            )
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """A durable run's stored row (plan, inputs and policy parsed), or None."""
+        with self._lock, self._db.tx() as db:
+            row = db.execute(
+                "SELECT run_id, plan, plan_hash, inputs, policy, approval_id, status, "
+                "submitted_by, submitted_at, updated_at FROM durable_runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        keys = ("run_id", "plan", "plan_hash", "inputs", "policy", "approval_id", "status")
+        out = dict(zip(keys, row[:7], strict=True))
+        for k in ("plan", "inputs", "policy"):
+            out[k] = json.loads(out[k])
+        out.update(submitted_by=row[7], submitted_at=row[8], updated_at=row[9])
+        return out
+
+    def runs(self) -> list[tuple[str, str]]:
+        """``(run_id, status)`` of every durable run, oldest first."""
+        with self._lock, self._db.tx() as db:
+            rows = db.execute(
+                "SELECT run_id, status FROM durable_runs ORDER BY submitted_at, run_id"
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def set_status(self, run_id: str, status: str) -> None:
+        """Move a run to ``status``; a finished run keeps its final status."""
+        marks = ", ".join("?" for _ in _FINAL)
+        with self._lock, self._db.tx() as db:
+            db.execute(
+                "UPDATE durable_runs SET status = ?, updated_at = ? "  # noqa: S608 (constants)
+                f"WHERE run_id = ? AND status NOT IN ({marks})",
+                (status, now_iso(), run_id, *_FINAL),
+            )
+
+    # -- step starts (R11) ------------------------------------------------------------------
+
+    def mark_started(self, run_id: str, step_id: str, round_no: int) -> bool:
+        """Record that attempt ``round_no`` of a step is about to call its tool; False when that
+        attempt was started before (a crash came between the call and its recorded result)."""
+        key = f"{run_id}:{step_id}:{round_no}"
+        with self._lock, self._db.tx() as db:
+            cur = db.execute(
+                "INSERT INTO durable_starts (key, run_id, step_id, round, at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, run_id, step_id, round_no, now_iso()),
+            )
+            return cur.rowcount == 1
+
+    # -- approvals --------------------------------------------------------------------------
+
+    def add_approval(
+        self,
+        approval_id: str,
+        run_id: str,
+        kind: str,
+        plan_hash: str,
+        request: dict[str, Any],
+        *,
+        step_id: str | None = None,
+        args_hash: str | None = None,
+        expires_at: str | None = None,
+        decided: Decision | None = None,
+    ) -> None:
+        """Store a request in the shared ``approvals`` table (once: the id is deterministic)."""
+        status = "pending" if decided is None else ("approved" if decided.approved else "denied")
+        with self._lock, self._db.tx() as db:
+            db.execute(
+                "INSERT INTO approvals (id, run_id, kind, plan_hash, step_id, args_hash, request, "
+                "status, created_at, expires_at, decided_by, decided_via, decided_at, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (
+                    approval_id,
+                    run_id,
+                    kind,
+                    plan_hash,
+                    step_id,
+                    args_hash,
+                    json.dumps(request),
+                    status,
+                    now_iso(),
+                    expires_at,
+                    decided.by if decided else None,
+                    decided.via if decided else None,
+                    decided.at if decided else None,
+                    decided.reason if decided else None,
+                ),
+            )
+
+    def mark_used(self, approval_id: str) -> None:
+        with self._lock, self._db.tx() as db:
+            db.execute(
+                "UPDATE approvals SET status = 'used', used_at = ? "
+                "WHERE id = ? AND status = 'approved'",
+                (now_iso(), approval_id),
+            )
+
+    def undelivered(self) -> list[StoredApproval]:
+        """Decided requests of durable runs that DBOS has not been given yet, oldest first."""
+        with self._lock, self._db.tx() as db:
+            rows = db.execute(
+                "SELECT a.id, a.run_id, a.kind, a.status, a.plan_hash, a.step_id, a.args_hash, "
+                "a.decided_by, a.decided_via, a.decided_at, a.reason FROM approvals a "
+                "JOIN durable_runs r ON r.run_id = a.run_id "
+                "WHERE a.status IN ('approved', 'denied', 'expired') AND NOT EXISTS "
+                "(SELECT 1 FROM durable_deliveries d WHERE d.approval_id = a.id) "
+                "ORDER BY a.decided_at, a.id"
+            ).fetchall()
+        return [_stored(r) for r in rows]
+
+    def mark_delivered(self, approval_id: str) -> None:
+        with self._lock, self._db.tx() as db:
+            db.execute(
+                "INSERT INTO durable_deliveries (approval_id, at) VALUES (?, ?) "
+                "ON CONFLICT (approval_id) DO NOTHING",
+                (approval_id, now_iso()),
+            )
+
+    def approval_run(self, approval_id: str) -> str | None:
+        """The durable run an approval request belongs to, or None (not a durable run's)."""
+        with self._lock, self._db.tx() as db:
+            row = db.execute(
+                "SELECT a.run_id FROM approvals a JOIN durable_runs r ON r.run_id = a.run_id "
+                "WHERE a.id = ?",
+                (approval_id,),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def pending_count(self) -> int:
+        """Durable runs not finished yet (waiting, queued or running)."""
+        marks = ", ".join("?" for _ in _FINAL)
+        with self._lock, self._db.tx() as db:
+            row = db.execute(
+                f"SELECT COUNT(*) FROM durable_runs WHERE status NOT IN ({marks})",  # noqa: S608
+                _FINAL,
+            ).fetchone()
+        return int(row[0])
+
+
+def _stored(row: Any) -> StoredApproval:
+    aid, run_id, kind, status, plan_hash, step_id, args_hash, by, via, at, reason = row
+    decision: Decision
+    if status == "approved":
+        decision = Approved(plan_hash, by, via, reason or "", at, step_id, args_hash)
+    elif status == "denied":
+        decision = Denied(
+            plan_hash, by or "policy", via or "queue", reason or "", at, step_id, args_hash
+        )
+    else:
+        decision = Denied(
+            plan_hash, "policy", "queue", "the request expired", at or now_iso(), step_id, args_hash
+        )
+    return StoredApproval(str(aid), str(run_id), str(kind), str(status), decision)
+
+
+def decision_from_json(data: dict[str, Any]) -> Decision:
+    """The inverse of ``Approved.to_json`` / ``Denied.to_json``."""
+    plan_hash, by, via = str(data["plan_hash"]), str(data["by"]), str(data["via"])
+    reason, at = str(data.get("reason") or ""), str(data.get("at") or "")
+    step_id, args_hash = data.get("step_id"), data.get("args_hash")
+    if data.get("approved") is True:
+        expires_at = data.get("expires_at")
+        return Approved(plan_hash, by, via, reason, at, step_id, args_hash, expires_at)
+    return Denied(plan_hash, by, via, reason, at, step_id, args_hash)
+
+
+_STEP_EVENTS = frozenset(
+    {"step_started", "step_finished", "step_failed", "step_skipped", "step_retrying"}
+)
+
+
+def event_key(kind: str, data: dict[str, Any]) -> str:
+    """What makes an event the same event when a workflow body runs again."""
+    if kind in _STEP_EVENTS:
+        return f"{kind}|{data.get('step')}|{data.get('attempt') if kind == 'step_retrying' else ''}"
+    if kind.startswith("approval_") and (data.get("id") or data.get("step")):
+        return f"{kind}|{data.get('id')}|{data.get('step')}|{data.get('kind')}"
+    if kind == "run_claimed":
+        return f"{kind}|{data.get('worker')}"
+    if kind == "run_finished":
+        return kind
+    return f"{kind}|{sha256_hex(canonical_json(data))}"
+
+
+class OnceRecorder:
+    """Journals a run's events, skipping any the run already has (see ``event_key``)."""
+
+    def __init__(self, journal: Journal, run_id: str) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self._seen = {event_key(e.kind, e.data) for e in journal.events(run_id)}
+        self._lock = threading.Lock()
+
+    async def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        self.record(kind, data)
+
+    def record(self, kind: str, data: dict[str, Any]) -> bool:
+        """Journal the event unless the run has it; True when it was written."""
+        key = event_key(kind, data)
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+        self.journal.record(self.run_id, kind, data)
+        return True

@@ -1,0 +1,145 @@
+"""Every exception planlock raises.
+
+The tree::
+
+    PlanlockError
+    ├── UsageError            the developer's mistake: bad registration, bad arguments to an API
+    ├── ToolsNotFound         a TOOLS spec (module:attr or file.py:attr) that cannot be loaded
+    └── RunError              something went wrong with a plan or a run
+        ├── PlanInvalid       the plan failed validation; carries every issue with its path
+        │   └── PlanningFailed  the planner gave no valid plan in N attempts; carries each attempt
+        ├── CannotPlan        the planner answered that the tools cannot serve the goal
+        ├── ApprovalRequired  the plan needs a person and none was asked (e.g. ``--approve auto``)
+        ├── ApprovalDenied    a person or policy said no; carries the decision
+        ├── ApprovalMismatch  a grant that does not match the plan (or call) it is used for
+        ├── StepFailed        a step failed; carries the step id and the error kind
+        ├── LLMError          an LLM backend failed or answered out of contract
+        └── JournalCorrupt    the hash chain does not verify; carries the first bad sequence number
+
+Exceptions carry data and have no side effects: nothing is logged when one is created.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from planlock.approval import Decision
+    from planlock.planning import PlanAttempt
+    from planlock.validation import Issue
+
+__all__ = [
+    "ApprovalDenied",
+    "ApprovalMismatch",
+    "ApprovalRequired",
+    "CannotPlan",
+    "JournalCorrupt",
+    "LLMError",
+    "PlanInvalid",
+    "PlanlockError",
+    "PlanningFailed",
+    "RunError",
+    "StepFailed",
+    "ToolsNotFound",
+    "UsageError",
+]
+
+
+class PlanlockError(Exception):
+    """Base class of every planlock exception."""
+
+
+class UsageError(PlanlockError):
+    """The library was used wrongly: a bad tool registration, bad arguments to an API."""
+
+
+class ToolsNotFound(PlanlockError):
+    """A ``module:attr`` or ``file.py:attr`` tools spec that cannot be loaded."""
+
+
+class RunError(PlanlockError):
+    """Base class of failures of a plan or a run."""
+
+
+class PlanInvalid(RunError):
+    """The plan did not pass validation. ``issues`` holds every issue found."""
+
+    def __init__(self, issues: Sequence[Issue]) -> None:
+        self.issues = tuple(issues)
+        lines = [f"  {i.path}: {i.message}" for i in self.issues]
+        super().__init__(f"plan is invalid ({len(self.issues)} issue(s)):\n" + "\n".join(lines))
+
+
+class PlanningFailed(PlanInvalid):
+    """The planner produced no valid plan within its attempts.
+
+    ``attempts`` holds every attempt (its reply and issues); ``issues`` are the last attempt's.
+    """
+
+    def __init__(self, backend: str, attempts: Sequence[PlanAttempt]) -> None:
+        self.backend = backend
+        self.attempts = tuple(attempts)
+        self.issues = self.attempts[-1].issues if self.attempts else ()
+        lines = [f"{backend}: no valid plan after {len(self.attempts)} attempt(s)"]
+        for a in self.attempts:
+            lines.append(f"attempt {a.number}: {len(a.issues)} issue(s)")
+            lines.extend(f"  {i.path}: {i.message}" for i in a.issues)
+        RunError.__init__(self, "\n".join(lines))
+
+
+class CannotPlan(RunError):
+    """The planner answered that the registered tools cannot serve the goal."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"cannot plan ({backend}): {reason}")
+
+
+class ApprovalRequired(RunError):
+    """The plan needs a person's approval and the approval mode does not ask one."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        self.reasons = tuple(reasons)
+        super().__init__("approval required: " + "; ".join(self.reasons))
+
+
+class ApprovalDenied(RunError):
+    """The approver denied the plan or the call."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        super().__init__(f"denied by {decision.by} via {decision.via}: {decision.reason}")
+
+
+class ApprovalMismatch(RunError):
+    """A grant was used for content other than what it approved (R7)."""
+
+
+class StepFailed(RunError):
+    """A step failed. ``kind`` is a stable error class, ``message`` the detail."""
+
+    def __init__(self, step_id: str, kind: str, message: str) -> None:
+        self.step_id = step_id
+        self.kind = kind
+        self.message = message
+        super().__init__(f"step {step_id} failed ({kind}): {message}")
+
+
+class LLMError(RunError):
+    """An LLM backend failed or replied outside its contract."""
+
+    def __init__(self, backend: str, message: str) -> None:
+        self.backend = backend
+        super().__init__(f"{backend}: {message}")
+
+
+class JournalCorrupt(RunError):
+    """The journal's hash chain does not verify. ``seq`` is the first bad event."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"journal corrupt at event {seq}: {reason}")

@@ -1,0 +1,14 @@
+"""planlock.execution: the deterministic DAG walk and the engines that run steps (R3, R4, R11)."""
+
+from planlock.execution._engine import Engine, LocalEngine
+from planlock.execution._walk import InProcessEngine, RunResult, StepCall, StepOutcome, walk
+
+__all__ = [
+    "Engine",
+    "InProcessEngine",
+    "LocalEngine",
+    "RunResult",
+    "StepCall",
+    "StepOutcome",
+    "walk",
+]

@@ -1,0 +1,145 @@
+"""Journal events and their hash chain (R10).
+
+Each event's hash is the SHA-256 of its canonical JSON (sorted keys) *including the previous
+event's hash*, so editing, inserting or deleting an event breaks the chain from there on.
+``verify_events`` recomputes the chain and names the first bad event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict
+
+from planlock.core import canonical_json, sha256_hex
+from planlock.errors import JournalCorrupt, UsageError
+
+__all__ = [
+    "EVENT_KINDS",
+    "GENESIS",
+    "Event",
+    "EventKind",
+    "VerifyReport",
+    "chain_next",
+    "row_event",
+    "verify_events",
+]
+
+EventKind = Literal[
+    "run_started",
+    "plan_created",
+    "plan_validated",
+    "plan_rejected",
+    "risk_assessed",
+    "approval_requested",
+    "approval_granted",
+    "approval_denied",
+    "approval_refused",
+    "llm_called",
+    "step_started",
+    "step_retrying",
+    "step_finished",
+    "step_failed",
+    "step_skipped",
+    "run_finished",
+    "run_queued",
+    "run_claimed",
+    "approval_used",
+    "approval_expired",
+    "notification_sent",
+    "notification_failed",
+    "replanned",
+    "checkpoint_reviewed",
+    "http_request",
+]
+EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
+GENESIS = "0" * 64
+
+
+class Event(BaseModel):
+    """One journal entry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    """Position in the journal, from 1, without gaps."""
+    run_id: str
+    """The run the event belongs to."""
+    kind: EventKind
+    """What happened."""
+    at: str
+    """When, as ISO 8601 UTC."""
+    data: dict[str, Any]
+    """The event's content (JSON)."""
+    prev_hash: str
+    """Hash of the previous event (64 zeros for the first)."""
+    hash: str
+    """SHA-256 of this event's canonical JSON, prev_hash included."""
+
+
+def _content_hash(
+    seq: int, run_id: str, kind: str, at: str, data: dict[str, Any], prev: str
+) -> str:
+    body = {"seq": seq, "run_id": run_id, "kind": kind, "at": at, "data": data, "prev_hash": prev}
+    return sha256_hex(canonical_json(body))
+
+
+def chain_next(last: tuple[int, str] | None, run_id: str, kind: str, data: dict[str, Any]) -> Event:
+    """The event that follows ``last`` (its seq and hash)."""
+    if kind not in EVENT_KINDS:
+        raise UsageError(f"unknown event kind '{kind}'")
+    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    at = datetime.now(UTC).isoformat(timespec="microseconds")
+    digest = _content_hash(seq, run_id, kind, at, data, prev)
+    return Event(seq=seq, run_id=run_id, kind=kind, at=at, data=data, prev_hash=prev, hash=digest)
+
+
+def row_event(seq: int, rid: str, kind: Any, at: str, data: str, prev: str, digest: str) -> Event:
+    try:
+        parsed = json.loads(data)
+        if not isinstance(parsed, dict):
+            parsed = {"__not_an_object__": parsed}
+    except json.JSONDecodeError:
+        parsed = {"__unparseable__": data}
+    return Event.model_construct(
+        seq=seq, run_id=rid, kind=kind, at=at, data=parsed, prev_hash=prev, hash=digest
+    )
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The result of verifying a chain."""
+
+    ok: bool
+    count: int
+    """Events checked."""
+    first_bad: int | None = None
+    """Sequence number of the first bad event."""
+    reason: str = ""
+
+    def raise_if_bad(self) -> None:
+        if not self.ok:
+            raise JournalCorrupt(self.first_bad or 0, self.reason)
+
+
+def verify_events(events: Iterable[Event]) -> VerifyReport:
+    """Recompute the hash chain; report the first event that does not match."""
+    prev_seq, prev_hash, count = 0, GENESIS, 0
+    for e in events:
+        count += 1
+        if e.seq != prev_seq + 1:
+            return VerifyReport(
+                False, count, e.seq, f"expected event {prev_seq + 1}, found {e.seq}"
+            )
+        if e.prev_hash != prev_hash:
+            return VerifyReport(False, count, e.seq, "prev_hash does not match the previous event")
+        if e.kind not in EVENT_KINDS:
+            return VerifyReport(False, count, e.seq, f"unknown event kind '{e.kind}'")
+        if _content_hash(e.seq, e.run_id, e.kind, e.at, e.data, e.prev_hash) != e.hash:
+            return VerifyReport(False, count, e.seq, "content does not match its hash")
+        prev_seq, prev_hash = e.seq, e.hash
+    return VerifyReport(True, count)

@@ -1,0 +1,150 @@
+"""Where journal events live: in memory, or in SQL (an SQLite file, or PostgreSQL).
+
+One ``SQLStore`` serves both databases through ``planlock.db``: each append is one transaction
+that takes the journal's append lock (``BEGIN IMMEDIATE`` on SQLite, a transaction-scoped
+advisory lock on PostgreSQL), reads the head of the chain and inserts the next event, so
+several processes appending to one journal keep one unbroken chain (``seq`` is also the primary
+key). UPDATE, DELETE (and on PostgreSQL TRUNCATE) are refused by triggers.
+
+A PostgreSQL DSN is a libpq URI; a schema other than ``public`` is chosen with libpq's
+``options`` parameter, e.g. ``postgresql://u:p@127.0.0.1:54329/db?options=-csearch_path%3Dteam_a``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from planlock.core import canonical_json
+from planlock.db import Database, PostgresDB, SQLiteDB, connect, is_dsn, migrate, redact
+from planlock.errors import UsageError
+from planlock.journal._events import Event, chain_next, row_event
+
+__all__ = [
+    "JournalStore",
+    "MemoryStore",
+    "PostgresStore",
+    "SQLStore",
+    "SQLiteStore",
+    "database_of",
+    "open_store",
+]
+
+
+class JournalStore(Protocol):
+    """Where events live. Two methods; ``append`` must be atomic with respect to the chain."""
+
+    def append(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
+        """Chain and store a new event; return it."""
+        ...
+
+    def events(self, run_id: str | None = None, after: int = 0) -> Iterator[Event]:
+        """Events in order, optionally of one run, with seq greater than ``after``."""
+        ...
+
+
+class MemoryStore:
+    """An in-memory journal store (tests, throwaway runs)."""
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def append(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
+        with self._lock:
+            last = (self._events[-1].seq, self._events[-1].hash) if self._events else None
+            event = chain_next(last, run_id, kind, data)
+            self._events.append(event)
+            return event
+
+    def events(self, run_id: str | None = None, after: int = 0) -> Iterator[Event]:
+        for e in list(self._events[after:]):
+            if run_id is None or e.run_id == run_id:
+                yield e
+
+
+class SQLStore:
+    """The journal in a SQL database (``planlock.db``), with every planlock table beside it."""
+
+    spec: str | Path
+    """What opens another connection to the same database (``planlock.db.connect``)."""
+
+    def __init__(self, db: Database, spec: str | Path) -> None:
+        self._db = db
+        self.spec = spec
+        self._lock = threading.Lock()
+        try:
+            migrate(db)
+        except UsageError:
+            db.close()
+            raise
+        except Exception as exc:
+            db.close()
+            where = redact(spec) if isinstance(spec, str) else spec
+            raise UsageError(f"cannot open journal {where}: {exc}") from None
+
+    def append(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
+        with self._lock, self._db.tx() as db:
+            db.serialize("append")
+            row = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            event = chain_next(tuple(row) if row else None, run_id, kind, data)
+            db.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.seq,
+                    event.run_id,
+                    event.kind,
+                    event.at,
+                    canonical_json(event.data),
+                    event.prev_hash,
+                    event.hash,
+                ),
+            )
+            return event
+
+    def events(self, run_id: str | None = None, after: int = 0) -> Iterator[Event]:
+        sql = "SELECT seq, run_id, kind, at, data, prev_hash, hash FROM events WHERE seq > ?"
+        params: tuple[Any, ...] = (after,)
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params += (run_id,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq", params).fetchall()
+        for seq, rid, kind, at, data, prev, digest in rows:
+            yield row_event(seq, rid, kind, at, data, prev, digest)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SQLiteStore(SQLStore):
+    """The embedded default: one SQLite file in WAL mode, safe across threads and processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        super().__init__(SQLiteDB(self.path), self.path)
+
+
+class PostgresStore(SQLStore):
+    """The journal in a PostgreSQL database (the schema named by the DSN's search_path)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        super().__init__(PostgresDB(dsn), dsn)
+
+
+def open_store(spec: str | Path) -> JournalStore:
+    """An SQLite store for a file path, a PostgreSQL store for a ``postgresql://`` DSN."""
+    if is_dsn(spec):
+        return PostgresStore(str(spec))
+    return SQLiteStore(spec)
+
+
+def database_of(store: JournalStore) -> Database:
+    """A new connection to the database that holds ``store``'s journal (the queue's and the
+    durable engine's tables live beside it)."""
+    if isinstance(store, SQLStore):
+        return connect(store.spec)
+    raise UsageError("the approval queue needs a journal in an SQLite file or in PostgreSQL")

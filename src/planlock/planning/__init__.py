@@ -1,0 +1,23 @@
+"""planlock.planning: the planner, the replanner and the ReAct baseline: every prompt that chooses
+tools (R1, R9).
+"""
+
+from planlock.planning._planner import PlanAttempt, Planner, plan, plan_schema, plan_sync
+from planlock.planning._react import ReactResult, action_reply, offered_tools, react
+from planlock.planning._replan import Envelope, Replanner, Revision, diff_steps
+
+__all__ = [
+    "Envelope",
+    "PlanAttempt",
+    "Planner",
+    "ReactResult",
+    "Replanner",
+    "Revision",
+    "action_reply",
+    "diff_steps",
+    "offered_tools",
+    "plan",
+    "plan_schema",
+    "plan_sync",
+    "react",
+]

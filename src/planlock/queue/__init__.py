@@ -1,0 +1,8 @@
+"""planlock.queue: the asynchronous approval queue: submit, notify, approve, and workers that run
+approved plans.
+"""
+
+from planlock.queue._notify import WebhookNotifier
+from planlock.queue._queue import ApprovalQueue, Submitted, parse_duration
+
+__all__ = ["ApprovalQueue", "Submitted", "WebhookNotifier", "parse_duration"]

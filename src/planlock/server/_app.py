@@ -1,0 +1,392 @@
+"""``planlock serve``: the HTTP approval service (FastAPI). Thin: it calls an ``Engine``.
+
+Every ``/api`` route needs a bearer token whose caller holds one of the route's roles (``x-roles``
+in the OpenAPI schema; ``admin`` may do everything). Every request, refused ones included, is
+journaled as an ``http_request`` event naming the caller, under the run it concerns (or under
+``http`` when it concerns none).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import anyio
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+
+from planlock.core import Plan
+from planlock.errors import ApprovalDenied, CannotPlan, LLMError, PlanInvalid, UsageError
+from planlock.llm import LLM
+from planlock.planning import Planner
+from planlock.server._auth import Caller, Role, TokenStore
+from planlock.server._engine import Engine
+from planlock.server._models import (
+    ApprovalDetail,
+    ApprovalSummary,
+    DecisionIn,
+    DecisionOut,
+    DenyIn,
+    ErrorOut,
+    GoalIn,
+    MeOut,
+    PlanIn,
+    RunDetail,
+    RunSummary,
+    SubmittedOut,
+    VerifyOut,
+)
+from planlock.server._views import (
+    approval_detail,
+    approval_summary,
+    event_out,
+    run_detail,
+    run_summary,
+)
+
+__all__ = ["HTTP_RUN", "ServerConfig", "create_app", "openapi_document"]
+
+WEB = Path(__file__).parent / "web"
+HTTP_RUN = "http"
+"""The journal run id of ``http_request`` events that concern no run."""
+CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the service behaves beyond its engine and tokens."""
+
+    allow_self_approval: bool = False
+    """Whether an approver may approve a run they submitted themselves (default: no)."""
+    planner: LLM | None = None
+    """The model that plans submitted goals (``--model``); without one, goals are refused."""
+    workers: int = 1
+    """Workers executing approved runs inside the server (0: leave it to ``planlock worker``)."""
+    sse_poll: float = 0.1
+    """Seconds between journal reads while streaming a run's events."""
+
+
+_bearer = HTTPBearer(auto_error=False, description="A token from the server's token file.")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or unknown bearer token."},
+    403: {"model": ErrorOut, "description": "The caller's roles do not allow this."},
+}
+
+
+def _require(allowed: frozenset[Role]) -> Callable[..., Awaitable[Caller]]:
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    ) -> Caller:
+        if credentials is None:
+            raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+        tokens: TokenStore = request.app.state.tokens
+        caller = tokens.identify(credentials.credentials)
+        if caller is None:
+            raise HTTPException(401, "unknown bearer token", {"WWW-Authenticate": "Bearer"})
+        request.state.caller = caller
+        if not caller.may(allowed):
+            have = ", ".join(sorted(caller.roles)) or "no role"
+            need = " or ".join(sorted(allowed))
+            raise HTTPException(403, f"{caller.name} has {have}; this needs {need}")
+        return caller
+
+    return dependency
+
+
+def roles(*names: Role, errors: tuple[int, ...] = (), stream: bool = False) -> dict[str, Any]:
+    """Route options: who may call it (admin always may), and its documented errors."""
+    allowed = frozenset((*names, "admin"))
+    responses = dict(_ERRORS)
+    if stream:
+        responses[200] = {
+            "description": "Server-Sent Events: one per journal event (EventOut as JSON).",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    for code in errors:
+        responses[code] = {"model": ErrorOut}
+    return {
+        "dependencies": [Depends(_require(allowed))],
+        "openapi_extra": {"x-roles": sorted(allowed)},
+        "responses": responses,
+    }
+
+
+def _caller(request: Request) -> Caller:
+    caller: Caller = request.state.caller
+    return caller
+
+
+class _JournalRequests:
+    """ASGI middleware: journal every HTTP request as ``http_request`` with its caller."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                caller: Caller | None = state.get("caller")
+                engine: Engine = scope["app"].state.engine
+                engine.journal.record(
+                    state.get("run_id") or HTTP_RUN,
+                    "http_request",
+                    {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": message["status"],
+                        "caller": caller.name if caller else None,
+                        "roles": sorted(caller.roles) if caller else [],
+                        "client": (scope.get("client") or ["?"])[0],
+                    },
+                )
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def create_app(engine: Engine, tokens: TokenStore, config: ServerConfig | None = None) -> FastAPI:
+    """The service over ``engine``; workers (``config.workers``) run while the app runs."""
+    config = config or ServerConfig()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            if config.workers:
+                tg.start_soon(engine.work, config.workers)
+            yield
+            tg.cancel_scope.cancel()
+
+    app = FastAPI(
+        title="planlock",
+        summary="Submit plans, approve them bound to their hash, follow runs, verify the journal.",
+        version="1",
+        docs_url=None,  # the interactive docs load scripts from a CDN
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.tokens = tokens
+    app.state.config = config
+    app.add_middleware(_JournalRequests)
+    _errors(app)
+    _pages(app)
+    _routes(app, engine, config)
+    return app
+
+
+def openapi_document() -> str:
+    """The service's OpenAPI schema as committed in ``docs/openapi.json`` (sorted, indented)."""
+    app = create_app(cast("Engine", None), TokenStore({}), ServerConfig(workers=0))
+    return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        issues = [
+            {
+                "code": str(e.get("type", "invalid")),
+                "path": "$." + ".".join(str(p) for p in e.get("loc", ())[1:]),
+                "message": str(e.get("msg", "")),
+            }
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": "invalid request", "issues": issues}, status_code=422)
+
+    @app.exception_handler(PlanInvalid)
+    async def invalid_plan(_request: Request, exc: PlanInvalid) -> JSONResponse:
+        issues = [i.to_json() for i in exc.issues]
+        body = {"detail": f"the plan is invalid: {len(issues)} issue(s)", "issues": issues}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(ApprovalDenied)
+    async def denied(_request: Request, exc: ApprovalDenied) -> JSONResponse:
+        body = {"detail": f"the policy denies this plan: {exc.decision.reason}"}
+        return JSONResponse(body, status_code=422)
+
+
+def _pages(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(WEB / "index.html", headers={"Content-Security-Policy": CSP})
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+
+def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
+    @app.get("/api/me", **roles("submitter", "approver"))
+    async def me(request: Request) -> MeOut:
+        """Who the token belongs to."""
+        caller = _caller(request)
+        return MeOut(name=caller.name, roles=sorted(caller.roles))
+
+    async def queue_plan(request: Request, plan: Plan, inputs: dict[str, Any]) -> SubmittedOut:
+        submitted = await engine.submit(plan, inputs=inputs, by=_caller(request).name)
+        request.state.run_id = submitted.run_id
+        return SubmittedOut(
+            run_id=submitted.run_id,
+            status=submitted.status,
+            approval_id=submitted.approval_id,
+            plan_hash=plan.hash,
+            plan=plan.canonical(),
+        )
+
+    @app.post("/api/runs", status_code=201, **roles("submitter", errors=(422,)))
+    async def submit_plan(request: Request, body: PlanIn) -> SubmittedOut:
+        """Validate and assess a plan, and queue it (for approval when a person must see it)."""
+        return await queue_plan(request, Plan.parse(body.plan), body.inputs)
+
+    @app.post("/api/goals", status_code=201, **roles("submitter", errors=(422, 502, 503)))
+    async def submit_goal(request: Request, body: GoalIn) -> SubmittedOut:
+        """Plan a goal with the server's planner model, then queue the plan like a submitted one."""
+        if config.planner is None:
+            raise HTTPException(503, "this server has no planner model (start it with --model)")
+        planner = Planner(config.planner, engine.registry, journal=engine.journal)
+        try:
+            plan = await planner.plan(body.goal, body.context, run_id="planner")
+        except CannotPlan as exc:
+            raise HTTPException(422, f"the planner cannot serve this goal: {exc}") from None
+        except LLMError as exc:
+            raise HTTPException(502, f"the planner model failed: {exc}") from None
+        return await queue_plan(request, plan, body.context)
+
+    @app.get("/api/runs", **roles("submitter", "approver"))
+    async def list_runs(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[RunSummary]:
+        """The newest runs first."""
+        return [run_summary(r) for r in engine.runs(limit)]
+
+    def find_run(request: Request, run_id: str) -> dict[str, Any]:
+        request.state.run_id = run_id
+        row = engine.run(run_id)
+        if row is None:
+            request.state.run_id = None
+            raise HTTPException(404, f"no run {run_id}")
+        return row
+
+    @app.get("/api/runs/{run_id}", **roles("submitter", "approver", errors=(404,)))
+    async def show_run(request: Request, run_id: str) -> RunDetail:
+        """A run: its plan, inputs, approval requests and journal events."""
+        row = find_run(request, run_id)
+        events = [e for e in engine.journal.events(run_id) if e.kind != "http_request"]
+        return run_detail(row, events)
+
+    @app.get(
+        "/api/runs/{run_id}/events",
+        response_class=StreamingResponse,
+        **roles("submitter", "approver", errors=(404,), stream=True),
+    )
+    async def stream_run(
+        request: Request,
+        run_id: str,
+        after: Annotated[int, Query(ge=0, description="Only events with a greater seq.")] = 0,
+    ) -> StreamingResponse:
+        """The run's journal events as Server-Sent Events (``id`` = seq, ``event`` = kind,
+        ``data`` = the event as JSON); the stream ends after ``run_finished``."""
+        find_run(request, run_id)
+        last = max(after, int(request.headers.get("last-event-id") or 0))
+        return StreamingResponse(
+            _sse(engine, run_id, last, config.sse_poll),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/api/approvals", **roles("approver"))
+    async def list_approvals() -> list[ApprovalSummary]:
+        """Approval requests waiting for a person, oldest first."""
+        return [approval_summary(a) for a in engine.pending()]
+
+    def find_approval(request: Request, approval_id: str) -> dict[str, Any]:
+        item = engine.approval(approval_id)
+        if item is None:
+            raise HTTPException(404, f"no approval request {approval_id}")
+        request.state.run_id = item["run_id"]
+        return item
+
+    @app.get("/api/approvals/{approval_id}", **roles("approver", errors=(404,)))
+    async def show_approval(request: Request, approval_id: str) -> ApprovalDetail:
+        """One request: the plan, its dependency graph, the risk report and, for a call, the
+        exact arguments and their provenance."""
+        return approval_detail(find_approval(request, approval_id), engine.registry)
+
+    def decide(request: Request, approval_id: str, body: DecisionIn, approve: bool) -> DecisionOut:
+        item = find_approval(request, approval_id)
+        caller = _caller(request)
+        if item["status"] != "pending":
+            raise HTTPException(409, f"approval request {approval_id} is {item['status']}")
+        if body.plan_hash != item["plan_hash"] or body.args_hash != item["args_hash"]:
+            raise HTTPException(
+                409,
+                "this request is for plan "
+                f"{item['plan_hash'][:12]} (args {str(item['args_hash'])[:12]}), not what you "
+                "saw: reload it and decide again",
+            )
+        if approve and item["submitted_by"] == caller.name and not config.allow_self_approval:
+            raise HTTPException(403, f"{caller.name} submitted this run and may not approve it")
+        try:
+            decision = engine.decide(
+                approval_id, approve=approve, by=caller.name, reason=body.reason
+            )
+        except UsageError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return DecisionOut(
+            approval_id=approval_id,
+            run_id=item["run_id"],
+            approved=decision.approved,
+            by=decision.by,
+            reason=decision.reason,
+            plan_hash=decision.plan_hash,
+            step_id=decision.step_id,
+            args_hash=decision.args_hash,
+            at=decision.at,
+        )
+
+    @app.post("/api/approvals/{approval_id}/approve", **roles("approver", errors=(404, 409)))
+    async def approve(request: Request, approval_id: str, body: DecisionIn) -> DecisionOut:
+        """Approve, naming the plan hash (and a call's args hash) shown with the request."""
+        return decide(request, approval_id, body, approve=True)
+
+    @app.post("/api/approvals/{approval_id}/deny", **roles("approver", errors=(404, 409)))
+    async def deny(request: Request, approval_id: str, body: DenyIn) -> DecisionOut:
+        """Deny, with a reason; the run finishes as denied (for a call, the step is refused)."""
+        return decide(request, approval_id, body, approve=False)
+
+    @app.get("/api/journal/verify", **roles())
+    async def verify() -> VerifyOut:
+        """Recompute the journal's hash chain."""
+        report = engine.journal.verify()
+        return VerifyOut(
+            ok=report.ok, events=report.count, first_bad=report.first_bad, reason=report.reason
+        )
+
+
+async def _sse(engine: Engine, run_id: str, after: int, poll: float) -> AsyncIterator[str]:
+    last, idle = after, 0.0
+    while True:
+        for event in engine.journal.events(run_id, after=last):
+            last = event.seq
+            data = json.dumps(event_out(event).model_dump(), separators=(",", ":"))
+            yield f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n"
+            if event.kind == "run_finished":
+                return
+            idle = 0.0
+        await anyio.sleep(poll)
+        idle += poll
+        if idle >= 15:  # a comment keeps proxies from closing a quiet stream
+            yield ": keep-alive\n\n"
+            idle = 0.0

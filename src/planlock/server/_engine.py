@@ -1,0 +1,180 @@
+"""What ``planlock serve`` needs from an engine, and the engine over the approval queue.
+
+The HTTP layer only talks to an ``Engine``: submit, read approvals and runs, decide, and run
+workers. ``QueueEngine`` implements it with ``ApprovalQueue``; a durable engine can implement
+the same few methods and be passed to ``create_app`` unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any, Protocol
+
+import anyio
+
+from planlock.approval import Decision
+from planlock.core import Plan
+from planlock.errors import UsageError
+from planlock.journal import Journal, database_of
+from planlock.llm import LLM
+from planlock.policy import Policy
+from planlock.queue import ApprovalQueue, Submitted
+from planlock.tools import ToolRegistry
+
+__all__ = ["Engine", "QueueEngine"]
+
+_RUN_COLUMNS = (
+    "run_id",
+    "status",
+    "plan_hash",
+    "submitted_by",
+    "submitted_at",
+    "claimed_by",
+    "finished_at",
+    "plan",
+    "inputs",
+)
+
+
+class Engine(Protocol):
+    """The operations the HTTP service calls. Approvals and runs are plain JSON dicts."""
+
+    journal: Journal
+    registry: ToolRegistry
+    policy: Policy
+
+    async def submit(self, plan: Plan, *, inputs: dict[str, Any], by: str) -> Submitted:
+        """Validate, assess and queue (raises PlanInvalid / ApprovalDenied)."""
+        ...
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Approval requests waiting for a person, oldest first."""
+        ...
+
+    def approval(self, approval_id: str) -> dict[str, Any] | None:
+        """One approval request with ``submitted_by`` and ``goal`` of its run, or None."""
+        ...
+
+    def decide(self, approval_id: str, *, approve: bool, by: str, reason: str) -> Decision:
+        """Answer a pending request (UsageError if it is not pending any more)."""
+        ...
+
+    def runs(self, limit: int) -> list[dict[str, Any]]:
+        """The newest runs first."""
+        ...
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """One run with its plan, inputs and approval ids, or None."""
+        ...
+
+    async def work(self, workers: int) -> None:
+        """Execute approved runs with ``workers`` concurrent workers until cancelled."""
+        ...
+
+
+class QueueEngine:
+    """The ``ApprovalQueue`` beside the journal (SQLite or PostgreSQL), with in-process workers."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        registry: ToolRegistry,
+        *,
+        policy: Policy | None = None,
+        tools_spec: str = "",
+        llm: LLM | None = None,
+        poll: float = 0.2,
+    ) -> None:
+        self.journal = journal
+        self.registry = registry
+        self.policy = policy or Policy()
+        self.tools_spec = tools_spec
+        self.llm = llm
+        self.poll = poll
+        self.queue = ApprovalQueue(journal)
+        self._db = database_of(journal.store)
+        """A second connection, for the reads the queue has no method for (runs)."""
+
+    async def submit(self, plan: Plan, *, inputs: dict[str, Any], by: str) -> Submitted:
+        return await self.queue.submit(
+            plan,
+            self.registry,
+            inputs=inputs,
+            policy=self.policy,
+            tools_spec=self.tools_spec,
+            by=by,
+        )
+
+    def pending(self) -> list[dict[str, Any]]:
+        return [self._with_run(a) for a in self.queue.pending()]
+
+    def approval(self, approval_id: str) -> dict[str, Any] | None:
+        try:
+            item = self.queue.get(approval_id)
+        except UsageError:
+            return None
+        return self._with_run(item)
+
+    def _with_run(self, item: dict[str, Any]) -> dict[str, Any]:
+        row = self._db.execute(
+            "SELECT submitted_by FROM runs WHERE run_id = ?", (item["run_id"],)
+        ).fetchone()
+        goal = item["request"].get("plan", {}).get("goal") or ""
+        return {**item, "submitted_by": row[0] if row else None, "goal": goal}
+
+    def decide(self, approval_id: str, *, approve: bool, by: str, reason: str) -> Decision:
+        return self.queue.decide(approval_id, approve=approve, by=by, reason=reason, via="http")
+
+    def runs(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs "  # noqa: S608 (constant column list)
+            "ORDER BY submitted_at DESC, run_id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_run_row(r) for r in rows]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id = ?",  # noqa: S608
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        out = _run_row(row)
+        ids = self._db.execute(
+            "SELECT id FROM approvals WHERE run_id = ? ORDER BY created_at, id", (run_id,)
+        ).fetchall()
+        out["approvals"] = [self._with_run(self.queue.get(i[0])) for i in ids]
+        return out
+
+    async def work(self, workers: int) -> None:
+        async with anyio.create_task_group() as tg:
+            for i in range(workers):
+                tg.start_soon(self._worker, f"{socket.gethostname()}:{os.getpid()}:http-{i}")
+
+    async def _worker(self, worker_id: str) -> None:
+        while True:
+            try:
+                outcome = await self.queue.work_one(
+                    self.registry, worker_id, llm=self.llm, poll=self.poll
+                )
+            except Exception as exc:  # keep serving; the journal holds what the run recorded
+                sys.stderr.write(f"planlock serve: worker {worker_id}: {exc!r}\n")
+                outcome = None
+            if outcome is None:
+                await anyio.sleep(self.poll)
+
+    def close(self) -> None:
+        self._db.close()
+        self.queue.close()
+
+
+def _run_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(_RUN_COLUMNS, row, strict=True))
+    out["plan"] = json.loads(out["plan"])
+    out["inputs"] = json.loads(out["inputs"])
+    out["goal"] = out["plan"].get("goal") or "" if isinstance(out["plan"], dict) else ""
+    return out
