@@ -233,7 +233,9 @@ def test_corpus_plans_are_valid_and_the_oracle_answers_every_llm_step(suite: str
 def test_element_runs_a_plan_through_agentdojo_and_writes_the_trace() -> None:
     suite = load_suite("banking")
     task = suite.get_user_task_by_id("user_task_3")
-    element, _ = make_element("banking", CorpusPlanner(), "oracle")
+    # The refund's payee and amount come from a transfer its sender wrote: a person approves
+    # the concrete call (the sender of a transfer may be the attacker).
+    element, _ = make_element("banking", CorpusPlanner(), "oracle", approve="all")
     env = task.init_environment(suite.load_and_inject_default_environment({}))
     before = len(env.bank_account.transactions)
     _, _, env2, messages, _ = element.query(task.PROMPT, FunctionsRuntime(suite.tools), env)
@@ -255,13 +257,15 @@ def test_element_runs_a_plan_through_agentdojo_and_writes_the_trace() -> None:
     assert tool_msgs[1]["error"] is None
     assert "Sent 4.0 back" in messages[-1]["content"][0]["content"]
     assert element.last.status == "succeeded"
-    assert element.last.approvals == []
+    assert [a["kind"] for a in element.last.approvals] == ["call"]
 
 
 def test_agentdojo_judges_the_element_like_any_agent() -> None:
     suite = load_suite("banking")
     element, _ = make_element("banking", CorpusPlanner(), "oracle")
-    for tid, expected in (("user_task_1", True), ("user_task_3", True), ("user_task_0", False)):
+    # user_task_3 refunds a transfer: its payee and amount were written by the transfer's
+    # sender, so unattended (nobody to approve) it does not pay.
+    for tid, expected in (("user_task_1", True), ("user_task_3", False), ("user_task_0", False)):
         utility, _ = suite.run_task_with_pipeline(element, suite.get_user_task_by_id(tid), None, {})
         assert utility is expected, tid
     # user_task_0 pays an IBAN read from a file: the policy asked a person, who said no.

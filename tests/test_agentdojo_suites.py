@@ -89,7 +89,7 @@ def _summary(results: list[PairResult]) -> tuple[int, int, int]:
 @pytest.mark.parametrize(
     ("suite", "users"),
     [
-        ("workspace", ["user_task_4", "user_task_6", "user_task_20", "user_task_39"]),
+        ("workspace", ["user_task_4", "user_task_6", "user_task_39"]),
         ("travel", ["user_task_0", "user_task_1"]),
     ],
 )
@@ -99,6 +99,17 @@ def test_plans_whose_sensitive_arguments_come_from_the_prompt_run_without_a_pers
     element, worst = make_element(suite, CorpusPlanner(), "oracle")
     results = run_pairs(PlanlockAgent(element, worst), suite, None, user_tasks=users)
     assert [(r.user_task, r.utility, r.approvals) for r in results] == [(u, True, 0) for u in users]
+
+
+def test_an_address_from_the_contact_list_needs_a_person() -> None:
+    # AgentDojo builds contacts from email senders, and a sender picks their own From name:
+    # "Sarah Baker" <attacker@...> would be invited to lunch. So the invite asks a person, and
+    # unattended (nobody approves) it does not happen.
+    element, worst = make_element("workspace", CorpusPlanner(), "oracle")
+    (result,) = run_pairs(
+        PlanlockAgent(element, worst), "workspace", None, user_tasks=["user_task_20"]
+    )
+    assert (result.utility, result.approvals) == (False, 1)
 
 
 def test_name_keyed_outputs_reach_plans_as_entries_and_the_trace_as_agentdojo_gave_them() -> None:

@@ -85,13 +85,15 @@ class Bank:
             self.calls.append(("normalize", {"text": text}))
             return text.upper()
 
-        @reg.tool(effect="pay", sensitive=["recipient"])
+        # amount and body are declared free: these tests follow the payee and the recipients
+        # (a sink's undeclared parameters are all sensitive: tests/test_sinks.py).
+        @reg.tool(effect="pay", free=["amount"])
         def send_money(recipient: str, amount: float) -> str:
             """Transfer money."""
             self.calls.append(("send_money", {"recipient": recipient, "amount": amount}))
             return "done"
 
-        @reg.tool(effect="send", sensitive=["to"])
+        @reg.tool(effect="send", free=["body"])
         def email(to: list[str], body: dict[str, str]) -> str:
             """Send an email."""
             self.calls.append(("email", {"to": to, "body": body}))

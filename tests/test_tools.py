@@ -17,7 +17,7 @@ class Invoice(BaseModel):
 def test_schemas_come_from_hints_and_docstrings() -> None:
     reg = ToolRegistry()
 
-    @reg.tool(effect="pay", sensitive=["iban"])
+    @reg.tool(effect="pay", free=["note"])
     def send_money(iban: str, amount: float, note: str = "") -> Invoice:
         """Send money.
 
@@ -41,7 +41,7 @@ def test_schemas_come_from_hints_and_docstrings() -> None:
     assert tool.returns_schema["properties"]["iban"]["type"] == "string"
     assert tool.description == "Send money."
     assert tool.effect == "pay"
-    assert tool.sensitive == frozenset({"iban"})
+    assert tool.sensitive == frozenset({"iban", "amount"})
     assert tool.trusted_output is False
 
 
@@ -72,6 +72,9 @@ def test_unannotated_return_is_an_open_schema() -> None:
     [
         ({"effect": "explode"}, "effect must be one of"),
         ({"sensitive": ["nope"]}, "unknown parameters ['nope']"),
+        ({"effect": "send", "free": ["nope"]}, "free names unknown parameters ['nope']"),
+        ({"effect": "send", "free": ["x"], "sensitive": ["x"]}, "both sensitive and free"),
+        ({"effect": "read", "free": ["x"]}, "'free' is for side-effecting tools only"),
         ({"timeout": 0}, "timeout must be positive"),
     ],
 )

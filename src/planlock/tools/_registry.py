@@ -65,7 +65,8 @@ class Tool:
     effect: str
     """One of ``EFFECTS``, or ``"undeclared"`` (treated as most dangerous)."""
     sensitive: frozenset[str]
-    """Parameters where untrusted data must not flow without the policy's consent."""
+    """Parameters where untrusted data must not flow without the policy's consent: for a
+    side-effecting tool every parameter not declared ``free``."""
     trusted_output: bool
     """Whether the tool's whole output is trusted (default: untrusted)."""
     idempotent: bool
@@ -169,6 +170,7 @@ class ToolRegistry:
         name: str | None = None,
         effect: str | None = None,
         sensitive: list[str] | tuple[str, ...] = (),
+        free: list[str] | tuple[str, ...] = (),
         trusted_output: bool | Sequence[str] = False,
         idempotent: bool = False,
         timeout: float | None = None,
@@ -181,6 +183,7 @@ class ToolRegistry:
         name: str | None = None,
         effect: str | None = None,
         sensitive: list[str] | tuple[str, ...] = (),
+        free: list[str] | tuple[str, ...] = (),
         trusted_output: bool | Sequence[str] = False,
         idempotent: bool = False,
         timeout: float | None = None,
@@ -188,7 +191,11 @@ class ToolRegistry:
         """Register a typed function as a tool; usable bare (``@registry.tool``) or with options.
 
         ``effect`` is one of ``read``, ``write``, ``delete``, ``send``, ``pay``; a tool that does
-        not declare one is treated as the most dangerous, never as read. ``trusted_output`` is
+        not declare one is treated as the most dangerous, never as read. A side-effecting tool
+        (any effect but ``read``) is a sink: *every* parameter is sensitive, numbers and ids
+        included, unless listed in ``free`` (``free=["subject"]``: untrusted data may fill it
+        without asking). A read tool's parameters are sensitive only when listed in
+        ``sensitive``. ``trusted_output`` is
         ``True`` (the whole output is trusted), ``False`` (the default) or a list of trusted
         output paths such as ``["[*].recipient", "[*].amount"]`` (per-field trust).
         """
@@ -200,6 +207,7 @@ class ToolRegistry:
                     name=name,
                     effect=effect,
                     sensitive=sensitive,
+                    free=free,
                     trusted_output=trusted_output,
                     idempotent=idempotent,
                     timeout=timeout,
@@ -220,6 +228,7 @@ def make_tool(
     name: str | None = None,
     effect: str | None = None,
     sensitive: list[str] | tuple[str, ...] = (),
+    free: list[str] | tuple[str, ...] = (),
     trusted_output: bool | Sequence[str] = False,
     idempotent: bool = False,
     timeout: float | None = None,
@@ -255,11 +264,7 @@ def make_tool(
         default = ... if param.default is param.empty else param.default
         fields[pname] = (hint, Field(default, description=param_docs.get(pname) or None))
         adapters[pname] = TypeAdapter(hint)
-    unknown = set(sensitive) - set(fields)
-    if unknown:
-        raise UsageError(
-            f"tool '{tool_name}': sensitive names unknown parameters {sorted(unknown)}"
-        )
+    sensitive_set = sink_sensitive(tool_name, effect or UNDECLARED, set(fields), sensitive, free)
     paths = _trusted_paths(tool_name, trusted_output)
     model = create_model(
         f"{tool_name}_args",
@@ -274,7 +279,7 @@ def make_tool(
         description=description,
         fn=fn,
         effect=effect or UNDECLARED,
-        sensitive=frozenset(sensitive),
+        sensitive=sensitive_set,
         trusted_output=trusted_output is True,
         idempotent=idempotent,
         timeout=timeout,
@@ -284,6 +289,31 @@ def make_tool(
         param_adapters=adapters,
         trusted_paths=paths,
     )
+
+
+def sink_sensitive(
+    tool_name: str,
+    effect: str,
+    params: set[str],
+    sensitive: Sequence[str] = (),
+    free: Sequence[str] = (),
+) -> frozenset[str]:
+    """The sensitive parameters of a tool: for a sink (any effect but ``read``) every parameter
+    not declared ``free``; for a read tool those declared ``sensitive``."""
+    for what, names in (("sensitive", sensitive), ("free", free)):
+        unknown = set(names) - params
+        if unknown:
+            raise UsageError(
+                f"tool '{tool_name}': {what} names unknown parameters {sorted(unknown)}"
+            )
+    both = set(sensitive) & set(free)
+    if both:
+        raise UsageError(f"tool '{tool_name}': {sorted(both)} cannot be both sensitive and free")
+    if effect == "read":
+        if free:
+            raise UsageError(f"tool '{tool_name}': 'free' is for side-effecting tools only")
+        return frozenset(sensitive)
+    return frozenset(params - set(free))
 
 
 _PATTERN = re.compile(r"^(?:[A-Za-z0-9_-]+|\*)(?:\.(?:[A-Za-z0-9_-]+|\*))*$")

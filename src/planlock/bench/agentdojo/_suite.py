@@ -88,6 +88,9 @@ class ToolSpec:
 
     effect: str
     sensitive: tuple[str, ...] = ()
+    """For a read tool: its sensitive parameters (a side-effecting tool's are all of them)."""
+    free: tuple[str, ...] = ()
+    """For a side-effecting tool: parameters untrusted data may fill without asking."""
     trusted_output: bool = False
     trusted_paths: tuple[str, ...] = ()
     """Trusted output paths (per-field trust) when the whole output is not trusted."""
@@ -136,6 +139,7 @@ def load_suite_spec(name: str) -> SuiteSpec:
         unknown = set(decl) - {
             "effect",
             "sensitive",
+            "free",
             "trusted_output",
             "trusted_paths",
             "entries",
@@ -147,6 +151,7 @@ def load_suite_spec(name: str) -> SuiteSpec:
         tools[tool] = ToolSpec(
             effect,
             tuple(decl.get("sensitive", ())),
+            tuple(decl.get("free", ())),
             bool(decl.get("trusted_output", False)),
             entries=bool(decl.get("entries", False)),
             names=bool(decl.get("names", False)),
@@ -200,7 +205,8 @@ def wrap_function(function: Function, spec: ToolSpec, sink: CallSink) -> Tool:
         call,
         name=name,
         effect=spec.effect,
-        sensitive=list(spec.sensitive),
+        sensitive=list(spec.sensitive) if spec.effect == "read" else [],
+        free=list(spec.free),
         trusted_output=spec.trusted_paths or spec.trusted_output,
     )
 
