@@ -22,7 +22,7 @@ from planlock.agent._run import in_process_waiter, recorder
 from planlock.approval._approval import Approved, Denied, auto_approve
 from planlock.durable._state import OnceRecorder, decision_from_json, event_key
 from planlock.execution._engine import Engine, LocalEngine, walk_with
-from planlock.execution._walk import InProcessEngine
+from planlock.execution._inprocess import InProcessEngine
 from planlock.testing import memory_journal
 from planlock.validation._validate import analyse
 

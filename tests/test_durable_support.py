@@ -48,7 +48,7 @@ def fetch(n: int) -> int:
     return n
 
 
-@registry.tool(effect="write", idempotent=True)
+@registry.tool(effect="write", idempotent=True, free=["value"])
 def put(key: str, value: int, ctx: StepContext) -> int:
     """Store a value; idempotent: applied once per idempotency key, however often called."""
     _pause()
@@ -65,7 +65,7 @@ def put(key: str, value: int, ctx: StepContext) -> int:
     return value
 
 
-@registry.tool(effect="send", sensitive=["to"])
+@registry.tool(effect="send", free=["value"])
 def send(to: str, value: int, ctx: StepContext) -> str:
     """Send a message: not idempotent, every call is an effect."""
     _pause()
@@ -86,7 +86,7 @@ def lookup(name: str) -> str:
     return f"{name}@example.com"
 
 
-@registry.tool(effect="send", sensitive=["to"])
+@registry.tool(effect="send", free=["value"])
 def boom(to: str, value: int, ctx: StepContext) -> str:
     """Like ``send``, but while ``$PLANLOCK_TEST_BOOM_FLAG`` exists it kills its own process
     (once: it removes the flag) ``before`` or ``after`` the effect (``$PLANLOCK_TEST_BOOM``)."""

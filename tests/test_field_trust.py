@@ -20,7 +20,7 @@ from planlock import (
     assess,
     run_sync,
 )
-from planlock.planning._planner import describe_tools
+from planlock.planning._prompt import describe_tools
 from planlock.policy._assess import label_trust, static_provenance
 from planlock.testing import ScriptedLLM, memory_journal
 from planlock.tools._registry import make_tool

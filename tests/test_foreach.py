@@ -21,7 +21,8 @@ from planlock import (
     validate,
 )
 from planlock.core._plan import MAX_ITEMS_CAP
-from planlock.planning._planner import describe_tools, plan_schema
+from planlock.planning._plan_schema import plan_schema
+from planlock.planning._prompt import PLANNER_SYSTEM, describe_tools
 from planlock.testing import ScriptedLLM, memory_journal
 
 CHANNELS = ["general", "random", "External_0"]
@@ -171,11 +172,9 @@ def test_the_planner_schema_and_prompt_offer_loops_and_choices() -> None:
     jsonschema.validate({"steps": [choice]}, schema)
     prompt = describe_tools(reg)
     assert "trusted output fields: [*].name" in prompt
-    from planlock.planning._planner import _SYSTEM
-
-    assert '"for_each"' in _SYSTEM
-    assert f"at most {MAX_ITEMS_CAP}" in _SYSTEM
-    assert '"choices"' in _SYSTEM
+    assert '"for_each"' in PLANNER_SYSTEM
+    assert f"at most {MAX_ITEMS_CAP}" in PLANNER_SYSTEM
+    assert '"choices"' in PLANNER_SYSTEM
 
 
 # --- run time -------------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ from planlock import (
     demo,
     plan_schema,
 )
-from planlock.planning._planner import PLACEHOLDER_SCHEMA, context_shape, plan_sync, type_text
+from planlock.planning._plan_schema import PLACEHOLDER_SCHEMA
+from planlock.planning._planner import plan_sync
+from planlock.planning._prompt import context_shape, type_text
 from planlock.testing import ScriptedLLM, capture_journal
 
 GOOD = {

@@ -38,7 +38,7 @@ def make_tools(calls: list[str]) -> ToolRegistry:
         calls.append("balance")
         return 12.5
 
-    @reg.tool(effect="send")
+    @reg.tool(effect="send", free=["body"])  # the report's text; these tests count calls
     def send_report(body: str) -> str:
         calls.append("send_report")
         return "sent"

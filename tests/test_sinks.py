@@ -11,7 +11,7 @@ import planlock
 from planlock import Plan, ToolRegistry, assess
 
 
-def registry(**pay: Any) -> ToolRegistry:
+def registry(**options: Any) -> ToolRegistry:
     reg = ToolRegistry()
 
     @reg.tool(effect="read")
@@ -19,7 +19,7 @@ def registry(**pay: Any) -> ToolRegistry:
         """A bill written by a third party (untrusted)."""
         return {"iban": "DE02 1203 0000 0000 2020 51", "amount": 10.0, "id": 7}
 
-    @reg.tool(effect="pay", **pay)
+    @reg.tool(effect="pay", **options)
     def pay(iban: str, amount: float, id: int, subject: str = "") -> str:  # noqa: A002
         """Pay."""
         return "paid"

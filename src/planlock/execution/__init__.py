@@ -1,7 +1,9 @@
 """planlock.execution: the deterministic DAG walk and the engines that run steps (R3, R4, R11)."""
 
 from planlock.execution._engine import Engine, LocalEngine
-from planlock.execution._walk import InProcessEngine, RunResult, StepCall, StepOutcome, walk
+from planlock.execution._inprocess import InProcessEngine
+from planlock.execution._types import RunResult, StepCall, StepOutcome
+from planlock.execution._walk import walk
 
 __all__ = [
     "Engine",

@@ -1,6 +1,6 @@
 """The engine plug point: what an engine supplies to the DAG walk.
 
-``walk`` (in ``_execute``) is the one engine-agnostic DAG walk. An engine gives it three things:
+``walk`` (in ``_walk``) is the one engine-agnostic DAG walk. An engine gives it three things:
 *run a step*, *wait for an approval* and *record an event*. ``InProcessEngine`` runs steps in this
 process (the default, and what unit tests use); the DBOS engine (``_durable``) runs each step as a
 durable DBOS step and waits for approvals with ``DBOS.recv``.
@@ -13,15 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from planlock.approval import ApprovalRequest, Decision, Denied
-from planlock.execution._walk import (
-    InProcessEngine,
-    Record,
-    RunResult,
-    StepCall,
-    StepOutcome,
-    WaitForApproval,
-    walk,
-)
+from planlock.execution._inprocess import InProcessEngine
+from planlock.execution._types import Record, RunResult, StepCall, StepOutcome, WaitForApproval
+from planlock.execution._walk import walk
 from planlock.validation import Analysis
 
 __all__ = ["Engine", "LocalEngine", "walk_with"]

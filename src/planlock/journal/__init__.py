@@ -11,6 +11,7 @@ from planlock.journal._events import (
     verify_events,
 )
 from planlock.journal._journal import Journal
+from planlock.journal._llm_event import llm_called
 from planlock.journal._stores import (
     JournalStore,
     MemoryStore,
@@ -35,6 +36,7 @@ __all__ = [
     "VerifyReport",
     "chain_next",
     "database_of",
+    "llm_called",
     "open_store",
     "row_event",
     "verify_events",

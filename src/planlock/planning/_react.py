@@ -22,9 +22,10 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from planlock.errors import LLMError
-from planlock.journal import Journal
+from planlock.journal import Journal, llm_called
 from planlock.llm import LLM, LLMReply, LLMRequest, Message
-from planlock.planning._planner import describe_tools, plan_schema
+from planlock.planning._plan_schema import plan_schema
+from planlock.planning._prompt import describe_tools
 from planlock.tools import StepContext, Tool, ToolRegistry
 
 __all__ = ["ReactCall", "ReactResult", "action_reply", "offered_tools", "react", "react_schema"]
@@ -153,25 +154,13 @@ async def react(
             reply = await _complete(llm, request)
         except LLMError as exc:
             result.status, result.error = "llm_error", str(exc)
-            record("llm_called", {"purpose": "react", "backend": llm.name, "error": str(exc)})
+            record("llm_called", llm_called("react", llm, request, error=exc, turn=turn))
             return result
         result.llm_calls += 1
         result.input_tokens += reply.input_tokens
         result.output_tokens += reply.output_tokens
         result.llm_seconds += reply.latency_s
-        record(
-            "llm_called",
-            {
-                "purpose": "react",
-                "backend": llm.name,
-                "turn": turn,
-                "messages": [{"role": m.role, "content": m.content} for m in messages],
-                "reply": reply.text,
-                "input_tokens": reply.input_tokens,
-                "output_tokens": reply.output_tokens,
-                "latency_s": round(reply.latency_s, 4),
-            },
-        )
+        record("llm_called", llm_called("react", llm, request, reply, turn=turn))
         messages.append(Message("assistant", reply.text))
         try:
             turn_data = json.loads(reply.text)

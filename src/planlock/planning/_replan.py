@@ -27,9 +27,10 @@ from typing import Any
 from planlock.core import Plan
 from planlock.errors import LLMError
 from planlock.execution import RunResult
-from planlock.journal import Journal
+from planlock.journal import Journal, llm_called
 from planlock.llm import LLM, LLMRequest, Message
-from planlock.planning._planner import context_shape, describe_tools, plan_schema
+from planlock.planning._plan_schema import plan_schema
+from planlock.planning._prompt import context_shape, describe_tools
 from planlock.policy import RiskReport
 from planlock.tools import LLM_TOOL, ToolRegistry
 from planlock.validation import Analysis
@@ -273,20 +274,8 @@ class Replanner:
         )
         reply = await self.llm.complete(request)
         if self.journal is not None:
-            self.journal.record(
-                run_id,
-                "llm_called",
-                {
-                    "purpose": purpose,
-                    "backend": self.llm.name,
-                    "attempt": attempt,
-                    "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-                    "reply": reply.text,
-                    "input_tokens": reply.input_tokens,
-                    "output_tokens": reply.output_tokens,
-                    "latency_s": round(reply.latency_s, 4),
-                },
-            )
+            event = llm_called(purpose, self.llm, request, reply, attempt=attempt)
+            self.journal.record(run_id, "llm_called", event)
         try:
             data = json.loads(reply.text)
         except json.JSONDecodeError as exc:

@@ -1,0 +1,177 @@
+"""The plan's JSON Schema (R2), generated from the registry.
+
+A planner's reply is constrained by ``plan_schema``: each step's ``tool`` is a ``const`` and its
+``args`` follow that tool's own argument schema, with ``{{...}}`` placeholders allowed wherever a
+value is expected, so a constrained backend cannot name an unknown tool. The schema also allows
+``{"cannot_plan": "<why>"}`` for a goal the tools cannot serve.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from planlock.core import MAX_ITEMS_CAP, STEP_ID_PATTERN, types_of
+from planlock.tools import LLM_STEP_TOOL, Tool, ToolRegistry
+
+__all__ = ["LIST_PLACEHOLDER_SCHEMA", "PLACEHOLDER_SCHEMA", "TEXT_PATTERN", "plan_schema"]
+
+PLACEHOLDER_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^\{\{[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\}\}$",
+}
+"""A whole-value placeholder, allowed wherever a non-string value is expected."""
+
+LIST_PLACEHOLDER_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^\{\{[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+|\.\*|\[\*\])*\}\}$",
+}
+"""A whole placeholder naming a list, where ``[*]`` may project every item's field
+(``{{steps.1.output[*].iban}}``): for ``for_each`` and ``choices``."""
+
+TEXT_PATTERN = r"^(?:[^{}]|\{\{[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\}\})*$"
+"""A string argument: braces only as well-formed ``{{a.b.0.c}}`` placeholders."""
+
+_DROP = frozenset({"title", "examples"})
+_SHAPED = frozenset(
+    {"type", "anyOf", "oneOf", "allOf", "$ref", "const", "enum", "properties", "items", "not"}
+)
+_OTHER_JSON: tuple[dict[str, Any], ...] = tuple(
+    {"type": t} for t in ("number", "boolean", "null", "array", "object")
+)
+
+
+def plan_schema(
+    registry: ToolRegistry,
+    *,
+    llm_step: bool = True,
+    cannot_plan: bool = True,
+    max_steps: int | None = None,
+    loops: bool = True,
+) -> dict[str, Any]:
+    """The JSON Schema a planner's reply must follow, generated from ``registry``.
+
+    One ``anyOf`` branch per tool: ``tool`` is a ``const``, ``args`` is the tool's own argument
+    schema (``$defs`` hoisted to the root under ``<tool>__<name>``), where a value that is not a
+    string may also be a whole ``{{...}}`` placeholder. ``llm_step`` adds the built-in quarantined
+    ``llm`` step; ``cannot_plan`` allows ``{"cannot_plan": "<why>"}`` as the whole reply;
+    ``max_steps`` bounds the number of steps (and so a runaway generation); ``loops`` offers
+    ``for_each``/``max_items`` (small models tend to fill in every optional field they see).
+    """
+    defs: dict[str, Any] = {}
+    tools = sorted(registry, key=lambda t: t.name)
+    if llm_step:
+        tools.append(LLM_STEP_TOOL)
+    branches = [_step_schema(t, defs, loops=loops) for t in tools]
+    steps: dict[str, Any] = {
+        "type": "object",
+        "properties": {"steps": {"type": "array", "minItems": 1, "items": {"anyOf": branches}}},
+        "required": ["steps"],
+        "additionalProperties": False,
+    }
+    if max_steps is not None:
+        steps["properties"]["steps"]["maxItems"] = max_steps
+    root: dict[str, Any]
+    if cannot_plan:
+        refusal = {
+            "type": "object",
+            "properties": {"cannot_plan": {"type": "string", "minLength": 1, "maxLength": 300}},
+            "required": ["cannot_plan"],
+            "additionalProperties": False,
+        }
+        root = {"type": "object", "anyOf": [steps, refusal]}
+    else:
+        root = steps
+    if defs:
+        root["$defs"] = defs
+    return root
+
+
+def _step_schema(tool: Tool, defs: dict[str, Any], *, loops: bool = True) -> dict[str, Any]:
+    params = copy.deepcopy(tool.params_schema)
+    prefix = f"{tool.name}__"
+    local_defs = params.pop("$defs", {})
+    renamed = {f"{prefix}{k}": _clean(v, prefix) for k, v in local_defs.items()}
+    root = {"$defs": {**defs, **renamed}}
+    for name, sub in renamed.items():
+        defs[name] = _with_placeholders(sub, root)
+    args = _with_placeholders(_clean(params, prefix), root)
+    if tool is LLM_STEP_TOOL:
+        # The instruction and output schema of a quarantined step are fixed by the plan (R4).
+        props = args["properties"]
+        props["instruction"] = {**props["instruction"], "pattern": "^[^{}]*$", "minLength": 1}
+        props["output_schema"] = _clean(params["properties"]["output_schema"], prefix)
+        props["choices"] = {
+            "description": props["choices"].get("description", ""),
+            "anyOf": [
+                LIST_PLACEHOLDER_SCHEMA,
+                {"type": "object", "additionalProperties": LIST_PLACEHOLDER_SCHEMA},
+            ],
+        }
+    args.setdefault("type", "object")
+    args.setdefault("properties", {})
+    args["additionalProperties"] = False
+    fields: dict[str, Any] = {
+        "id": {"type": "string", "pattern": STEP_ID_PATTERN},
+        "tool": {"const": tool.name},
+        "args": args,
+    }
+    if loops:
+        fields["for_each"] = LIST_PLACEHOLDER_SCHEMA
+        fields["max_items"] = {"type": "integer", "minimum": 1, "maximum": MAX_ITEMS_CAP}
+    return {
+        "type": "object",
+        "properties": fields,
+        "required": ["id", "tool", "args"],
+        "additionalProperties": False,
+    }
+
+
+def _clean(schema: Any, prefix: str) -> Any:
+    """Drop titles; point ``$ref``s at the hoisted, prefixed ``$defs``."""
+    if isinstance(schema, list):
+        return [_clean(s, prefix) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DROP and not isinstance(value, dict):
+            continue
+        if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
+            out[key] = "#/$defs/" + prefix + value.removeprefix("#/$defs/")
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {k: _clean(v, prefix) for k, v in value.items()}
+        else:
+            out[key] = _clean(value, prefix)
+    return out
+
+
+def _with_placeholders(schema: Any, root: dict[str, Any]) -> Any:
+    """Allow a whole ``{{...}}`` placeholder wherever the schema does not accept a string."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if out.get("type") == "string" and not {"pattern", "enum", "const", "format"} & set(out):
+        out["pattern"] = TEXT_PATTERN
+    if not _SHAPED & set(out):  # any JSON value: strings in it still hold only placeholders
+        out["anyOf"] = [{"type": "string", "pattern": TEXT_PATTERN}, *_OTHER_JSON]
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {k: _wrap(v, root) for k, v in out["properties"].items()}
+    if isinstance(out.get("items"), dict):
+        out["items"] = _wrap(out["items"], root)
+    if out.get("additionalProperties") is True and out.get("type") == "object":
+        out["additionalProperties"] = {}
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = _wrap(out["additionalProperties"], root)
+    for key in ("anyOf", "oneOf"):
+        if isinstance(out.get(key), list):
+            out[key] = [_with_placeholders(b, root) for b in out[key]]
+    return out
+
+
+def _wrap(schema: Any, root: dict[str, Any]) -> Any:
+    inner = _with_placeholders(schema, root)
+    types = types_of(inner, root)
+    if types is None or "string" in types:
+        return inner
+    return {"anyOf": [inner, PLACEHOLDER_SCHEMA]}
