@@ -25,8 +25,8 @@ demo: $(VENV)/.installed
 ## Lint, type-check (strict) and run the whole test suite (what CI runs).
 test: $(VENV)/.installed-dev lint typecheck unit
 
-## The edit-test loop (under a minute): lint, types, and every test that needs no model and no
-## server. The slow tiers (markers model, postgres, browser, slow) run in `make test`.
+## The edit-test loop: lint, types, and every test that needs no model and no server (the
+## `integration` marker: real model, PostgreSQL, browser, crash and load tests run in `make test`).
 check: $(VENV)/.installed-dev lint typecheck unit-fast
 
 lint: $(VENV)/.installed-dev
@@ -42,7 +42,7 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/pytest -q
 
 unit-fast: $(VENV)/.installed-dev
-	$(BIN)/pytest -q -m "not model and not postgres and not browser and not slow"
+	$(BIN)/pytest -q -m "not integration"
 
 ## Performance benchmarks (ratios against baselines measured in the same run).
 bench: $(VENV)/.installed-dev
