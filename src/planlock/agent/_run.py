@@ -21,18 +21,17 @@ from planlock.approval import (
     Approver,
     Decision,
     Denied,
+    Note,
+    PlanGate,
+    admit_grant,
     ask_approver,
     auto_approve,
     binding_problem,
+    record_answer,
+    settle_plan_answer,
 )
 from planlock.core import Plan
-from planlock.errors import (
-    ApprovalDenied,
-    ApprovalMismatch,
-    ApprovalRequired,
-    PlanInvalid,
-    UsageError,
-)
+from planlock.errors import ApprovalDenied, ApprovalRequired, PlanInvalid, UsageError
 from planlock.execution import InProcessEngine, RunResult, StepCall, walk
 from planlock.journal import Journal
 from planlock.llm import LLM
@@ -65,8 +64,9 @@ class Prepared:
         """The plan's hash, computed once (it is asked for on every call check)."""
         return self.plan.hash
 
-    def plan_request(self) -> ApprovalRequest:
-        return ApprovalRequest(self.run_id, self.plan, self.plan_hash, self.report)
+    def plan_request(self, approval_id: str = "") -> ApprovalRequest:
+        """The plan's approval request (``approval_id``: the id an engine stores it under)."""
+        return ApprovalRequest(self.run_id, self.plan, self.plan_hash, self.report, id=approval_id)
 
 
 def recorder(journal: Journal, run_id: str) -> Record:
@@ -74,6 +74,11 @@ def recorder(journal: Journal, run_id: str) -> Record:
         journal.record(run_id, kind, data)
 
     return record
+
+
+def noter(journal: Journal, run_id: str) -> Note:
+    """``recorder``, synchronous: how the plan-approval path (``planlock.approval``) journals."""
+    return functools.partial(journal.record, run_id)
 
 
 async def prepare(
@@ -93,75 +98,45 @@ async def prepare(
     Raises PlanInvalid (nothing runs) and ApprovalDenied when the policy denies a step outright.
     """
     run_id = run_id or str(ULID())
-    record = recorder(journal, run_id)
+    note = noter(journal, run_id)
     inputs = dict(inputs or {})
     policy = policy or Policy()
     plan_hash = plan.hash  # once: it hashes the whole plan's canonical JSON
     if announce:
-        await record("run_started", {"goal": plan.goal, "inputs": inputs, "plan_hash": plan_hash})
-        await record("plan_created", {"plan": plan.canonical(), "hash": plan_hash})
+        note("run_started", {"goal": plan.goal, "inputs": inputs, "plan_hash": plan_hash})
+        note("plan_created", {"plan": plan.canonical(), "hash": plan_hash})
     analysis = analyse(plan, registry, inputs=inputs, max_steps=max_steps)
     if analysis.issues:
         issues = [i.to_json() for i in analysis.issues]
-        await record("plan_rejected", {"hash": plan_hash, "issues": issues})
+        note("plan_rejected", {"hash": plan_hash, "issues": issues})
         if final:
-            await record("run_finished", {"status": "rejected"})
+            note("run_finished", {"status": "rejected"})
         raise PlanInvalid(analysis.issues)
-    await record("plan_validated", {"hash": plan_hash, "steps": len(plan.steps)})
-    report = assess(analysis, policy=policy)
-    await record("risk_assessed", report.to_json())
-    prepared = Prepared(run_id, analysis, report, policy, inputs)
-    if report.denied:
-        reasons = "; ".join(s.reason for s in report.denied)
-        denial = prepared.plan_request().deny("policy", "policy", reasons)
-        await record("approval_denied", denial.to_json())
-        if final:
-            await record("run_finished", {"status": "denied"})
-        raise ApprovalDenied(denial)
+    note("plan_validated", {"hash": plan_hash, "steps": len(plan.steps)})
+    prepared = Prepared(run_id, analysis, assess(analysis, policy=policy), policy, inputs)
+    PlanGate.of(prepared.plan_request()).assessed(note, final=final)
     return prepared
 
 
 async def authorize(prepared: Prepared, approver: Approver, journal: Journal) -> Approved:
     """Get the plan approved: by the policy when nothing needs a person, else by ``approver``."""
-    record = recorder(journal, prepared.run_id)
-    request = prepared.plan_request()
-    if not prepared.report.needs_person:
-        grant = request.approve("policy", "auto", "nothing in this plan needs a person")
-        await record("approval_granted", grant.to_json())
+    note = noter(journal, prepared.run_id)
+    gate = PlanGate.of(prepared.plan_request())
+    grant = gate.open(note)
+    if grant is not None:
         return grant
-    await record(
-        "approval_requested",
-        {
-            "kind": "plan",
-            "plan_hash": request.plan_hash,
-            "needs_approval": [s.to_json() for s in prepared.report.needs_plan_approval],
-            "call_approvals": [s.step_id for s in prepared.report.call_approvals],
-        },
-    )
+    decision = await _ask_in_process(approver, gate.request, note)
+    return settle_plan_answer(note, gate.request, decision)
+
+
+async def _ask_in_process(approver: Approver, request: ApprovalRequest, note: Note) -> Decision:
+    """How a run in process waits for a plan's answer: it asks ``approver``. One that cannot ask
+    a person (``auto``) raises ApprovalRequired; that is journaled as the policy's denial."""
     try:
-        decision = await ask_approver(approver, request)
+        return await ask_approver(approver, request)
     except ApprovalRequired as exc:
-        denial = request.deny("policy", "auto", str(exc))
-        await record("approval_denied", denial.to_json())
-        await record("run_finished", {"status": "denied"})
+        record_answer(note, request.deny("policy", "auto", str(exc)), final=True)
         raise
-    return await check_plan_decision(prepared, decision, journal)
-
-
-async def check_plan_decision(prepared: Prepared, decision: Decision, journal: Journal) -> Approved:
-    """Journal the answer to a plan request; refuse one bound to anything else (R7)."""
-    record = recorder(journal, prepared.run_id)
-    problem = binding_problem(decision, prepared.plan_request())
-    if problem is not None:
-        await record("approval_refused", {**decision.to_json(), "problem": problem})
-        await record("run_finished", {"status": "refused"})
-        raise ApprovalMismatch(problem)
-    if isinstance(decision, Denied):
-        await record("approval_denied", decision.to_json())
-        await record("run_finished", {"status": "denied"})
-        raise ApprovalDenied(decision)
-    await record("approval_granted", decision.to_json())
-    return decision
 
 
 def call_checker(
@@ -222,12 +197,8 @@ async def execute(
 ) -> RunResult:
     """Run an approved plan. Refuses a grant that is not for this plan (R7). With
     ``replanning``, a failed step or a checkpoint may revise the rest of the plan (R8, R9)."""
+    admit_grant(noter(journal, prepared.run_id), grant, prepared.plan_request())
     record = recorder(journal, prepared.run_id)
-    problem = binding_problem(grant, prepared.plan_request())
-    if problem is not None:
-        await record("approval_refused", {**grant.to_json(), "problem": problem})
-        await record("run_finished", {"status": "refused"})
-        raise ApprovalMismatch(problem)
     engine = InProcessEngine(llm=llm, retries=retries, default_timeout=step_timeout, record=record)
     current = prepared
     approved = Envelope.of(prepared.analysis, prepared.report)
@@ -391,7 +362,7 @@ async def _adopt(
     grant = revised.plan_request().approve(
         "policy", "envelope", f"within what was approved for plan {current.plan.hash[:12]}"
     )
-    await record("approval_granted", grant.to_json())
+    record_answer(noter(journal, current.run_id), grant)
     return revised, approved
 
 
@@ -399,22 +370,19 @@ async def authorize_revision(
     revised: Prepared, approver: Approver, journal: Journal, beyond: list[str]
 ) -> Approved:
     """A revision beyond the envelope needs a new approval, like a new plan."""
-    record = recorder(journal, revised.run_id)
+    note = noter(journal, revised.run_id)
     request = revised.plan_request()
-    await record(
+    note(
         "approval_requested",
         {"kind": "plan", "plan_hash": request.plan_hash, "revision": True, "beyond": beyond},
     )
     try:
-        decision = await ask_approver(approver, request)
-    except ApprovalRequired as exc:
-        denial = request.deny("policy", "auto", str(exc))
-        await record("approval_denied", denial.to_json())
-        await record("run_finished", {"status": "denied"})
+        decision = await _ask_in_process(approver, request, note)
+    except ApprovalRequired:
         raise ApprovalRequired(
             [f"the revised plan reaches beyond the approval: {'; '.join(beyond)}"]
         ) from None
-    return await check_plan_decision(revised, decision, journal)
+    return settle_plan_answer(note, request, decision)
 
 
 def in_process_waiter(
@@ -422,7 +390,7 @@ def in_process_waiter(
 ) -> Callable[[ApprovalRequest], Awaitable[Decision]]:
     """Ask ``approver`` about a call and journal the answer; an approver that cannot ask a
     person (``auto``) denies."""
-    record = recorder(journal, run_id)
+    note = noter(journal, run_id)
 
     async def wait(request: ApprovalRequest) -> Decision:
         try:
@@ -430,8 +398,7 @@ def in_process_waiter(
         except ApprovalRequired as exc:
             decision = request.deny("policy", "auto", str(exc))
         if binding_problem(decision, request) is None:  # a mismatch is journaled as refused
-            kind = "approval_granted" if decision.approved else "approval_denied"
-            await record(kind, {**decision.to_json(), "id": request.id})
+            record_answer(note, decision, request_id=request.id)
         return decision
 
     return wait

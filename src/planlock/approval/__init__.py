@@ -1,4 +1,5 @@
-"""planlock.approval: approval requests bound to content, decisions, and approvers (R7)."""
+"""planlock.approval: approval requests bound to content, decisions, approvers, and the one
+plan-approval path every engine takes (R7)."""
 
 from planlock.approval._approval import (
     ApprovalRequest,
@@ -12,16 +13,34 @@ from planlock.approval._approval import (
     binding_problem,
     now_iso,
 )
+from planlock.approval._gate import (
+    AUTO_REASON,
+    GateOutcome,
+    Note,
+    PlanGate,
+    admit_grant,
+    record_answer,
+    refuse_grant,
+    settle_plan_answer,
+)
 
 __all__ = [
+    "AUTO_REASON",
     "ApprovalRequest",
     "Approved",
     "Approver",
     "Decision",
     "Denied",
+    "GateOutcome",
+    "Note",
+    "PlanGate",
+    "admit_grant",
     "approve_all",
     "ask_approver",
     "auto_approve",
     "binding_problem",
     "now_iso",
+    "record_answer",
+    "refuse_grant",
+    "settle_plan_answer",
 ]

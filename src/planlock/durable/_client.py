@@ -21,8 +21,8 @@ from typing import Any
 from dbos import DBOS, DBOSClient, DBOSConfig, DBOSPortableJSONSerializer, EnqueueOptions
 from dbos._utils import INTERNAL_QUEUE_NAME
 
-from planlock.agent import prepare, recorder
-from planlock.approval import Decision
+from planlock.agent import noter, prepare
+from planlock.approval import Decision, PlanGate
 from planlock.core import Plan
 from planlock.durable._state import DurableState, StoredApproval
 from planlock.durable._workflow import (
@@ -46,6 +46,10 @@ __all__ = [
     "system_database_url",
     "system_schema",
 ]
+
+AUTO_REASON = "nothing needs a person"
+"""The reason of the policy's grant for a durable run with nothing that needs a person (the
+approval queue and in-process runs say ``planlock.approval.AUTO_REASON``)."""
 
 
 def system_database_url(db: str | None, journal_path: Path | None = None) -> str:
@@ -120,10 +124,11 @@ class DurableClient:
             raise UsageError("the durable engine does not run for_each steps yet")
         policy = policy or Policy()
         prepared = await prepare(plan, registry, self.journal, inputs=inputs, policy=policy)
-        record = recorder(self.journal, prepared.run_id)
-        request = prepared.plan_request()
-        approval_id = f"{prepared.run_id}.plan"
-        needs = prepared.report.needs_person
+        gate = PlanGate.of(
+            prepared.plan_request(f"{prepared.run_id}.plan"), auto_reason=AUTO_REASON
+        )
+        request, grant = gate.request, gate.decision
+        approval_id, needs = request.id, gate.needs_person
         payload = {
             "run_id": prepared.run_id,
             "plan": plan.canonical(),
@@ -133,27 +138,13 @@ class DurableClient:
         }
         status = "pending_approval" if needs else "approved"
         self.state.add_run(payload, approval_id, status, by)
-        grant = None if needs else request.approve("policy", "auto", "nothing needs a person")
-        stored = {**request.to_json(), "id": approval_id}
         self.state.add_approval(
-            approval_id, prepared.run_id, "plan", plan.hash, stored, decided=grant
+            approval_id, prepared.run_id, "plan", plan.hash, request.to_json(), decided=grant
         )
-        if grant is None:
-            await record(
-                "approval_requested",
-                {
-                    "kind": "plan",
-                    "id": approval_id,
-                    "plan_hash": plan.hash,
-                    "needs_approval": [s.to_json() for s in prepared.report.needs_plan_approval],
-                    "call_approvals": [s.step_id for s in prepared.report.call_approvals],
-                },
-            )
-        else:
-            await record("approval_granted", {**grant.to_json(), "id": approval_id})
-        await record(
-            "run_queued",
-            {"status": status, "approval_id": approval_id, "by": by, "engine": "dbos"},
+        note = noter(self.journal, prepared.run_id)
+        gate.open(note)
+        note(
+            "run_queued", {"status": status, "approval_id": approval_id, "by": by, "engine": "dbos"}
         )
         if grant is not None:
             self.deliver_pending()

@@ -34,10 +34,10 @@ from dbos._dbos import _get_dbos_instance
 
 from planlock._version import __version__
 from planlock.agent import Prepared, call_checker
-from planlock.approval import ApprovalRequest, Decision, Denied, binding_problem
+from planlock.approval import ApprovalRequest, Decision, Denied, admit_grant, binding_problem
 from planlock.core import Plan
 from planlock.durable._state import DurableState, OnceRecorder, decision_from_json
-from planlock.errors import UsageError
+from planlock.errors import ApprovalMismatch, UsageError
 from planlock.execution import InProcessEngine, StepCall, StepOutcome, walk
 from planlock.journal import Journal
 from planlock.llm import LLM
@@ -318,13 +318,11 @@ async def run_workflow(run: dict[str, Any]) -> dict[str, Any]:
         record.record("plan_rejected", {"hash": plan.hash, "issues": issues, "by": "worker"})
         return _finish(worker, record, "rejected")
     prepared = Prepared(run_id, analysis, assess(analysis, policy=policy), policy, inputs)
-    grant = decision_from_json(run["grant"])
-    problem = binding_problem(grant, prepared.plan_request())
-    if problem is None and not grant.approved:
-        problem = "the plan was not approved"
-    if problem is not None:
-        record.record("approval_refused", {**grant.to_json(), "problem": problem})
-        return _finish(worker, record, "refused")
+    try:
+        admit_grant(record.record, decision_from_json(run["grant"]), prepared.plan_request())
+    except ApprovalMismatch:  # journaled, with the end of the run
+        worker.state.set_status(run_id, "refused")
+        return {"status": "refused"}
     worker.state.mark_used(str(run["approval_id"]))
     record.record("approval_used", {"id": run["approval_id"], "plan_hash": plan.hash})
     record.record("run_claimed", {"worker": DBOS.executor_id, "engine": "dbos"})

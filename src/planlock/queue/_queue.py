@@ -21,8 +21,17 @@ from typing import Any
 import anyio
 from ulid import ULID
 
-from planlock.agent import Prepared, execute, prepare, recorder
-from planlock.approval import ApprovalRequest, Approved, Decision, Denied, now_iso
+from planlock.agent import Prepared, execute, noter, prepare
+from planlock.approval import (
+    ApprovalRequest,
+    Approved,
+    Decision,
+    Denied,
+    PlanGate,
+    now_iso,
+    record_answer,
+    refuse_grant,
+)
 from planlock.core import Plan
 from planlock.db import Database
 from planlock.errors import ApprovalDenied, ApprovalMismatch, PlanInvalid, UsageError
@@ -90,11 +99,9 @@ class ApprovalQueue:
         """Validate and assess now (raises PlanInvalid / ApprovalDenied); store the run."""
         policy = policy or Policy()
         prepared = await prepare(plan, registry, self.journal, inputs=inputs, policy=policy)
-        record = recorder(self.journal, prepared.run_id)
-        request = prepared.plan_request()
-        approval_id = str(ULID())
-        request = ApprovalRequest(request.run_id, plan, plan.hash, prepared.report, id=approval_id)
-        needs = prepared.report.needs_person
+        gate = PlanGate.of(prepared.plan_request(str(ULID())))
+        request, grant = gate.request, gate.decision
+        approval_id, needs = request.id, gate.needs_person
         status = "pending_approval" if needs else "approved"
         now = datetime.now(UTC)
         with self._tx() as db:
@@ -122,31 +129,18 @@ class ApprovalQueue:
                     prepared.run_id,
                     plan.hash,
                     json.dumps(request.to_json()),
-                    "pending" if needs else "approved",
+                    "pending" if grant is None else "approved",
                     _iso(now),
                     _iso(now + expires_in),
-                    None if needs else "policy",
-                    None if needs else "auto",
-                    None if needs else _iso(now),
-                    None if needs else "nothing in this plan needs a person",
+                    None if grant is None else grant.by,
+                    None if grant is None else grant.via,
+                    None if grant is None else grant.at,
+                    None if grant is None else grant.reason,
                 ),
             )
-        if needs:
-            await record(
-                "approval_requested",
-                {
-                    "kind": "plan",
-                    "id": approval_id,
-                    "plan_hash": plan.hash,
-                    "needs_approval": [s.to_json() for s in prepared.report.needs_plan_approval],
-                    "call_approvals": [s.step_id for s in prepared.report.call_approvals],
-                    "expires_at": _iso(now + expires_in),
-                },
-            )
-        else:
-            grant = request.approve("policy", "auto", "nothing in this plan needs a person")
-            await record("approval_granted", {**grant.to_json(), "id": approval_id})
-        await record("run_queued", {"status": status, "approval_id": approval_id, "by": by})
+        note = noter(self.journal, prepared.run_id)
+        gate.open(note, expires_at=_iso(now + expires_in))
+        note("run_queued", {"status": status, "approval_id": approval_id, "by": by})
         if needs:
             await self._notify(prepared.run_id, request.to_json())
         return Submitted(prepared.run_id, status, approval_id if needs else None)
@@ -154,13 +148,13 @@ class ApprovalQueue:
     async def _notify(self, run_id: str, request: dict[str, Any]) -> None:
         if self.notifier is None:
             return
-        record = recorder(self.journal, run_id)
+        note = noter(self.journal, run_id)
         try:
             self.notifier.notify(approval_message(request))
         except Exception as exc:  # a notifier failure must not lose the request
-            await record("notification_failed", {"approval_id": request["id"], "error": str(exc)})
+            note("notification_failed", {"approval_id": request["id"], "error": str(exc)})
         else:
-            await record("notification_sent", {"approval_id": request["id"]})
+            note("notification_sent", {"approval_id": request["id"]})
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -272,10 +266,8 @@ class ApprovalQueue:
                     "UPDATE runs SET status = ? WHERE run_id = ?",
                     ("approved" if approve else "denied", run_id),
                 )
-        kind_event = "approval_granted" if approve else "approval_denied"
-        self.journal.record(run_id, kind_event, {**decision.to_json(), "id": approval_id})
-        if not approve and kind == "plan":
-            self.journal.record(run_id, "run_finished", {"status": "denied"})
+        note = noter(self.journal, run_id)
+        record_answer(note, decision, request_id=approval_id, final=kind == "plan")
         return decision
 
     # -- working ----------------------------------------------------------------------------
@@ -302,9 +294,7 @@ class ApprovalQueue:
         try:
             return self._take_plan_grant(run_id)
         except ApprovalMismatch as exc:
-            self.journal.record(run_id, "approval_refused", {"problem": str(exc)})
-            self.journal.record(run_id, "run_finished", {"status": "refused"})
-            raise
+            refuse_grant(noter(self.journal, run_id), str(exc))
 
     def _take_plan_grant(self, run_id: str) -> Approved:
         with self._tx() as db:
