@@ -21,10 +21,10 @@ from planlock import (
     run_sync,
 )
 from planlock.planning._prompt import describe_tools
-from planlock.policy._assess import label_trust, static_provenance
 from planlock.testing import ScriptedLLM, memory_journal
 from planlock.tools._registry import make_tool
-from planlock.validation._fields import matches
+from planlock.validation import label_trust, static_provenance
+from planlock.validation._provenance import matches
 from planlock.validation._validate import analyse
 
 ATTACKER = "XX00ATTACKER"

@@ -36,9 +36,9 @@ from planlock.execution import InProcessEngine, RunResult, StepCall, walk
 from planlock.journal import Journal
 from planlock.llm import LLM
 from planlock.planning import Envelope, Replanner, Revision, diff_steps
-from planlock.policy import Policy, RiskReport, assess, evaluate, label_trust
+from planlock.policy import Policy, RiskReport, assess, evaluate
 from planlock.tools import ToolRegistry
-from planlock.validation import Analysis, analyse
+from planlock.validation import Analysis, analyse, label_trust
 
 __all__ = ["Prepared", "execute", "prepare", "run", "run_sync"]
 

@@ -8,14 +8,14 @@ Placeholders are resolved just before a step runs, keeping types and provenance 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import anyio
 import anyio.abc
 
 from planlock.approval import ApprovalRequest, Denied, binding_problem
-from planlock.core import PLAN_SOURCE, Ref, Sources, Unresolvable, resolve, walk_path
+from planlock.core import Ref, Sources, Unresolvable, resolve, walk_path
 from planlock.execution._types import (
     CheckCall,
     Lookup,
@@ -26,13 +26,15 @@ from planlock.execution._types import (
     StepOutcome,
     WaitForApproval,
 )
-from planlock.tools import LLM_TOOL, choice_problem
+from planlock.tools import choice_problem
 from planlock.validation import (
     Analysis,
     CompiledStep,
     expand_items,
+    input_labels,
     is_number,
     item_ref,
+    output_sources,
     ref_sources,
 )
 
@@ -183,7 +185,7 @@ class _Walk:
         if not outcome.ok:
             await self._fail(step.id, outcome)
             return None
-        return outcome, _output_sources(step, call.provenance.values())
+        return outcome, output_sources(step, call.provenance.values())
 
     async def _run_loop(self, step: CompiledStep, loop: Ref) -> Done | None:
         """Run the step's tool once per item of its for_each list, in order."""
@@ -201,7 +203,7 @@ class _Walk:
         # An llm step's output carries the labels of its arguments, whatever the item count.
         labels = (resolve(expand_items(t, loop), self._labels)[1] for t in step.args.values())
         outcome = StepOutcome(True, output=outputs, attempts=max(1, attempts))
-        return outcome, _output_sources(step, labels)
+        return outcome, output_sources(step, labels)
 
     async def _loop_items(self, step: CompiledStep, loop: Ref) -> list[Any] | None:
         """The list a for_each step iterates over; None when the step failed on it."""
@@ -278,9 +280,7 @@ class _Walk:
             raise Unresolvable(f"'{{{{{ref.text}}}}}' outside a for_each step")
         if ref.name not in self.inputs:
             raise Unresolvable(f"no trusted input named '{ref.name}'")
-        return walk_path(self.inputs[ref.name], ref.path, ref.name), frozenset(
-            (f"input:{ref.name}",)
-        )
+        return walk_path(self.inputs[ref.name], ref.path, ref.name), input_labels(ref.name)
 
     def _item_lookup(self, loop: Ref, i: int) -> Lookup:
         """The lookup for item ``i`` of a for_each list: ``{{item...}}`` names that item."""
@@ -297,7 +297,7 @@ class _Walk:
         if ref.source == "step":
             general = self.outputs[ref.name][1] if ref.name in self.outputs else frozenset()
             return None, ref_sources(self.steps, ref.name, ref.path, general)
-        return None, frozenset((f"input:{ref.name}",))
+        return None, input_labels(ref.name)
 
     # ----------------------------------------------------------------------------------------
     # Failures and the result
@@ -369,15 +369,6 @@ def _check_choice(call: StepCall, outcome: StepOutcome) -> StepOutcome:
     if problem is None:
         return outcome
     return StepOutcome(False, error_kind="invalid_choice", error=problem, attempts=outcome.attempts)
-
-
-def _output_sources(step: CompiledStep, arg_sources: Iterable[Iterable[str]]) -> Sources:
-    """``step:<id>``; an llm step's output also carries its arguments' labels (R4), the plan's
-    own literals aside. ``arg_sources`` is read only for an llm step."""
-    sources = frozenset((f"step:{step.id}",))
-    if step.tool.name == LLM_TOOL:
-        sources = sources.union(*arg_sources) - {PLAN_SOURCE}
-    return sources
 
 
 def _call_request_event(request: ApprovalRequest) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""planlock.policy: provenance labels, the policy, risk assessment and the approval envelope (R5,
-R6, R8).
+"""planlock.policy: the policy, risk assessment and the approval envelope (R6, R8), deciding on
+the provenance labels that ``planlock.validation`` gives (R5).
 """
 
-from planlock.policy._assess import Flow, RiskReport, StepAssessment, assess, label_trust
+from planlock.policy._assess import Flow, RiskReport, StepAssessment, assess
 from planlock.policy._policy import Policy, Reason, Rule, Verdict, evaluate
 
 __all__ = [
@@ -15,5 +15,4 @@ __all__ = [
     "Verdict",
     "assess",
     "evaluate",
-    "label_trust",
 ]

@@ -1,7 +1,8 @@
 """The risk report: what a plan will do, and what a person must approve, before anything runs.
 
-Provenance is computed on the DAG with the same template resolution the executor uses, so the
-static flows are exactly the run-time ones (R5, R6). Argument conditions are decided statically
+Provenance is computed on the DAG by ``planlock.validation``'s provenance rules, with the same
+template resolution the executor uses, so the static flows are exactly the run-time ones (R5,
+R6). Argument conditions are decided statically
 only where the argument is a literal; otherwise the run decides them on the concrete values.
 """
 
@@ -12,20 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from planlock.core import Lit, Plan, Ref, Sources, resolve
+from planlock.core import Lit, Plan, Sources
 from planlock.policy._policy import Action, Policy, Reason, Verdict, evaluate
-from planlock.tools import LLM_TOOL, ToolRegistry, effect_rank
+from planlock.tools import ToolRegistry, effect_rank
 from planlock.validation import (
-    CHOSEN,
     Analysis,
     CompiledStep,
     analyse,
-    expand_items,
-    ref_sources,
-    trusted_label,
+    chosen_labels,
+    label_trust,
+    static_provenance,
+    untrusted_labels,
 )
 
-__all__ = ["Flow", "RiskReport", "StepAssessment", "assess", "label_trust"]
+__all__ = ["Flow", "RiskReport", "StepAssessment", "assess"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,57 +136,6 @@ class RiskReport:
         }
 
 
-def label_trust(analysis: Analysis) -> tuple[Any, Any]:
-    """``is_trusted(label)`` and ``describe(label)`` for a plan's provenance labels."""
-    steps = analysis.steps
-
-    def is_trusted(label: str) -> bool:
-        kind, _, name = label.partition(":")
-        if kind in ("plan", "input"):
-            return True
-        field = trusted_label(label, steps)
-        if field is not None:
-            return field
-        step = steps.get(name)
-        return bool(step and step.tool.trusted_output and step.tool.name != LLM_TOOL)
-
-    def describe(label: str) -> str:
-        kind, _, name = label.partition(":")
-        if kind == CHOSEN and name in steps:
-            return f"a trusted value chosen by step {name} (llm) after reading its input"
-        sid, _, path = name.partition("#")
-        if kind == "step" and sid in steps:
-            where = f" output {path}, declared trusted" if path else ""
-            return f"step {sid} ({steps[sid].tool.name}){where}"
-        return f"input '{name}'" if kind == "input" else label
-
-    return is_trusted, describe
-
-
-def static_provenance(analysis: Analysis) -> dict[str, dict[str, Sources]]:
-    """Per step, per argument: the source labels, computed on the DAG (no values needed)."""
-    out_labels: dict[str, Sources] = {}
-    result: dict[str, dict[str, Sources]] = {}
-
-    def lookup(ref: Ref) -> tuple[Any, Sources]:
-        if ref.source == "step":
-            general = out_labels.get(ref.name, frozenset((f"step:{ref.name}",)))
-            return None, ref_sources(analysis.steps, ref.name, ref.path, general)
-        return None, frozenset((f"input:{ref.name}",))
-
-    for sid in analysis.order:
-        step = analysis.steps[sid]
-        loop = step.for_each
-        templates = {k: expand_items(t, loop) if loop else t for k, t in step.args.items()}
-        args = {k: resolve(t, lookup)[1] for k, t in templates.items()}
-        result[sid] = args
-        own = frozenset((f"step:{sid}",))
-        if step.tool.name == LLM_TOOL:
-            own = own.union(*args.values()) - {"plan"}
-        out_labels[sid] = own
-    return result
-
-
 def verdict_for(
     step: CompiledStep, policy: Policy, provenance: Mapping[str, Sources], analysis: Analysis
 ) -> Verdict:
@@ -233,9 +183,9 @@ def assess(
         )
         for param in sorted(step.tool.sensitive):
             labels = provenance[sid].get(param, ())
-            bad = sorted(s for s in labels if not is_trusted(s))
+            bad = untrusted_labels(labels, is_trusted)
             # A value chosen among trusted ones by untrusted text is a flow of its own kind.
-            bad = bad or sorted(s for s in labels if s.startswith(f"{CHOSEN}:"))
+            bad = bad or chosen_labels(labels)
             if bad:
                 action: Action = max(
                     (r.action for r in verdict.reasons if param in r.params),

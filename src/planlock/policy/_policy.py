@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from planlock.errors import UsageError
 from planlock.tools import LLM_STEP_TOOL, UNDECLARED, Tool, ToolRegistry
+from planlock.validation import chosen_labels, untrusted_labels
 
 __all__ = ["Action", "Policy", "Reason", "Rule", "Verdict", "evaluate"]
 
@@ -232,13 +233,9 @@ def evaluate(
 ) -> Verdict:
     """Decide one call. ``provenance`` maps each argument to its source labels; ``known(param)``
     says whether the argument's value is known (the static check sees only literals)."""
-    untrusted = {p: sorted(s for s in srcs if not is_trusted(s)) for p, srcs in provenance.items()}
+    untrusted = {p: untrusted_labels(srcs, is_trusted) for p, srcs in provenance.items()}
     untrusted = {p: s for p, s in untrusted.items() if s}
-    chosen = {
-        p: sorted(s for s in srcs if s.startswith("chosen:"))
-        for p, srcs in provenance.items()
-        if p not in untrusted
-    }
+    chosen = {p: chosen_labels(srcs) for p, srcs in provenance.items() if p not in untrusted}
     chosen = {p: s for p, s in chosen.items() if s}
     reasons: list[Reason] = []
     definite: list[Reason] = []

@@ -1,23 +1,20 @@
 """planlock.validation: every static check of a plan against a registry, with every issue and its
-JSON path (R2).
+JSON path (R2), and provenance: the labels a value carries and which of them are trusted (R5).
 """
 
-from planlock.validation._fields import (
+from planlock.validation._fields import expand_items, is_number, item_ref
+from planlock.validation._provenance import (
     CHOSEN,
-    expand_items,
-    is_number,
-    item_ref,
+    chosen_labels,
+    input_labels,
+    label_trust,
+    output_sources,
     ref_sources,
-    trusted_label,
+    static_provenance,
+    untrusted_labels,
 )
-from planlock.validation._validate import (
-    Analysis,
-    CompiledStep,
-    Issue,
-    ValidationReport,
-    analyse,
-    validate,
-)
+from planlock.validation._types import Analysis, CompiledStep, ValidationReport
+from planlock.validation._validate import Issue, analyse, validate
 
 __all__ = [
     "CHOSEN",
@@ -26,10 +23,15 @@ __all__ = [
     "Issue",
     "ValidationReport",
     "analyse",
+    "chosen_labels",
     "expand_items",
+    "input_labels",
     "is_number",
     "item_ref",
+    "label_trust",
+    "output_sources",
     "ref_sources",
-    "trusted_label",
+    "static_provenance",
+    "untrusted_labels",
     "validate",
 ]

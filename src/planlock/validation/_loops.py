@@ -22,8 +22,9 @@ from planlock.core import (
     types_of,
     whole_placeholder,
 )
-from planlock.tools import LLM_TOOL, Tool
-from planlock.validation._fields import schema_at, tool_trusts
+from planlock.tools import Tool
+from planlock.validation._fields import schema_at
+from planlock.validation._provenance import tool_trusts
 
 __all__ = ["check_choices", "check_loop"]
 
@@ -121,7 +122,7 @@ def _untrusted(ref: Ref, tools: Mapping[str, Tool | None], loops: frozenset[str]
     if tool is None:
         return ""  # unknown step: reported by the reference check
     inner = ref.path[1:] if ref.name in loops else ref.path
-    if tool.name == LLM_TOOL or not tool_trusts(tool, inner):
+    if not tool_trusts(tool, inner):  # never an llm step's output
         return (
             f"'{{{{{ref.text}}}}}' is not trusted output: choices must come from a trusted input "
             "or a path the tool declares trusted (trusted_output)"

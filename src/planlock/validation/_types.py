@@ -1,0 +1,52 @@
+"""What validation produces: the report, and the analysis (compiled steps in order) that the
+executor and ``assess`` work from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from planlock.core import Issue, Plan, Ref, Template
+from planlock.tools import Tool
+
+__all__ = ["Analysis", "CompiledStep", "ValidationReport"]
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """The result of validation: ``ok`` when there are no issues."""
+
+    plan_hash: str
+    issues: tuple[Issue, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    id: str
+    index: int
+    tool: Tool
+    args: dict[str, Template]
+    deps: frozenset[str]
+    returns_schema: dict[str, Any]
+    checkpoint: bool = False
+    for_each: Ref | None = None
+    """The list the step iterates over (its tool runs once per item)."""
+    max_items: int | None = None
+    choices: tuple[tuple[str | None, Ref], ...] = ()
+    """For an ``llm`` step: the output field (None: the whole output) that must be one of the
+    values at a trusted reference."""
+
+
+@dataclass
+class Analysis:
+    """What the executor needs: compiled steps in a topological order, or the issues."""
+
+    plan: Plan
+    issues: list[Issue] = field(default_factory=list)
+    steps: dict[str, CompiledStep] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    dependents: dict[str, list[str]] = field(default_factory=dict)
