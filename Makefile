@@ -25,8 +25,9 @@ demo: $(VENV)/.installed
 ## Lint, type-check (strict) and run the whole test suite (what CI runs).
 test: $(VENV)/.installed-dev lint typecheck unit
 
-## The edit-test loop: lint, types, and every test that needs no model and no server (the
-## `integration` marker: real model, PostgreSQL, browser, crash and load tests run in `make test`).
+## The edit-test loop: lint, types, and every test that needs no model, no server and no extra
+## processes. Left out (run by `make test`): the markers `integration`, `model`, `postgres`,
+## `browser` and `slow` (crash, load and multi-process tests); e.g. `pytest -m model` runs a tier.
 check: $(VENV)/.installed-dev lint typecheck unit-fast
 
 lint: $(VENV)/.installed-dev
@@ -42,7 +43,7 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/pytest -q
 
 unit-fast: $(VENV)/.installed-dev
-	$(BIN)/pytest -q -m "not integration"
+	$(BIN)/pytest -q -m "not integration and not slow"
 
 ## Performance benchmarks (ratios against baselines measured in the same run).
 bench: $(VENV)/.installed-dev

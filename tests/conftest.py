@@ -1,5 +1,17 @@
+"""Shared fixtures, and the test tiers.
+
+Markers (pyproject.toml): ``integration`` (a real local model or server, kept for selection),
+and the tiers ``make unit-fast`` leaves out: ``model``, ``postgres``, ``browser``, ``slow``.
+``pytest_collection_modifyitems`` below applies ``model`` (tests using ``local_llm``) and
+``postgres`` (tests using ``pg_schema``; the ``journal_spec`` fixture's postgres param carries
+it itself); ``browser`` and ``slow`` are marked in the test files. An ``integration`` test
+that no tier claims is ``slow``, so the fast tier never needs a model or a server.
+"""
+
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
 import uuid
@@ -9,8 +21,22 @@ from typing import Any
 
 import pytest
 
-from planlock import ToolRegistry, demo
+from planlock import LLMReply, LLMRequest, LocalLLM, ToolRegistry, demo
 from planlock.testing import memory_journal
+
+TIERS = ("model", "postgres", "browser", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "local_llm" in names:
+            item.add_marker(pytest.mark.model)
+        if "pg_schema" in names:
+            item.add_marker(pytest.mark.postgres)
+        marks = {m.name for m in item.iter_markers()}
+        if "integration" in marks and not marks.intersection(TIERS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -65,7 +91,12 @@ def pg_schema() -> Iterator[str]:
             admin.execute(f"DROP SCHEMA {schema} CASCADE".encode())
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=[pytest.mark.integration, pytest.mark.postgres]),
+    ]
+)
 def journal_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
     """Where a fresh journal lives, for ``Journal.open`` and ``--journal``: an SQLite file,
     or a PostgreSQL DSN (a fresh schema per test)."""
@@ -103,3 +134,71 @@ def raw_sql(journal_spec: str | Path) -> RawSQL:
             pg.execute(sql.replace("?", "%s").encode(), tuple(params))
 
     return run
+
+
+# -- the embedded model: loaded once per session ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def local_llm() -> Iterator[LocalLLM]:
+    """The embedded model, loaded once for the whole session (tests using it are ``model``)."""
+    from planlock.llm._models import load_model
+
+    llm = load_model("local")
+    assert isinstance(llm, LocalLLM)
+    llm.load()  # here, so the load is the first model test's setup time, not its call time
+    yield llm
+    llm.close()
+
+
+def request_key(llm: str, request: LLMRequest) -> str:
+    """A hash of everything a backend is asked: same key, same request."""
+    body = {
+        "llm": llm,
+        "messages": [[m.role, m.content] for m in request.messages],
+        "purpose": request.purpose,
+        "json_schema": request.json_schema,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class ReplayLLM:
+    """The embedded model, answering a request it was already asked in this session with the
+    reply it gave then (the model is greedy: the same prompt gets the same plan). Only for
+    tests that need *a* plan for a goal, not for tests that examine generation itself."""
+
+    def __init__(self, llm: LocalLLM, replies: dict[str, LLMReply]) -> None:
+        self.llm = llm
+        self.name = llm.name
+        self.replies = replies
+        self.hits = 0
+
+    @property
+    def model_label(self) -> str:
+        return self.llm.model_label
+
+    @property
+    def load_seconds(self) -> float | None:
+        return self.llm.load_seconds
+
+    async def complete(self, request: LLMRequest) -> LLMReply:
+        key = request_key(self.name, request)
+        if key in self.replies:
+            self.hits += 1
+            return self.replies[key]
+        reply = await self.llm.complete(request)  # errors are not remembered
+        self.replies[key] = reply
+        return reply
+
+
+@pytest.fixture(scope="session")
+def model_replies() -> dict[str, LLMReply]:
+    return {}
+
+
+@pytest.fixture
+def local_plans(local_llm: LocalLLM, model_replies: dict[str, LLMReply]) -> ReplayLLM:
+    """The embedded model behind a session-wide cache keyed by a hash of the request."""
+    return ReplayLLM(local_llm, model_replies)

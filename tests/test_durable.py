@@ -184,8 +184,14 @@ class Site:
         with (self.dir / f"{wid}.log").open("ab") as log:
             return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
 
-    def wait_ready(self, wid: str, timeout: float = 60) -> None:
-        wait_for(lambda: "ready" in (self.dir / f"{wid}.log").read_text(), timeout)
+    def wait_ready(self, wid: str, timeout: float = 120) -> None:
+        log = self.dir / f"{wid}.log"
+        try:
+            wait_for(lambda: "ready" in log.read_text(), timeout)
+        except AssertionError:
+            text = log.read_text() if log.exists() else "(no log)"
+            msg = f"worker {wid} not ready after {timeout} s; its log:\n{text}"
+            raise AssertionError(msg) from None
 
     def client(self) -> DurableClient:
         return DurableClient(Journal.open(self.journal), self.db)
@@ -252,6 +258,7 @@ def pending(site: Site, kind: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # worker processes
 def test_parallel_runs_and_approvals_from_other_processes(
     site: Site, procs: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -288,6 +295,7 @@ def test_parallel_runs_and_approvals_from_other_processes(
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # worker processes
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_an_interrupted_send_stops_for_a_decision(
     site: Site, procs: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch, when: str
@@ -329,6 +337,7 @@ def test_an_interrupted_send_stops_for_a_decision(
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # worker processes
 def test_a_dead_workers_runs_are_adopted(site: Site, procs: list[subprocess.Popen[bytes]]) -> None:
     client = site.client()
     run_id = submit(client, parallel_plan(2, "adopt", ask=True))

@@ -36,7 +36,7 @@ from planlock.durable._client import DurableClient, system_database_url
 from planlock.durable._workflow import MAX_RESUMES
 from planlock.queue._queue import ApprovalQueue
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SUPPORT = Path(__file__).resolve().parent / "test_durable_support.py"
 KILLS = int(os.environ.get("PLANLOCK_CRASH_KILLS", "200"))
@@ -177,7 +177,9 @@ def _pg_dsn() -> str | None:
     return dsn
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 @pytest.mark.parametrize("workers", [2, 3])
 def test_workers_share_the_queue_and_run_everything_once(
     site: Site,

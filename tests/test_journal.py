@@ -111,6 +111,7 @@ def _append_many(path: str | Path, who: str, n: int) -> None:
         journal.record(who, "step_started", {"i": i})
 
 
+@pytest.mark.slow  # two processes, 400 appends: seconds on SQLite
 def test_two_processes_appending_keep_one_unbroken_chain(journal_spec: str | Path) -> None:
     path = journal_spec
     Journal.open(path)  # create and migrate once

@@ -1,7 +1,9 @@
 """The embedded ``local`` backend: model file assembly, and the real model planning offline.
 
-Tests marked ``integration`` load the real Qwen2.5-Coder-1.5B model (joined from its chunk
-packages on first use) and run it on this machine's CPU; they run in ``make test`` and CI.
+Tests marked ``integration`` and ``model`` load the real Qwen2.5-Coder-1.5B model (joined from
+its chunk packages on first use; once per session, ``local_llm`` in conftest) and run it on this
+machine's CPU; they run in ``make test`` and CI. Tests that only need *a* plan for a goal use
+``local_plans``, which answers a request already made in the session with the reply it got.
 The OpenAI backend is also tested here against llama.cpp's own OpenAI-compatible HTTP server,
 which the embedded runtime opens on 127.0.0.1.
 """
@@ -15,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import ReplayLLM
 from typer.testing import CliRunner
 
 import planlock
@@ -28,7 +31,6 @@ from planlock.llm._local import (
     grammar_for,
     join_chunks,
 )
-from planlock.llm._models import load_model
 from planlock.testing import capture_journal
 
 # --------------------------------------------------------------------------------------------
@@ -109,13 +111,6 @@ OTHER_GOALS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def local() -> LocalLLM:
-    llm = load_model("local")
-    assert isinstance(llm, LocalLLM)
-    return llm
-
-
 def plan_for(llm: Any, goal: str, **kwargs: Any) -> tuple[planlock.Plan, Planner]:
     registry = demo.build_registry(demo.HelpDesk.sample())
     planner = Planner(llm, registry, **kwargs)
@@ -127,9 +122,9 @@ def plan_for(llm: Any, goal: str, **kwargs: Any) -> tuple[planlock.Plan, Planner
 
 
 @pytest.mark.integration
-def test_the_local_model_plans_the_demo_goal(local: LocalLLM) -> None:
+def test_the_local_model_plans_the_demo_goal(local_llm: LocalLLM, local_plans: ReplayLLM) -> None:
     with capture_journal() as journal:
-        plan, _ = plan_for(local, demo.GOAL, journal=journal)
+        plan, _ = plan_for(local_plans, demo.GOAL, journal=journal)
     registry = demo.build_registry(demo.HelpDesk.sample())
     assert planlock.validate(plan, registry, inputs=demo.INPUTS).ok
     tools = [s.tool for s in plan.steps]
@@ -142,45 +137,45 @@ def test_the_local_model_plans_the_demo_goal(local: LocalLLM) -> None:
     assert call["model"] == "Qwen2.5-Coder-1.5B-Instruct Q4_K_M"
     assert call["input_tokens"] > 500
     assert call["output_tokens"] > 10
-    assert local.load_seconds is not None
+    assert local_llm.load_seconds is not None
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize(("goal", "needs"), OTHER_GOALS)
 def test_the_local_model_plans_other_goals_over_the_demo_tools(
-    local: LocalLLM, goal: str, needs: set[str]
+    local_plans: ReplayLLM, goal: str, needs: set[str]
 ) -> None:
-    plan, _ = plan_for(local, goal)
+    plan, _ = plan_for(local_plans, goal)
     registry = demo.build_registry(demo.HelpDesk.sample())
     assert planlock.validate(plan, registry, inputs=demo.INPUTS).ok
     assert needs <= {s.tool for s in plan.steps}
 
 
 @pytest.mark.integration
-def test_a_truncated_local_reply_is_an_error(local: LocalLLM) -> None:
+def test_a_truncated_local_reply_is_an_error(local_llm: LocalLLM) -> None:
     request = LLMRequest((Message("user", "Count to fifty."),), "test", None, max_tokens=3)
 
     async def go() -> None:
-        await local.complete(request)
+        await local_llm.complete(request)
 
     with pytest.raises(LLMError, match=r"^local: the reply did not finish \(finish_reason='len"):
         anyio.run(go)
 
 
 @pytest.mark.integration
-def test_a_prompt_beyond_the_context_is_an_error(local: LocalLLM) -> None:
+def test_a_prompt_beyond_the_context_is_an_error(local_llm: LocalLLM) -> None:
     huge = "word " * 6000
     request = LLMRequest((Message("user", huge),), "test", None, max_tokens=8)
 
     async def go() -> None:
-        await local.complete(request)
+        await local_llm.complete(request)
 
     with pytest.raises(LLMError, match=r"^local: no reply: .*context"):
         anyio.run(go)
 
 
 @pytest.mark.integration
-def test_a_quarantined_llm_step_runs_on_the_local_model(local: LocalLLM) -> None:
+def test_a_quarantined_llm_step_runs_on_the_local_model(local_llm: LocalLLM) -> None:
     desk = demo.HelpDesk.sample()
     registry = demo.build_registry(desk)
     plan = planlock.Plan.parse(
@@ -202,7 +197,7 @@ def test_a_quarantined_llm_step_runs_on_the_local_model(local: LocalLLM) -> None
         ]
     )
     with capture_journal() as journal:
-        result = planlock.run_sync(plan, registry, llm=local, journal=journal)
+        result = planlock.run_sync(plan, registry, llm=local_llm, journal=journal)
     assert result.ok
     assert result.outputs["2"] == {"customer_id": "A-1001"}
     assert desk.deleted == []  # the model read "call delete_account"; it had no tools
@@ -215,17 +210,17 @@ def test_a_quarantined_llm_step_runs_on_the_local_model(local: LocalLLM) -> None
 
 
 @pytest.mark.integration
-def test_the_openai_backend_plans_through_llama_cpps_server(local: LocalLLM) -> None:
-    assert local.base_url.startswith("http://127.0.0.1:")
-    llm = OpenAILLM("qwen", base_url=local.base_url, api_key=local.api_key, max_retries=0)
+def test_the_openai_backend_plans_through_llama_cpps_server(local_llm: LocalLLM) -> None:
+    assert local_llm.base_url.startswith("http://127.0.0.1:")
+    llm = OpenAILLM("qwen", base_url=local_llm.base_url, api_key=local_llm.api_key, max_retries=0)
     plan, planner = plan_for(llm, "Look up the customer's account.")
     assert "fetch_account" in {s.tool for s in plan.steps}
     assert planner.attempts[-1].input_tokens > 500
 
 
 @pytest.mark.integration
-def test_the_embedded_server_refuses_a_wrong_key(local: LocalLLM) -> None:
-    llm = OpenAILLM("qwen", base_url=local.base_url, api_key="wrong", max_retries=0)
+def test_the_embedded_server_refuses_a_wrong_key(local_llm: LocalLLM) -> None:
+    llm = OpenAILLM("qwen", base_url=local_llm.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(LLMError, match=r"authentication failed|HTTP 401"):
         plan_for(llm, "Look up the customer's account.")
 
@@ -235,7 +230,12 @@ def test_the_embedded_server_refuses_a_wrong_key(local: LocalLLM) -> None:
 
 
 @pytest.mark.integration
-def test_demo_plans_with_the_local_model_and_the_injection_stays_data(tmp_path: Path) -> None:
+def test_demo_plans_with_the_local_model_and_the_injection_stays_data(
+    tmp_path: Path, local_plans: ReplayLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The demo's `local` model, with the session's replies: the demo goal's plan is the one
+    # test_the_local_model_plans_the_demo_goal got (same prompt); its LLM steps run for real.
+    monkeypatch.setattr("planlock.cli._demo.load_model", lambda spec=None: local_plans)
     result = CliRunner().invoke(app, ["demo", "--yes", "--journal", str(tmp_path / "demo.db")])
     assert result.exit_code == 0, result.output
     assert "planned by local" in result.output

@@ -199,7 +199,9 @@ class _Hook(BaseHTTPRequestHandler):
 def webhook() -> Iterator[str]:
     _Hook.received = []
     server = HTTPServer(("127.0.0.1", 0), _Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/hook"
     server.shutdown()
@@ -258,6 +260,7 @@ def wait_for(predicate: Any, timeout: float = 30) -> Any:
     pytest.fail("timed out")
 
 
+@pytest.mark.slow  # a worker process and a dozen CLI processes
 def test_async_queue_across_processes_with_a_run_time_approval(
     db: str | Path, tmp_path: Path
 ) -> None:
@@ -326,6 +329,7 @@ def test_async_queue_across_processes_with_a_run_time_approval(
     assert journal.verify().ok
 
 
+@pytest.mark.slow  # 12 CLI submissions and two worker processes
 def test_two_worker_processes_execute_every_run_exactly_once(
     db: str | Path, tmp_path: Path
 ) -> None:

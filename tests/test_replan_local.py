@@ -11,17 +11,9 @@ import pytest
 import planlock
 from planlock import ApprovalRequest, Decision, Plan, ToolRegistry, run_sync
 from planlock.llm._local import LocalLLM
-from planlock.llm._models import load_model
 from planlock.testing import capture_journal
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def local() -> LocalLLM:
-    llm = load_model("local")
-    assert isinstance(llm, LocalLLM)
-    return llm
+pytestmark = pytest.mark.integration  # and `model`: `local_llm` (conftest) loads it once
 
 
 class Counting:
@@ -62,7 +54,7 @@ ROOM_PLAN = {
 
 
 def test_a_busy_room_is_replaced_by_the_goals_fallback_inside_the_envelope(
-    local: LocalLLM,
+    local_llm: LocalLLM,
 ) -> None:
     log: list[str] = []
     approver = Counting()
@@ -70,8 +62,8 @@ def test_a_busy_room_is_replaced_by_the_goals_fallback_inside_the_envelope(
         result = run_sync(
             Plan.parse(ROOM_PLAN),
             rooms({"Oak": False, "Pine": True}, log),
-            llm=local,
-            replanner=local,
+            llm=local_llm,
+            replanner=local_llm,
             approver=approver,
             journal=journal,
         )
@@ -113,7 +105,7 @@ def stock(units: int, log: list[str]) -> ToolRegistry:
     return reg
 
 
-def test_a_plan_that_still_fits_is_kept(local: LocalLLM) -> None:
+def test_a_plan_that_still_fits_is_kept(local_llm: LocalLLM) -> None:
     plan = {
         "version": 1,
         "goal": "Order 5 widgets if at least 5 are in stock; otherwise put 5 widgets on the "
@@ -128,8 +120,8 @@ def test_a_plan_that_still_fits_is_kept(local: LocalLLM) -> None:
         result = run_sync(
             Plan.parse(plan),
             stock(12, log),
-            llm=local,
-            replanner=local,
+            llm=local_llm,
+            replanner=local_llm,
             approver=planlock.approve_all(),
             journal=journal,
         )

@@ -284,6 +284,7 @@ def test_the_page_is_served_without_external_scripts(client: TestClient) -> None
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # a shell session that starts `planlock serve` and workers
 def test_the_server_docs_example_runs(tmp_path: Path) -> None:
     """The bash block of docs/server.md, on a free port, with this interpreter's planlock."""
     text = (ROOT / "docs" / "server.md").read_text()

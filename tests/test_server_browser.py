@@ -96,6 +96,7 @@ def approve_in_the_page(base: str, screenshot: Path | None = None) -> dict[str, 
 
 
 @pytest.mark.integration
+@pytest.mark.browser
 def test_approve_in_the_page_and_watch_the_run_finish(tmp_path: Path) -> None:
     chromium_or_skip()
     with serve(tmp_path) as server:

@@ -71,6 +71,7 @@ async def load(base: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], f
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_500_concurrent_submissions_and_approvals_each_run_exactly_once(tmp_path: Path) -> None:
     with serve(tmp_path, "--workers", "4") as server:
         submitted, runs, accepted, total = anyio.run(load, server.url)
