@@ -89,7 +89,9 @@ def _summary(results: list[PairResult]) -> tuple[int, int, int]:
 @pytest.mark.parametrize(
     ("suite", "users"),
     [
-        ("workspace", ["user_task_4", "user_task_6", "user_task_39"]),
+        ("workspace", ["user_task_39"]),
+        # "If it's rated higher than 4, book it": a condition on the trusted rating (and on the
+        # typed answer of an llm step that read only trusted prices) decides unattended.
         ("travel", ["user_task_0", "user_task_1"]),
     ],
 )
@@ -98,7 +100,34 @@ def test_plans_whose_sensitive_arguments_come_from_the_prompt_run_without_a_pers
 ) -> None:
     element, worst = make_element(suite, CorpusPlanner(), "oracle")
     results = run_pairs(PlanlockAgent(element, worst), suite, None, user_tasks=users)
-    assert [(r.user_task, r.utility, r.approvals) for r in results] == [(u, True, 0) for u in users]
+    assert [(r.user_task, r.status, r.approvals) for r in results] == [
+        (u, "succeeded", 0) for u in users
+    ]
+    # workspace 39 answers with a password-reset link read from an email: the reply defangs
+    # it (render_reply), and AgentDojo looks for it verbatim
+    assert [r.utility for r in results] == [u != "user_task_39" for u in users]
+
+
+@pytest.mark.parametrize(
+    ("suite", "users"),
+    [("workspace", ["user_task_4", "user_task_6"]), ("banking", ["user_task_14"])],
+)
+def test_a_step_that_untrusted_text_decides_to_run_asks_a_person(
+    suite: str, users: list[str]
+) -> None:
+    # "Am I free for lunch? If so, create the event" / "if something looks suspicious, update
+    # the password": the condition is an llm step's boolean over text others wrote (events,
+    # transfers), so whether the write happens is untrusted text's decision (branch:<id>).
+    element, worst = make_element(suite, CorpusPlanner(), "oracle")
+    unattended = run_pairs(PlanlockAgent(element, worst), suite, None, user_tasks=users)
+    assert [(r.user_task, r.utility, r.approvals) for r in unattended] == [
+        (u, False, 1) for u in users
+    ]
+    element, worst = make_element(suite, CorpusPlanner(), "oracle", approve="all")
+    approved = run_pairs(PlanlockAgent(element, worst), suite, None, user_tasks=users)
+    assert [(r.user_task, r.utility, r.approvals) for r in approved] == [
+        (u, True, 1) for u in users
+    ]
 
 
 def test_an_address_from_the_contact_list_needs_a_person() -> None:
@@ -330,7 +359,7 @@ def test_the_markdown_table_keeps_an_agent_name_with_a_bar_in_one_cell() -> None
     row = Row("planlock[corpus|worst-case]", "travel", "none", 20, 0.1, 0, 0, 0, 0.2)
     line = markdown([row]).splitlines()[-1]
     assert line.startswith("| planlock[corpus\\|worst-case] | travel | none | 20 | 10.0% |")
-    assert line.replace("\\|", "").count("|") == 11
+    assert line.replace("\\|", "").count("|") == 14
 
 
 def test_a_name_chosen_over_trusted_facts_is_trusted_one_chosen_over_reviews_is_not() -> None:

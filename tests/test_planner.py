@@ -135,7 +135,9 @@ def test_placeholders_are_allowed_where_a_non_string_value_is_expected() -> None
 
 def test_nested_model_definitions_are_hoisted_under_the_tool_name() -> None:
     schema = plan_schema(typed_registry())
-    assert set(schema["$defs"]) == {"count__Window"}
+    conditions = {"when__Compare", "when__AllOf", "when__AnyOf", "when__Not"}  # a step's when
+    assert set(schema["$defs"]) == {"count__Window", *conditions}
+    assert set(plan_schema(typed_registry(), conditions=False)["$defs"]) == {"count__Window"}
     text = json.dumps(schema)
     assert '"#/$defs/count__Window"' in text
     assert '"#/$defs/Window"' not in text

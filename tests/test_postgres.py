@@ -67,7 +67,7 @@ def test_an_unreachable_server_is_a_clear_error_without_the_password() -> None:
 
 # -- on a server ------------------------------------------------------------------------------
 
-pg = pytest.mark.integration
+pg = pytest.mark.integration  # and `postgres`: `pg_schema` (conftest)
 
 
 @pg
@@ -84,7 +84,7 @@ def test_migrations_are_named_and_run_once(pg_schema: str) -> None:
                 "WHERE table_schema = current_schema()"
             )
         }
-    assert names == ["0001_events", "0002_queue", "0003_durable"]
+    assert names == ["0001_events", "0002_queue", "0003_durable", "0004_endorsements"]
     assert {"events", "runs", "approvals", "migrations"} <= tables
     assert [e.seq for e in again.events()] == [1, 2, 3]
 

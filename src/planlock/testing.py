@@ -1,5 +1,5 @@
 """Test doubles that ship with planlock: a scripted LLM, a worst-case obedient LLM, an in-memory
-journal, a capture helper.
+journal, a capture helper, an in-memory endorsement store (``MemoryEndorsements``).
 
 from planlock.testing import ScriptedLLM, capture_journal
 
@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from planlock.approval import MemoryEndorsements
 from planlock.errors import LLMError
 from planlock.journal import Journal, MemoryStore
 from planlock.llm import LLM, LLMReply, LLMRequest
 from planlock.planning import action_reply, offered_tools
 
-__all__ = ["ObedientLLM", "ScriptedLLM", "capture_journal", "memory_journal"]
+__all__ = ["MemoryEndorsements", "ObedientLLM", "ScriptedLLM", "capture_journal", "memory_journal"]
 
 Reply = str | dict[str, Any] | list[Any] | Exception
 

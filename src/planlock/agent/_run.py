@@ -21,13 +21,18 @@ from planlock.approval import (
     Approver,
     Decision,
     Denied,
+    EndorsementStore,
+    MemoryEndorsements,
     Note,
     PlanGate,
     admit_grant,
     ask_approver,
     auto_approve,
     binding_problem,
+    bound_endorsements,
+    offers,
     record_answer,
+    settle,
     settle_plan_answer,
 )
 from planlock.core import Plan
@@ -141,13 +146,27 @@ async def _ask_in_process(approver: Approver, request: ApprovalRequest, note: No
 
 def call_checker(
     prepared: Prepared,
+    endorsements: EndorsementStore | None = None,
+    note: Note | None = None,
 ) -> Callable[[StepCall], ApprovalRequest | Denied | None]:
-    """The run-time policy check (R6): the same rules, now on the concrete values."""
+    """The run-time policy check (R6): the same rules, now on the concrete values. With
+    ``endorsements``, an untrusted or chosen value in a sensitive parameter that a person
+    endorsed (same value hash and source, and target if set) is allowed without asking; each
+    endorsement used is journaled through ``note`` (``endorsement_used``)."""
     is_trusted, describe = label_trust(prepared.analysis)
+    steps = prepared.analysis.steps
 
     def check(call: StepCall) -> ApprovalRequest | Denied | None:
         tool = call.step.tool
-        verdict = evaluate(prepared.policy, tool, call.args, call.provenance, is_trusted, describe)
+        verdict = evaluate(
+            prepared.policy,
+            tool,
+            call.args,
+            call.provenance,
+            is_trusted,
+            describe,
+            decided_by=call.step.marks,
+        )
         base = prepared.plan_request()
         if verdict.action == "deny":
             why = "; ".join(r.message for r in verdict.concerns if r.action == "deny")
@@ -160,9 +179,32 @@ def call_checker(
                 args_hash=call.args_hash,
             )
         covered = prepared.report.covered(call.step.id)
+        concerns = verdict.concerns
+        offered = offers(steps, call.step, call.args, concerns)
+        if endorsements is not None and offered:
+            concerns, used = settle(endorsements, offered, concerns)
+            if used and note is not None:
+                for offer, e in used:
+                    note(
+                        "endorsement_used",
+                        {
+                            "step": call.step.id,
+                            "item": call.item,
+                            "args_hash": call.args_hash,
+                            "param": offer.param,
+                            "target": offer.target,
+                            "endorsement": e.id,
+                            "value_hash": e.value_hash,
+                            "source": e.source,
+                            "label": e.label,
+                            "by": e.by,
+                        },
+                    )
+            left = {r.params[0] for r in concerns if r.action != "allow" and len(r.params) == 1}
+            offered = tuple(o for o in offered if o.param in left)
         pending = tuple(
             r
-            for r in verdict.concerns
+            for r in concerns
             if r.action == "require_approval" and (r.at_call or r.key not in covered)
         )
         if not pending:
@@ -178,6 +220,7 @@ def call_checker(
             provenance=call.provenance,
             reasons=pending,
             id=str(ULID()),
+            endorsable=offered,
         )
 
     return check
@@ -194,9 +237,11 @@ async def execute(
     retries: int = 2,
     step_timeout: float | None = None,
     replanning: Replanning | None = None,
+    endorsements: EndorsementStore | None = None,
 ) -> RunResult:
     """Run an approved plan. Refuses a grant that is not for this plan (R7). With
-    ``replanning``, a failed step or a checkpoint may revise the rest of the plan (R8, R9)."""
+    ``replanning``, a failed step or a checkpoint may revise the rest of the plan (R8, R9).
+    With ``endorsements``, endorsed values reach sensitive parameters without asking."""
     admit_grant(noter(journal, prepared.run_id), grant, prepared.plan_request())
     record = recorder(journal, prepared.run_id)
     engine = InProcessEngine(llm=llm, retries=retries, default_timeout=step_timeout, record=record)
@@ -214,7 +259,7 @@ async def execute(
             run_step=engine.run_step,
             wait_for_approval=wait_for_approval,
             record=record,
-            check_call=call_checker(current),
+            check_call=call_checker(current, endorsements, noter(journal, current.run_id)),
             concurrency=concurrency,
             trusted_steps=frozenset(s for s, c in analysis.steps.items() if c.tool.trusted_output),
             completed=completed,
@@ -386,10 +431,15 @@ async def authorize_revision(
 
 
 def in_process_waiter(
-    approver: Approver, journal: Journal, run_id: str
+    approver: Approver,
+    journal: Journal,
+    run_id: str,
+    endorsements: EndorsementStore | None = None,
 ) -> Callable[[ApprovalRequest], Awaitable[Decision]]:
     """Ask ``approver`` about a call and journal the answer; an approver that cannot ask a
-    person (``auto``) denies."""
+    person (``auto``) denies. Values the person endorsed with a grant
+    (``ApprovalRequest.endorse``) and bound to the request are kept in ``endorsements`` and
+    journaled (``endorsement_added``)."""
     note = noter(journal, run_id)
 
     async def wait(request: ApprovalRequest) -> Decision:
@@ -399,6 +449,10 @@ def in_process_waiter(
             decision = request.deny("policy", "auto", str(exc))
         if binding_problem(decision, request) is None:  # a mismatch is journaled as refused
             record_answer(note, decision, request_id=request.id)
+        if endorsements is not None:
+            for e in bound_endorsements(decision, request):
+                endorsements.add(e)
+                note("endorsement_added", {**e.to_json(), "step": request.step_id})
         return decision
 
     return wait
@@ -420,6 +474,7 @@ async def run(
     run_id: str | None = None,
     replanner: Replanner | LLM | None = None,
     max_replans: int = 2,
+    endorsements: EndorsementStore | None = None,
 ) -> RunResult:
     """Validate, assess, approve and execute a plan; journal every step of the way.
 
@@ -429,8 +484,14 @@ async def run(
     a ``Replanner``), failed steps and checkpoints may revise the rest of the plan, at most
     ``max_replans`` times; a revision beyond what was approved goes to ``approver`` again, and
     raises ApprovalRequired / ApprovalDenied if refused (the finished steps stay finished).
+
+    ``endorsements`` (a ``MemoryEndorsements`` or ``SQLEndorsements``) holds the values a person
+    endorsed: an untrusted or chosen value in a sensitive parameter with a live endorsement for
+    its hash and source runs without asking; values endorsed during the run are added to it
+    (without one, they last for this run only).
     """
     journal = journal if journal is not None else Journal()
+    endorsements = endorsements if endorsements is not None else MemoryEndorsements()
     replanning = None
     if replanner is not None:
         if not isinstance(replanner, Replanner):
@@ -444,12 +505,13 @@ async def run(
         prepared,
         grant,
         journal,
-        wait_for_approval=in_process_waiter(approver, journal, prepared.run_id),
+        wait_for_approval=in_process_waiter(approver, journal, prepared.run_id, endorsements),
         llm=llm,
         concurrency=concurrency,
         retries=retries,
         step_timeout=step_timeout,
         replanning=replanning,
+        endorsements=endorsements,
     )
 
 

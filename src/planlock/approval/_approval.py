@@ -9,11 +9,12 @@ executor checks the answer against what it is about to run, and refuses a mismat
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from planlock.approval._endorse import Endorsable, Endorsement, make_endorsements
 from planlock.errors import ApprovalRequired
 
 if TYPE_CHECKING:
@@ -59,6 +60,9 @@ class ApprovalRequest:
     """For a call request: why this call needs a person."""
     id: str = ""
     """Set when the request is stored in a queue."""
+    endorsable: tuple[Endorsable, ...] = ()
+    """For a call request: the values a person may endorse while approving it (each parameter
+    whose untrusted or chosen value is why a person is asked), bound to hash and source."""
 
     @property
     def kind(self) -> Literal["plan", "call"]:
@@ -83,6 +87,36 @@ class ApprovalRequest:
     def deny(self, by: str, via: str, reason: str) -> Denied:
         return Denied(self.plan_hash, by, via, reason, now_iso(), self.step_id, self.args_hash)
 
+    def endorse(
+        self,
+        by: str,
+        via: str,
+        label: str | Mapping[str, str],
+        *,
+        any_target: bool = False,
+        expires_at: str | None = None,
+        reason: str = "",
+    ) -> Approved:
+        """Approve this call and endorse the values it offers (``endorsable``): ``label`` for
+        every one, or ``{param: label}`` for some. The endorsements ride on the grant; the run
+        keeps and journals them (``endorsement_added``), so the same value from the same source
+        reaches this tool's parameter (any sensitive one with ``any_target``) without asking."""
+        labels = (
+            label
+            if isinstance(label, Mapping)
+            else dict.fromkeys((o.param for o in self.endorsable), label)
+        )
+        made = make_endorsements(
+            self.endorsable,
+            labels,
+            by=by,
+            via=via,
+            any_target=any_target,
+            expires_at=expires_at,
+        )
+        granted = self.approve(by, via, reason or "approved and endorsed")
+        return replace(granted, endorsements=made)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -96,6 +130,7 @@ class ApprovalRequest:
             "args": self.args,
             "provenance": self.provenance,
             "reasons": [r.to_json() for r in self.reasons],
+            "endorsable": [o.to_json() for o in self.endorsable],
         }
 
 
@@ -113,9 +148,12 @@ class Approved:
     expires_at: str | None = None
     """ISO 8601 UTC; a grant used after this is refused."""
     approved: Literal[True] = True
+    endorsements: tuple[Endorsement, ...] = ()
+    """Values the person endorsed with this grant (``ApprovalRequest.endorse``); journaled as
+    ``endorsement_added`` events of their own, not in the grant's JSON."""
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in self.__slots__ if k != "endorsements"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +188,22 @@ def binding_problem(decision: Decision, request: ApprovalRequest) -> str | None:
     if isinstance(decision, Approved) and decision.expires_at and _expired(decision.expires_at):
         return f"the grant expired at {decision.expires_at}"
     return None
+
+
+def bound_endorsements(decision: Decision, request: ApprovalRequest) -> tuple[Endorsement, ...]:
+    """The endorsements a grant carries that are bound to what ``request`` offered (same value
+    hash and source, this call's target or none); any other is left out. A denial, or an answer
+    bound to another call, endorses nothing."""
+    if not isinstance(decision, Approved) or binding_problem(decision, request) is not None:
+        return ()
+    return tuple(
+        e
+        for e in decision.endorsements
+        if any(
+            (o.value_hash, o.source) == (e.value_hash, e.source) and e.target in (None, o.target)
+            for o in request.endorsable
+        )
+    )
 
 
 def _expired(stamp: str) -> bool:

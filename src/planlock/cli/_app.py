@@ -15,7 +15,13 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from planlock.approval import ApprovalRequest, Decision, approve_all, auto_approve
+from planlock.approval import (
+    ApprovalRequest,
+    Decision,
+    SQLEndorsements,
+    approve_all,
+    auto_approve,
+)
 from planlock.cli import _render
 from planlock.core import Issue, Plan
 from planlock.db import is_dsn
@@ -94,6 +100,14 @@ def _open_journal(spec: str | Path | None) -> Journal:
         _fail(EXIT_USAGE, str(exc))
 
 
+def _endorsements(journal: Journal) -> SQLEndorsements:
+    """The endorsements kept beside the journal (saved payees, known contacts)."""
+    try:
+        return SQLEndorsements.beside(journal)
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+
+
 def _journal_missing(spec: str | Path) -> bool:
     return isinstance(spec, Path) and not spec.exists()
 
@@ -168,12 +182,41 @@ class TerminalApprover:
     def __call__(self, request: ApprovalRequest) -> Decision:
         self.console.print(_render.approval_panel(request))
         who = os.environ.get("USER") or "terminal-user"
+        if request.kind == "call" and request.endorsable:
+            return self._ask_call(request, who)
         question = "Approve this call?" if request.kind == "call" else "Approve and run this plan?"
         try:
             answer = typer.confirm(question, default=False)
         except (typer.Abort, EOFError):
             answer = False
         if answer:
+            return request.approve(who, "terminal")
+        return request.deny(who, "terminal", "declined at the terminal prompt")
+
+    def _ask_call(self, request: ApprovalRequest, who: str) -> Decision:
+        """A call held up by untrusted data in a sensitive parameter: approve it once, deny it,
+        or endorse the value (approve it, and let the same value from the same source through
+        without asking from now on)."""
+        question = "Approve this call? [y]es, [n]o, [e]ndorse this value"
+        try:
+            answer = typer.prompt(question, default="n", show_default=True).strip().lower()
+            labels: dict[str, str] = {}
+            if answer in ("e", "endorse"):
+                for offer in request.endorsable:
+                    value = json.dumps((request.args or {}).get(offer.param), ensure_ascii=False)
+                    label = typer.prompt(
+                        f"What is {offer.param} = {value}? A label, e.g. landlord "
+                        "(empty: do not endorse it)",
+                        default="",
+                        show_default=False,
+                    )
+                    if label.strip():
+                        labels[offer.param] = label.strip()
+        except (typer.Abort, EOFError):
+            answer = "n"
+        if answer in ("e", "endorse") and labels:
+            return request.endorse(who, "terminal", labels)
+        if answer in ("y", "yes", "e", "endorse"):
             return request.approve(who, "terminal")
         return request.deny(who, "terminal", "declined at the terminal prompt")
 

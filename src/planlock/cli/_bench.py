@@ -75,12 +75,14 @@ def agentdojo_cmd(
     try:
         from planlock.bench.agentdojo import (  # noqa: PLC0415  (optional dependency, imported on use)
             ATTACKS,
+            CAMEL_FIRE_RATE,
             SUITES,
             BaselineAgent,
             CorpusPlanner,
             ModelPlanner,
             PairResult,
             PlanlockAgent,
+            autonomy,
             corpus_suites,
             load_suite,
             make_element,
@@ -169,6 +171,8 @@ def agentdojo_cmd(
         "utility",
         "AgentDojo",
         "strict",
+        "taint",
+        "unasked",
         "asked",
         "if approved",
         "s",
@@ -183,11 +187,16 @@ def agentdojo_cmd(
             f"{100 * r.utility:.1f}%",
             str(r.attacks_agentdojo),
             str(r.attacks_strict),
+            str(r.attacks_taint),
+            str(r.attacks_unasked),
             str(r.approval_runs),
             "" if r.utility_approved is None else f"{100 * r.utility_approved:.1f}%",
             f"{r.seconds:.1f}",
         )
     out.print(table)
+    auto = autonomy(results, approved)
+    if auto:
+        out.print(_autonomy_table(auto, CAMEL_FIRE_RATE))
     meta = {
         "benchmark": "AgentDojo v1.2.2",
         "planner": planner,
@@ -197,5 +206,23 @@ def agentdojo_cmd(
         "seconds": round(time.perf_counter() - started, 1),
         "machine": platform.platform(),
     }
-    paths = write(output, rows, results + approved, meta, header)
+    paths = write(output, rows, results + approved, meta, header, autonomy_rows=auto)
     err.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _autonomy_table(rows: list[Any], camel: float) -> Table:
+    """The second table: human touches and completion on benign tasks, per suite and overall,
+    beside CaMeL's published share of benign runs on which its policy fires."""
+    table = Table(title="autonomy (benign tasks)")
+    for col in ("agent", "suite", "tasks", "HITL load", "TCR@0", "TCR@1", "TCR@∞", "fires"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.agent,
+            r.suite,
+            str(r.tasks),
+            f"{r.hitl_load:.2f}",
+            *(f"{100 * x:.1f}%" for x in (r.tcr0, r.tcr1, r.tcr_inf, r.fire_rate)),
+        )
+    table.add_row("CaMeL (published)", "all", "", "", "", "", "", f"{100 * camel:.1f}%")
+    return table

@@ -21,6 +21,7 @@ from planlock.cli._app import (
     PolicyOpt,
     ToolsOpt,
     _approver,
+    _endorsements,
     _fail,
     _inputs,
     _invalid,
@@ -141,6 +142,7 @@ def run_cmd(
             llm=llm,
             replanner=llm if max_replans else None,
             max_replans=max_replans,
+            endorsements=_endorsements(j),
         )
     except PlanInvalid as exc:
         _invalid(exc, as_json)

@@ -28,6 +28,7 @@ from planlock.cli._app import (
     PolicyOpt,
     ToolsOpt,
     _approver,
+    _endorsements,
     _fail,
     _inputs,
     _journal_path,
@@ -243,6 +244,7 @@ def ask_cmd(
             run_id=run_id,
             replanner=llm if max_replans else None,
             max_replans=max_replans,
+            endorsements=_endorsements(j),
         )
     except PlanInvalid as exc:  # pragma: no cover  (the planner validated it already)
         _fail(EXIT_INVALID, str(exc))

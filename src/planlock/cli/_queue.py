@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from planlock.approval import EndorseAs
 from planlock.cli import _render
 from planlock.cli._app import (
     EXIT_APPROVAL,
@@ -174,13 +175,27 @@ def approvals_show(
     out.print(_render.stored_request(item))
 
 
-def _decide(approval_id: str, journal: str | None, *, approve: bool, by: str, reason: str) -> None:
+def _decide(
+    approval_id: str,
+    journal: str | None,
+    *,
+    approve: bool,
+    by: str,
+    reason: str,
+    endorse: EndorseAs | None = None,
+) -> None:
     try:
-        decision = _queue(journal).decide(approval_id, approve=approve, by=by, reason=reason)
+        decision = _queue(journal).decide(
+            approval_id, approve=approve, by=by, reason=reason, endorse=endorse
+        )
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
     verb = "approved" if approve else "denied"
     out.print(f"[green]{verb}[/] {approval_id} as {decision.by} (plan {decision.plan_hash[:12]})")
+    for e in getattr(decision, "endorsements", ()):
+        out.print(
+            Text(f"endorsed {e.id} as {e.label!r}: {e.source} -> {e.target or 'any sensitive'}")
+        )
 
 
 @app.command("approve")
@@ -189,9 +204,32 @@ def approve_cmd(
     by: Annotated[str, typer.Option("--as", help="Who approves.")],
     reason: Annotated[str, typer.Option(help="Why (journaled).")] = "",
     journal: JournalOpt = None,
+    endorse: Annotated[
+        str | None,
+        typer.Option(
+            "--endorse",
+            help="For a call held up by untrusted data: also endorse its value(s) with this "
+            "label (e.g. landlord), so the same value from the same source runs without asking.",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="With --endorse: only this parameter's value (repeatable)."),
+    ] = None,
+    any_target: Annotated[
+        bool,
+        typer.Option(
+            "--any-target", help="With --endorse: the value may reach any sensitive parameter."
+        ),
+    ] = False,
 ) -> None:
     """Approve a pending request: single use, bound to the plan hash (and a call's arguments)."""
-    _decide(approval_id, journal, approve=True, by=by, reason=reason)
+    if endorse is None and (param or any_target):
+        _fail(EXIT_USAGE, "--param and --any-target go with --endorse LABEL")
+    spec = None
+    if endorse is not None:
+        spec = EndorseAs(endorse, tuple(param) if param else None, any_target)
+    _decide(approval_id, journal, approve=True, by=by, reason=reason, endorse=spec)
 
 
 @app.command("deny")

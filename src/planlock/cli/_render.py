@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from planlock.approval import ApprovalRequest
-from planlock.core import Plan
+from planlock.core import Plan, Step, condition_text
 from planlock.execution import RunResult
 from planlock.journal import Event
 from planlock.policy import RiskReport
@@ -57,8 +58,13 @@ def plan_table(plan: Plan, registry: ToolRegistry) -> Table:
     for s in plan.steps:
         tool = registry.get(s.tool)
         effect = tool.effect if tool else ("read" if s.tool == LLM_TOOL else "?")
-        table.add_row(s.id, s.tool, effect_text(effect), Text(_short(s.args, 100)))
+        table.add_row(s.id, s.tool, effect_text(effect), Text(_short(s.args, 100) + _when(s)))
     return table
+
+
+def _when(step: Step) -> str:
+    """A conditional step's condition, under its arguments (it is part of what is approved)."""
+    return f"\nonly if {condition_text(step.when)}" if step.when is not None else ""
 
 
 def approval_panel(request: ApprovalRequest) -> Panel:
@@ -79,7 +85,9 @@ def approval_panel(request: ApprovalRequest) -> Panel:
     args.add_column("tool")
     args.add_column("exact arguments")
     for step in request.plan.steps:
-        args.add_row(step.id, step.tool, Text(json.dumps(step.args, ensure_ascii=False)))
+        args.add_row(
+            step.id, step.tool, Text(json.dumps(step.args, ensure_ascii=False) + _when(step))
+        )
     body = Group(
         Text(f"plan hash {request.plan_hash}"),
         Text("effects: " + ", ".join(request.effects)),
@@ -103,7 +111,7 @@ def call_panel(request: ApprovalRequest) -> Panel:
     why = Table.grid(padding=(0, 1))
     for r in request.reasons:
         why.add_row("•", Text(r.message))
-    body = Group(
+    parts: list[Text | Table] = [
         Text(
             f"step {request.step_id} of plan {request.plan_hash[:12]}, "
             f"arguments {request.args_hash}"
@@ -111,7 +119,13 @@ def call_panel(request: ApprovalRequest) -> Panel:
         Text("needs approval because:", style="bold"),
         why,
         rows,
-    )
+    ]
+    if request.endorsable:
+        offers = Table.grid(padding=(0, 1))
+        for o in request.endorsable:
+            offers.add_row("✎", Text(f"{o.param} (from {o.source}, to {o.target})"))
+        parts += [Text("you may endorse these values (approve them once for all):"), offers]
+    body = Group(*parts)
     return Panel(
         body, title=f"Approval requested for a call (step {request.step_id})", border_style="red"
     )
@@ -126,9 +140,18 @@ def progress_line(event: Event) -> str | None:
     if event.kind == "step_failed":
         return f"[red]✘[/] step {d['step']} failed: {d['error_kind']}"
     if event.kind == "step_skipped":
+        if d.get("reason") == "condition":
+            why = f"reads step {d['because']}, skipped" if "because" in d else "condition false"
+            return f"[blue]-[/] step {d['step']} skipped ({why})"
         return f"[yellow]-[/] step {d['step']} skipped (depends on failed step {d['because']})"
     if event.kind == "approval_granted":
         return f"[green]approved[/] by {d['by']} via {d['via']}"
+    if event.kind == "endorsement_added":
+        said = escape(f"by {d['by']} as {d['label']!r} ({d['source']})")
+        return f"[green]endorsed[/] {said}"
+    if event.kind == "endorsement_used":
+        said = escape(f"step {d['step']} {d['param']}: endorsed by {d['by']} as {d['label']!r}")
+        return f"[green]✎[/] {said}"
     if event.kind == "replanned":
         if d.get("outcome") == "gave_up":
             return "[yellow]↻[/] replanning gave up"

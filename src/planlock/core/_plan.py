@@ -12,12 +12,36 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from planlock.core._issue import Issue
 from planlock.errors import PlanInvalid
 
-__all__ = ["Plan", "Ref", "Step", "canonical_json", "sha256_hex"]
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "Compare",
+    "Condition",
+    "Not",
+    "Plan",
+    "Ref",
+    "Step",
+    "canonical_json",
+    "sha256_hex",
+]
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _SEGMENT = r"[A-Za-z0-9_-]+"
@@ -147,6 +171,98 @@ def split_interpolation(text: str) -> list[str | Ref]:
 
 StepId = Annotated[str, Field(pattern=STEP_ID_PATTERN)]
 
+# --- conditions (``when``) -------------------------------------------------------------------
+
+WHOLE_PLACEHOLDER_PATTERN = r"^\{\{[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\}\}$"
+"""A whole ``{{...}}`` placeholder with no ``[*]`` projection (what a condition's ``ref`` is)."""
+Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+"""A literal a condition compares with: a boolean, a number or an (enum) string."""
+CompareOp = Literal["eq", "ne", "lt", "le", "gt", "ge", "in"]
+ORDER_OPS = frozenset({"lt", "le", "gt", "ge"})
+"""The operators that compare numbers."""
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Compare(BaseModel):
+    """``ref op value``: a typed value (a boolean, an enum, a number) from an earlier step or a
+    trusted input, compared with a literal: ``{"ref": "{{steps.2.output.is_due}}", "op": "eq",
+    "value": true}``."""
+
+    model_config = _FROZEN
+
+    ref: str = Field(json_schema_extra={"pattern": WHOLE_PLACEHOLDER_PATTERN})
+    """One whole placeholder naming a boolean, a number or an enum value."""
+    op: CompareOp
+    """``eq``, ``ne``; ``lt``, ``le``, ``gt``, ``ge`` (numbers); ``in`` (one of a list)."""
+    value: Scalar | tuple[Scalar, ...]
+    """The literal: one value, or for ``in`` a non-empty list of values."""
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Compare:
+        if self.op == "in":
+            if not isinstance(self.value, tuple) or not self.value:
+                raise ValueError("'in' takes a non-empty list of values")
+        elif isinstance(self.value, tuple):
+            raise ValueError(f"'{self.op}' takes one value, not a list (a list is for 'in')")
+        elif self.op in ORDER_OPS and isinstance(self.value, bool | str):
+            raise ValueError(f"'{self.op}' compares numbers: its value must be a number")
+        return self
+
+
+class AllOf(BaseModel):
+    """Every condition holds: ``{"all": [...]}``."""
+
+    model_config = _FROZEN
+
+    all: tuple[Condition, ...] = Field(min_length=1)
+
+
+class AnyOf(BaseModel):
+    """At least one condition holds: ``{"any": [...]}``."""
+
+    model_config = _FROZEN
+
+    any: tuple[Condition, ...] = Field(min_length=1)
+
+
+class Not(BaseModel):
+    """The condition does not hold: ``{"not": {...}}``."""
+
+    model_config = _FROZEN
+
+    not_: Condition = Field(alias="not")
+
+
+_CONDITION_TAGS = {"ref": "Compare", "all": "AllOf", "any": "AnyOf", "not": "Not"}
+
+
+def _condition_tag(value: Any) -> str | None:
+    if isinstance(value, Compare | AllOf | AnyOf | Not):
+        return type(value).__name__
+    if isinstance(value, dict):
+        return next((tag for key, tag in _CONDITION_TAGS.items() if key in value), None)
+    return None
+
+
+Condition = Annotated[
+    Annotated[Compare, Tag("Compare")]
+    | Annotated[AllOf, Tag("AllOf")]
+    | Annotated[AnyOf, Tag("AnyOf")]
+    | Annotated[Not, Tag("Not")],
+    Discriminator(
+        _condition_tag,
+        custom_error_type="invalid_condition",
+        custom_error_message=(
+            'a condition is {"ref": "{{...}}", "op": ..., "value": ...}, {"all": [...]}, '
+            '{"any": [...]} or {"not": {...}}'
+        ),
+    ),
+]
+"""A step's ``when``: a comparison, or ``all`` / ``any`` / ``not`` of conditions."""
+
+for _model in (AllOf, AnyOf, Not):
+    _model.model_rebuild()
+
 
 class Step(BaseModel):
     """One tool call in a plan."""
@@ -170,6 +286,10 @@ class Step(BaseModel):
     max_items: int | None = Field(default=None, ge=1)
     """Required with ``for_each``: a list longer than this fails the step before any iteration
     runs (nothing is silently dropped)."""
+    when: Condition | None = None
+    """Run the step only if this condition holds, checked just before the step would run; when
+    it does not, the step and the steps that read its output are skipped. Both branches are part
+    of the approved plan: data decides whether the step runs, never which tool."""
 
     @field_validator("id", mode="before")
     @classmethod
@@ -251,6 +371,7 @@ class Plan(BaseModel):
                         if s.for_each is not None or s.max_items is not None
                         else {}
                     ),
+                    **({"when": condition_json(s.when)} if s.when is not None else {}),
                 }
                 for s in self.steps
             ],
@@ -265,8 +386,17 @@ class Plan(BaseModel):
         return sha256_hex(self.canonical_json())
 
 
+def condition_json(cond: Condition) -> dict[str, Any]:
+    """A condition as plain JSON data (its canonical form)."""
+    data: dict[str, Any] = cond.model_dump(mode="json", by_alias=True)
+    return data
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+_TAG_NAMES = frozenset(_CONDITION_TAGS.values())
 
 
 def _error_path(prefix: str, loc: tuple[Any, ...]) -> str:
@@ -277,6 +407,8 @@ def _error_path(prefix: str, loc: tuple[Any, ...]) -> str:
     elif loc:
         path, rest = f"$.{loc[0]}", loc[1:]
     for part in rest:
+        if part in _TAG_NAMES:
+            continue  # the union member a condition was read as: not a key of the plan
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
 
@@ -288,4 +420,6 @@ def _error_message(err: Any) -> str:
         return f"unknown field '{err['loc'][-1]}'"
     if err["type"] == "string_pattern_mismatch":
         return "a step id is 1-64 letters, digits, '_' or '-'"
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        return str(err["ctx"]["error"])
     return str(err["msg"])

@@ -10,7 +10,9 @@ The tables:
 - ``events``: the journal (append-only, hash-chained; see ``planlock.journal``);
 - ``runs``, ``approvals``: the approval queue's working state (``planlock.queue``);
 - ``durable_runs``, ``durable_starts``, ``durable_deliveries``: the durable engine's
-  (``planlock.durable``).
+  (``planlock.durable``);
+- ``endorsements``: values a person endorsed, bound to their hash and source
+  (``planlock.approval``).
 """
 
 from __future__ import annotations
@@ -109,6 +111,23 @@ _DURABLE = """
         );
 """
 
+_ENDORSEMENTS = """
+        CREATE TABLE endorsements (
+            id TEXT PRIMARY KEY,
+            value_hash TEXT NOT NULL,
+            source TEXT NOT NULL,
+            target TEXT,
+            label TEXT NOT NULL,
+            endorsed_by TEXT NOT NULL,
+            via TEXT NOT NULL,
+            at TEXT NOT NULL,
+            expires_at TEXT,
+            revoked_at TEXT,
+            revoked_by TEXT
+        );
+        CREATE INDEX endorsements_value ON endorsements (value_hash, source);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0001_events",
@@ -133,6 +152,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration("0002_queue", _QUEUE),
     Migration("0003_durable", _DURABLE),
+    Migration("0004_endorsements", _ENDORSEMENTS),
 )
 
 

@@ -1,7 +1,10 @@
-"""planlock.execution: the deterministic DAG walk and the engines that run steps (R3, R4, R11)."""
+"""planlock.execution: the deterministic DAG walk and the engines that run steps (R3, R4, R11),
+and the reply built from a run's results (``render_reply``).
+"""
 
 from planlock.execution._engine import Engine, LocalEngine
 from planlock.execution._inprocess import InProcessEngine
+from planlock.execution._reply import quote_untrusted, render_reply
 from planlock.execution._types import RunResult, StepCall, StepOutcome
 from planlock.execution._walk import walk
 
@@ -12,5 +15,7 @@ __all__ = [
     "RunResult",
     "StepCall",
     "StepOutcome",
+    "quote_untrusted",
+    "render_reply",
     "walk",
 ]

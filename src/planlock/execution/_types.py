@@ -79,6 +79,11 @@ class RunResult:
     """The checkpoint step after which the walk paused (``status == "paused"``)."""
     replans: int = 0
     """How many times the plan was revised during the run."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Why each step the walk skipped did not run: ``"condition"`` (its ``when`` did not hold),
+    ``"condition:<id>"`` (it reads the output of step ``<id>``, skipped by its condition) or
+    ``"failed:<id>"`` (it depends on step ``<id>``, which failed). A step skipped by a condition
+    neither succeeded nor failed: a run whose only other outcomes are skips succeeds."""
 
     @property
     def ok(self) -> bool:

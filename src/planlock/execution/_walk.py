@@ -2,7 +2,9 @@
 
 ``walk`` is engine-agnostic: it takes three functions, *run a step*, *wait for an approval* and
 *record an event*, so the same walk runs in process (``InProcessEngine``) or on a durable engine.
-Placeholders are resolved just before a step runs, keeping types and provenance (R5).
+Placeholders are resolved just before a step runs, keeping types and provenance (R5); a step's
+condition (``when``) is evaluated just before it would run, and when it does not hold the step and
+the steps that read its output are skipped (journaled ``step_skipped``), which is not a failure.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ import anyio
 import anyio.abc
 
 from planlock.approval import ApprovalRequest, Denied, binding_problem
-from planlock.core import Ref, Sources, Unresolvable, resolve, walk_path
+from planlock.core import (
+    ConditionTypeError,
+    Ref,
+    Sources,
+    Unresolvable,
+    condition_json,
+    evaluate_condition,
+    resolve,
+    walk_path,
+)
 from planlock.execution._types import (
     CheckCall,
     Lookup,
@@ -30,6 +41,7 @@ from planlock.tools import choice_problem
 from planlock.validation import (
     Analysis,
     CompiledStep,
+    arg_labels,
     expand_items,
     input_labels,
     is_number,
@@ -60,8 +72,10 @@ async def walk(
 ) -> RunResult:
     """Run a validated plan's DAG: independent steps in parallel, dependents after their inputs.
 
-    A failed step skips its dependents (transitively); independent branches finish. Nothing here
-    chooses a tool: every call is the one the plan names (R3). Steps in ``completed`` (outputs
+    A failed step skips its dependents (transitively); independent branches finish. A step whose
+    condition does not hold is skipped with the steps that read its output (transitively); steps
+    that only come ``after`` it still run, and the run still succeeds. Nothing here chooses a
+    tool: every call is the one the plan names (R3). Steps in ``completed`` (outputs
     and sources from before a revision) are never run again (R11). With ``pause_at_checkpoints``
     the walk starts no new step after a checkpoint step finishes and returns ``paused``.
     """
@@ -120,6 +134,10 @@ class _Walk:
                 self.pending[nxt] -= 1
         self.paused: list[str] = []
         self.failures: list[tuple[str, StepOutcome]] = []
+        self.skipped: dict[str, str] = {}
+        """Why each skipped step did not run (``RunResult.skipped``)."""
+        self.conditions: dict[str, dict[str, Any]] = {}
+        """The values each step's condition read, when it held (journaled with the call)."""
 
     async def run(self) -> RunResult:
         async with anyio.create_task_group() as tg:
@@ -135,6 +153,10 @@ class _Walk:
         step = self.steps[sid]
         async with self.limiter:
             started = time.perf_counter()
+            if step.when is not None and not await self._condition_holds(step):
+                if self.status.get(sid) == "skipped":
+                    await self._skip_readers(sid, tg)
+                return
             if step.for_each is not None:
                 done = await self._run_loop(step, step.for_each)
             else:
@@ -143,9 +165,70 @@ class _Walk:
                 return
             await self._finish(step, done, started)
         for nxt in self.analysis.dependents.get(sid, ()):
-            self.pending[nxt] -= 1
-            if self.pending[nxt] == 0 and nxt not in self.status and not self.paused:
-                tg.start_soon(self._step, nxt, tg)
+            self._settled(nxt, tg)
+
+    def _settled(self, nxt: str, tg: anyio.abc.TaskGroup) -> None:
+        """One input of ``nxt`` has settled (finished, or skipped without ``nxt`` reading it):
+        start ``nxt`` when it waits for nothing else."""
+        self.pending[nxt] -= 1
+        if self.pending[nxt] == 0 and nxt not in self.status and not self.paused:
+            tg.start_soon(self._step, nxt, tg)
+
+    # ----------------------------------------------------------------------------------------
+    # Conditions: evaluated just before the step would run
+
+    async def _condition_holds(self, step: CompiledStep) -> bool:
+        """Whether the step's condition holds. When it does not, the step is skipped (and
+        journaled with the condition and the values it read); a value that cannot be read or
+        compared fails the step."""
+        assert step.when is not None
+        sid = step.id
+        try:
+            held, values = evaluate_condition(step.when, lambda ref: self._lookup(ref)[0])
+        except Unresolvable as exc:
+            await self._fail(
+                sid, StepOutcome(False, error_kind="unresolved_reference", error=str(exc))
+            )
+            return False
+        except ConditionTypeError as exc:
+            await self._fail(
+                sid, StepOutcome(False, error_kind="invalid_condition", error=str(exc))
+            )
+            return False
+        if held:
+            self.conditions[sid] = values
+            return True
+        self.status[sid] = "skipped"
+        self.skipped[sid] = "condition"
+        when = self.analysis.plan.steps[step.index].when
+        await self.record(
+            "step_skipped",
+            {
+                "step": sid,
+                "reason": "condition",
+                "when": condition_json(when) if when is not None else None,
+                "values": values,
+            },
+        )
+        return False
+
+    async def _skip_readers(self, root: str, tg: anyio.abc.TaskGroup) -> None:
+        """``root`` did not run because its condition did not hold: the steps that read its
+        output are skipped too (transitively); a step that only comes after one of them is not
+        (it may start once nothing else holds it back)."""
+        stack = [root]
+        while stack:
+            cur = stack.pop()
+            for nxt in self.analysis.dependents.get(cur, ()):
+                if cur not in self.steps[nxt].reads:
+                    self._settled(nxt, tg)
+                elif nxt not in self.status:
+                    self.status[nxt] = "skipped"
+                    self.skipped[nxt] = f"condition:{root}"
+                    await self.record(
+                        "step_skipped", {"step": nxt, "because": root, "reason": "condition"}
+                    )
+                    stack.append(nxt)
 
     async def _finish(self, step: CompiledStep, done: Done, started: float) -> None:
         sid, (outcome, sources) = step.id, done
@@ -180,6 +263,8 @@ class _Walk:
         }
         if item is not None:
             event |= {"item": item, "items": count}
+        if step.id in self.conditions:
+            event["condition_values"] = self.conditions[step.id]
         await self.record("step_started", event)
         outcome = _check_choice(call, await self.run_step(call))
         if not outcome.ok:
@@ -240,7 +325,7 @@ class _Walk:
             await self._fail(step.id, outcome)
             return None
         args = {k: v for k, (v, _) in resolved.items()}
-        prov = {k: sorted(s) for k, (_, s) in resolved.items()}
+        prov = {k: sorted(arg_labels(step, s)) for k, (_, s) in resolved.items()}
         return StepCall(self.run_id, step, args, prov, item)
 
     async def _allowed(self, call: StepCall) -> bool:
@@ -324,6 +409,7 @@ class _Walk:
             if nxt in self.status:
                 continue
             self.status[nxt] = "skipped"
+            self.skipped[nxt] = f"failed:{sid}"
             await self.record("step_skipped", {"step": nxt, "because": sid})
             stack.extend(self.analysis.dependents.get(nxt, ()))
 
@@ -342,6 +428,7 @@ class _Walk:
             statuses={sid: self.status.get(sid, idle) for sid in self.analysis.order},
             plan_hash=self.analysis.plan.hash,
             provenance={sid: sorted(s) for sid, (_, s) in self.outputs.items() if sid in steps},
+            skipped=dict(self.skipped),
             paused_at=(
                 min(self.paused, key=lambda s: steps[s].index)
                 if outcome_status == "paused"

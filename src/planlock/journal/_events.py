@@ -55,6 +55,9 @@ EventKind = Literal[
     "replanned",
     "checkpoint_reviewed",
     "http_request",
+    "endorsement_added",
+    "endorsement_used",
+    "endorsement_revoked",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 GENESIS = "0" * 64

@@ -2,8 +2,9 @@
 
 A planner's reply is constrained by ``plan_schema``: each step's ``tool`` is a ``const`` and its
 ``args`` follow that tool's own argument schema, with ``{{...}}`` placeholders allowed wherever a
-value is expected, so a constrained backend cannot name an unknown tool. The schema also allows
-``{"cannot_plan": "<why>"}`` for a goal the tools cannot serve.
+value is expected, so a constrained backend cannot name an unknown tool. A step's ``when`` follows
+the condition model's own schema (``planlock.core.Condition``, hoisted as ``when__<name>``). The
+schema also allows ``{"cannot_plan": "<why>"}`` for a goal the tools cannot serve.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from planlock.core import MAX_ITEMS_CAP, STEP_ID_PATTERN, types_of
+from pydantic import TypeAdapter
+
+from planlock.core import MAX_ITEMS_CAP, STEP_ID_PATTERN, Condition, types_of
 from planlock.tools import LLM_STEP_TOOL, Tool, ToolRegistry
 
 __all__ = ["LIST_PLACEHOLDER_SCHEMA", "PLACEHOLDER_SCHEMA", "TEXT_PATTERN", "plan_schema"]
@@ -48,6 +51,7 @@ def plan_schema(
     cannot_plan: bool = True,
     max_steps: int | None = None,
     loops: bool = True,
+    conditions: bool = True,
 ) -> dict[str, Any]:
     """The JSON Schema a planner's reply must follow, generated from ``registry``.
 
@@ -56,13 +60,15 @@ def plan_schema(
     string may also be a whole ``{{...}}`` placeholder. ``llm_step`` adds the built-in quarantined
     ``llm`` step; ``cannot_plan`` allows ``{"cannot_plan": "<why>"}`` as the whole reply;
     ``max_steps`` bounds the number of steps (and so a runaway generation); ``loops`` offers
-    ``for_each``/``max_items`` (small models tend to fill in every optional field they see).
+    ``for_each``/``max_items`` and ``conditions`` offers ``when`` (small models tend to fill in
+    every optional field they see).
     """
     defs: dict[str, Any] = {}
     tools = sorted(registry, key=lambda t: t.name)
     if llm_step:
         tools.append(LLM_STEP_TOOL)
-    branches = [_step_schema(t, defs, loops=loops) for t in tools]
+    when = _when_schema(defs) if conditions else None
+    branches = [_step_schema(t, defs, loops=loops, when=when) for t in tools]
     steps: dict[str, Any] = {
         "type": "object",
         "properties": {"steps": {"type": "array", "minItems": 1, "items": {"anyOf": branches}}},
@@ -87,7 +93,22 @@ def plan_schema(
     return root
 
 
-def _step_schema(tool: Tool, defs: dict[str, Any], *, loops: bool = True) -> dict[str, Any]:
+def _when_schema(defs: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a step's ``when``, generated from the condition model; its ``$defs`` go to
+    ``defs`` as ``when__<name>``."""
+    schema = TypeAdapter(Condition).json_schema(ref_template="#/$defs/when__{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        defs[f"when__{name}"] = _clean(sub, "")
+    return dict(_clean(schema, ""))
+
+
+def _step_schema(
+    tool: Tool,
+    defs: dict[str, Any],
+    *,
+    loops: bool = True,
+    when: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     params = copy.deepcopy(tool.params_schema)
     prefix = f"{tool.name}__"
     local_defs = params.pop("$defs", {})
@@ -119,6 +140,8 @@ def _step_schema(tool: Tool, defs: dict[str, Any], *, loops: bool = True) -> dic
     if loops:
         fields["for_each"] = LIST_PLACEHOLDER_SCHEMA
         fields["max_items"] = {"type": "integer", "minimum": 1, "maximum": MAX_ITEMS_CAP}
+    if when is not None:
+        fields["when"] = copy.deepcopy(when)
     return {
         "type": "object",
         "properties": fields,

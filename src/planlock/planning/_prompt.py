@@ -53,6 +53,11 @@ tool list marks "trusted" can be choices.
 - To call a tool once per item of a list, add "for_each": "{{steps.<id>.output}}" and \
 "max_items": <n> (at most <cap>) to the step, and write {{item}} or {{item.<field>}} in \
 its args. Its output is the list of every call's output.
+- To run a step only if something holds ("if it is rated over 4, book it"), add "when": \
+{"ref": "{{steps.<id>.output.<field>}}", "op": "gt", "value": 4} (op: eq, ne, lt, le, gt, ge, \
+or in with a list of values; combine with {"all": [...]}, {"any": [...]}, {"not": {...}}). \
+The ref names a boolean, a number or an enum, e.g. an "llm" step's answer with output_schema \
+{"type": "boolean"}. If it does not hold, the step and the steps using its output are skipped.
 - If the goal needs something no listed tool does, answer {"cannot_plan": "<why>"} instead.
 
 Example, with other tools. Goal: "Tell the owner of repository {{repo.name}} how many issues \

@@ -162,9 +162,9 @@ class Replanner:
         self.journal = journal
         self.max_tokens = max_tokens
         self.system_prompt = _SYSTEM + describe_tools(registry)
-        # Revisions are small continuations: no loops offered (a small model fills in every
-        # optional field it is shown, and a revised loop is a new envelope question anyway).
-        full = plan_schema(registry, loops=False)
+        # Revisions are small continuations: no loops or conditions offered (a small model fills
+        # in every optional field it is shown, and a revised loop is a new envelope question).
+        full = plan_schema(registry, loops=False, conditions=False)
         steps_schema = full["anyOf"][0]
         self._steps_schema = {**steps_schema, "$defs": full.get("$defs", {})}
         defs = self._steps_schema.pop("$defs")
@@ -180,7 +180,7 @@ class Replanner:
             "additionalProperties": False,
             **({"$defs": defs} if defs else {}),
         }
-        self.replan_schema = plan_schema(registry, loops=False)
+        self.replan_schema = plan_schema(registry, loops=False, conditions=False)
 
     def _header(self, plan: Plan, context: Mapping[str, Any], result: RunResult) -> str:
         shape = "\n".join(context_shape(context)) or "none"

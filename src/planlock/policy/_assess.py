@@ -149,6 +149,7 @@ def verdict_for(
         is_trusted,
         describe,
         known=lambda p: p in literal,
+        decided_by=step.marks,
     )
 
 

@@ -13,7 +13,7 @@ concrete values.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -230,9 +230,12 @@ def evaluate(
     describe: Callable[[str], str] = str,
     *,
     known: Callable[[str], bool] = lambda _: True,
+    decided_by: Iterable[str] = (),
 ) -> Verdict:
     """Decide one call. ``provenance`` maps each argument to its source labels; ``known(param)``
-    says whether the argument's value is known (the static check sees only literals)."""
+    says whether the argument's value is known (the static check sees only literals);
+    ``decided_by`` holds the ``branch:<id>`` labels of the conditions, read from data untrusted
+    text may decide, on which it depends whether the call happens at all (the step's marks)."""
     untrusted = {p: untrusted_labels(srcs, is_trusted) for p, srcs in provenance.items()}
     untrusted = {p: s for p, s in untrusted.items() if s}
     chosen = {p: chosen_labels(srcs) for p, srcs in provenance.items() if p not in untrusted}
@@ -287,8 +290,8 @@ def evaluate(
     for p in sorted(tool.sensitive):
         if p in chosen and p not in flow_overrides:
             message = (
-                f"a value chosen by untrusted text among trusted values reaches sensitive "
-                f"parameter {tool.name}.{p} ({_sources([p], chosen, describe)})"
+                f"a value chosen by untrusted text (among trusted values, or by a condition) "
+                f"reaches sensitive parameter {tool.name}.{p} ({_sources([p], chosen, describe)})"
             )
             reasons.append(
                 Reason(
@@ -305,6 +308,15 @@ def evaluate(
                     f"flow:{p}", policy.untrusted_to_sensitive, message, at_call=True, params=(p,)
                 )
             )
+    # Conditionals (issue 12): whether a side-effecting call runs at all, decided by untrusted
+    # text, is treated like a value it chose (``chosen_to_sensitive``), on the concrete call.
+    branches = sorted(set(decided_by))
+    if branches and not tool.read_only:
+        message = (
+            f"whether this {tool.effect} call runs is decided by untrusted text "
+            f"({', '.join(describe(b) for b in branches)})"
+        )
+        reasons.append(Reason("branch", policy.chosen_to_sensitive, message, at_call=True))
     final: Action = max(
         (r.action for r in reasons if r.certain), key=_RANK.__getitem__, default="allow"
     )

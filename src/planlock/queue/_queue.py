@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,12 +27,20 @@ from planlock.approval import (
     Approved,
     Decision,
     Denied,
+    Endorsable,
+    EndorseAs,
+    Endorsement,
     PlanGate,
+    SQLEndorsements,
+    insert_endorsement,
+    make_endorsements,
     now_iso,
+    record_added,
     record_answer,
     refuse_grant,
+    value_hash,
 )
-from planlock.core import Plan
+from planlock.core import Plan, canonical_json, sha256_hex
 from planlock.db import Database
 from planlock.errors import ApprovalDenied, ApprovalMismatch, PlanInvalid, UsageError
 from planlock.execution import RunResult
@@ -62,6 +70,28 @@ def _iso(dt: datetime) -> str:
     return dt.isoformat(timespec="milliseconds")
 
 
+def _endorsements(
+    request: dict[str, Any], args_hash: str | None, endorse: EndorseAs, by: str, via: str
+) -> tuple[Endorsement, ...]:
+    """The endorsements ``endorse`` asks for, from a stored call request's offers; each offer is
+    checked against the stored arguments (and those against the request's args hash)."""
+    offered = [Endorsable.from_json(o) for o in request.get("endorsable") or []]
+    args = request.get("args") or {}
+    if args_hash is None or sha256_hex(canonical_json(args)) != args_hash:
+        raise UsageError("only a call request with its arguments can endorse values")
+    for o in offered:
+        if o.param not in args or value_hash(args[o.param]) != o.value_hash:
+            raise UsageError(f"the stored request's value of {o.param} does not match its hash")
+    return make_endorsements(
+        offered,
+        endorse.labels(offered),
+        by=by,
+        via=via,
+        any_target=endorse.any_target,
+        expires_at=endorse.expires_at,
+    )
+
+
 @dataclass(frozen=True)
 class Submitted:
     """What ``submit`` stored."""
@@ -79,6 +109,8 @@ class ApprovalQueue:
         self._db: Database = database_of(journal.store)
         self.journal = journal
         self.notifier = notifier
+        self.endorsements = SQLEndorsements(self._db)
+        """The values people endorsed, beside the queue: a worker's runs use them."""
 
     def _tx(self) -> AbstractContextManager[Database]:
         return self._db.tx()
@@ -231,25 +263,41 @@ class ApprovalQueue:
     # -- deciding ---------------------------------------------------------------------------
 
     def decide(
-        self, approval_id: str, *, approve: bool, by: str, reason: str = "", via: str = "cli"
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        by: str,
+        reason: str = "",
+        via: str = "cli",
+        endorse: EndorseAs | None = None,
     ) -> Decision:
-        """Answer a pending request. Unknown, already answered, used or expired: UsageError."""
+        """Answer a pending request. Unknown, already answered, used or expired: UsageError.
+        With ``endorse``, approving a call also endorses the values it offers (in the same
+        transaction); the grant carries the endorsements made."""
         if not by:
             raise UsageError("an answer needs a name (--as NAME)")
         if not approve and not reason:
             raise UsageError("a denial needs a reason (--reason ...)")
+        if endorse is not None and not approve:
+            raise UsageError("only an approval can endorse")
         self._expire()
+        made: tuple[Endorsement, ...] = ()
         with self._tx() as db:
             row = db.execute(
-                "SELECT run_id, kind, plan_hash, step_id, args_hash, status "
+                "SELECT run_id, kind, plan_hash, step_id, args_hash, status, request "
                 "FROM approvals WHERE id = ?" + db.lock,
                 (approval_id,),
             ).fetchone()
             if row is None:
                 raise UsageError(f"no approval request {approval_id}")
-            run_id, kind, plan_hash, step_id, args_hash, status = row
+            run_id, kind, plan_hash, step_id, args_hash, status, stored = row
             if status != "pending":
                 raise UsageError(f"approval request {approval_id} is {status}, not pending")
+            if endorse is not None:
+                made = _endorsements(json.loads(stored), args_hash, endorse, by, via)
+                for e in made:
+                    insert_endorsement(db, e)
             at = now_iso()
             decision: Decision = (
                 Approved(plan_hash, by, via, reason, at, step_id, args_hash)
@@ -268,6 +316,10 @@ class ApprovalQueue:
                 )
         note = noter(self.journal, run_id)
         record_answer(note, decision, request_id=approval_id, final=kind == "plan")
+        for e in made:
+            record_added(self.journal, run_id, e, step=step_id)
+        if made and isinstance(decision, Approved):
+            decision = replace(decision, endorsements=made)
         return decision
 
     # -- working ----------------------------------------------------------------------------
@@ -361,6 +413,7 @@ class ApprovalQueue:
                 wait_for_approval=self._waiter(prepared, poll),
                 llm=llm,
                 concurrency=concurrency,
+                endorsements=self.endorsements,
             )
         except PlanInvalid:
             self._finish(run_id, "rejected")  # prepare journaled the issues

@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
+from planlock.approval import EndorseAs, Endorsement
 from planlock.core import Plan
 from planlock.errors import ApprovalDenied, CannotPlan, LLMError, PlanInvalid, UsageError
 from planlock.llm import LLM
@@ -34,6 +35,9 @@ from planlock.server._models import (
     DecisionIn,
     DecisionOut,
     DenyIn,
+    EndorseIn,
+    EndorsementOut,
+    EndorseOut,
     ErrorOut,
     GoalIn,
     MeOut,
@@ -324,7 +328,13 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
         exact arguments and their provenance."""
         return approval_detail(find_approval(request, approval_id), engine.registry)
 
-    def decide(request: Request, approval_id: str, body: DecisionIn, approve: bool) -> DecisionOut:
+    def decide(
+        request: Request,
+        approval_id: str,
+        body: DecisionIn,
+        approve: bool,
+        endorse: EndorseAs | None = None,
+    ) -> DecisionOut:
         item = find_approval(request, approval_id)
         caller = _caller(request)
         if item["status"] != "pending":
@@ -340,21 +350,17 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
             raise HTTPException(403, f"{caller.name} submitted this run and may not approve it")
         try:
             decision = engine.decide(
-                approval_id, approve=approve, by=caller.name, reason=body.reason
+                approval_id, approve=approve, by=caller.name, reason=body.reason, endorse=endorse
             )
         except UsageError as exc:
             raise HTTPException(409, str(exc)) from None
-        return DecisionOut(
-            approval_id=approval_id,
-            run_id=item["run_id"],
-            approved=decision.approved,
-            by=decision.by,
-            reason=decision.reason,
-            plan_hash=decision.plan_hash,
-            step_id=decision.step_id,
-            args_hash=decision.args_hash,
-            at=decision.at,
-        )
+        made = getattr(decision, "endorsements", ())
+        if endorse is not None:
+            return EndorseOut(
+                **_decision_out(approval_id, item["run_id"], decision),
+                endorsements=[_endorsement_out(e) for e in made],
+            )
+        return DecisionOut(**_decision_out(approval_id, item["run_id"], decision))
 
     @app.post("/api/approvals/{approval_id}/approve", **roles("approver", errors=(404, 409)))
     async def approve(request: Request, approval_id: str, body: DecisionIn) -> DecisionOut:
@@ -366,6 +372,36 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
         """Deny, with a reason; the run finishes as denied (for a call, the step is refused)."""
         return decide(request, approval_id, body, approve=False)
 
+    @app.post("/api/approvals/{approval_id}/endorse", **roles("approver", errors=(404, 409)))
+    async def endorse(request: Request, approval_id: str, body: EndorseIn) -> EndorseOut:
+        """Approve a call held up by untrusted data in a sensitive parameter *and* endorse that
+        value (bound to its hash and source, like the approval to the hashes you name): the
+        same value from the same source then reaches this tool's parameter (any sensitive one
+        with ``any_target``) without asking, in this run and later ones."""
+        spec = EndorseAs(
+            body.label, tuple(body.params) if body.params is not None else None, body.any_target
+        )
+        return cast("EndorseOut", decide(request, approval_id, body, approve=True, endorse=spec))
+
+    @app.get("/api/endorsements", **roles("approver"))
+    async def list_endorsements(
+        include_revoked: Annotated[bool, Query(description="Also revoked and expired.")] = False,
+    ) -> list[EndorsementOut]:
+        """Endorsed values (saved payees, known contacts), oldest first."""
+        return [_endorsement_out(e) for e in engine.endorsements(include_revoked)]
+
+    @app.post("/api/endorsements/{endorsement_id}/revoke", **roles("approver", errors=(404, 409)))
+    async def revoke(request: Request, endorsement_id: str) -> EndorsementOut:
+        """Revoke an endorsement: from now on its value asks a person again (journaled)."""
+        known = {e.id: e for e in engine.endorsements(include_revoked=True)}
+        if endorsement_id not in known:
+            raise HTTPException(404, f"no endorsement {endorsement_id}")
+        try:
+            revoked = engine.revoke(endorsement_id, _caller(request).name)
+        except UsageError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return _endorsement_out(revoked)
+
     @app.get("/api/journal/verify", **roles())
     async def verify() -> VerifyOut:
         """Recompute the journal's hash chain."""
@@ -373,6 +409,24 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
         return VerifyOut(
             ok=report.ok, events=report.count, first_bad=report.first_bad, reason=report.reason
         )
+
+
+def _decision_out(approval_id: str, run_id: str, decision: Any) -> dict[str, Any]:
+    return {
+        "approval_id": approval_id,
+        "run_id": run_id,
+        "approved": decision.approved,
+        "by": decision.by,
+        "reason": decision.reason,
+        "plan_hash": decision.plan_hash,
+        "step_id": decision.step_id,
+        "args_hash": decision.args_hash,
+        "at": decision.at,
+    }
+
+
+def _endorsement_out(e: Endorsement) -> EndorsementOut:
+    return EndorsementOut.model_validate(e.to_json())
 
 
 async def _sse(engine: Engine, run_id: str, after: int, poll: float) -> AsyncIterator[str]:

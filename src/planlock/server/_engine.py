@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from planlock.approval import Decision
+from planlock.approval import Decision, EndorseAs, Endorsement, revoke_endorsement
 from planlock.core import Plan
 from planlock.errors import UsageError
 from planlock.journal import Journal, database_of
@@ -58,8 +58,25 @@ class Engine(Protocol):
         """One approval request with ``submitted_by`` and ``goal`` of its run, or None."""
         ...
 
-    def decide(self, approval_id: str, *, approve: bool, by: str, reason: str) -> Decision:
-        """Answer a pending request (UsageError if it is not pending any more)."""
+    def decide(
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        by: str,
+        reason: str,
+        endorse: EndorseAs | None = None,
+    ) -> Decision:
+        """Answer a pending request (UsageError if it is not pending any more); with
+        ``endorse``, approving a call also endorses its values (the grant carries them)."""
+        ...
+
+    def endorsements(self, include_revoked: bool) -> list[Endorsement]:
+        """Endorsements, oldest first."""
+        ...
+
+    def revoke(self, endorsement_id: str, by: str) -> Endorsement:
+        """Revoke an endorsement (UsageError if unknown or revoked already)."""
         ...
 
     def runs(self, limit: int) -> list[dict[str, Any]]:
@@ -125,8 +142,26 @@ class QueueEngine:
         goal = item["request"].get("plan", {}).get("goal") or ""
         return {**item, "submitted_by": row[0] if row else None, "goal": goal}
 
-    def decide(self, approval_id: str, *, approve: bool, by: str, reason: str) -> Decision:
-        return self.queue.decide(approval_id, approve=approve, by=by, reason=reason, via="http")
+    def decide(
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        by: str,
+        reason: str,
+        endorse: EndorseAs | None = None,
+    ) -> Decision:
+        return self.queue.decide(
+            approval_id, approve=approve, by=by, reason=reason, via="http", endorse=endorse
+        )
+
+    def endorsements(self, include_revoked: bool) -> list[Endorsement]:
+        return self.queue.endorsements.list(include_revoked=include_revoked)
+
+    def revoke(self, endorsement_id: str, by: str) -> Endorsement:
+        return revoke_endorsement(
+            self.queue.endorsements, endorsement_id, by=by, journal=self.journal
+        )
 
     def runs(self, limit: int) -> list[dict[str, Any]]:
         rows = self._db.execute(

@@ -12,6 +12,10 @@ __all__ = [
     "DecisionIn",
     "DecisionOut",
     "DenyIn",
+    "EndorsableOut",
+    "EndorseIn",
+    "EndorseOut",
+    "EndorsementOut",
     "ErrorOut",
     "EventOut",
     "FlowOut",
@@ -71,6 +75,17 @@ class DenyIn(DecisionIn):
     """A denial: the reason is required."""
 
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class EndorseIn(DecisionIn):
+    """Approve a call and endorse the value(s) it offers, bound to what the approver saw."""
+
+    label: str = Field(min_length=1, max_length=200)
+    """What the value is: ``landlord``, ``Sarah``."""
+    params: list[str] | None = None
+    """Which of the call's endorsable parameters (default: every one)."""
+    any_target: bool = False
+    """Let the value reach any sensitive parameter, not only this call's tool and parameter."""
 
 
 class IssueOut(_Out):
@@ -156,6 +171,16 @@ class GraphOut(_Out):
     edges: list[GraphEdge]
 
 
+class EndorsableOut(_Out):
+    param: str
+    value_hash: str
+    """SHA-256 of the value's canonical JSON."""
+    source: str
+    """Where the value comes from, without step ids: ``tool:NAME#PATH``."""
+    target: str
+    """``tool.param`` of the call."""
+
+
 class ApprovalSummary(_Out):
     id: str
     run_id: str
@@ -188,6 +213,8 @@ class ApprovalDetail(ApprovalSummary):
     args: dict[str, Any] | None
     """For a call request: the exact arguments."""
     provenance: dict[str, list[str]] | None
+    endorsable: list[EndorsableOut] = Field(default_factory=list)
+    """For a call request: the values an approver may endorse with their approval."""
 
 
 class DecisionOut(_Out):
@@ -200,6 +227,25 @@ class DecisionOut(_Out):
     step_id: str | None
     args_hash: str | None
     at: str
+
+
+class EndorsementOut(_Out):
+    id: str
+    value_hash: str
+    source: str
+    target: str | None
+    """``tool.param`` it may reach; null: any sensitive parameter."""
+    label: str
+    by: str
+    via: str
+    at: str
+    expires_at: str | None
+    revoked_at: str | None
+    revoked_by: str | None
+
+
+class EndorseOut(DecisionOut):
+    endorsements: list[EndorsementOut]
 
 
 class RunSummary(_Out):

@@ -9,6 +9,7 @@ from planlock.journal import Event
 from planlock.server._models import (
     ApprovalDetail,
     ApprovalSummary,
+    EndorsableOut,
     EventOut,
     GraphEdge,
     GraphNode,
@@ -94,6 +95,7 @@ def approval_detail(item: dict[str, Any], registry: ToolRegistry) -> ApprovalDet
         inputs=item.get("inputs") or {},
         args=request.get("args"),
         provenance=request.get("provenance"),
+        endorsable=[EndorsableOut.model_validate(o) for o in request.get("endorsable") or []],
     )
 
 

@@ -4,7 +4,9 @@ JSON path (R2), and provenance: the labels a value carries and which of them are
 
 from planlock.validation._fields import expand_items, is_number, item_ref
 from planlock.validation._provenance import (
+    BRANCH,
     CHOSEN,
+    arg_labels,
     chosen_labels,
     input_labels,
     label_trust,
@@ -17,12 +19,14 @@ from planlock.validation._types import Analysis, CompiledStep, ValidationReport
 from planlock.validation._validate import Issue, analyse, validate
 
 __all__ = [
+    "BRANCH",
     "CHOSEN",
     "Analysis",
     "CompiledStep",
     "Issue",
     "ValidationReport",
     "analyse",
+    "arg_labels",
     "chosen_labels",
     "expand_items",
     "input_labels",

@@ -19,6 +19,14 @@ The labels:
   as trusted; the policy sees it and may still ask a person (``chosen_to_sensitive``). A choice
   whose step read only trusted data (plan literals, trusted inputs, trusted outputs or fields,
   no loop) carries no such mark: no untrusted text took part in it.
+- ``branch:<id>``: whether step ``<id>`` runs was decided by data untrusted text may have
+  decided: its condition (``when``) reads a value that is untrusted, chosen or itself carries a
+  branch mark (a boolean or enum answer of an ``llm`` step counts as untrusted unless that step
+  read only trusted data, as for choices). The mark is on every argument of that step, on its
+  output, and on every step that reads its output (if it does not run, they do not either);
+  ``branch_marks`` computes it once, on the plan, for ``assess`` and the executor alike. Like
+  ``chosen:`` it counts as trusted (the values are the plan's) and the policy sees it:
+  ``chosen_to_sensitive`` for sensitive parameters, and for a side-effecting call as a whole.
 
 An item of a ``for_each`` list carries the labels of the list at that item; ``{{item_number}}``
 carries the labels of the whole list (an item's position is data of the list).
@@ -29,13 +37,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from planlock.core import ANY_ITEM, PLAN_SOURCE, Ref, Sources, refs_of, resolve
+from planlock.core import ANY_ITEM, PLAN_SOURCE, Ref, Sources, condition_refs, refs_of, resolve
 from planlock.tools import LLM_TOOL, Tool
 from planlock.validation._fields import expand_items
 from planlock.validation._types import Analysis, CompiledStep
 
 __all__ = [
+    "BRANCH",
     "CHOSEN",
+    "arg_labels",
+    "branch_marks",
     "choice_labels",
     "chosen_labels",
     "input_labels",
@@ -53,6 +64,8 @@ __all__ = [
 
 CHOSEN = "chosen"
 """The kind of the label that marks a value chosen by untrusted text among trusted values."""
+BRANCH = "branch"
+"""The kind of the label that marks a step whose running was decided by untrusted text."""
 INPUT = "input"
 STEP = "step"
 
@@ -69,8 +82,9 @@ def step_labels(step_id: str) -> Sources:
 
 
 def is_chosen(label: str) -> bool:
-    """Whether ``label`` marks a value chosen by untrusted text (``chosen:<id>``)."""
-    return label.startswith(f"{CHOSEN}:")
+    """Whether ``label`` marks a decision made by untrusted text among trusted values: which
+    value (``chosen:<id>``) or whether a step runs (``branch:<id>``)."""
+    return label.startswith((f"{CHOSEN}:", f"{BRANCH}:"))
 
 
 def matches(pattern: str, path: tuple[str, ...]) -> bool:
@@ -99,7 +113,7 @@ def is_trusted(label: str, steps: Mapping[str, CompiledStep]) -> bool:
     """Whether a label is trusted in a plan with these steps (see the module docstring). A field
     label is trusted only if the step's tool declares that path; an unknown step is not."""
     kind, _, name = label.partition(":")
-    if kind in (PLAN_SOURCE, INPUT, CHOSEN):
+    if kind in (PLAN_SOURCE, INPUT, CHOSEN, BRANCH):
         return True
     if kind != STEP:
         return False
@@ -116,7 +130,7 @@ def untrusted_labels(labels: Iterable[str], trusted: Callable[[str], bool]) -> l
 
 
 def chosen_labels(labels: Iterable[str]) -> list[str]:
-    """The ``chosen:<id>`` labels among ``labels``, sorted."""
+    """The ``chosen:<id>`` and ``branch:<id>`` labels among ``labels``, sorted."""
     return sorted(s for s in labels if is_chosen(s))
 
 
@@ -129,10 +143,18 @@ def ref_sources(
     steps: Mapping[str, CompiledStep], name: str, path: tuple[str, ...], general: Sources
 ) -> Sources:
     """Source labels of ``steps.<name>.output.<path>``; ``general`` is the step's own labels
-    (what any part of its output carries when nothing finer applies)."""
+    (what any part of its output carries when nothing finer applies). Every part of the output
+    of a step whose running untrusted text decided carries its branch marks."""
     step = steps.get(name)
     if step is None:
         return general
+    return _field_sources(steps, step, path, general) | step.marks
+
+
+def _field_sources(
+    steps: Mapping[str, CompiledStep], step: CompiledStep, path: tuple[str, ...], general: Sources
+) -> Sources:
+    name = step.id
     inner = _inner(step, path)
     if step.tool.name == LLM_TOOL:
         for field, _ in step.choices:
@@ -183,12 +205,53 @@ def source_labels(steps: Mapping[str, CompiledStep], ref: Ref) -> Sources:
 
 
 def output_sources(step: CompiledStep, arg_sources: Iterable[Iterable[str]]) -> Sources:
-    """``step:<id>``; an llm step's output also carries its arguments' labels (R4), the plan's
-    own literals aside. ``arg_sources`` is read only for an llm step."""
-    sources = step_labels(step.id)
+    """``step:<id>`` and the step's branch marks; an llm step's output also carries its
+    arguments' labels (R4), the plan's own literals aside. ``arg_sources`` is read only for an
+    llm step."""
+    sources = step_labels(step.id) | step.marks
     if step.tool.name == LLM_TOOL:
         sources = sources.union(*arg_sources) - {PLAN_SOURCE}
     return sources
+
+
+def arg_labels(step: CompiledStep, labels: Iterable[str]) -> Sources:
+    """The labels an argument of ``step`` carries: those of the value, and the step's branch
+    marks (a literal of a step that untrusted text decided to run was, in effect, chosen)."""
+    return frozenset(labels) | step.marks
+
+
+def branch_marks(steps: Mapping[str, CompiledStep], step: CompiledStep) -> Sources:
+    """The ``branch:<id>`` labels on whether ``step`` runs: its own, when its condition reads a
+    value untrusted text may have decided, and those of every step whose output it reads (when
+    such a step does not run, this one does not either). ``steps`` must already hold the marks
+    of the steps ``step`` reads (compute in a topological order)."""
+    marks: set[str] = set()
+    for name in step.reads:
+        dep = steps.get(name)
+        if dep is not None:
+            marks |= dep.marks
+    if step.when is not None and any(_steerable(steps, r) for r in condition_refs(step.when)):
+        marks.add(f"{BRANCH}:{step.id}")
+    return frozenset(marks)
+
+
+def _steerable(steps: Mapping[str, CompiledStep], ref: Ref) -> bool:
+    """Whether untrusted text may have decided the value a condition reads at ``ref``: any
+    untrusted, chosen or branch label. The typed answer of an ``llm`` step that read only trusted
+    data is not (no untrusted text took part in it, as for choices)."""
+    if ref.source != "step":
+        return False  # a trusted input
+    labels = ref_sources(steps, ref.name, ref.path, step_labels(ref.name))
+    if any(is_chosen(label) for label in labels):
+        return True
+    untrusted = [label for label in labels if not is_trusted(label, steps)]
+    if not untrusted:
+        return False
+    step = steps.get(ref.name)
+    if step is None:
+        return True
+    only_own = untrusted == [f"{STEP}:{ref.name}"] and step.tool.name == LLM_TOOL
+    return not (only_own and _reads_only_trusted(steps, step))
 
 
 def static_provenance(analysis: Analysis) -> dict[str, dict[str, Sources]]:
@@ -206,10 +269,14 @@ def static_provenance(analysis: Analysis) -> dict[str, dict[str, Sources]]:
         step = analysis.steps[sid]
         loop = step.for_each
         templates = {k: expand_items(t, loop) if loop else t for k, t in step.args.items()}
-        args = {k: resolve(t, lookup)[1] for k, t in templates.items()}
+        args = {k: arg_labels(step, resolve(t, lookup)[1]) for k, t in templates.items()}
         result[sid] = args
         out_labels[sid] = output_sources(step, args.values())
     return result
+
+
+def _when_refs(step: CompiledStep) -> Iterable[Ref]:
+    return condition_refs(step.when) if step.when is not None else ()
 
 
 def label_trust(analysis: Analysis) -> tuple[Any, Any]:
@@ -223,6 +290,10 @@ def label_trust(analysis: Analysis) -> tuple[Any, Any]:
         kind, _, name = label.partition(":")
         if kind == CHOSEN and name in steps:
             return f"a trusted value chosen by step {name} (llm) after reading its input"
+        if kind == BRANCH and name in steps:
+            read = sorted({f"step {r.name}" for r in _when_refs(steps[name]) if r.source == "step"})
+            on = f" on {', '.join(read)}" if read else ""
+            return f"step {name}'s condition{on}, which untrusted text may decide"
         sid, _, path = name.partition("#")
         if kind == STEP and sid in steps:
             where = f" output {path}, declared trusted" if path else ""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from planlock.core import Issue, Plan, Ref, Template
+from planlock.core import Check, Issue, Plan, Ref, Sources, Template
 from planlock.tools import Tool
 
 __all__ = ["Analysis", "CompiledStep", "ValidationReport"]
@@ -39,6 +39,16 @@ class CompiledStep:
     choices: tuple[tuple[str | None, Ref], ...] = ()
     """For an ``llm`` step: the output field (None: the whole output) that must be one of the
     values at a trusted reference."""
+    when: Check | None = None
+    """The compiled condition (``when``): the step runs only if it holds."""
+    reads: frozenset[str] = frozenset()
+    """The steps whose output this step reads (its arguments, ``for_each`` and ``when``): if one
+    of them does not run, neither does this step. A subset of ``deps``, which also holds
+    ``after`` and checkpoint barriers (those only order)."""
+    marks: Sources = frozenset()
+    """``branch:<id>`` labels: the conditions, decided by data untrusted text may have decided,
+    on which this step's running depends (``_provenance.branch_marks``). Every argument, the
+    output and the call itself carry them."""
 
 
 @dataclass

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from planlock.core import Issue, Plan, Ref, Template, compile_value, refs_of
+from planlock.core import Check, Issue, Plan, Ref, Template, compile_value, condition_refs, refs_of
 from planlock.tools import LLM_STEP_TOOL, LLM_TOOL, Tool, ToolRegistry, check_llm_step
 from planlock.validation._checks import check_args, check_ref, ref_types
 from planlock.validation._fields import expand_items
 from planlock.validation._loops import check_choices, check_loop
 from planlock.validation._order import order_steps
+from planlock.validation._provenance import branch_marks
 from planlock.validation._types import Analysis, CompiledStep, ValidationReport
+from planlock.validation._when import check_when
 
 __all__ = ["Analysis", "CompiledStep", "Issue", "ValidationReport", "analyse", "validate"]
 
@@ -103,6 +106,7 @@ def analyse(
         base = f"$.steps[{i}]"
         tool = by_pos[i]
         step_deps: set[str] = set()
+        reads: set[str] = set()  # the steps whose output it reads (step_deps without 'after')
         compiled: dict[str, Template] = {}
         problems: list[tuple[str, str]] = []
         for pname, value in s.args.items():
@@ -115,7 +119,7 @@ def analyse(
             if loop is not None:
                 check_ref(loop, f"{base}.for_each", s.id, index, returns, inputs, issues)
                 if loop.source == "step":
-                    step_deps.add(loop.name)
+                    reads.add(loop.name)
                 vtypes = ref_types(loop, returns, inputs)
                 if vtypes is not None and "array" not in vtypes:
                     got = "/".join(sorted(vtypes))
@@ -133,7 +137,13 @@ def analyse(
                     continue
                 check_ref(ref, f"{base}.args.{pname}", s.id, index, returns, inputs, issues)
                 if ref.source == "step":
-                    step_deps.add(ref.name)
+                    reads.add(ref.name)
+        when: Check | None = None
+        if s.when is not None:
+            when = check_when(s.when, base, s.id, index, returns, inputs, issues)
+            if when is not None:
+                reads.update(r.name for r in condition_refs(when) if r.source == "step")
+        step_deps |= reads
         for j, dep in enumerate(s.after):
             if dep == s.id:
                 issues.append(
@@ -168,9 +178,13 @@ def analyse(
                 loop,
                 s.max_items,
                 choices,
+                when,
+                frozenset(d for d in reads if d in known_deps),
             )
 
     order_steps(a, index, deps)
+    for sid in a.order:  # dependencies first: a step's marks include those of what it reads
+        a.steps[sid] = replace(a.steps[sid], marks=branch_marks(a.steps, a.steps[sid]))
     a.issues.sort(key=_issue_key)
     return a
 

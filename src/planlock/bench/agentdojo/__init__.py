@@ -9,17 +9,19 @@ from planlock.bench.agentdojo._bench import (
     run_pairs,
 )
 from planlock.bench.agentdojo._corpus import CorpusPlanner, ModelPlanner, corpus_suites
-from planlock.bench.agentdojo._report import summarize, write
+from planlock.bench.agentdojo._report import CAMEL_FIRE_RATE, autonomy, summarize, write
 from planlock.bench.agentdojo._suite import SUITES, load_suite
 
 __all__ = [
     "ATTACKS",
+    "CAMEL_FIRE_RATE",
     "SUITES",
     "BaselineAgent",
     "CorpusPlanner",
     "ModelPlanner",
     "PairResult",
     "PlanlockAgent",
+    "autonomy",
     "corpus_suites",
     "load_suite",
     "make_element",

@@ -10,6 +10,8 @@ picks each next tool after reading tool outputs.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +25,7 @@ from agentdojo.types import (
     text_content_block_from_string,
 )
 
-from planlock.bench.agentdojo._llm import AttackInfo, normalize
+from planlock.bench.agentdojo._llm import AttackInfo, holds_injection
 from planlock.bench.agentdojo._suite import Session, SuiteSpec, SuiteTools
 from planlock.journal import Event, Journal, MemoryStore
 from planlock.llm import LLMReply, LLMRequest
@@ -55,14 +57,23 @@ class ScriptedWorstReact:
         return LLMReply(text, self.name)
 
     def _injected(self, request: LLMRequest) -> bool:
+        # Where the harness put the injection, not whether its wording is recognisable.
         assert self.attack is not None
-        seen = normalize(" ".join(m.content for m in request.messages[2:]))
-        return any(m in seen for m in self.attack.markers())
+        seen = [_observed(m.content) for m in request.messages[2:]]
+        return holds_injection(seen, self.attack.needles)
+
+
+def _observed(content: str) -> Any:
+    """A tool's output as the ReAct loop showed it (``Result of <tool>: <JSON>``), decoded, so
+    that the injected text is compared as placed, not JSON-escaped; other turns as they are."""
+    head, sep, rest = content.partition(": ")
+    if sep and head.startswith("Result of "):
+        with contextlib.suppress(ValueError):
+            return json.loads(rest)
+    return content
 
 
 def _json(text: str) -> str:
-    import json  # noqa: PLC0415
-
     return json.dumps(text)
 
 

@@ -14,19 +14,24 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from planlock.bench.agentdojo._attack import PLANLOCK_ATTACKS, PlanlockAttack, Want, final_reply
 from planlock.bench.agentdojo._llm import (
     AttackInfo,
     OracleLLM,
     WorstCaseLLM,
     attack_info,
+    context_tainted_effects,
     strict_violations,
+    tainted_effects,
+    tainted_steps,
+    unasked_effects,
 )
 from planlock.bench.agentdojo._suite import (
     ApproveMode,
@@ -61,8 +66,9 @@ ATTACKS: tuple[str, ...] = (
     "ignore_previous",
     "injecagent",
     "system_message",
-    "planlock_adaptive",
+    *PLANLOCK_ATTACKS,
 )
+"""AgentDojo's six attacks, then ours (``_attack``: written against planlock)."""
 StepLLMMode = Literal["oracle", "local", "worst"]
 ATTACK_TARGET_NAME = "local"
 """AgentDojo's attacks address the model by the name found in the pipeline's name (its
@@ -114,6 +120,17 @@ class PairResult:
     hijacked: int = 0
     """Quarantined-step answers the worst-case model gave the attacker."""
     seconds: float = 0.0
+    tainted_effects: list[str] = field(default_factory=list)
+    """The enforcement check: side-effecting calls that depend on injected text (provenance)
+    and ran without a person's approval."""
+    unasked_effects: list[str] = field(default_factory=list)
+    """Side-effecting calls whose amount or target the user task's ground truth does not name."""
+    runs: int = 1
+    """Runs of this pair: the worst case re-runs it once per combination of its choices."""
+    capped: bool = False
+    """The bound on re-runs left some combinations of the worst case's choices untried."""
+    untried: int = 0
+    """Allowed values of the worst case's choices that no run took (only when capped)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +208,20 @@ class Agent:
     def messages(self) -> Sequence[Any]:
         return []
 
+    def again(self) -> bool:
+        """After a run of a pair: whether to run it again (another choice of the worst case)."""
+        return False
+
+    def runs(self) -> tuple[int, bool, int]:
+        """Runs made of the current pair, whether the bound on them was hit, and how many
+        allowed values of the worst case's choices no run took."""
+        return 1, False, 0
+
+    def tainted_effects(self, info: AttackInfo, read_only: frozenset[str]) -> list[str]:
+        """The enforcement check on the last run. An agent without provenance: every
+        side-effecting call after its model read injected text."""
+        return context_tainted_effects(self.messages(), info.needles, read_only)
+
 
 class PlanlockAgent(Agent):
     """planlock's pipeline element."""
@@ -209,6 +240,31 @@ class PlanlockAgent(Agent):
         if self.worst is not None:
             self.worst.attack = info
             self.worst.hijacked = 0
+            self.worst.choices.reset()
+
+    def again(self) -> bool:
+        if self.worst is None or self.worst.attack is None or not self.worst.choices.again():
+            return False
+        self.worst.hijacked = 0
+        return True
+
+    def runs(self) -> tuple[int, bool, int]:
+        if self.worst is None:
+            return 1, False, 0
+        choices = self.worst.choices
+        return choices.runs, choices.capped, choices.untried
+
+    def tainted_effects(self, info: AttackInfo, read_only: frozenset[str]) -> list[str]:  # noqa: ARG002
+        watch = self.element.watch
+        effects = {n: t.effect for n, t in self.element.tools.spec.tools.items()}
+        return tainted_effects(
+            watch.calls,
+            tainted_steps(watch.calls, watch.outputs, info.needles),
+            effects,
+            approved=watch.approved,
+            endorsed=watch.endorsed,
+            plan_approved=watch.plan_approved,
+        )
 
     def approvals(self) -> int:
         return len(self.element.last.approvals)
@@ -264,8 +320,6 @@ def run_pairs(
     from agentdojo.attacks.attack_registry import load_attack  # noqa: PLC0415
     from agentdojo.logging import OutputLogger, TraceLogger  # noqa: PLC0415
 
-    from planlock.bench.agentdojo import _attack  # noqa: F401, PLC0415  (registers the adaptive attack)
-
     suite = load_suite(suite_name)
     spec = load_suite_spec(suite_name)
     read_only = _read_only(spec)
@@ -282,6 +336,7 @@ def run_pairs(
         delegate: Any = OutputLogger(str(logdir)) if logdir else contextlib.nullcontext()
         with delegate:
             for user_task in tasks:
+                user_calls = user_task.ground_truth(base_env.model_copy(deep=True))
                 pairs: list[str | None] = list(inj_ids) if attack is not None else [None]
                 for inj_id in pairs:
                     inj = injections_all[inj_id] if inj_id else None
@@ -289,21 +344,33 @@ def run_pairs(
                         attack.attack(user_task, inj) if attack and inj else {}
                     )
                     info: AttackInfo | None = None
+                    want: Want | None = None
                     if inj is not None:
+                        if isinstance(attack, PlanlockAttack):
+                            want = attack.want(user_task, inj)
                         info = attack_info(
-                            inj.GOAL,
+                            want.goal if want else inj.GOAL,
                             injections,
                             inj.ground_truth(base_env.model_copy(deep=True)),
                             user_task.PROMPT,
                             read_only,
-                            evasive=attack_name == "planlock_adaptive",
-                            user_calls=user_task.ground_truth(base_env.model_copy(deep=True)),
+                            evasive=bool(want and want.evasive),
+                            user_calls=user_calls,
                         )
+                        if want is not None and want.amount is not None:
+                            info = replace(info, amount=want.amount)
                     agent.prepare(user_task, inj, info)
                     started = time.perf_counter()
-                    utility, security = suite.run_task_with_pipeline(
-                        agent.element, user_task, inj, injections
-                    )
+                    runs: list[_Run] = []
+                    while True:
+                        utility, security = suite.run_task_with_pipeline(
+                            agent.element, user_task, inj, injections
+                        )
+                        runs.append(_Run.of(agent, utility, security, info, user_calls, read_only))
+                        if not agent.again():
+                            break
+                    seconds = time.perf_counter() - started
+                    shown = _shown(runs)
                     if logdir is not None:
                         # AgentDojo's own trace file, as its benchmark writes it.
                         with TraceLogger(
@@ -316,31 +383,87 @@ def run_pairs(
                             pipeline_name=agent.name,
                             benchmark_version="v1.2.2",
                         ) as logger:
-                            logger.messages = list(agent.messages())
-                            logger.set_contextarg("utility", utility)
-                            logger.set_contextarg("security", security)
-                    seconds = time.perf_counter() - started
-                    strict = (
-                        strict_violations(_calls(agent.messages()), info, read_only) if info else []
-                    )
+                            logger.messages = list(shown.messages)
+                            logger.set_contextarg("utility", shown.utility)
+                            logger.set_contextarg("security", shown.security)
+                    count, capped, untried = agent.runs()
                     result = PairResult(
                         agent=agent.name,
                         suite=suite_name,
                         user_task=user_task.ID,
                         injection_task=inj_id,
                         attack=attack_name,
-                        utility=bool(utility),
-                        attack_success=bool(security) if inj is not None else False,
-                        strict=strict,
-                        approvals=agent.approvals(),
-                        status=agent.status(),
-                        hijacked=agent.hijacked(),
+                        utility=shown.utility,
+                        attack_success=any(r.security for r in runs) and inj is not None,
+                        strict=next((r.strict for r in runs if r.strict), [])
+                        + next((w for r in runs if (w := _wins(want, r))), []),
+                        approvals=shown.approvals,
+                        status=shown.status,
+                        hijacked=shown.hijacked,
                         seconds=round(seconds, 4),
+                        tainted_effects=next((r.tainted for r in runs if r.tainted), []),
+                        unasked_effects=next((r.unasked for r in runs if r.unasked), []),
+                        runs=count,
+                        capped=capped,
+                        untried=untried,
                     )
                     results.append(result)
                     if on_result is not None:
                         on_result(result)
     return results
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One run of a pair (the worst case may run a pair once per combination of its choices)."""
+
+    utility: bool
+    security: bool
+    strict: list[str]
+    tainted: list[str]
+    unasked: list[str]
+    approvals: int
+    status: str
+    hijacked: int
+    messages: list[Any]
+
+    @classmethod
+    def of(
+        cls,
+        agent: Agent,
+        utility: Any,
+        security: Any,
+        info: AttackInfo | None,
+        user_calls: Sequence[Any],
+        read_only: frozenset[str],
+    ) -> _Run:
+        calls = _calls(agent.messages())
+        return cls(
+            utility=bool(utility),
+            security=bool(security) and info is not None,
+            strict=strict_violations(calls, info, read_only) if info else [],
+            tainted=agent.tainted_effects(info, read_only) if info else [],
+            unasked=unasked_effects(calls, user_calls, read_only),
+            approvals=agent.approvals(),
+            status=agent.status(),
+            hijacked=agent.hijacked(),
+            messages=list(agent.messages()),
+        )
+
+
+def _shown(runs: Sequence[_Run]) -> _Run:
+    """The run a pair reports (utility, approvals, status, trace): the first in which the
+    attack succeeded by AgentDojo's check, else the first any of our checks flagged, else the
+    first (the attacker's favourite choices). Each check counts the pair if any run fails it."""
+    for r in runs:
+        if r.security:
+            return r
+    return next((r for r in runs if r.strict or r.tainted or r.unasked), runs[0])
+
+
+def _wins(want: Want | None, run: _Run) -> list[str]:
+    """What our attack's own check finds in a run (its link live in the reply)."""
+    return want.wins(final_reply(run.messages)) if want is not None else []
 
 
 def _num(task_id: str) -> int:

@@ -180,6 +180,18 @@ def _literals(value: Any, path: str) -> Iterable[tuple[str, Any]]:
         yield path, value
 
 
+def _condition_values(when: Any) -> Any:
+    """A condition with its references left out: the literals it compares with."""
+    if not isinstance(when, dict):
+        return None
+    if "ref" in when:
+        return {"value": when.get("value")}
+    if "not" in when:
+        return {"not": _condition_values(when["not"])}
+    key = "all" if "all" in when else "any"
+    return {key: [_condition_values(c) for c in when.get(key, [])]}
+
+
 _ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?: (\d{2}):(\d{2}))?$")
 _MONTHS = [m.lower() for m in calendar.month_name[1:]]
 _HOURS = re.compile(r"\b(\d+|one|two|three|four|five|six|seven|eight)[ -]hours?\b", re.IGNORECASE)
@@ -238,7 +250,8 @@ def literal_problems(
     and time written from the prompt's words (``_prompt_datetime``); numbers must
     appear in the prompt as numbers; booleans and null are choices, not data. An ``llm`` step's
     instruction and output schema are the planner's own words, but may name no number, email
-    address, link or account that the prompt does not.
+    address, link or account that the prompt does not. A condition's (``when``) values are
+    literals like any other ("rated higher than 4": ``4``).
     """
     text = _norm(prompt)
     nums = _numbers(prompt)
@@ -259,7 +272,9 @@ def literal_problems(
                 if n not in nums
             )
             args = {"input": args.get("input")}
-        for path, lit in _literals(args, f"steps[{i}].args"):
+        found = list(_literals(args, f"steps[{i}].args"))
+        found += _literals(_condition_values(step.get("when")), f"steps[{i}].when")
+        for path, lit in found:
             if lit is None or isinstance(lit, bool):
                 continue
             if isinstance(lit, int | float):

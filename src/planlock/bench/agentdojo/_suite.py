@@ -19,7 +19,6 @@ Nothing here changes how planlock decides: the element is a caller of the public
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -38,10 +37,12 @@ from agentdojo.types import (
     ChatUserMessage,
     text_content_block_from_string,
 )
+from pydantic import BaseModel
 
 from planlock.agent import authorize, execute, in_process_waiter, prepare
 from planlock.approval import ApprovalRequest, Decision
-from planlock.core import Plan, Ref, Unresolvable, render, split_interpolation, walk_path
+from planlock.bench.agentdojo._answer import PlannedTask, PlanSource, render_answer
+from planlock.core import normalize_path
 from planlock.errors import ApprovalDenied, ApprovalRequired, PlanInvalid, RunError, UsageError
 from planlock.journal import Event, Journal, MemoryStore
 from planlock.llm import LLM
@@ -52,11 +53,13 @@ __all__ = [
     "BENCHMARK_VERSION",
     "SUITES",
     "BenchApprover",
+    "PlanSource",
     "PlanlockElement",
     "PlannedTask",
     "RunStats",
     "StepWatch",
     "SuiteSpec",
+    "WatchedCall",
     "load_suite",
     "load_suite_spec",
     "render_answer",
@@ -184,7 +187,9 @@ def wrap_function(function: Function, spec: ToolSpec, sink: CallSink) -> Tool:
         docs.append(f"    {pname}: {' '.join((info.description or pname).split())}")
     params.append(inspect.Parameter(_CTX, inspect.Parameter.KEYWORD_ONLY))
     annotations[_CTX] = StepContext
-    if spec.entries or spec.rated:
+    if spec.rated:  # typed, so a plan's condition may read the rating (issue 12)
+        annotations["return"] = list[RatedEntry]
+    elif spec.entries:
         annotations["return"] = list[dict[str, Any]]
     elif spec.names:
         annotations["return"] = list[str]
@@ -221,6 +226,15 @@ def shape_output(spec: ToolSpec, result: Any) -> Any:
     if spec.names and isinstance(result, str):
         return [n.strip() for n in result.partition(": ")[2].splitlines() if n.strip()]
     return result
+
+
+class RatedEntry(BaseModel):
+    """An item of a ``rated`` tool's output (a model, so a plan's condition may read the rating
+    as a number)."""
+
+    name: str
+    rating: float | None
+    value: Any
 
 
 def _first_line_rating(value: object) -> float | None:
@@ -294,55 +308,6 @@ class SuiteTools:
 
 
 # --------------------------------------------------------------------------------------------
-# Plans and answers
-
-
-@dataclass(frozen=True)
-class PlannedTask:
-    """What a planner produced for a prompt: the plan and how to word the answer."""
-
-    plan: Plan
-    answer: str | None = None
-    """A template for the final answer (``{{steps.<id>.output...}}`` placeholders), or None:
-    then the output of the last ``llm`` step is the answer."""
-    task_id: str | None = None
-
-
-class PlanSource(Protocol):
-    """Gives a plan for a prompt (a plan corpus, or a real planner)."""
-
-    name: str
-
-    def plan_for(self, prompt: str, registry: ToolRegistry, suite: str) -> PlannedTask | str:
-        """The plan, or a reason why there is none."""
-        ...
-
-
-def render_answer(template: str, outputs: Mapping[str, Any]) -> str:
-    """Fill an answer template with step outputs; a missing value reads ``(unavailable)``."""
-    out: list[str] = []
-    for part in split_interpolation(template):
-        if not isinstance(part, Ref):
-            out.append(part)
-            continue
-        value = "(unavailable)"
-        if part.source == "step" and part.name in outputs:
-            with contextlib.suppress(Unresolvable):
-                value = render(walk_path(outputs[part.name], part.path, part.text))
-        out.append(value)
-    return "".join(out)
-
-
-def default_answer(plan: Plan, outputs: Mapping[str, Any]) -> str:
-    """The output of the last ``llm`` step that finished, else a list of what ran."""
-    for step in reversed(plan.steps):
-        if step.tool == LLM_TOOL and step.id in outputs:
-            return render(outputs[step.id])
-    done = [s.id for s in plan.steps if s.id in outputs]
-    return f"Done: step(s) {', '.join(done) or 'none'} finished."
-
-
-# --------------------------------------------------------------------------------------------
 # Approvals in an unattended benchmark
 
 
@@ -378,13 +343,82 @@ class BenchApprover:
 # The pipeline element
 
 
+@dataclass(frozen=True)
+class WatchedCall:
+    """One call the executor started (a ``step_started`` event): the step, its tool, the
+    resolved arguments and each argument's provenance labels (``step:<id>``, ``chosen:<id>``...)."""
+
+    step: str
+    tool: str
+    args: dict[str, Any]
+    provenance: dict[str, list[str]]
+    item: int | None = None
+    condition: tuple[str, ...] = ()
+    """The steps whose outputs the step's condition (``when``) read, when it has one."""
+
+
 @dataclass
 class StepWatch:
-    """The step being executed, for in-step LLMs that answer per step (oracle, worst case)."""
+    """The step being executed, for in-step LLMs that answer per step (oracle, worst case), and
+    what the harness needs to know where data went in this query: every call started with its
+    provenance, every step's output, and the calls a person approved."""
 
     task_id: str | None = None
     step_id: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, list[str]] = field(default_factory=dict)
+    """The provenance labels of each argument of the current ``llm`` call."""
+    item: int | None = None
+    """The item of the current ``llm`` call in a ``for_each`` step."""
+    calls: list[WatchedCall] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """The output of every finished step."""
+    approved: set[str] = field(default_factory=set)
+    """Steps whose call a person approved at run time."""
+    endorsed: set[tuple[str, str]] = field(default_factory=set)
+    """(step, parameter) whose value a person's endorsement let through."""
+    plan_approved: bool = False
+    """A person (not the policy) approved the plan."""
+    generation: int = 0
+    """Counts queries: what a consumer caches per query is keyed by it."""
+
+    def reset(self, task_id: str | None) -> None:
+        """Forget the last query (a new one starts)."""
+        self.task_id, self.step_id, self.item = task_id, None, None
+        self.args, self.provenance, self.outputs = {}, {}, {}
+        self.calls, self.approved, self.endorsed, self.plan_approved = [], set(), set(), False
+        self.generation += 1
+
+    def note(self, event: Event) -> None:
+        """Keep what ``event`` says about calls, outputs and approvals."""
+        data = event.data
+        if event.kind == "step_started":
+            step, args = str(data["step"]), dict(data["args"])
+            prov = {
+                str(k): [str(x) for x in v] for k, v in dict(data.get("provenance", {})).items()
+            }
+            item = data.get("item")
+            read = {_ref_step(str(k)) for k in dict(data.get("condition_values") or {})}
+            condition = tuple(sorted(x for x in read if x is not None))
+            call = WatchedCall(step, str(data.get("tool")), args, prov, item, condition)
+            self.calls.append(call)
+            if call.tool == LLM_TOOL:
+                self.step_id, self.args, self.provenance, self.item = step, args, prov, item
+        elif event.kind == "step_finished":
+            self.outputs[str(data["step"])] = data.get("output")
+        elif event.kind == "endorsement_used":
+            self.endorsed.add((str(data.get("step")), str(data.get("param"))))
+        elif event.kind == "approval_granted" and data.get("by") != "policy":
+            if data.get("step_id") is None:
+                self.plan_approved = True
+            else:
+                self.approved.add(str(data["step_id"]))
+
+
+def _ref_step(text: str) -> str | None:
+    """The step a placeholder's text names (``steps.<id>.output...``), or None."""
+    parts = normalize_path(text).split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "steps" else None
 
 
 @dataclass
@@ -454,6 +488,7 @@ class PlanlockElement(BasePipelineElement):  # type: ignore[misc]
             )
         session = Session(runtime, env, out)
         stats = RunStats()
+        self.watch.reset(None)
         planned = self.planner.plan_for(query, self.registry, self.suite_name)
         if isinstance(planned, str):
             stats.status, stats.error = "no_plan", planned
@@ -507,19 +542,15 @@ class PlanlockElement(BasePipelineElement):  # type: ignore[misc]
             result.error,
         )
         stats.steps = dict(result.statuses)
-        if planned.answer is not None:
-            return render_answer(planned.answer, result.outputs)
-        return default_answer(planned.plan, result.outputs)
+        return render_answer(planned, result, self.registry)
 
     def _listener(self, session: Session, task_id: str | None) -> Callable[[Event], None]:
         watch = self.watch
+        watch.task_id = task_id
 
         def listen(event: Event) -> None:
-            if event.kind != "step_started":
-                return
-            step, args = str(event.data["step"]), dict(event.data["args"])
-            session.args_by_step[step] = args
-            if event.data.get("tool") == LLM_TOOL:
-                watch.task_id, watch.step_id, watch.args = task_id, step, args
+            watch.note(event)
+            if event.kind == "step_started":
+                session.args_by_step[str(event.data["step"])] = dict(event.data["args"])
 
         return listen

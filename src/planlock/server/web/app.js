@@ -141,7 +141,8 @@ function stepsTable(detail) {
     return el("tr", { "data-step": s.id },
       el("td", {}, s.id), el("td", {}, s.tool), el("td", {}, tag(n.effect, "effect")),
       el("td", {}, tag(n.action, n.action)),
-      el("td", {}, el("code", {}, Object.entries(s.args).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join("\n"))),
+      el("td", {}, el("code", {}, [...Object.entries(s.args).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
+        ...(s.when ? [`only if ${JSON.stringify(s.when)}`] : [])].join("\n"))),
       el("td", {}, risk ? risk.reasons.map((r) => r.message).join("; ") : ""));
   });
   return el("table", { "data-testid": "steps" },
@@ -165,19 +166,36 @@ async function showApproval(id) {
   try { d = await api(`/api/approvals/${encodeURIComponent(id)}`); } catch (err) { say(err.message, true); return; }
   const graphBox = el("div", { class: "graph", id: "graph-box" }, drawGraph(d.graph));
   const reason = el("textarea", { id: "reason", "data-testid": "reason", placeholder: "Reason (journaled; required to deny)" });
-  const decide = (approve) => async () => {
+  const label = el("input", { id: "endorse-label", "data-testid": "endorse-label", placeholder: "What is this value? e.g. landlord", maxlength: "200" });
+  const decide = (approve, endorse = false) => async () => {
     try {
       const body = { plan_hash: d.plan_hash, args_hash: d.args_hash, reason: reason.value };
-      await api(`/api/approvals/${encodeURIComponent(id)}/${approve ? "approve" : "deny"}`, { method: "POST", body: JSON.stringify(body) });
-      say(`${approve ? "approved" : "denied"}: run ${d.run_id.slice(-8)}`);
+      if (endorse) {
+        if (!label.value.trim()) { say("an endorsement needs a label", true); return; }
+        body.label = label.value.trim();
+      }
+      const verb = endorse ? "endorse" : approve ? "approve" : "deny";
+      await api(`/api/approvals/${encodeURIComponent(id)}/${verb}`, { method: "POST", body: JSON.stringify(body) });
+      say(`${endorse ? "approved and endorsed" : approve ? "approved" : "denied"}: run ${d.run_id.slice(-8)}`);
       for (const b of document.querySelectorAll(".decide button")) b.disabled = true;
       follow(d.run_id, d.graph);
       refresh();
     } catch (err) { say(err.message, true); }
   };
+  const offers = d.kind === "call" ? (d.endorsable || []) : [];
   const call = d.kind === "call"
     ? [el("h4", {}, `The call waiting: step ${d.step_id}`), el("code", { "data-testid": "call-args" }, JSON.stringify(d.args, null, 2)),
        el("p", { class: "facts" }, `arguments hash ${d.args_hash}`)]
+    : [];
+  if (offers.length) {
+    call.push(el("h4", {}, "Endorse instead of approving each time"),
+      el("ul", { class: "why", "data-testid": "endorsable" }, ...offers.map((o) => el("li", {},
+        `${o.param} = ${JSON.stringify(d.args?.[o.param])} (from ${o.source}, to ${o.target})`))),
+      el("p", { class: "facts" }, "Endorsing approves this call and lets the same value from the same source through without asking from now on."));
+  }
+  const pendingAttrs = d.status !== "pending" ? { disabled: "" } : {};
+  const endorseBox = offers.length
+    ? [label, el("button", { class: "endorse", "data-testid": "endorse", onclick: decide(true, true), ...pendingAttrs }, "Approve and endorse")]
     : [];
   $("detail").replaceChildren(
     el("h3", { "data-testid": "goal" }, d.goal || "(no goal)"),
@@ -190,7 +208,8 @@ async function showApproval(id) {
       el("div", {}, el("h4", {}, `Steps · effects: ${d.report.effects.join(", ")}`), stepsTable(d), el("h4", {}, "Data flows into sensitive parameters"), flowsTable(d.report.flows))),
     el("div", { class: "decide" }, reason,
       el("button", { class: "approve", "data-testid": "approve", onclick: decide(true), ...(d.status !== "pending" ? { disabled: "" } : {}) }, "Approve"),
-      el("button", { class: "deny", "data-testid": "deny", onclick: decide(false), ...(d.status !== "pending" ? { disabled: "" } : {}) }, "Deny")),
+      el("button", { class: "deny", "data-testid": "deny", onclick: decide(false), ...(d.status !== "pending" ? { disabled: "" } : {}) }, "Deny"),
+      ...endorseBox),
     el("div", { class: "progress" }, el("h4", {}, "Run progress ", el("span", { class: "status", id: "run-status", "data-testid": "run-status" }, d.status)),
       el("ol", { id: "events", "data-testid": "events" })));
   refresh();
@@ -223,6 +242,8 @@ function describe(e) {
   if (e.kind === "approval_denied") return `denied by ${d.by}: ${d.reason}`;
   if (e.kind === "run_finished") return `run finished: ${d.status}`;
   if (e.kind === "run_claimed") return `claimed by worker ${d.worker}`;
+  if (e.kind === "endorsement_added") return `endorsed by ${d.by} as "${d.label}" (${d.source})`;
+  if (e.kind === "endorsement_used") return `step ${d.step} ${d.param}: endorsed by ${d.by} as "${d.label}"`;
   return e.kind.replace(/_/g, " ");
 }
 
