@@ -28,6 +28,7 @@ from planlock.bench.agentdojo._bench import (
     make_element,
     run_pairs,
 )
+from planlock.bench.agentdojo._checks import AttackInfo, attack_info, strict_violations
 from planlock.bench.agentdojo._corpus import (
     CorpusPlanner,
     corpus_suites,
@@ -35,23 +36,18 @@ from planlock.bench.agentdojo._corpus import (
     load_corpus,
     load_oracle,
 )
-from planlock.bench.agentdojo._llm import (
-    AttackInfo,
-    WorstCaseLLM,
-    attack_info,
-    normalize,
-    strict_violations,
-)
 from planlock.bench.agentdojo._suite import (
     SUITES,
     PlannedTask,
-    StepWatch,
     SuiteTools,
     load_suite,
     load_suite_spec,
     render_answer,
     shape_output,
 )
+from planlock.bench.agentdojo._text import normalize
+from planlock.bench.agentdojo._watch import StepWatch
+from planlock.bench.agentdojo._worst import WorstCaseLLM
 from planlock.cli import app
 from planlock.core._plan import Plan
 from planlock.llm._base import LLMRequest
@@ -374,7 +370,7 @@ def _request(schema: dict[str, Any]) -> LLMRequest:
 
 def _watch(output: Any) -> StepWatch:
     """A run in which step 1 (a read) returned ``output`` and llm step 2 reads it."""
-    from planlock.bench.agentdojo._suite import WatchedCall
+    from planlock.bench.agentdojo._watch import WatchedCall
 
     watch = StepWatch(step_id="2", provenance={"input": ["step:1"], "instruction": ["plan"]})
     watch.calls = [

@@ -23,16 +23,13 @@ from agentdojo.attacks.attack_registry import load_attack
 from typer.testing import CliRunner
 
 from planlock.bench.agentdojo._attack import (
-    MILLION,
     PHISHING_HOST,
     PHISHING_URL,
     PLANLOCK_ATTACKS,
     REWRAP_WIDTH,
-    PlanlockAttack,
-    Want,
-    final_reply,
     rewrap,
 )
+from planlock.bench.agentdojo._attack_base import PlanlockAttack, Want, final_reply
 from planlock.bench.agentdojo._bench import (
     ATTACK_TARGET_NAME,
     ATTACKS,
@@ -52,6 +49,7 @@ from planlock.bench.agentdojo._report import (
     touches,
     write,
 )
+from planlock.bench.agentdojo._steer import MILLION
 from planlock.bench.agentdojo._suite import SUITES, load_suite
 from planlock.cli import app
 

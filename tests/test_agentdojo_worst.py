@@ -26,18 +26,12 @@ from agentdojo.types import (
 )
 
 from planlock.bench.agentdojo._bench import Agent, PlanlockAgent, make_element, run_pairs
+from planlock.bench.agentdojo._checks import AttackInfo, tainted_effects, unasked_effects
 from planlock.bench.agentdojo._corpus import CorpusPlanner
-from planlock.bench.agentdojo._llm import (
-    AttackInfo,
-    Choices,
-    WorstCaseLLM,
-    normalize,
-    tainted_effects,
-    tainted_steps,
-    unasked_effects,
-    values_at,
-)
-from planlock.bench.agentdojo._suite import StepWatch, WatchedCall
+from planlock.bench.agentdojo._taint import tainted_steps, values_at
+from planlock.bench.agentdojo._text import normalize
+from planlock.bench.agentdojo._watch import StepWatch, WatchedCall
+from planlock.bench.agentdojo._worst import Choices, WorstCaseLLM
 from planlock.llm import LLMRequest
 from planlock.testing import ScriptedLLM
 

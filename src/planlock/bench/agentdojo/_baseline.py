@@ -25,8 +25,9 @@ from agentdojo.types import (
     text_content_block_from_string,
 )
 
-from planlock.bench.agentdojo._llm import AttackInfo, holds_injection
+from planlock.bench.agentdojo._checks import AttackInfo
 from planlock.bench.agentdojo._suite import Session, SuiteSpec, SuiteTools
+from planlock.bench.agentdojo._taint import holds_injection
 from planlock.journal import Event, Journal, MemoryStore
 from planlock.llm import LLMReply, LLMRequest
 from planlock.planning import action_reply, react

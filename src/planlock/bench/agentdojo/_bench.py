@@ -21,27 +21,28 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from planlock.bench.agentdojo._attack import PLANLOCK_ATTACKS, PlanlockAttack, Want, final_reply
-from planlock.bench.agentdojo._llm import (
+from planlock.bench.agentdojo._attack import PLANLOCK_ATTACKS
+from planlock.bench.agentdojo._attack_base import PlanlockAttack, Want, final_reply
+from planlock.bench.agentdojo._checks import (
     AttackInfo,
-    OracleLLM,
-    WorstCaseLLM,
     attack_info,
     context_tainted_effects,
     strict_violations,
     tainted_effects,
-    tainted_steps,
     unasked_effects,
 )
+from planlock.bench.agentdojo._llm import OracleLLM
 from planlock.bench.agentdojo._suite import (
     ApproveMode,
     PlanlockElement,
     PlanSource,
-    StepWatch,
     SuiteSpec,
     load_suite,
     load_suite_spec,
 )
+from planlock.bench.agentdojo._taint import tainted_steps
+from planlock.bench.agentdojo._watch import StepWatch
+from planlock.bench.agentdojo._worst import WorstCaseLLM
 from planlock.errors import UsageError
 from planlock.llm import LLM, load_model
 
