@@ -75,7 +75,9 @@ def operator(client: DurableClient, effects: Path, stop: threading.Event) -> lis
 def test_sigkill_at_random_points_loses_and_repeats_nothing(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PLANLOCK_TEST_PAUSE", "0.05")
+    # Steps pause up to 0.1 s so the work outlasts the kills on a fast, quiet machine too (the
+    # loop stops early when every run has finished, and fewer kills than KILLS would land).
+    monkeypatch.setenv("PLANLOCK_TEST_PAUSE", "0.1")
     client = site.client()
     runs = [submit(client, parallel_plan(3, f"c{i}", ask=i % 10 == 0)) for i in range(RUNS)]
     stop = threading.Event()
@@ -87,7 +89,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(SUPPORT), str(site.journal), site.db, str(KILLS), "0.1", "0.5"],
-        env={**site.env, "PLANLOCK_TEST_PAUSE": "0.05"},
+        env={**site.env, "PLANLOCK_TEST_PAUSE": "0.1"},
         capture_output=True,
         text=True,
         timeout=600,

@@ -151,7 +151,9 @@ def _step_schema(
 
 
 def _clean(schema: Any, prefix: str) -> Any:
-    """Drop titles; point ``$ref``s at the hoisted, prefixed ``$defs``."""
+    """Drop titles; point ``$ref``s at the hoisted, prefixed ``$defs``; write ``oneOf`` as
+    ``anyOf`` (the embedded model's grammar engine, llguidance, refuses ``oneOf``, and a looser
+    grammar is safe: the reply is validated against the real schemas afterwards)."""
     if isinstance(schema, list):
         return [_clean(s, prefix) for s in schema]
     if not isinstance(schema, dict):
@@ -164,6 +166,8 @@ def _clean(schema: Any, prefix: str) -> Any:
             out[key] = "#/$defs/" + prefix + value.removeprefix("#/$defs/")
         elif key == "properties" and isinstance(value, dict):
             out[key] = {k: _clean(v, prefix) for k, v in value.items()}
+        elif key == "oneOf":
+            out["anyOf"] = _clean(value, prefix)
         else:
             out[key] = _clean(value, prefix)
     return out
