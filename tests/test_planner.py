@@ -404,3 +404,11 @@ def test_plan_sync_and_plan_helpers(registry: ToolRegistry) -> None:
     import anyio
 
     anyio.run(inside)
+
+
+def test_the_plan_schema_offers_when_without_oneof_which_the_embedded_grammar_refuses() -> None:
+    # llguidance (the embedded model's constrained decoding) rejects `oneOf`: with it in the
+    # schema the local model could not answer at all. `when` must still be offered.
+    text = json.dumps(plan_schema(demo.build_registry(demo.HelpDesk.sample())))
+    assert '"when"' in text
+    assert "oneOf" not in text
