@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from planlock import Journal, Plan, Policy, StepContext, ToolRegistry
-from planlock.agent._run import in_process_waiter, recorder
+from planlock.agent._calls import in_process_waiter
+from planlock.agent._prepare import recorder
 from planlock.approval._approval import Approved, Denied, auto_approve
 from planlock.durable._state import OnceRecorder, decision_from_json, event_key
 from planlock.execution._engine import Engine, LocalEngine, walk_with

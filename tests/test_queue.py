@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from planlock import Journal, Plan, ToolRegistry, UsageError, demo
 from planlock.cli import app
 from planlock.queue._notify import WebhookNotifier
-from planlock.queue._queue import ApprovalQueue, parse_duration
+from planlock.queue._queue import ApprovalQueue
+from planlock.queue._store import parse_duration
 
 ROOT = Path(__file__).resolve().parents[1]
 BANKING = f"{ROOT / 'examples' / 'banking.py'}:registry"

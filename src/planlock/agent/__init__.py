@@ -1,17 +1,8 @@
 """planlock.agent: the one place that knows the order: plan, validate, approve, execute, replan."""
 
-from planlock.agent._run import (
-    Prepared,
-    authorize,
-    call_checker,
-    execute,
-    in_process_waiter,
-    noter,
-    prepare,
-    recorder,
-    run,
-    run_sync,
-)
+from planlock.agent._calls import call_checker, in_process_waiter
+from planlock.agent._prepare import Prepared, authorize, noter, prepare, recorder
+from planlock.agent._run import execute, run, run_sync
 
 __all__ = [
     "Prepared",

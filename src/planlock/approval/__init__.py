@@ -19,18 +19,20 @@ from planlock.approval._endorse import (
     Endorsable,
     EndorseAs,
     Endorsement,
+    make_endorsements,
+    offers,
+    value_hash,
+    value_source,
+)
+from planlock.approval._endorse_stores import (
     EndorsementStore,
     MemoryEndorsements,
     SQLEndorsements,
     endorse,
     insert_endorsement,
-    make_endorsements,
-    offers,
     record_added,
     revoke_endorsement,
     settle,
-    value_hash,
-    value_source,
 )
 from planlock.approval._gate import (
     AUTO_REASON,

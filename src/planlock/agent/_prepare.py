@@ -1,0 +1,128 @@
+"""The first phases of a run: validate and assess a plan (``prepare``), then get it approved
+(``authorize``); and the journal writers every phase uses (``recorder``, ``noter``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ulid import ULID
+
+from planlock.approval import (
+    ApprovalRequest,
+    Approved,
+    Approver,
+    Decision,
+    Note,
+    PlanGate,
+    ask_approver,
+    record_answer,
+    settle_plan_answer,
+)
+from planlock.core import Plan
+from planlock.errors import ApprovalRequired, PlanInvalid
+from planlock.journal import Journal
+from planlock.policy import Policy, RiskReport, assess
+from planlock.tools import ToolRegistry
+from planlock.validation import Analysis, analyse
+
+__all__ = ["Prepared", "ask_in_process", "authorize", "noter", "prepare", "recorder"]
+
+Record = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated, assessed plan, ready for approval."""
+
+    run_id: str
+    analysis: Analysis
+    report: RiskReport
+    policy: Policy
+    inputs: dict[str, Any]
+
+    @property
+    def plan(self) -> Plan:
+        return self.analysis.plan
+
+    @functools.cached_property
+    def plan_hash(self) -> str:
+        """The plan's hash, computed once (it is asked for on every call check)."""
+        return self.plan.hash
+
+    def plan_request(self, approval_id: str = "") -> ApprovalRequest:
+        """The plan's approval request (``approval_id``: the id an engine stores it under)."""
+        return ApprovalRequest(self.run_id, self.plan, self.plan_hash, self.report, id=approval_id)
+
+
+def recorder(journal: Journal, run_id: str) -> Record:
+    async def record(kind: str, data: dict[str, Any]) -> None:
+        journal.record(run_id, kind, data)
+
+    return record
+
+
+def noter(journal: Journal, run_id: str) -> Note:
+    """``recorder``, synchronous: how the plan-approval path (``planlock.approval``) journals."""
+    return functools.partial(journal.record, run_id)
+
+
+async def prepare(
+    plan: Plan,
+    registry: ToolRegistry,
+    journal: Journal,
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    policy: Policy | None = None,
+    max_steps: int | None = None,
+    run_id: str | None = None,
+    announce: bool = True,
+    final: bool = True,
+) -> Prepared:
+    """Validate against ``registry`` (R2) and assess under ``policy``; journal both.
+
+    Raises PlanInvalid (nothing runs) and ApprovalDenied when the policy denies a step outright.
+    """
+    run_id = run_id or str(ULID())
+    note = noter(journal, run_id)
+    inputs = dict(inputs or {})
+    policy = policy or Policy()
+    plan_hash = plan.hash  # once: it hashes the whole plan's canonical JSON
+    if announce:
+        note("run_started", {"goal": plan.goal, "inputs": inputs, "plan_hash": plan_hash})
+        note("plan_created", {"plan": plan.canonical(), "hash": plan_hash})
+    analysis = analyse(plan, registry, inputs=inputs, max_steps=max_steps)
+    if analysis.issues:
+        issues = [i.to_json() for i in analysis.issues]
+        note("plan_rejected", {"hash": plan_hash, "issues": issues})
+        if final:
+            note("run_finished", {"status": "rejected"})
+        raise PlanInvalid(analysis.issues)
+    note("plan_validated", {"hash": plan_hash, "steps": len(plan.steps)})
+    prepared = Prepared(run_id, analysis, assess(analysis, policy=policy), policy, inputs)
+    PlanGate.of(prepared.plan_request()).assessed(note, final=final)
+    return prepared
+
+
+async def authorize(prepared: Prepared, approver: Approver, journal: Journal) -> Approved:
+    """Get the plan approved: by the policy when nothing needs a person, else by ``approver``."""
+    note = noter(journal, prepared.run_id)
+    gate = PlanGate.of(prepared.plan_request())
+    grant = gate.open(note)
+    if grant is not None:
+        return grant
+    decision = await ask_in_process(approver, gate.request, note)
+    return settle_plan_answer(note, gate.request, decision)
+
+
+async def ask_in_process(approver: Approver, request: ApprovalRequest, note: Note) -> Decision:
+    """How a run in process waits for a plan's answer: it asks ``approver``. One that cannot ask
+    a person (``auto``) raises ApprovalRequired; that is journaled as the policy's denial."""
+    try:
+        return await ask_approver(approver, request)
+    except ApprovalRequired as exc:
+        record_answer(note, request.deny("policy", "auto", str(exc)), final=True)
+        raise
