@@ -353,8 +353,11 @@ def test_autonomy_per_suite_and_overall() -> None:
 def test_autonomy_table_in_markdown_and_json(tmp_path: Path) -> None:
     auto = autonomy(UNATTENDED, GRANTED)
     md = autonomy_markdown(auto)
-    assert "| agent | suite | benign tasks | HITL load (touches per task) | TCR@0 | TCR@1" in md
-    assert "| planlock | banking | 4 | 1.00 | 25.0% | 50.0% | 75.0% | 75.0% |" in md
+    assert "| agent | suite | person | benign tasks | HITL load (touches per task) |" in md
+    assert (
+        "| planlock | banking | approves each call | 4 | 1.00 | 0.00 | 25.0% | 50.0% | 75.0% "
+        "| 75.0% |"
+    ) in md
     assert f"{100 * CAMEL_FIRE_RATE:.1f}%" in md
     assert "33.9%" in md
     write(tmp_path, summarize(UNATTENDED, GRANTED), UNATTENDED, {}, autonomy_rows=auto)

@@ -70,6 +70,15 @@ def agentdojo_cmd(
     traces: Annotated[
         bool, typer.Option("--traces", help="Also write AgentDojo's trace file for every pair.")
     ] = False,
+    person: Annotated[
+        str,
+        typer.Option(
+            "--person",
+            help="The simulated person: approve (approves each call) or endorse (also runs the "
+            "benign tasks with a person who endorses values, kept across a suite's tasks; "
+            "attacked runs then see those endorsements, frozen).",
+        ),
+    ] = "approve",
 ) -> None:
     """Run AgentDojo v1.2.2 against planlock and print utility and attack success."""
     try:
@@ -79,6 +88,7 @@ def agentdojo_cmd(
             SUITES,
             BaselineAgent,
             CorpusPlanner,
+            FrozenEndorsements,
             ModelPlanner,
             PairResult,
             PlanlockAgent,
@@ -86,6 +96,7 @@ def agentdojo_cmd(
             corpus_suites,
             load_suite,
             make_element,
+            misses,
             run_pairs,
             summarize,
             write,
@@ -103,6 +114,8 @@ def agentdojo_cmd(
     bad = [a for a in attacks if a is not None and a not in ATTACKS]
     if bad:
         _fail(EXIT_USAGE, f"unknown attack(s) {bad}: use none or {', '.join(ATTACKS)}")
+    if person not in ("approve", "endorse"):
+        _fail(EXIT_USAGE, f"--person must be approve or endorse, not {person!r}")
     if step_llm not in ("worst", "oracle", "local"):
         _fail(EXIT_USAGE, f"--step-llm must be worst, oracle or local, not {step_llm!r}")
     if planner == "corpus":
@@ -111,6 +124,7 @@ def agentdojo_cmd(
         source = ModelPlanner(load_model(planner))
     results: list[PairResult] = []
     approved: list[PairResult] = []
+    endorsed: list[PairResult] = []
     total = 0
     for s in suites:
         st = load_suite(s)
@@ -119,6 +133,7 @@ def agentdojo_cmd(
         total += per * (2 if baseline else 1) + (
             _count(st, None, n_u, n_i) if None in attacks else 0
         )
+        total += _count(st, None, n_u, n_i) if person == "endorse" else 0
     started = time.perf_counter()
     columns = (
         TextColumn("{task.description}"),
@@ -133,6 +148,14 @@ def agentdojo_cmd(
             progress.advance(bar)
 
         for s in suites:
+            frozen = None
+            if person == "endorse":  # first: the endorsements attacked runs will see
+                en, eworst = make_element(s, source, step_llm, approve="endorse")  # type: ignore[arg-type]
+                progress.update(bar, description=f"planlock {s} none, person endorses")
+                endorsed += run_pairs(
+                    PlanlockAgent(en, eworst), s, None, user_tasks=user_task, on_result=tick
+                )
+                frozen = FrozenEndorsements.of(en.endorsements)
             el, worst = make_element(s, source, step_llm)  # type: ignore[arg-type]
             agents: list[Any] = [PlanlockAgent(el, worst)]
             if baseline:
@@ -140,6 +163,7 @@ def agentdojo_cmd(
             for agent in agents:
                 for a in attacks:
                     progress.update(bar, description=f"{agent.name[:24]} {s} {a or 'none'}")
+                    el.endorsements = frozen if a is not None else None
                     results += run_pairs(
                         agent,
                         s,
@@ -194,7 +218,8 @@ def agentdojo_cmd(
             f"{r.seconds:.1f}",
         )
     out.print(table)
-    auto = autonomy(results, approved)
+    auto = autonomy(results, approved, endorsed)
+    missed = misses(results, approved, endorsed)
     if auto:
         out.print(_autonomy_table(auto, CAMEL_FIRE_RATE))
     meta = {
@@ -203,10 +228,19 @@ def agentdojo_cmd(
         "step_llm": step_llm,
         "suites": suites,
         "attacks": [a or "none" for a in attacks],
+        "person": person,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": platform.platform(),
     }
-    paths = write(output, rows, results + approved, meta, header, autonomy_rows=auto)
+    paths = write(
+        output,
+        rows,
+        results + approved + endorsed,
+        meta,
+        header,
+        autonomy_rows=auto,
+        missed=missed,
+    )
     err.print("wrote " + ", ".join(str(p) for p in paths))
 
 
@@ -214,15 +248,18 @@ def _autonomy_table(rows: list[Any], camel: float) -> Table:
     """The second table: human touches and completion on benign tasks, per suite and overall,
     beside CaMeL's published share of benign runs on which its policy fires."""
     table = Table(title="autonomy (benign tasks)")
-    for col in ("agent", "suite", "tasks", "HITL load", "TCR@0", "TCR@1", "TCR@∞", "fires"):
+    cols = ("agent", "suite", "person", "tasks", "HITL load", "endorse", "TCR@0", "TCR@1")
+    for col in (*cols, "TCR@∞", "fires"):
         table.add_column(col)
     for r in rows:
         table.add_row(
             r.agent,
             r.suite,
+            r.person,
             str(r.tasks),
             f"{r.hitl_load:.2f}",
+            f"{r.endorsements:.2f}",
             *(f"{100 * x:.1f}%" for x in (r.tcr0, r.tcr1, r.tcr_inf, r.fire_rate)),
         )
-    table.add_row("CaMeL (published)", "all", "", "", "", "", "", f"{100 * camel:.1f}%")
+    table.add_row("CaMeL (published)", "all", "", "", "", "", "", "", "", f"{100 * camel:.1f}%")
     return table

@@ -9,7 +9,8 @@ from planlock.bench.agentdojo._bench import (
     run_pairs,
 )
 from planlock.bench.agentdojo._corpus import CorpusPlanner, ModelPlanner, corpus_suites
-from planlock.bench.agentdojo._report import CAMEL_FIRE_RATE, autonomy, summarize, write
+from planlock.bench.agentdojo._person import FrozenEndorsements
+from planlock.bench.agentdojo._report import CAMEL_FIRE_RATE, autonomy, misses, summarize, write
 from planlock.bench.agentdojo._suite import SUITES, load_suite
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "SUITES",
     "BaselineAgent",
     "CorpusPlanner",
+    "FrozenEndorsements",
     "ModelPlanner",
     "PairResult",
     "PlanlockAgent",
@@ -25,6 +27,7 @@ __all__ = [
     "corpus_suites",
     "load_suite",
     "make_element",
+    "misses",
     "run_pairs",
     "summarize",
     "write",

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
+from planlock.approval import EndorsementStore, MemoryEndorsements
 from planlock.bench.agentdojo._attack import PLANLOCK_ATTACKS
 from planlock.bench.agentdojo._attack_base import PlanlockAttack, Want, final_reply
 from planlock.bench.agentdojo._checks import (
@@ -32,6 +30,7 @@ from planlock.bench.agentdojo._checks import (
     unasked_effects,
 )
 from planlock.bench.agentdojo._llm import OracleLLM
+from planlock.bench.agentdojo._person import ask_summary
 from planlock.bench.agentdojo._suite import (
     ApproveMode,
     PlanlockElement,
@@ -43,6 +42,7 @@ from planlock.bench.agentdojo._suite import (
 from planlock.bench.agentdojo._taint import tainted_steps
 from planlock.bench.agentdojo._watch import StepWatch
 from planlock.bench.agentdojo._worst import WorstCaseLLM
+from planlock.bench.agentdojo._yaml import fast_yaml
 from planlock.errors import UsageError
 from planlock.llm import LLM, load_model
 
@@ -77,30 +77,6 @@ ATTACK_TARGET_NAME = "local"
 ``local`` ("Local model"). The worst-case in-step model obeys whatever the wording."""
 
 
-@contextlib.contextmanager
-def fast_yaml() -> Iterator[None]:
-    """Parse AgentDojo's environments with libyaml's C loader (5-15x faster), restoring the
-    pure-Python ``yaml.safe_load`` afterwards. Only AgentDojo's task-suite module is touched."""
-    from agentdojo.task_suite import task_suite  # noqa: PLC0415
-
-    loader = getattr(yaml, "CSafeLoader", None)
-    if loader is None:
-        yield
-        return
-
-    def safe_load(stream: Any) -> Any:
-        return yaml.load(stream, Loader=loader)  # noqa: S506  (CSafeLoader is the safe loader)
-
-    proxy = SimpleNamespace(**{k: getattr(yaml, k) for k in dir(yaml) if not k.startswith("__")})
-    proxy.safe_load = safe_load
-    original = task_suite.yaml
-    task_suite.yaml = proxy
-    try:
-        yield
-    finally:
-        task_suite.yaml = original
-
-
 @dataclass
 class PairResult:
     """One run: a user task, with or without an injection task under an attack."""
@@ -132,6 +108,12 @@ class PairResult:
     """The bound on re-runs left some combinations of the worst case's choices untried."""
     untried: int = 0
     """Allowed values of the worst case's choices that no run took (only when capped)."""
+    person: str = ""
+    """Who answered requests: ``deny`` (nobody), ``all`` (approves each), ``endorse``."""
+    endorsements: int = 0
+    """Of ``approvals``: the requests the person answered by endorsing values."""
+    asks: list[str] = field(default_factory=list)
+    """What each request was about: its kind and reason keys (``call flow:recipient``)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,11 +131,13 @@ def make_element(
     *,
     approve: ApproveMode = "deny",
     honest: LLM | None = None,
+    endorsements: EndorsementStore | None = None,
 ) -> tuple[PlanlockElement, WorstCaseLLM | None]:
     """A planlock pipeline element for a suite, with the in-step LLM ``step_llm``.
 
     ``worst`` wraps an honest model (``honest``, default the oracle) that answers every step
-    whose input holds no injected text.
+    whose input holds no injected text. An endorsing person (``approve="endorse"``) keeps its
+    endorsements in ``endorsements`` (default: a new store) across the element's queries.
     """
     from planlock.bench.agentdojo._corpus import load_oracle  # noqa: PLC0415
 
@@ -172,7 +156,11 @@ def make_element(
         llm = worst
     else:
         raise UsageError(f"--step-llm must be oracle, local or worst, not {step_llm!r}")
-    element = PlanlockElement(suite, spec, planner, llm, approve=approve, watch=watch)
+    if approve == "endorse" and endorsements is None:
+        endorsements = MemoryEndorsements()
+    element = PlanlockElement(
+        suite, spec, planner, llm, approve=approve, watch=watch, endorsements=endorsements
+    )
     return element, worst
 
 
@@ -199,6 +187,13 @@ class Agent:
 
     def approvals(self) -> int:
         return 0
+
+    def asked(self) -> list[dict[str, Any]]:
+        """The requests to a person in the last run (``BenchApprover.asked``)."""
+        return []
+
+    def person(self) -> str:
+        return ""
 
     def status(self) -> str:
         return ""
@@ -269,6 +264,12 @@ class PlanlockAgent(Agent):
 
     def approvals(self) -> int:
         return len(self.element.last.approvals)
+
+    def asked(self) -> list[dict[str, Any]]:
+        return self.element.last.approvals
+
+    def person(self) -> str:
+        return self.element.approve
 
     def status(self) -> str:
         return self.element.last.status
@@ -407,6 +408,9 @@ def run_pairs(
                         runs=count,
                         capped=capped,
                         untried=untried,
+                        person=agent.person(),
+                        endorsements=shown.endorsements,
+                        asks=shown.asks,
                     )
                     results.append(result)
                     if on_result is not None:
@@ -427,6 +431,8 @@ class _Run:
     status: str
     hijacked: int
     messages: list[Any]
+    endorsements: int
+    asks: list[str]
 
     @classmethod
     def of(
@@ -439,6 +445,7 @@ class _Run:
         read_only: frozenset[str],
     ) -> _Run:
         calls = _calls(agent.messages())
+        endorsements, asks = ask_summary(agent.asked())
         return cls(
             utility=bool(utility),
             security=bool(security) and info is not None,
@@ -449,6 +456,8 @@ class _Run:
             status=agent.status(),
             hijacked=agent.hijacked(),
             messages=list(agent.messages()),
+            endorsements=endorsements,
+            asks=asks,
         )
 
 

@@ -9,22 +9,36 @@ attack success per suite, for planlock and the baseline, beside published anchor
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from planlock.bench.agentdojo._autonomy import (
+    CAMEL_FIRE_RATE,
+    AutonomyRow,
+    Miss,
+    autonomy,
+    autonomy_markdown,
+    cell,
+    misses,
+    misses_markdown,
+    pct,
+    touches,
+)
 from planlock.bench.agentdojo._bench import PairResult
 
 __all__ = [
     "ANCHORS",
     "CAMEL_FIRE_RATE",
     "AutonomyRow",
+    "Miss",
     "Row",
     "autonomy",
     "autonomy_markdown",
     "markdown",
+    "misses",
+    "misses_markdown",
     "plot",
     "summarize",
     "touches",
@@ -112,16 +126,6 @@ def summarize(results: Iterable[PairResult], approved: Iterable[PairResult] = ()
     return rows
 
 
-def _cell(text: str) -> str:
-    """A Markdown table cell: a ``|`` in an agent's name (``planlock[corpus|worst-case]``)
-    would split the cell."""
-    return text.replace("|", "\\|")
-
-
-def _pct(x: float | None) -> str:
-    return "" if x is None else f"{100 * x:.1f}%"
-
-
 def markdown(rows: Sequence[Row], header: str = "") -> str:
     lines = [header] if header else []
     lines += [
@@ -134,121 +138,12 @@ def markdown(rows: Sequence[Row], header: str = "") -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {_cell(r.agent)} | {r.suite} | {r.attack} | {r.pairs} | {_pct(r.utility)} "
+            f"| {cell(r.agent)} | {r.suite} | {r.attack} | {r.pairs} | {pct(r.utility)} "
             f"| {r.attacks_agentdojo} | {r.attacks_strict} "
             f"| {r.attacks_taint} | {r.attacks_unasked} "
-            f"| {r.approval_runs} ({_pct(r.approval_runs / r.pairs)}) "
-            f"| {_pct(r.utility_approved)} | {r.runs} ({r.capped}) | {r.seconds:.1f} |"
+            f"| {r.approval_runs} ({pct(r.approval_runs / r.pairs)}) "
+            f"| {pct(r.utility_approved)} | {r.runs} ({r.capped}) | {r.seconds:.1f} |"
         )
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# Autonomy: what a person has to do on benign tasks (Prudentia's metrics, arXiv:2602.11416)
-
-CAMEL_FIRE_RATE = 0.339
-"""CaMeL: the share of benign AgentDojo runs on which its security policies fire, as issue 12
-quotes it for comparison (Prudentia's comparison with CaMeL); not re-measured here."""
-
-
-@dataclass(frozen=True)
-class AutonomyRow:
-    """Autonomy on the benign (``--attack none``) tasks of one agent in one suite (or ``all``)."""
-
-    agent: str
-    suite: str
-    """A suite, or ``all``: every benign task of the agent, pooled."""
-    tasks: int
-    hitl_load: float
-    """Human touches per benign task: the requests a person answers (approvals and
-    endorsements alike) in the runs where a person grants every one; for an agent without such
-    runs (the baseline), the requests in its unattended runs."""
-    tcr0: float
-    """Share of benign tasks completed with no touch (nobody approving)."""
-    tcr1: float
-    """Share completed with at most one touch."""
-    tcr_inf: float
-    """Share completed with any number of touches."""
-    fire_rate: float
-    """Share of the unattended benign runs on which the policy fires: asks a person, or denies."""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def touches(unattended: PairResult, granted: PairResult | None) -> float:
-    """The touches a person needs to complete a benign task: 0 if it succeeds with nobody
-    approving; else the requests answered in the run where a person grants every one, if that
-    run succeeds; else infinity (no number of touches completes it)."""
-    if unattended.utility:
-        return 0.0
-    if granted is not None and granted.utility:
-        return float(granted.approvals)
-    return math.inf
-
-
-def autonomy(
-    results: Iterable[PairResult], approved: Iterable[PairResult] = ()
-) -> list[AutonomyRow]:
-    """One row per (agent, suite) with benign runs in ``results``, then one per agent over all
-    its suites (``all``). ``approved``: the benign runs in which a person grants everything."""
-    granted = {(r.agent, r.suite, r.user_task): r for r in approved}
-    groups: dict[tuple[str, str], list[tuple[PairResult, PairResult | None]]] = {}
-    for r in results:
-        if r.attack is None:
-            pair = (r, granted.get((r.agent, r.suite, r.user_task)))
-            groups.setdefault((r.agent, r.suite), []).append(pair)
-    rows = [_autonomy_row(agent, suite, pairs) for (agent, suite), pairs in groups.items()]
-    pooled: dict[str, list[tuple[PairResult, PairResult | None]]] = {}
-    for (agent, _), pairs in groups.items():
-        pooled.setdefault(agent, []).extend(pairs)
-    rows += [_autonomy_row(agent, "all", pairs) for agent, pairs in pooled.items()]
-    return rows
-
-
-def _autonomy_row(
-    agent: str, suite: str, pairs: Sequence[tuple[PairResult, PairResult | None]]
-) -> AutonomyRow:
-    n = len(pairs)
-    need = [touches(u, g) for u, g in pairs]
-    any_granted = any(g is not None for _, g in pairs)
-    load = sum(
-        (g.approvals if g is not None else 0) if any_granted else u.approvals for u, g in pairs
-    )
-    return AutonomyRow(
-        agent,
-        suite,
-        n,
-        load / n,
-        sum(t <= 0 for t in need) / n,
-        sum(t <= 1 for t in need) / n,
-        sum(t < math.inf for t in need) / n,
-        sum(u.approvals > 0 or u.status == "denied" for u, _ in pairs) / n,
-    )
-
-
-def autonomy_markdown(rows: Sequence[AutonomyRow]) -> str:
-    lines = [
-        (
-            "Autonomy on benign tasks (`--attack none`): human touches per task (HITL load), "
-            "the share of tasks completed with at most k touches (TCR@k), and the share of "
-            "unattended runs on which the policy fires (asks or denies)."
-        ),
-        "",
-        (
-            "| agent | suite | benign tasks | HITL load (touches per task) | TCR@0 | TCR@1 "
-            "| TCR@∞ | policy fires |"
-        ),
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {_cell(r.agent)} | {r.suite} | {r.tasks} | {r.hitl_load:.2f} | {_pct(r.tcr0)} "
-        f"| {_pct(r.tcr1)} | {_pct(r.tcr_inf)} | {_pct(r.fire_rate)} |"
-        for r in rows
-    ]
-    lines.append(
-        f"| CaMeL (published, not re-measured) | all |  |  |  |  |  | {_pct(CAMEL_FIRE_RATE)} |"
-    )
     return "\n".join(lines) + "\n"
 
 
@@ -259,14 +154,17 @@ def write(
     meta: dict[str, Any],
     header: str = "",
     autonomy_rows: Sequence[AutonomyRow] = (),
+    missed: Sequence[Miss] = (),
 ) -> list[Path]:
     """Write ``agentdojo.json`` and ``agentdojo.md`` (and the plot when matplotlib is there);
-    with ``autonomy_rows``, both carry the autonomy table too."""
+    with ``autonomy_rows`` (and ``missed``), both carry the autonomy table (and the tasks that
+    need a person) too."""
     out.mkdir(parents=True, exist_ok=True)
     data = {
         "meta": meta,
         "rows": [r.to_json() for r in rows],
         "autonomy": [r.to_json() for r in autonomy_rows],
+        "misses": [m.to_json() for m in missed],
         "pairs": [r.to_json() for r in results],
     }
     paths = [out / "agentdojo.json", out / "agentdojo.md"]
@@ -274,6 +172,8 @@ def write(
     text = markdown(rows, header)
     if autonomy_rows:
         text += "\n" + autonomy_markdown(autonomy_rows)
+    if missed:
+        text += "\n" + misses_markdown(missed)
     paths[1].write_text(text, encoding="utf-8")
     paths.extend(plot(rows, out))
     return paths

@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import anyio
 from agentdojo.agent_pipeline.base_pipeline_element import BasePipelineElement
@@ -40,8 +40,9 @@ from agentdojo.types import (
 from pydantic import BaseModel
 
 from planlock.agent import authorize, execute, in_process_waiter, prepare
-from planlock.approval import ApprovalRequest, Decision
+from planlock.approval import EndorsementStore
 from planlock.bench.agentdojo._answer import PlannedTask, PlanSource, render_answer
+from planlock.bench.agentdojo._person import ApproveMode, BenchApprover, FrozenEndorsements
 from planlock.bench.agentdojo._watch import StepWatch
 from planlock.errors import ApprovalDenied, ApprovalRequired, PlanInvalid, RunError, UsageError
 from planlock.journal import Event, Journal, MemoryStore
@@ -52,6 +53,7 @@ from planlock.tools import EFFECTS, StepContext, Tool, ToolRegistry, make_tool
 __all__ = [
     "BENCHMARK_VERSION",
     "SUITES",
+    "ApproveMode",
     "BenchApprover",
     "PlanSource",
     "PlanlockElement",
@@ -306,38 +308,6 @@ class SuiteTools:
 
 
 # --------------------------------------------------------------------------------------------
-# Approvals in an unattended benchmark
-
-
-ApproveMode = Literal["deny", "all"]
-
-
-@dataclass
-class BenchApprover:
-    """Stands in for the person. A plan whose only concerns are run-time checks is granted by
-    the policy (no person); anything else is a request to a person, counted, and answered by
-    ``mode``: ``deny`` refuses it (fully autonomous), ``all`` grants it (a person who approves)."""
-
-    mode: ApproveMode = "deny"
-    asked: list[dict[str, Any]] = field(default_factory=list)
-
-    def __call__(self, request: ApprovalRequest) -> Decision:
-        if request.kind == "plan" and not request.report.needs_plan_approval:
-            return request.approve("policy", "policy", "only run-time checks; decided per call")
-        self.asked.append(
-            {
-                "kind": request.kind,
-                "step": request.step_id,
-                "reasons": [r.message for r in request.reasons]
-                or [s.reason for s in request.risks],
-            }
-        )
-        if self.mode == "all":
-            return request.approve("simulated-person", "bench")
-        return request.deny("simulated-person", "bench", "an unattended run grants nothing")
-
-
-# --------------------------------------------------------------------------------------------
 # The pipeline element
 
 
@@ -375,12 +345,16 @@ class PlanlockElement(BasePipelineElement):  # type: ignore[misc]
         approve: ApproveMode = "deny",
         name: str | None = None,
         watch: StepWatch | None = None,
+        endorsements: EndorsementStore | None = None,
     ) -> None:
         self.tools = SuiteTools(suite, spec)
         self.suite_name = spec.name
         self.planner = planner
         self.step_llm = step_llm
         self.approve: ApproveMode = approve
+        self.endorsements = endorsements
+        """Kept across queries (a suite's benign tasks, in order); a ``FrozenEndorsements`` for
+        attacked runs. None: nothing endorsed lasts beyond the call that offered it."""
         self.name = name or f"planlock[{planner.name}|{step_llm.name}]"
         self.watch = watch if watch is not None else StepWatch()
         self.last = RunStats()
@@ -428,7 +402,8 @@ class PlanlockElement(BasePipelineElement):  # type: ignore[misc]
     async def _run(self, planned: PlannedTask, session: Session, stats: RunStats) -> str:
         journal = Journal(MemoryStore())
         journal.listeners.append(self._listener(session, planned.task_id))
-        approver = BenchApprover(self.approve)
+        store = self.endorsements
+        approver = BenchApprover(self.approve, frozen=isinstance(store, FrozenEndorsements))
         stats.approvals = approver.asked
         stats.plan_hash = planned.plan.hash
         self.tools.session = session
@@ -439,10 +414,11 @@ class PlanlockElement(BasePipelineElement):  # type: ignore[misc]
                 prepared,
                 grant,
                 journal,
-                wait_for_approval=in_process_waiter(approver, journal, prepared.run_id),
+                wait_for_approval=in_process_waiter(approver, journal, prepared.run_id, store),
                 llm=self.step_llm,
                 concurrency=1,
                 retries=0,
+                endorsements=store,
             )
         except PlanInvalid as exc:
             stats.status, stats.error = "rejected", str(exc)
