@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from test_server_support import TOKENS, auth, free_port, make_app, wait_for
 
 from planlock import Journal, ToolRegistry, demo
-from planlock.server._app import ServerConfig
+from planlock.server._app import CSP, ServerConfig
 from planlock.server._auth import ROLES
 from planlock.testing import ScriptedLLM
 
@@ -352,3 +352,102 @@ def test_a_call_approval_is_bound_to_the_arguments_hash(
     assert client.post(url, json=right, headers=auth("alice")).status_code == 200
     wait_for(lambda: run_status(client, sub["run_id"]) == "succeeded")
     assert [m.to for m in desk.outbox] == ["A-1001"]
+
+
+# -- a bad request or a failure is answered, journaled, and the server keeps going ------------
+
+
+def test_a_non_numeric_last_event_id_is_422_and_the_server_keeps_answering(
+    client: TestClient,
+) -> None:
+    sub = submit(client)
+    url = f"/api/runs/{sub['run_id']}/events"
+    for bad in ("abc", "-1", "1.5"):
+        r = client.get(url, headers={**auth("sam"), "Last-Event-ID": bad})
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["issues"][0]["path"] == "$.last-event-id"
+    assert client.get("/api/me", headers=auth("sam")).status_code == 200
+    refused = [e.data for e in journal_of(client).events("http") if e.kind == "http_request"]
+    assert [d["status"] for d in refused if d["path"] == url] == [422, 422, 422]
+    assert journal_of(client).verify().ok
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN"])
+def test_a_non_finite_number_in_inputs_is_422_and_the_server_keeps_answering(
+    client: TestClient, number: str
+) -> None:
+    plan = json.dumps(demo.PLAN)
+    bad_plan = json.dumps(demo.PLAN).replace('"args": {', f'"args": {{"n": {number}, ', 1)
+    assert number in bad_plan
+    for url, body, where in [
+        ("/api/runs", f'{{"plan": {plan}, "inputs": {{"x": {{"n": [1, {number}]}}}}}}', "inputs"),
+        ("/api/runs", f'{{"plan": {bad_plan}}}', "plan"),
+        ("/api/goals", f'{{"goal": "g", "context": {{"n": {number}}}}}', "context"),
+    ]:
+        headers = {**auth("sam"), "Content-Type": "application/json"}
+        r = client.post(url, content=body, headers=headers)
+        assert r.status_code == 422, r.text
+        (issue,) = r.json()["issues"]
+        assert issue["path"] == f"$.{where}"
+        assert "not a JSON number" in issue["message"]
+    assert not [e for e in journal_of(client).events("http") if e.kind == "request_failed"]
+    submit(client)  # still serving
+    assert journal_of(client).verify().ok
+
+
+def test_an_unexpected_error_is_a_journaled_generic_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine: Any = client.app.state.engine  # type: ignore[attr-defined]
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("secret detail: dana@example.com")
+
+    monkeypatch.setattr(engine, "run", broken)
+    r = client.get("/api/runs/01SOMERUN", headers=auth("sam"))
+    assert r.status_code == 500
+    assert set(r.json()) == {"detail"}
+    assert "secret" not in r.text
+    assert "RuntimeError" not in r.text
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["cache-control"] == "no-store"
+    monkeypatch.undo()
+    assert client.get("/api/me", headers=auth("sam")).status_code == 200
+    journal = journal_of(client)
+    (failed,) = [e for e in journal.events("01SOMERUN") if e.kind == "request_failed"]
+    assert failed.data == {
+        "method": "GET",
+        "route": "/api/runs/{run_id}",
+        "status": 500,
+        "error": "RuntimeError",
+        "caller": "sam",
+    }
+    http = [e.data for e in journal.events("01SOMERUN") if e.kind == "http_request"]
+    assert [(d["path"], d["status"]) for d in http] == [("/api/runs/01SOMERUN", 500)]
+    assert journal.verify().ok
+
+
+# -- security headers ------------------------------------------------------------------------------
+
+
+def test_every_response_carries_the_security_headers(client: TestClient) -> None:
+    sub = submit(client)
+    responses = {
+        "page": client.get("/"),
+        "script": client.get("/static/app.js"),
+        "me": client.get("/api/me", headers=auth("sam")),
+        "run": client.get(f"/api/runs/{sub['run_id']}", headers=auth("sam")),
+        "approval": client.get(f"/api/approvals/{sub['approval_id']}", headers=auth("alice")),
+        "refused": client.get("/api/runs", headers={}),
+        "missing": client.get("/api/nothing-here"),
+    }
+    for name, r in responses.items():
+        assert r.headers["x-frame-options"] == "DENY", name
+        assert r.headers["x-content-type-options"] == "nosniff", name
+        assert r.headers["referrer-policy"] == "no-referrer", name
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"], name
+        if name not in ("page", "script"):
+            assert r.headers["cache-control"] == "no-store", name
+    assert responses["run"].json()["inputs"] == demo.INPUTS
+    csp = [d.strip() for d in responses["page"].headers["content-security-policy"].split(";")]
+    assert csp == [*(d.strip() for d in CSP.split(";")), "frame-ancestors 'none'"]

@@ -3,12 +3,15 @@
 Every ``/api`` route needs a bearer token whose caller holds one of the route's roles (``x-roles``
 in the OpenAPI schema; ``admin`` may do everything). Every request, refused ones included, is
 journaled as an ``http_request`` event naming the caller, under the run it concerns (or under
-``http`` when it concerns none).
+``http`` when it concerns none); a request that fails unexpectedly is also journaled as
+``request_failed`` and answered with a generic 500. Every response carries security headers
+(no framing, no sniffing, no referrer) and ``/api`` responses are not cached.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,11 +19,12 @@ from pathlib import Path
 from typing import Annotated, Any, cast
 
 import anyio
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 
 from planlock.approval import EndorseAs, Endorsement
 from planlock.core import Plan
@@ -61,6 +65,13 @@ WEB = Path(__file__).parent / "web"
 HTTP_RUN = "http"
 """The journal run id of ``http_request`` events that concern no run."""
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+"""Sent with every response, besides ``frame-ancestors 'none'`` in its Content-Security-Policy."""
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,7 +140,8 @@ def _caller(request: Request) -> Caller:
 
 
 class _JournalRequests:
-    """ASGI middleware: journal every HTTP request as ``http_request`` with its caller."""
+    """ASGI middleware: journal every HTTP request as ``http_request`` with its caller; journal
+    an unexpected exception as ``request_failed`` and answer it with a generic 500."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -139,11 +151,17 @@ class _JournalRequests:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
+        engine: Engine = scope["app"].state.engine
+        started: list[int] = []
+
+        def caller() -> Caller | None:
+            found: Caller | None = state.get("caller")
+            return found
 
         async def sending(message: Any) -> None:
             if message["type"] == "http.response.start":
-                caller: Caller | None = state.get("caller")
-                engine: Engine = scope["app"].state.engine
+                started.append(message["status"])
+                who = caller()
                 engine.journal.record(
                     state.get("run_id") or HTTP_RUN,
                     "http_request",
@@ -151,11 +169,61 @@ class _JournalRequests:
                         "method": scope["method"],
                         "path": scope["path"],
                         "status": message["status"],
-                        "caller": caller.name if caller else None,
-                        "roles": sorted(caller.roles) if caller else [],
+                        "caller": who.name if who else None,
+                        "roles": sorted(who.roles) if who else [],
                         "client": (scope.get("client") or ["?"])[0],
                     },
                 )
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            route = scope.get("route")
+            _log.exception("%s %s failed", scope["method"], scope["path"])
+            who = caller()
+            engine.journal.record(
+                state.get("run_id") or HTTP_RUN,
+                "request_failed",
+                {
+                    "method": scope["method"],
+                    "route": getattr(route, "path", None),  # the template, never the raw path
+                    "status": started[0] if started else 500,
+                    "error": type(exc).__name__,
+                    "caller": who.name if who else None,
+                },
+            )
+            if started:  # the response is under way: all that is left is to drop it
+                raise
+            body = {"detail": "internal server error (journaled as request_failed)"}
+            await JSONResponse(body, status_code=500)(scope, receive, sending)
+
+
+class _SecurityHeaders:
+    """ASGI middleware: security headers on every response, and ``no-store`` on ``/api``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", ()))
+                headers = MutableHeaders(raw=message["headers"])
+                csp = headers.get("content-security-policy", "").strip().rstrip(";")
+                if "frame-ancestors" not in csp:
+                    directives = [csp] if csp else []
+                    headers["Content-Security-Policy"] = "; ".join(
+                        [*directives, "frame-ancestors 'none'"]
+                    )
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+                if scope["path"] == "/api" or scope["path"].startswith("/api/"):
+                    headers["Cache-Control"] = "no-store"
             await send(message)
 
         await self.app(scope, receive, sending)
@@ -186,6 +254,7 @@ def create_app(engine: Engine, tokens: TokenStore, config: ServerConfig | None =
     app.state.tokens = tokens
     app.state.config = config
     app.add_middleware(_JournalRequests)
+    app.add_middleware(_SecurityHeaders)  # outside the journaling: it sees the 500s it sends
     _errors(app)
     _pages(app)
     _routes(app, engine, config)
@@ -299,11 +368,15 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
         request: Request,
         run_id: str,
         after: Annotated[int, Query(ge=0, description="Only events with a greater seq.")] = 0,
+        last_event_id: Annotated[
+            int | None,
+            Header(ge=0, description="Sent by a reconnecting EventSource: like ``after``."),
+        ] = None,
     ) -> StreamingResponse:
         """The run's journal events as Server-Sent Events (``id`` = seq, ``event`` = kind,
         ``data`` = the event as JSON); the stream ends after ``run_finished``."""
         find_run(request, run_id)
-        last = max(after, int(request.headers.get("last-event-id") or 0))
+        last = max(after, last_event_id or 0)
         return StreamingResponse(
             _sse(engine, run_id, last, config.sse_poll),
             media_type="text/event-stream",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = [
     "ApprovalDetail",
@@ -40,6 +41,20 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+def _finite(value: Any, where: str) -> Any:
+    """``value`` unchanged, unless it holds ``NaN`` or an infinity: Python's JSON parser accepts
+    them, but they are not JSON and nothing downstream can hash them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} is {value}: not a JSON number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _finite(item, f"{where}[{i}]")
+    return value
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
@@ -52,6 +67,11 @@ class PlanIn(_In):
     inputs: dict[str, Any] = Field(default_factory=dict)
     """Trusted inputs the plan's placeholders refer to."""
 
+    @field_validator("plan", "inputs")
+    @classmethod
+    def finite_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return _finite(value, f"$.{info.field_name}")
+
 
 class GoalIn(_In):
     """A goal for the server's planner model; the plan it writes is queued like a submitted one."""
@@ -59,6 +79,11 @@ class GoalIn(_In):
     goal: str = Field(min_length=1, max_length=4000)
     context: dict[str, Any] = Field(default_factory=dict)
     """Trusted context: becomes the run's inputs (the planner sees names and shapes only)."""
+
+    @field_validator("context")
+    @classmethod
+    def finite_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return _finite(value, f"$.{info.field_name}")
 
 
 class DecisionIn(_In):
