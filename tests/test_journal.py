@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,3 +128,27 @@ def test_two_processes_appending_keep_one_unbroken_chain(journal_spec: str | Pat
     assert len(events) == 120
     assert {e.run_id for e in events} == {"p0", "p1"}
     assert journal.verify().ok
+
+
+def test_many_openers_of_one_new_sqlite_journal_all_succeed(tmp_path: Path) -> None:
+    # SQLite does not wait on its busy timeout to switch a new file to WAL: before the bounded
+    # retry, two workers started together failed with "database is locked" (CI, 2026-12-04).
+    failures: list[str] = []
+    for round_ in range(20):
+        path = tmp_path / f"j{round_}.db"
+        barrier = threading.Barrier(6)
+
+        def open_it(path: Path = path, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                Journal.open(path).record("r", "run_started", {"goal": "g"})
+            except UsageError as exc:
+                failures.append(str(exc))
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert Journal.open(path).verify().ok
+    assert failures == []

@@ -14,6 +14,7 @@ on SQLite, where the transaction already holds the file's write lock).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -108,7 +109,7 @@ class SQLiteDB:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, timeout=30, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"cannot open journal {self.path}: {exc}") from None
@@ -135,6 +136,21 @@ class SQLiteDB:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _wal(db: sqlite3.Connection, timeout: float = 30) -> None:
+    """Switch to WAL mode. SQLite does not wait on its busy timeout for this switch: when
+    another process opens the same new file at the same moment, it fails at once with
+    "database is locked" (seen with two workers started together). So: retry, bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _statements(sql: str) -> list[str]:
