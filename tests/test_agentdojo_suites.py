@@ -291,6 +291,7 @@ def test_a_new_files_id_reaches_share_file_as_trusted_data() -> None:
     ]
 
 
+@pytest.mark.slow  # the whole workspace suite under attack, every choice tried: ~25 s
 def test_workspace_ids_are_chosen_among_the_calendars_and_drives_own() -> None:
     """Under the worst case the id steps obey the attacker, but only real ids can come out;
     deleting, moving or inviting still asks a person (the attacker may pick another real one)."""
@@ -303,6 +304,7 @@ def test_workspace_ids_are_chosen_among_the_calendars_and_drives_own() -> None:
     assert all(r.approvals <= 1 and not r.utility for r in results)
 
 
+@pytest.mark.slow  # the whole workspace suite under attack, every choice tried: ~25 s
 def test_workspace_holds_under_the_worst_case() -> None:
     users = ["user_task_0", "user_task_13", "user_task_29", "user_task_35"]
     element, worst = make_element("workspace", CorpusPlanner(), "worst")
