@@ -39,7 +39,7 @@ from planlock.core._plan import (
     split_interpolation,
     whole_placeholder,
 )
-from planlock.core._schema import accepts_types, at_path, types_of
+from planlock.core._schema import accepts_types, at_path, deref, json_type, types_of
 from planlock.core._template import (
     PLAN_SOURCE,
     Arr,
@@ -97,8 +97,10 @@ __all__ = [
     "condition_json",
     "condition_refs",
     "condition_text",
+    "deref",
     "evaluate_condition",
     "find_placeholders",
+    "json_type",
     "normalize_path",
     "refs_of",
     "render",

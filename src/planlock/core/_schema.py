@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["accepts_types", "at_path", "types_of"]
+__all__ = ["accepts_types", "at_path", "deref", "json_type", "types_of"]
 
 _SCALARS = {"string", "number", "integer", "boolean", "null"}
 Schema = dict[str, Any]
 
 
-def _deref(schema: Any, root: Schema) -> Schema:
+def deref(schema: Any, root: Schema) -> Schema:
     seen = 0
     while isinstance(schema, dict) and "$ref" in schema and seen < 32:
         ref = schema["$ref"]
@@ -42,7 +42,7 @@ def _branches(schema: Schema) -> list[Any] | None:
 def at_path(schema: Any, path: tuple[str, ...], root: Schema | None = None) -> Schema | None:
     """The schema found by following ``path``; None if the path cannot exist on the schema."""
     root = root if root is not None else (schema if isinstance(schema, dict) else {})
-    cur = _deref(schema, root)
+    cur = deref(schema, root)
     for i, seg in enumerate(path):
         branches = _branches(cur)
         if branches is not None:
@@ -66,14 +66,14 @@ def _step(schema: Schema, seg: str, root: Schema) -> Schema | None:
     if (types is None and "properties" in schema) or (types and "object" in types):
         props = schema.get("properties", {})
         if seg in props:
-            results.append(_deref(props[seg], root))
+            results.append(deref(props[seg], root))
         else:
             # Closed world: an object schema that lists its properties and says nothing about
             # others is what Pydantic models produce, and they never emit undeclared keys.
             default_extra: Any = "properties" not in schema
             extra = schema.get("additionalProperties", default_extra)
             if extra is not False and not (isinstance(extra, dict) and extra.get("not") == {}):
-                results.append(_deref(extra, root))
+                results.append(deref(extra, root))
     array_like = (types is None and ("items" in schema or "prefixItems" in schema)) or (
         types and "array" in types
     )
@@ -81,9 +81,9 @@ def _step(schema: Schema, seg: str, root: Schema) -> Schema | None:
         idx = int(seg)
         prefix = schema.get("prefixItems", [])
         if idx < len(prefix):
-            results.append(_deref(prefix[idx], root))
+            results.append(deref(prefix[idx], root))
         elif schema.get("items", True) is not False and idx < schema.get("maxItems", idx + 1):
-            results.append(_deref(schema.get("items", {}), root))
+            results.append(deref(schema.get("items", {}), root))
     if types is None and not results and not _shape_keys(schema):
         return {}  # nothing known: anything may be there
     if not results:
@@ -102,13 +102,13 @@ def _declared_types(schema: Schema) -> set[str] | None:
     if isinstance(t, list):
         return {x for x in t if isinstance(x, str)}
     if "const" in schema:
-        return {_json_type(schema["const"])}
+        return {json_type(schema["const"])}
     if "enum" in schema and isinstance(schema["enum"], list):
-        return {_json_type(v) for v in schema["enum"]}
+        return {json_type(v) for v in schema["enum"]}
     return None
 
 
-def _json_type(v: Any) -> str:
+def json_type(v: Any) -> str:
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -127,7 +127,7 @@ def _json_type(v: Any) -> str:
 def types_of(schema: Any, root: Schema | None = None) -> set[str] | None:
     """The JSON types a value of this schema may have; None when unknown (anything)."""
     root = root if root is not None else (schema if isinstance(schema, dict) else {})
-    s = _deref(schema, root)
+    s = deref(schema, root)
     branches = _branches(s)
     if branches is not None and "allOf" not in s:
         out: set[str] = set()

@@ -25,10 +25,10 @@ from planlock.core import (
     Whole,
     accepts_types,
     at_path,
+    json_type,
     types_of,
     walk_path,
 )
-from planlock.core._schema import _json_type
 from planlock.tools import Tool
 from planlock.validation._fields import schema_at
 
@@ -211,5 +211,5 @@ def ref_types(
     except Unresolvable:
         return None
 
-    t = _json_type(v)
+    t = json_type(v)
     return {t, "number"} if t == "integer" else {t}

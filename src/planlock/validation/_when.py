@@ -26,10 +26,11 @@ from planlock.core import (
     Unresolvable,
     comparisons,
     compile_condition,
+    deref,
+    json_type,
     types_of,
     walk_path,
 )
-from planlock.core._schema import _deref, _json_type
 from planlock.validation._checks import check_ref
 from planlock.validation._fields import schema_at
 
@@ -116,7 +117,7 @@ def _schema_issues(test: Comparison, sub: Any, root: dict[str, Any]) -> list[Iss
 def _value_issues(test: Comparison, value: Any) -> list[Issue]:
     """A trusted input's type is the given value's."""
     where, text = test.path, test.ref.text
-    kind = _json_type(value)
+    kind = json_type(value)
     if kind not in _TYPED and kind != "null":
         msg = f"'{{{{{text}}}}}' is a {kind}; a condition reads a boolean or a number input"
         return [Issue("untyped_condition", f"{where}.ref", msg)]
@@ -129,7 +130,7 @@ def _value_issues(test: Comparison, value: Any) -> list[Issue]:
     literals = test.value if test.op == "in" else (test.value,)
     out: list[Issue] = []
     for i, literal in enumerate(literals):
-        lkind = _json_type(literal)
+        lkind = json_type(literal)
         fits = kind == "null" or (lkind in _NUMBERS if number else lkind == kind)
         if not fits:
             at = f"{where}.value[{i}]" if test.op == "in" else f"{where}.value"
@@ -140,20 +141,20 @@ def _value_issues(test: Comparison, value: Any) -> list[Issue]:
 
 def _enumerated(schema: Any, root: dict[str, Any]) -> bool:
     """Whether every value the schema allows is listed (``enum``/``const``; ``null`` allowed)."""
-    s = _deref(schema, root)
+    s = deref(schema, root)
     if "enum" in s or "const" in s:
         return True
     for key in ("anyOf", "oneOf"):
         branches = s.get(key)
         if isinstance(branches, list) and branches:
             return all(
-                _enumerated(b, root) or _deref(b, root).get("type") == "null" for b in branches
+                _enumerated(b, root) or deref(b, root).get("type") == "null" for b in branches
             )
     return False
 
 
 def _shape(schema: Any, root: dict[str, Any]) -> str:
-    s = _deref(schema, root)
+    s = deref(schema, root)
     if isinstance(s.get("enum"), list):
         return "one of " + ", ".join(json.dumps(v) for v in s["enum"])
     types = types_of(s, root)
