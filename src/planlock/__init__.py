@@ -51,7 +51,10 @@ from planlock.execution import (
 )
 from planlock.journal import (
     EVENT_KINDS,
+    Anchor,
+    Anchoring,
     Event,
+    Head,
     Journal,
     JournalStore,
     MemoryStore,
@@ -81,6 +84,8 @@ __all__ = [
     "EFFECTS",
     "EVENT_KINDS",
     "LLM",
+    "Anchor",
+    "Anchoring",
     "AnthropicLLM",
     "ApprovalDenied",
     "ApprovalMismatch",
@@ -98,6 +103,7 @@ __all__ = [
     "Engine",
     "Event",
     "Flow",
+    "Head",
     "InProcessEngine",
     "Issue",
     "Journal",

@@ -4,7 +4,7 @@ Each command module registers its commands on the one Typer ``app`` in ``_app``;
 package imports them all, in the order ``planlock --help`` lists them.
 """
 
-from planlock.cli import _main, _queue  # noqa: F401  (each registers its commands)
+from planlock.cli import _journal, _main, _queue  # noqa: F401  (each registers its commands)
 
 # isort: split
 from planlock.cli import _endorse  # noqa: F401

@@ -94,10 +94,28 @@ def _journal_path(path: str | Path | None) -> Path:
 
 
 def _open_journal(spec: str | Path | None) -> Journal:
+    """The journal, anchoring as the environment says; closed (and so anchored, when events
+    were recorded) when the command ends."""
     try:
-        return Journal.open(_journal_spec(spec))
+        journal = Journal.open(_journal_spec(spec))
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
+    _opened.append(journal)
+    return journal
+
+
+_opened: list[Journal] = []
+"""Journals a command opened: closed (and anchored) when the command ends, however it ends."""
+
+
+def _close_opened() -> None:
+    while _opened:
+        _opened.pop().close()
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    ctx.call_on_close(_close_opened)
 
 
 def _endorsements(journal: Journal) -> SQLEndorsements:

@@ -1,4 +1,4 @@
-"""The core commands: validate, tools, run, journal show/verify; and the entry point."""
+"""The core commands: validate, tools, run; and the entry point."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from planlock.agent import run_sync
 from planlock.cli import _render
 from planlock.cli._app import (
     EXIT_APPROVAL,
-    EXIT_INVALID,
-    EXIT_OK,
     EXIT_USAGE,
     InputOpt,
     JournalOpt,
@@ -25,8 +23,6 @@ from planlock.cli._app import (
     _fail,
     _inputs,
     _invalid,
-    _journal_missing,
-    _journal_spec,
     _load_plan,
     _model,
     _open_journal,
@@ -35,11 +31,9 @@ from planlock.cli._app import (
     _registry,
     app,
     err,
-    journal_app,
     out,
     report_result,
 )
-from planlock.db import redact
 from planlock.errors import (
     ApprovalDenied,
     ApprovalMismatch,
@@ -152,52 +146,6 @@ def run_cmd(
         ran = "some steps had already run" if started else "nothing was run"
         _fail(EXIT_APPROVAL, f"{exc} ({ran})")
     report_result(result, as_json)
-
-
-@journal_app.command("show")
-def journal_show(
-    journal: JournalOpt = None,
-    run: Annotated[str | None, typer.Option("--run", help="Only this run's events.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Show the journal's events (all runs, or one)."""
-    path = _journal_spec(journal)
-    if _journal_missing(path):
-        _fail(EXIT_USAGE, f"no journal at {path}")
-    events = _open_journal(path).events(run_id=run)
-    if run and not events:
-        _fail(EXIT_USAGE, f"no run {run} in {redact(path) if isinstance(path, str) else path}")
-    if as_json:
-        print(json.dumps([e.model_dump() for e in events], indent=2))
-    else:
-        out.print(_render.events_table(events))
-        out.print(_render.journal_summary(events))
-
-
-@journal_app.command("verify")
-def journal_verify(journal: JournalOpt = None, as_json: JsonOpt = False) -> None:
-    """Recompute the hash chain: exit 0 if intact, 1 if any event was altered."""
-    path = _journal_spec(journal)
-    if _journal_missing(path):
-        _fail(EXIT_USAGE, f"no journal at {path}")
-    report = _open_journal(path).verify()
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "events": report.count,
-                    "first_bad": report.first_bad,
-                    "reason": report.reason,
-                }
-            )
-        )
-    elif report.ok:
-        where = redact(path) if isinstance(path, str) else path
-        out.print(f"[green]journal intact[/]: {report.count} event(s) verified in {where}")
-    else:
-        err.print(f"[bold red]journal tampered[/]: event {report.first_bad}: {report.reason}")
-    raise typer.Exit(EXIT_OK if report.ok else EXIT_INVALID)
 
 
 def main() -> None:

@@ -12,9 +12,17 @@ from planlock.db._connect import (
     pg_connect,
     redact,
 )
-from planlock.db._migrations import MIGRATIONS, Migration, migrate
+from planlock.db._migrations import (
+    APP_PRIVILEGES,
+    MIGRATIONS,
+    Migration,
+    grant_app,
+    migrate,
+    pending,
+)
 
 __all__ = [
+    "APP_PRIVILEGES",
     "MIGRATIONS",
     "Cursor",
     "Database",
@@ -23,8 +31,10 @@ __all__ = [
     "PostgresDB",
     "SQLiteDB",
     "connect",
+    "grant_app",
     "is_dsn",
     "migrate",
+    "pending",
     "pg_connect",
     "redact",
 ]

@@ -17,12 +17,14 @@ The tables:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from planlock.db._connect import Database, Dialect
+from planlock.errors import UsageError
 
-__all__ = ["MIGRATIONS", "Migration", "migrate"]
+__all__ = ["APP_PRIVILEGES", "MIGRATIONS", "Migration", "grant_app", "migrate", "pending"]
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,59 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+# What the application needs on each table when another role owns them (``grant_app``): the
+# journal is append-only, so INSERT and SELECT; nothing is ever deleted. planlock's tables have
+# no sequences (``seq`` is set by the appending transaction).
+APP_PRIVILEGES: dict[str, str] = {
+    "migrations": "SELECT",
+    "events": "SELECT, INSERT",
+    "runs": "SELECT, INSERT, UPDATE",
+    "approvals": "SELECT, INSERT, UPDATE",
+    "durable_runs": "SELECT, INSERT, UPDATE",
+    "durable_starts": "SELECT, INSERT",
+    "durable_deliveries": "SELECT, INSERT",
+    "endorsements": "SELECT, INSERT, UPDATE",
+}
+
+_INSUFFICIENT_PRIVILEGE = "42501"
+_ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def pending(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
+    """The migrations ``db`` has not recorded, read without any DDL (so a role that may not
+    create tables can tell an up-to-date database from one that needs its owner)."""
+    if db.dialect == "sqlite":
+        probe = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'"
+    else:
+        probe = "SELECT 1 WHERE to_regclass('migrations') IS NOT NULL"
+    if db.execute(probe).fetchone() is None:
+        return [m.name for m in migrations]
+    done = {r[0] for r in db.execute("SELECT name FROM migrations").fetchall()}
+    return [m.name for m in migrations if m.name not in done]
+
+
 def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
-    """Apply the migrations ``db`` has not recorded; return their names."""
+    """Apply the migrations ``db`` has not recorded; return their names.
+
+    A database whose migrations are all recorded is left alone (no DDL runs), so an application
+    role with no right to create tables works once the tables' owner has migrated. When some
+    are missing and this role may not create them, a ``UsageError`` says what to run."""
+    if not pending(db, migrations):
+        return []
+    try:
+        return _apply(db, migrations)
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
+            raise
+        missing = ", ".join(pending(db, migrations))
+        raise UsageError(
+            f"the database lacks planlock's tables (migrations {missing}) and this role may not "
+            f"create them ({exc}): have the tables' owner run "
+            "`planlock db migrate --dsn OWNER_DSN --grant APP_ROLE`"
+        ) from None
+
+
+def _apply(db: Database, migrations: tuple[Migration, ...]) -> list[str]:
     applied: list[str] = []
     with db.tx():
         db.serialize("migrate")
@@ -171,3 +224,30 @@ def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> lis
                 )
                 applied.append(m.name)
     return applied
+
+
+def grant_app(db: Database, role: str) -> list[str]:
+    """PostgreSQL: grant ``role`` what the application needs (``APP_PRIVILEGES``) on the tables
+    of the current schema, and USAGE on the schema; nothing more (it cannot UPDATE, DELETE or
+    TRUNCATE ``events``, nor, not owning them, alter the tables or their triggers). Returns the
+    statements run."""
+    if db.dialect != "postgresql":
+        raise UsageError("--grant is for PostgreSQL (an SQLite file has no roles)")
+    if not _ROLE.fullmatch(role):
+        raise UsageError(f"not a role name: {role!r}")
+    statements = [f'GRANT USAGE ON SCHEMA "{_schema(db)}" TO "{role}"']
+    statements += [f'GRANT {p} ON "{t}" TO "{role}"' for t, p in APP_PRIVILEGES.items()]
+    try:
+        with db.tx():
+            for statement in statements:
+                db.execute(statement)
+    except Exception as exc:
+        raise UsageError(f"cannot grant {role} the application's privileges: {exc}") from None
+    return statements
+
+
+def _schema(db: Database) -> str:
+    row = db.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        raise UsageError("no schema: the DSN's search_path names no existing schema")
+    return str(row[0]).replace('"', '""')

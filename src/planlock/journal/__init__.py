@@ -1,10 +1,18 @@
 """planlock.journal: the append-only, hash-chained record of everything a run does (R10)."""
 
+from planlock.journal._anchor import (
+    Anchor,
+    Anchoring,
+    anchor_mac,
+    check_anchored,
+    read_anchors,
+)
 from planlock.journal._events import (
     EVENT_KINDS,
     GENESIS,
     Event,
     EventKind,
+    Head,
     VerifyReport,
     chain_next,
     row_event,
@@ -25,8 +33,11 @@ from planlock.journal._stores import (
 __all__ = [
     "EVENT_KINDS",
     "GENESIS",
+    "Anchor",
+    "Anchoring",
     "Event",
     "EventKind",
+    "Head",
     "Journal",
     "JournalStore",
     "MemoryStore",
@@ -34,10 +45,13 @@ __all__ = [
     "SQLStore",
     "SQLiteStore",
     "VerifyReport",
+    "anchor_mac",
     "chain_next",
+    "check_anchored",
     "database_of",
     "llm_called",
     "open_store",
+    "read_anchors",
     "row_event",
     "verify_events",
 ]

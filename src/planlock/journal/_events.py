@@ -23,6 +23,7 @@ __all__ = [
     "GENESIS",
     "Event",
     "EventKind",
+    "Head",
     "VerifyReport",
     "chain_next",
     "row_event",
@@ -59,6 +60,7 @@ EventKind = Literal[
     "endorsement_added",
     "endorsement_used",
     "endorsement_revoked",
+    "checkpoint",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 GENESIS = "0" * 64
@@ -115,6 +117,14 @@ def row_event(seq: int, rid: str, kind: Any, at: str, data: str, prev: str, dige
 
 
 @dataclass(frozen=True)
+class Head:
+    """The end of the chain: the last event's seq and hash (``0`` and ``GENESIS`` when empty)."""
+
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     """The result of verifying a chain."""
 
@@ -122,8 +132,12 @@ class VerifyReport:
     count: int
     """Events checked."""
     first_bad: int | None = None
-    """Sequence number of the first bad event."""
+    """Sequence number of the first bad event (for a truncated tail: the first missing one)."""
     reason: str = ""
+    checkpoints: int = 0
+    """``checkpoint`` events whose MAC was checked (only with the key)."""
+    anchors: int = 0
+    """Anchors (outside records of the head) checked against the chain."""
 
     def raise_if_bad(self) -> None:
         if not self.ok:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from planlock.core import canonical_json
 from planlock.db import Database, PostgresDB, SQLiteDB, connect, is_dsn, migrate, redact
 from planlock.errors import UsageError
-from planlock.journal._events import Event, chain_next, row_event
+from planlock.journal._events import GENESIS, Event, Head, chain_next, row_event
 
 __all__ = [
     "JournalStore",
@@ -31,6 +31,9 @@ __all__ = [
     "database_of",
     "open_store",
 ]
+
+
+_HEAD = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
 
 
 class JournalStore(Protocol):
@@ -64,6 +67,11 @@ class MemoryStore:
             if run_id is None or e.run_id == run_id:
                 yield e
 
+    def head(self) -> Head:
+        with self._lock:
+            last = self._events[-1] if self._events else None
+        return Head(last.seq, last.hash) if last else Head(0, GENESIS)
+
 
 class SQLStore:
     """The journal in a SQL database (``planlock.db``), with every planlock table beside it."""
@@ -88,7 +96,7 @@ class SQLStore:
     def append(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
         with self._lock, self._db.tx() as db:
             db.serialize("append")
-            row = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            row = db.execute(_HEAD).fetchone()
             event = chain_next(tuple(row) if row else None, run_id, kind, data)
             db.execute(
                 "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -114,6 +122,14 @@ class SQLStore:
             rows = self._db.execute(sql + " ORDER BY seq", params).fetchall()
         for seq, rid, kind, at, data, prev, digest in rows:
             yield row_event(seq, rid, kind, at, data, prev, digest)
+
+    def head(self) -> Head:
+        """The last event's seq and hash, read without loading the journal."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        return Head(int(row[0]), str(row[1])) if row else Head(0, GENESIS)
 
     def close(self) -> None:
         self._db.close()

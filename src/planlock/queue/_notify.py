@@ -1,4 +1,5 @@
-"""Notifications for pending approvals: a JSON POST to a webhook (Slack-compatible body)."""
+"""Notifications for pending approvals: a JSON POST to a webhook (Slack-compatible body) that
+also carries the journal's head."""
 
 from __future__ import annotations
 
@@ -31,9 +32,16 @@ class WebhookNotifier:
 
 
 def approval_message(
-    request: dict[str, Any], approve_hint: str = "planlock approve"
+    request: dict[str, Any],
+    approve_hint: str = "planlock approve",
+    journal_head: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The notification for a stored approval request (``ApprovalRequest.to_json()``)."""
+    """The notification for a stored approval request (``ApprovalRequest.to_json()``).
+
+    ``journal_head`` (``Anchor.to_json()``: the journal's last seq and hash, with their MAC when
+    an anchor key is set) goes into ``planlock.journal_head``: a receiver that keeps these has
+    anchors outside the database (one per line is an anchor file for ``journal verify
+    --anchor``)."""
     what = (
         f"call to step {request['step_id']}"
         if request["kind"] == "call"
@@ -57,5 +65,6 @@ def approval_message(
             "args_hash": request.get("args_hash"),
             "args": request.get("args"),
             "reasons": reasons,
+            "journal_head": journal_head,
         },
     }

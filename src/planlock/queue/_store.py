@@ -55,7 +55,8 @@ class QueueStore:
             return
         note = noter(self.journal, run_id)
         try:
-            self.notifier.notify(approval_message(request))
+            head = self.journal.signed_head().to_json()
+            self.notifier.notify(approval_message(request, journal_head=head))
         except Exception as exc:  # a notifier failure must not lose the request
             note("notification_failed", {"approval_id": request["id"], "error": str(exc)})
         else:
