@@ -53,9 +53,11 @@ bench: $(VENV)/.installed-dev
 bench-planner: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/planner.py
 
-## Start a local PostgreSQL on 127.0.0.1 (cluster in .pg/) and print its DSN.
-postgres:
+## Start a local PostgreSQL on 127.0.0.1 (cluster in .pg/), create planlock's tables as their
+## owner role (the application role may not), and print the application's DSN.
+postgres: $(VENV)/.installed-dev
 	@scripts/postgres.sh start
+	@PLANLOCK_BIN=$(BIN)/planlock scripts/postgres.sh migrate >/dev/null
 	@scripts/postgres.sh dsn
 
 postgres-stop:

@@ -17,8 +17,9 @@ import anyio
 import pytest
 from typer.testing import CliRunner
 
-from planlock import Journal, Plan, ToolRegistry, UsageError, demo
+from planlock import Anchoring, Journal, Plan, ToolRegistry, UsageError, demo
 from planlock.cli import app
+from planlock.journal import anchor_mac
 from planlock.queue._notify import WebhookNotifier
 from planlock.queue._queue import ApprovalQueue
 from planlock.queue._store import parse_duration
@@ -220,6 +221,23 @@ def test_pending_approvals_are_posted_to_a_webhook(
     assert message["planlock"]["approval_id"] == sub.approval_id
     assert message["planlock"]["reasons"] == ["effect 'send'"]
     assert "notification_sent" in kinds(queue.journal, sub.run_id)
+
+
+def test_the_webhook_carries_the_journal_head_as_an_anchor(
+    db: str | Path, registry: ToolRegistry, webhook: str, tmp_path: Path
+) -> None:
+    key = b"q" * 32
+    queue = ApprovalQueue(Journal.open(db, Anchoring(key=key)), WebhookNotifier(webhook))
+    submit(queue, demo.PLAN, registry, inputs=demo.INPUTS)
+    (message,) = _Hook.received
+    head = message["planlock"]["journal_head"]
+    events = queue.journal.events()
+    assert head["hash"] == events[head["seq"] - 1].hash
+    assert events[head["seq"]].kind == "notification_sent"  # the head when it was sent
+    assert head["mac"] == anchor_mac(key, head["seq"], head["hash"])
+    # kept by the receiver, the heads are an anchor file for `journal verify --anchor`
+    (tmp_path / "hook.jsonl").write_text(json.dumps(head) + "\n")
+    assert queue.journal.verify(anchor=tmp_path / "hook.jsonl", key=key).anchors == 1
 
 
 def test_a_failing_webhook_is_journaled_and_loses_nothing(

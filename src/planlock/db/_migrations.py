@@ -203,10 +203,11 @@ def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> lis
         if getattr(exc, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
             raise
         missing = ", ".join(pending(db, migrations))
+        why = (str(exc).splitlines() or [""])[0]
         raise UsageError(
             f"the database lacks planlock's tables (migrations {missing}) and this role may not "
-            f"create them ({exc}): have the tables' owner run "
-            "`planlock db migrate --dsn OWNER_DSN --grant APP_ROLE`"
+            "create them: have the tables' owner run "
+            f"`planlock db migrate --dsn OWNER_DSN --grant APP_ROLE` ({why})"
         ) from None
 
 
