@@ -5,6 +5,9 @@ The tree::
     PlanlockError
     ├── UsageError            the developer's mistake: bad registration, bad arguments to an API
     ├── ToolsNotFound         a TOOLS spec (module:attr or file.py:attr) that cannot be loaded
+    ├── DatabaseUnavailable   PostgreSQL could not be reached within the reconnect wait
+    │   └── ConnectionLost    the connection broke during an operation; says whether a commit
+    │                         may have happened (``commit_unknown``)
     └── RunError              something went wrong with a plan or a run
         ├── PlanInvalid       the plan failed validation; carries every issue with its path
         │   └── PlanningFailed  the planner gave no valid plan in N attempts; carries each attempt
@@ -35,6 +38,8 @@ __all__ = [
     "ApprovalMismatch",
     "ApprovalRequired",
     "CannotPlan",
+    "ConnectionLost",
+    "DatabaseUnavailable",
     "JournalCorrupt",
     "LLMError",
     "PlanInvalid",
@@ -57,6 +62,30 @@ class UsageError(PlanlockError):
 
 class ToolsNotFound(PlanlockError):
     """A ``module:attr`` or ``file.py:attr`` tools spec that cannot be loaded."""
+
+
+class DatabaseUnavailable(PlanlockError):
+    """The database (PostgreSQL) could not be reached within the reconnect wait.
+
+    ``where`` names the database without its password; ``waited`` is how long, in seconds,
+    planlock tried to reconnect before giving up."""
+
+    def __init__(self, where: str, waited: float, cause: str) -> None:
+        self.where = where
+        self.waited = waited
+        self.cause = cause
+        super().__init__(f"database {where} unreachable (gave up after {waited:.1f}s): {cause}")
+
+
+class ConnectionLost(DatabaseUnavailable):
+    """The connection broke during an operation. Nothing of a transaction whose COMMIT was not
+    sent is kept; when ``commit_unknown`` (the connection broke during COMMIT, or during a
+    write outside a transaction), the write may or may not have been kept: re-read to know."""
+
+    def __init__(self, where: str, cause: str, *, commit_unknown: bool) -> None:
+        super().__init__(where, 0.0, cause)
+        self.commit_unknown = commit_unknown
+        self.args = (f"connection to {where} lost: {cause}",)
 
 
 class RunError(PlanlockError):

@@ -38,6 +38,8 @@ from planlock.policy import Policy
 from planlock.tools import ToolRegistry, load_tools
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_APPROVAL, EXIT_STEP = 0, 1, 2, 3, 4
+EXIT_UNAVAILABLE = 5
+"""The database could not be reached within the reconnect wait (``DatabaseUnavailable``)."""
 
 app = typer.Typer(
     name="planlock",

@@ -12,6 +12,7 @@ from planlock.agent import run_sync
 from planlock.cli import _render
 from planlock.cli._app import (
     EXIT_APPROVAL,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     InputOpt,
     JournalOpt,
@@ -38,6 +39,7 @@ from planlock.errors import (
     ApprovalDenied,
     ApprovalMismatch,
     ApprovalRequired,
+    DatabaseUnavailable,
     PlanInvalid,
     PlanlockError,
 )
@@ -152,6 +154,9 @@ def main() -> None:
     """Entry point: map library errors that escape to clear messages and exit codes."""
     try:
         app()
+    except DatabaseUnavailable as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(EXIT_UNAVAILABLE)
     except PlanlockError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         sys.exit(EXIT_USAGE)

@@ -17,6 +17,7 @@ from planlock.approval import EndorseAs
 from planlock.cli import _render
 from planlock.cli._app import (
     EXIT_APPROVAL,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     InputOpt,
     JournalOpt,
@@ -34,7 +35,8 @@ from planlock.cli._app import (
     err,
     out,
 )
-from planlock.errors import ApprovalDenied, PlanInvalid, UsageError
+from planlock.db import reconnect_wait
+from planlock.errors import ApprovalDenied, DatabaseUnavailable, PlanInvalid, UsageError
 from planlock.journal import Event
 from planlock.policy import assess
 from planlock.queue import ApprovalQueue, WebhookNotifier, parse_duration
@@ -271,6 +273,14 @@ def worker_cmd(
     concurrency: Annotated[
         int | None, typer.Option(help="With --engine dbos: most runs at once on this worker.")
     ] = None,
+    db_wait: Annotated[
+        float,
+        typer.Option(
+            help="PostgreSQL: seconds to keep reconnecting to a database that went away before "
+            "exiting with code 5 (for a supervisor to restart the worker).",
+            min=0,
+        ),
+    ] = 60.0,
 ) -> None:
     """Execute approved runs, each exactly once; wait at run-time approvals."""
     if engine == "dbos":
@@ -302,5 +312,13 @@ def worker_cmd(
     async def go() -> int:
         return await queue.work(registry, wid, poll=poll, once=once, idle_exit=idle_exit)
 
-    done = anyio.run(go)
+    try:
+        with reconnect_wait(db_wait):
+            done = anyio.run(go)
+    except DatabaseUnavailable as exc:
+        _fail(
+            EXIT_UNAVAILABLE,
+            f"worker {wid}: {exc}; exiting (exit {EXIT_UNAVAILABLE}) so that a supervisor "
+            "restarts it (a run it had claimed stays `running`: see docs/postgres.md)",
+        )
     err.print(f"worker {wid}: {done} run(s) executed")

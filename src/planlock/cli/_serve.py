@@ -58,6 +58,18 @@ def serve_cmd(
             help="Let an approver approve a run they submitted (default: refused).",
         ),
     ] = False,
+    db_threads: Annotated[
+        int,
+        typer.Option(help="Threads for the requests' database work (off the event loop).", min=1),
+    ] = 16,
+    db_wait: Annotated[
+        float,
+        typer.Option(
+            help="PostgreSQL: seconds a request waits for a database that went away before it "
+            "is answered 503 with Retry-After.",
+            min=0,
+        ),
+    ] = 5.0,
 ) -> None:
     """Serve the HTTP API and the approval page (bearer tokens with roles)."""
     try:
@@ -77,7 +89,13 @@ def serve_cmd(
         _fail(EXIT_USAGE, str(exc))
     llm = _model(model) if model else None
     engine = QueueEngine(_open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm)
-    config = ServerConfig(allow_self_approval=allow_self_approval, planner=llm, workers=workers)
+    config = ServerConfig(
+        allow_self_approval=allow_self_approval,
+        planner=llm,
+        workers=workers,
+        db_threads=db_threads,
+        db_wait=db_wait,
+    )
     api = create_app(engine, store, config)
     err.print(
         f"planlock serve: http://{host}:{port}/ ({len(store)} token(s), {workers} worker(s))",

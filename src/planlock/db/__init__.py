@@ -6,11 +6,13 @@ from planlock.db._connect import (
     Database,
     Dialect,
     PostgresDB,
+    Rows,
     SQLiteDB,
     connect,
     is_dsn,
     pg_connect,
     redact,
+    transact,
 )
 from planlock.db._migrations import (
     APP_PRIVILEGES,
@@ -20,21 +22,27 @@ from planlock.db._migrations import (
     migrate,
     pending,
 )
+from planlock.db._pool import DEFAULT_WAIT, current_wait, reconnect_wait
 
 __all__ = [
     "APP_PRIVILEGES",
+    "DEFAULT_WAIT",
     "MIGRATIONS",
     "Cursor",
     "Database",
     "Dialect",
     "Migration",
     "PostgresDB",
+    "Rows",
     "SQLiteDB",
     "connect",
+    "current_wait",
     "grant_app",
     "is_dsn",
     "migrate",
     "pending",
     "pg_connect",
+    "reconnect_wait",
     "redact",
+    "transact",
 ]

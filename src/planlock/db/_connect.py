@@ -14,13 +14,15 @@ on SQLite, where the transaction already holds the file's write lock).
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from planlock.errors import UsageError
+from planlock.db._pool import Pool, is_lost
+from planlock.errors import ConnectionLost, UsageError
 
 if TYPE_CHECKING:
     import psycopg
@@ -31,13 +33,16 @@ __all__ = [
     "Database",
     "Dialect",
     "PostgresDB",
+    "Rows",
     "SQLiteDB",
     "connect",
     "is_dsn",
     "pg_connect",
     "redact",
+    "transact",
 ]
 
+T = TypeVar("T")
 Dialect = Literal["sqlite", "postgresql"]
 DSN_PREFIXES = ("postgresql://", "postgres://")
 
@@ -75,6 +80,37 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
+def transact(
+    db: Database,
+    body: Callable[[Database], T],
+    *,
+    committed: Callable[[T], bool] | None = None,
+    attempts: int = 5,
+) -> T:
+    """Run ``body`` in a transaction of ``db``; when the connection is lost, run it again on a
+    new one (each attempt waits up to the reconnect wait for the database).
+
+    A transaction lost before its COMMIT was sent left nothing behind, so it is simply retried.
+    One lost *during* COMMIT may have been kept: ``committed(result)`` re-reads the database to
+    tell (then ``result`` is returned as is, or the body runs again); without ``committed``,
+    ``ConnectionLost`` is raised. ``body`` must not have effects outside the database."""
+    for attempt in range(1, attempts + 1):
+        result: list[T] = []
+        try:
+            with db.tx() as tx:
+                result.append(body(tx))
+            return result[0]
+        except ConnectionLost as exc:
+            if exc.commit_unknown and result:
+                if committed is None:
+                    raise
+                if committed(result[0]):
+                    return result[0]
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def is_dsn(spec: str | Path) -> bool:
     """Whether ``spec`` names a PostgreSQL database rather than an SQLite file."""
     return isinstance(spec, str) and spec.startswith(DSN_PREFIXES)
@@ -96,8 +132,21 @@ def connect(spec: str | Path) -> Database:
     return SQLiteDB(spec)
 
 
+_FILE_LOCKS: dict[Path, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: Path) -> threading.RLock:
+    """One lock per database file in this process, shared by its connections: threads take
+    turns (no busy-waiting on SQLite's file lock between connections of one process)."""
+    key = path.resolve()
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.RLock())
+
+
 class SQLiteDB:
-    """An SQLite file in WAL mode, safe across threads (callers serialize) and processes."""
+    """An SQLite file in WAL mode, safe across threads (a statement or a transaction holds the
+    file's lock in this process) and processes (SQLite's own locking)."""
 
     dialect: Dialect = "sqlite"
     lock = ""
@@ -113,29 +162,35 @@ class SQLiteDB:
             self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"cannot open journal {self.path}: {exc}") from None
+        self._lock = _file_lock(self.path)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        return self._db.execute(sql, tuple(params))
+        with self._lock:
+            cur = self._db.execute(sql, tuple(params))
+            return Rows(cur.fetchall(), cur.rowcount)
 
     def script(self, sql: str) -> None:
-        for statement in _statements(sql):
-            self._db.execute(statement)
+        with self._lock:
+            for statement in _statements(sql):
+                self._db.execute(statement)
 
     @contextmanager
     def tx(self) -> Iterator[Database]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def serialize(self, name: str) -> None:
         """``BEGIN IMMEDIATE`` already holds the file's only write lock."""
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 def _wal(db: sqlite3.Connection, timeout: float = 30) -> None:
@@ -180,7 +235,18 @@ def pg_connect(dsn: str) -> psycopg.Connection[tuple[Any, ...]]:
 
 
 class PostgresDB:
-    """A PostgreSQL database (the schema named by the DSN's ``search_path``)."""
+    """A PostgreSQL database (the schema named by the DSN's ``search_path``), through a pool of
+    connections that survives a server restart (``planlock.db._pool``).
+
+    Safe across threads: a transaction binds one connection to the thread that opened it (so
+    ``execute`` on this object inside ``tx`` runs in that transaction, as with one connection);
+    outside a transaction each statement takes a healthy connection and gives it back.
+
+    When the connection breaks, nothing is retried blindly: a transaction whose COMMIT was not
+    sent raises ``ConnectionLost(commit_unknown=False)`` (the server rolled it back); one that
+    broke during COMMIT, or a write outside a transaction, raises it with ``commit_unknown=True``
+    (the caller re-reads to know). A read outside a transaction is retried on a new connection.
+    """
 
     dialect: Dialect = "postgresql"
     lock = " FOR UPDATE"
@@ -188,32 +254,93 @@ class PostgresDB:
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        self._db = pg_connect(dsn)
+        self.pool = Pool(dsn, redact(dsn), pg_connect(dsn))
+        self._local = threading.local()
+
+    def _bound(self) -> psycopg.Connection[tuple[Any, ...]] | None:
+        conn: psycopg.Connection[tuple[Any, ...]] | None = getattr(self._local, "conn", None)
+        return conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         # planlock's SQL has no other question marks (nor percent signs).
-        return self._db.execute(sql.replace("?", "%s").encode(), tuple(params))
+        query = sql.replace("?", "%s").encode()
+        conn = self._bound()
+        if conn is not None:
+            return conn.execute(query, tuple(params))
+        read = sql.lstrip()[:6].upper() == "SELECT" and " FOR UPDATE" not in sql
+        for attempt in (1, 2):
+            conn = self.pool.take()
+            try:
+                cur = conn.execute(query, tuple(params))
+                return Rows(cur.fetchall() if cur.description else [], cur.rowcount)
+            except Exception as exc:
+                if not is_lost(conn):
+                    raise
+                if not read or attempt == 2:
+                    raise self._lost(exc, commit_unknown=not read) from exc
+            finally:
+                self.pool.give(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def script(self, sql: str) -> None:
-        self._db.execute(sql.encode())  # several statements, no parameters
+        self.execute(sql)  # several statements, no parameters (and no question marks)
 
     @contextmanager
     def tx(self) -> Iterator[Database]:
-        with self._db.transaction():
-            yield self
+        outer = self._bound()
+        if outer is not None:  # nested: a savepoint in the thread's transaction
+            with outer.transaction():
+                yield self
+            return
+        conn = self.pool.take()
+        self._local.conn = conn
+        sent_commit = False
+        try:
+            with conn.transaction():
+                yield self
+                sent_commit = True
+        except Exception as exc:
+            if is_lost(conn):
+                raise self._lost(exc, commit_unknown=sent_commit) from exc
+            raise
+        finally:
+            self._local.conn = None
+            self.pool.give(conn)
+
+    def _lost(self, exc: BaseException, *, commit_unknown: bool) -> ConnectionLost:
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return ConnectionLost(self.pool.where, cause, commit_unknown=commit_unknown)
 
     def serialize(self, name: str) -> None:
         # Scoped to the current schema, so journals in different schemas do not wait for each other.
-        self._db.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))",
-            (f".planlock_{name}",),
+        self.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ?))", (f".planlock_{name}",)
         )
 
     def close(self) -> None:
-        self._db.close()
+        self.pool.close()
 
     def __del__(self) -> None:
-        # This object owns its connection: close it with the object (psycopg warns otherwise).
-        db = getattr(self, "_db", None)
-        if db is not None and not db.closed:
-            db.close()
+        # This object owns its connections: close them with the object (psycopg warns otherwise).
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.close()
+
+
+class Rows:
+    """A statement's rows, read in full (the connection went back to its pool)."""
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self._next = 0
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    def fetchall(self) -> list[Any]:
+        rest, self._next = self._rows[self._next :], len(self._rows)
+        return rest

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from planlock.core import canonical_json
-from planlock.db import Database, PostgresDB, SQLiteDB, connect, is_dsn, migrate, redact
+from planlock.db import (
+    Database,
+    PostgresDB,
+    SQLiteDB,
+    connect,
+    is_dsn,
+    migrate,
+    redact,
+    transact,
+)
 from planlock.errors import UsageError
 from planlock.journal._events import GENESIS, Event, Head, chain_next, row_event
 
@@ -94,7 +103,11 @@ class SQLStore:
             raise UsageError(f"cannot open journal {where}: {exc}") from None
 
     def append(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
-        with self._lock, self._db.tx() as db:
+        """Chain and insert the next event. On PostgreSQL, when the connection is lost, the
+        append is resolved, not re-sent blindly: if the event (its seq and hash) is in the
+        database, the COMMIT went through; else it runs again on the new head."""
+
+        def insert(db: Database) -> Event:
             db.serialize("append")
             row = db.execute(_HEAD).fetchone()
             event = chain_next(tuple(row) if row else None, run_id, kind, data)
@@ -111,6 +124,13 @@ class SQLStore:
                 ),
             )
             return event
+
+        def stored(event: Event) -> bool:
+            row = self._db.execute("SELECT hash FROM events WHERE seq = ?", (event.seq,)).fetchone()
+            return row is not None and row[0] == event.hash
+
+        with self._lock:
+            return transact(self._db, insert, committed=stored)
 
     def events(self, run_id: str | None = None, after: int = 0) -> Iterator[Event]:
         sql = "SELECT seq, run_id, kind, at, data, prev_hash, hash FROM events WHERE seq > ?"

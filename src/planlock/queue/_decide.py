@@ -24,6 +24,7 @@ from planlock.approval import (
     value_hash,
 )
 from planlock.core import canonical_json, sha256_hex
+from planlock.db import Database
 from planlock.errors import UsageError
 from planlock.queue._store import QueueStore
 
@@ -75,8 +76,9 @@ class QueueDecisions(QueueStore):
         if endorse is not None and not approve:
             raise UsageError("only an approval can endorse")
         self._expire()
-        made: tuple[Endorsement, ...] = ()
-        with self._tx() as db:
+        at = now_iso()
+
+        def answer(db: Database) -> tuple[str, str, str | None, Decision, tuple[Endorsement, ...]]:
             row = db.execute(
                 "SELECT run_id, kind, plan_hash, step_id, args_hash, status, request "
                 "FROM approvals WHERE id = ?" + db.lock,
@@ -87,11 +89,11 @@ class QueueDecisions(QueueStore):
             run_id, kind, plan_hash, step_id, args_hash, status, stored = row
             if status != "pending":
                 raise UsageError(f"approval request {approval_id} is {status}, not pending")
+            made: tuple[Endorsement, ...] = ()
             if endorse is not None:
                 made = _endorsements(json.loads(stored), args_hash, endorse, by, via)
                 for e in made:
                     insert_endorsement(db, e)
-            at = now_iso()
             decision: Decision = (
                 Approved(plan_hash, by, via, reason, at, step_id, args_hash)
                 if approve
@@ -107,6 +109,16 @@ class QueueDecisions(QueueStore):
                     "UPDATE runs SET status = ? WHERE run_id = ?",
                     ("approved" if approve else "denied", run_id),
                 )
+            return run_id, kind, step_id, decision, made
+
+        def committed(_: Any) -> bool:
+            sql = "SELECT decided_at, decided_by FROM approvals WHERE id = ?"
+            row = self._db.execute(sql, (approval_id,)).fetchone()
+            return row is not None and tuple(row) == (at, by)
+
+        answered: tuple[str, str, str | None, Decision, tuple[Endorsement, ...]]
+        answered = self._transact(answer, committed)
+        run_id, kind, step_id, decision, made = answered
         note = noter(self.journal, run_id)
         record_answer(note, decision, request_id=approval_id, final=kind == "plan")
         for e in made:

@@ -21,6 +21,7 @@ from ulid import ULID
 from planlock.agent import noter, prepare
 from planlock.approval import PlanGate
 from planlock.core import Plan
+from planlock.db import Database
 from planlock.policy import Policy
 from planlock.queue._decide import QueueDecisions
 from planlock.queue._store import DEFAULT_EXPIRY, iso
@@ -63,7 +64,8 @@ class ApprovalQueue(QueueDecisions, QueueWorker):
         approval_id, needs = request.id, gate.needs_person
         status = "pending_approval" if needs else "approved"
         now = datetime.now(UTC)
-        with self._tx() as db:
+
+        def store(db: Database) -> None:
             db.execute(
                 "INSERT INTO runs (run_id, plan, plan_hash, inputs, tools, policy, status, "
                 "submitted_by, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -97,6 +99,12 @@ class ApprovalQueue(QueueDecisions, QueueWorker):
                     None if grant is None else grant.reason,
                 ),
             )
+
+        def stored(_: None) -> bool:
+            sql = "SELECT 1 FROM runs WHERE run_id = ?"
+            return bool(self._value(sql, (prepared.run_id,)) == 1)
+
+        self._transact(store, stored)
         note = noter(self.journal, prepared.run_id)
         gate.open(note, expires_at=iso(now + expires_in))
         note("run_queued", {"status": status, "approval_id": approval_id, "by": by})

@@ -6,13 +6,14 @@ expiry, and the notifier; ``ApprovalQueue`` (``_queue``) builds on this with dec
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from planlock.agent import noter
 from planlock.approval import SQLEndorsements, now_iso
-from planlock.db import Database
+from planlock.db import Database, transact
 from planlock.errors import UsageError
 from planlock.journal import Journal, database_of
 from planlock.queue._notify import Notifier, approval_message
@@ -20,6 +21,7 @@ from planlock.queue._notify import Notifier, approval_message
 __all__ = ["DEFAULT_EXPIRY", "QueueStore", "iso", "parse_duration"]
 
 DEFAULT_EXPIRY = timedelta(days=7)
+T = TypeVar("T")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -50,6 +52,17 @@ class QueueStore:
     def _tx(self) -> AbstractContextManager[Database]:
         return self._db.tx()
 
+    def _transact(
+        self, body: Callable[[Database], T], committed: Callable[[T], bool] | None = None
+    ) -> T:
+        """``body`` in one transaction, run again if the connection is lost before its COMMIT;
+        lost during COMMIT, ``committed`` re-reads to tell (``planlock.db.transact``)."""
+        return transact(self._db, body, committed=committed)
+
+    def _value(self, sql: str, params: tuple[Any, ...]) -> Any:
+        row = self._db.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
     async def _notify(self, run_id: str, request: dict[str, Any]) -> None:
         if self.notifier is None:
             return
@@ -66,8 +79,9 @@ class QueueStore:
 
     def _expire(self) -> None:
         now = now_iso()
-        expired = []
-        with self._tx() as db:
+
+        def expire(db: Database) -> list[tuple[str, str]]:
+            expired = []
             rows = db.execute(
                 "SELECT id, run_id FROM approvals WHERE status = 'pending' AND expires_at < ?",
                 (now,),
@@ -85,7 +99,13 @@ class QueueStore:
                     "('pending_approval', 'waiting_approval')",
                     (run_id,),
                 )
-        for approval_id, run_id in expired:
+            return expired
+
+        def committed(expired: list[tuple[str, str]]) -> bool:
+            status = "SELECT status FROM approvals WHERE id = ?"
+            return all(self._value(status, (a,)) == "expired" for a, _ in expired)
+
+        for approval_id, run_id in self._transact(expire, committed):
             self.journal.record(run_id, "approval_expired", {"id": approval_id})
 
     def pending(self) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import anyio
 from planlock.agent import Prepared, execute, noter, prepare
 from planlock.approval import ApprovalRequest, Approved, Decision, Denied, now_iso, refuse_grant
 from planlock.core import Plan
+from planlock.db import Database
 from planlock.errors import ApprovalDenied, ApprovalMismatch, PlanInvalid
 from planlock.execution import RunResult
 from planlock.llm import LLM
@@ -28,8 +29,11 @@ class QueueWorker(QueueStore):
     """The queue's workers: claim approved runs and execute them."""
 
     def claim(self, worker_id: str) -> str | None:
-        """Take the oldest approved run; exactly one worker gets each run."""
-        with self._tx() as db:
+        """Take the oldest approved run; exactly one worker gets each run (also when the
+        connection is lost during the claim's COMMIT: the row says whether it is ours)."""
+        at = now_iso()
+
+        def take(db: Database) -> str | None:
             row = db.execute(
                 "SELECT run_id FROM runs WHERE status = 'approved' "  # noqa: S608  (a fixed lock clause)
                 "ORDER BY submitted_at, run_id LIMIT 1" + db.skip_locked
@@ -39,10 +43,20 @@ class QueueWorker(QueueStore):
             db.execute(
                 "UPDATE runs SET status = 'running', claimed_by = ?, claimed_at = ? "
                 "WHERE run_id = ?",
-                (worker_id, now_iso(), row[0]),
+                (worker_id, at, row[0]),
             )
-        self.journal.record(row[0], "run_claimed", {"worker": worker_id})
-        return str(row[0])
+            return str(row[0])
+
+        def committed(run_id: str | None) -> bool:
+            row = self._db.execute(
+                "SELECT claimed_by, claimed_at FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return run_id is None or (row is not None and tuple(row) == (worker_id, at))
+
+        run_id = self._transact(take, committed)
+        if run_id is not None:
+            self.journal.record(run_id, "run_claimed", {"worker": worker_id})
+        return run_id
 
     def _use_plan_grant(self, run_id: str) -> Approved:
         """Consume the run's plan grant (single use) and check it against the journal."""
@@ -52,7 +66,9 @@ class QueueWorker(QueueStore):
             refuse_grant(noter(self.journal, run_id), str(exc))
 
     def _take_plan_grant(self, run_id: str) -> Approved:
-        with self._tx() as db:
+        used_at = now_iso()
+
+        def take(db: Database) -> tuple[Any, ...]:
             row = db.execute(
                 "SELECT id, plan_hash, decided_by, decided_via, decided_at, reason, expires_at "
                 "FROM approvals WHERE run_id = ? AND kind = 'plan' AND status = 'approved'"
@@ -61,14 +77,21 @@ class QueueWorker(QueueStore):
             ).fetchone()
             if row is None:
                 raise ApprovalMismatch(f"run {run_id} has no unused plan grant")
-            approval_id, plan_hash, by, via, at, reason, expires_at = row
-            if expires_at and expires_at < now_iso():
+            approval_id, expires_at = row[0], row[6]
+            if expires_at and expires_at < used_at:
                 db.execute("UPDATE approvals SET status = 'expired' WHERE id = ?", (approval_id,))
                 raise ApprovalMismatch(f"grant {approval_id} expired at {expires_at}")
             db.execute(
                 "UPDATE approvals SET status = 'used', used_at = ? WHERE id = ?",
-                (now_iso(), approval_id),
+                (used_at, approval_id),
             )
+            return tuple(row)
+
+        def committed(row: tuple[Any, ...]) -> bool:
+            sql = "SELECT used_at FROM approvals WHERE id = ?"
+            return bool(self._value(sql, (row[0],)) == used_at)
+
+        approval_id, plan_hash, by, via, at, reason, _ = self._transact(take, committed)
         journaled = [
             e
             for e in self.journal.events(run_id)
@@ -128,18 +151,26 @@ class QueueWorker(QueueStore):
         return result
 
     def _finish(self, run_id: str, status: str) -> None:
-        with self._tx() as db:
+        def finish(db: Database) -> None:
             db.execute(
                 "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
                 (status, now_iso(), run_id),
             )
+
+        def committed(_: None) -> bool:
+            return bool(
+                self._value("SELECT status FROM runs WHERE run_id = ?", (run_id,)) == status
+            )
+
+        self._transact(finish, committed)
 
     def _waiter(self, prepared: Prepared, poll: float) -> Any:
         """Store a call request, notify, and wait (polling) for a person's answer."""
 
         async def wait(request: ApprovalRequest) -> Decision:
             now = datetime.now(UTC)
-            with self._tx() as db:
+
+            def store(db: Database) -> None:
                 db.execute(
                     "INSERT INTO approvals (id, run_id, kind, plan_hash, step_id, args_hash, "
                     "request, status, created_at, expires_at) "
@@ -159,6 +190,11 @@ class QueueWorker(QueueStore):
                     "UPDATE runs SET status = 'waiting_approval' WHERE run_id = ?",
                     (prepared.run_id,),
                 )
+
+            def stored(_: None) -> bool:
+                return bool(self._value("SELECT 1 FROM approvals WHERE id = ?", (request.id,)) == 1)
+
+            self._transact(store, stored)
             await self._notify(prepared.run_id, request.to_json())
             while True:
                 self._expire()
@@ -169,17 +205,7 @@ class QueueWorker(QueueStore):
                 ).fetchone()
                 status = row[0]
                 if status == "approved":
-                    with self._tx() as db:
-                        cur = db.execute(
-                            "UPDATE approvals SET status = 'used', used_at = ? "
-                            "WHERE id = ? AND status = 'approved'",
-                            (now_iso(), request.id),
-                        )
-                        db.execute(
-                            "UPDATE runs SET status = 'running' WHERE run_id = ?",
-                            (prepared.run_id,),
-                        )
-                    if cur.rowcount != 1:
+                    if not self._use_call_grant(request.id, prepared.run_id):
                         return request.deny("policy", "queue", "the grant was already used")
                     self.journal.record(prepared.run_id, "approval_used", {"id": request.id})
                     return Approved(
@@ -205,6 +231,25 @@ class QueueWorker(QueueStore):
                 await anyio.sleep(poll)
 
         return wait
+
+    def _use_call_grant(self, approval_id: str, run_id: str) -> bool:
+        """Mark a call's grant used (once: False if it was used already); the run goes on."""
+        used_at = now_iso()
+
+        def use(db: Database) -> int:
+            cur = db.execute(
+                "UPDATE approvals SET status = 'used', used_at = ? "
+                "WHERE id = ? AND status = 'approved'",
+                (used_at, approval_id),
+            )
+            db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", (run_id,))
+            return cur.rowcount
+
+        def used(count: int) -> bool:
+            sql = "SELECT used_at FROM approvals WHERE id = ?"
+            return count != 1 or bool(self._value(sql, (approval_id,)) == used_at)
+
+        return self._transact(use, used) == 1
 
     async def work(
         self,

@@ -50,6 +50,7 @@ from planlock.server._models import (
     SubmittedOut,
     VerifyOut,
 )
+from planlock.server._offload import Offload
 from planlock.server._views import (
     approval_detail,
     approval_summary,
@@ -76,6 +77,12 @@ class ServerConfig:
     """Workers executing approved runs inside the server (0: leave it to ``planlock worker``)."""
     sse_poll: float = 0.1
     """Seconds between journal reads while streaming a run's events."""
+    db_threads: int = 16
+    """Worker threads for the requests' database work (off the event loop), at most."""
+    db_wait: float = 5.0
+    """Seconds a request waits for a database that went away before it is answered 503."""
+    retry_after: int = 2
+    """The ``Retry-After`` (seconds) of a 503 sent while the database is unreachable."""
 
 
 _bearer = HTTPBearer(auto_error=False, description="A token from the server's token file.")
@@ -153,11 +160,12 @@ def create_app(engine: Engine, tokens: TokenStore, config: ServerConfig | None =
     app.state.engine = engine
     app.state.tokens = tokens
     app.state.config = config
+    app.state.offload = Offload(config.db_threads, config.db_wait)
     app.add_middleware(JournalRequests)
     app.add_middleware(SecurityHeaders)  # outside the journaling: it sees the 500s it sends
     _errors(app)
     _pages(app)
-    _routes(app, engine, config)
+    _routes(app, engine, config, app.state.offload)
     return app
 
 
@@ -200,7 +208,7 @@ def _pages(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
 
-def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
+def _routes(app: FastAPI, engine: Engine, config: ServerConfig, off: Offload) -> None:
     @app.get("/api/me", **roles("submitter", "approver"))
     async def me(request: Request) -> MeOut:
         """Who the token belongs to."""
@@ -208,7 +216,7 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
         return MeOut(name=caller.name, roles=sorted(caller.roles))
 
     async def queue_plan(request: Request, plan: Plan, inputs: dict[str, Any]) -> SubmittedOut:
-        submitted = await engine.submit(plan, inputs=inputs, by=_caller(request).name)
+        submitted = await off.run(engine.submit, plan, inputs=inputs, by=_caller(request).name)
         request.state.run_id = submitted.run_id
         return SubmittedOut(
             run_id=submitted.run_id,
@@ -230,7 +238,7 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
             raise HTTPException(503, "this server has no planner model (start it with --model)")
         planner = Planner(config.planner, engine.registry, journal=engine.journal)
         try:
-            plan = await planner.plan(body.goal, body.context, run_id="planner")
+            plan = await off.run(planner.plan, body.goal, body.context, run_id="planner")
         except CannotPlan as exc:
             raise HTTPException(422, f"the planner cannot serve this goal: {exc}") from None
         except LLMError as exc:
@@ -242,11 +250,11 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[RunSummary]:
         """The newest runs first."""
-        return [run_summary(r) for r in engine.runs(limit)]
+        return [run_summary(r) for r in await off.call(engine.runs, limit)]
 
-    def find_run(request: Request, run_id: str) -> dict[str, Any]:
+    async def find_run(request: Request, run_id: str) -> dict[str, Any]:
         request.state.run_id = run_id
-        row = engine.run(run_id)
+        row = await off.call(engine.run, run_id)
         if row is None:
             request.state.run_id = None
             raise HTTPException(404, f"no run {run_id}")
@@ -255,8 +263,10 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
     @app.get("/api/runs/{run_id}", **roles("submitter", "approver", errors=(404,)))
     async def show_run(request: Request, run_id: str) -> RunDetail:
         """A run: its plan, inputs, approval requests and journal events."""
-        row = find_run(request, run_id)
-        events = [e for e in engine.journal.events(run_id) if e.kind != "http_request"]
+        row = await find_run(request, run_id)
+        events = [
+            e for e in await off.call(engine.journal.events, run_id) if e.kind != "http_request"
+        ]
         return run_detail(row, events)
 
     @app.get(
@@ -275,10 +285,10 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
     ) -> StreamingResponse:
         """The run's journal events as Server-Sent Events (``id`` = seq, ``event`` = kind,
         ``data`` = the event as JSON); the stream ends after ``run_finished``."""
-        find_run(request, run_id)
+        await find_run(request, run_id)
         last = max(after, last_event_id or 0)
         return StreamingResponse(
-            _sse(engine, run_id, last, config.sse_poll),
+            _sse(engine, off, run_id, last, config.sse_poll),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -286,10 +296,10 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
     @app.get("/api/approvals", **roles("approver"))
     async def list_approvals() -> list[ApprovalSummary]:
         """Approval requests waiting for a person, oldest first."""
-        return [approval_summary(a) for a in engine.pending()]
+        return [approval_summary(a) for a in await off.call(engine.pending)]
 
-    def find_approval(request: Request, approval_id: str) -> dict[str, Any]:
-        item = engine.approval(approval_id)
+    async def find_approval(request: Request, approval_id: str) -> dict[str, Any]:
+        item = await off.call(engine.approval, approval_id)
         if item is None:
             raise HTTPException(404, f"no approval request {approval_id}")
         request.state.run_id = item["run_id"]
@@ -299,16 +309,16 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
     async def show_approval(request: Request, approval_id: str) -> ApprovalDetail:
         """One request: the plan, its dependency graph, the risk report and, for a call, the
         exact arguments and their provenance."""
-        return approval_detail(find_approval(request, approval_id), engine.registry)
+        return approval_detail(await find_approval(request, approval_id), engine.registry)
 
-    def decide(
+    async def decide(
         request: Request,
         approval_id: str,
         body: DecisionIn,
         approve: bool,
         endorse: EndorseAs | None = None,
     ) -> DecisionOut:
-        item = find_approval(request, approval_id)
+        item = await find_approval(request, approval_id)
         caller = _caller(request)
         if item["status"] != "pending":
             raise HTTPException(409, f"approval request {approval_id} is {item['status']}")
@@ -322,8 +332,13 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
         if approve and item["submitted_by"] == caller.name and not config.allow_self_approval:
             raise HTTPException(403, f"{caller.name} submitted this run and may not approve it")
         try:
-            decision = engine.decide(
-                approval_id, approve=approve, by=caller.name, reason=body.reason, endorse=endorse
+            decision = await off.call(
+                engine.decide,
+                approval_id,
+                approve=approve,
+                by=caller.name,
+                reason=body.reason,
+                endorse=endorse,
             )
         except UsageError as exc:
             raise HTTPException(409, str(exc)) from None
@@ -338,12 +353,12 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
     @app.post("/api/approvals/{approval_id}/approve", **roles("approver", errors=(404, 409)))
     async def approve(request: Request, approval_id: str, body: DecisionIn) -> DecisionOut:
         """Approve, naming the plan hash (and a call's args hash) shown with the request."""
-        return decide(request, approval_id, body, approve=True)
+        return await decide(request, approval_id, body, approve=True)
 
     @app.post("/api/approvals/{approval_id}/deny", **roles("approver", errors=(404, 409)))
     async def deny(request: Request, approval_id: str, body: DenyIn) -> DecisionOut:
         """Deny, with a reason; the run finishes as denied (for a call, the step is refused)."""
-        return decide(request, approval_id, body, approve=False)
+        return await decide(request, approval_id, body, approve=False)
 
     @app.post("/api/approvals/{approval_id}/endorse", **roles("approver", errors=(404, 409)))
     async def endorse(request: Request, approval_id: str, body: EndorseIn) -> EndorseOut:
@@ -354,23 +369,24 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
         spec = EndorseAs(
             body.label, tuple(body.params) if body.params is not None else None, body.any_target
         )
-        return cast("EndorseOut", decide(request, approval_id, body, approve=True, endorse=spec))
+        decided = await decide(request, approval_id, body, approve=True, endorse=spec)
+        return cast("EndorseOut", decided)
 
     @app.get("/api/endorsements", **roles("approver"))
     async def list_endorsements(
         include_revoked: Annotated[bool, Query(description="Also revoked and expired.")] = False,
     ) -> list[EndorsementOut]:
         """Endorsed values (saved payees, known contacts), oldest first."""
-        return [_endorsement_out(e) for e in engine.endorsements(include_revoked)]
+        return [_endorsement_out(e) for e in await off.call(engine.endorsements, include_revoked)]
 
     @app.post("/api/endorsements/{endorsement_id}/revoke", **roles("approver", errors=(404, 409)))
     async def revoke(request: Request, endorsement_id: str) -> EndorsementOut:
         """Revoke an endorsement: from now on its value asks a person again (journaled)."""
-        known = {e.id: e for e in engine.endorsements(include_revoked=True)}
+        known = {e.id: e for e in await off.call(engine.endorsements, include_revoked=True)}
         if endorsement_id not in known:
             raise HTTPException(404, f"no endorsement {endorsement_id}")
         try:
-            revoked = engine.revoke(endorsement_id, _caller(request).name)
+            revoked = await off.call(engine.revoke, endorsement_id, _caller(request).name)
         except UsageError as exc:
             raise HTTPException(409, str(exc)) from None
         return _endorsement_out(revoked)
@@ -378,7 +394,7 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
     @app.get("/api/journal/verify", **roles())
     async def verify() -> VerifyOut:
         """Recompute the journal's hash chain."""
-        report = engine.journal.verify()
+        report = await off.call(engine.journal.verify)
         return VerifyOut(
             ok=report.ok, events=report.count, first_bad=report.first_bad, reason=report.reason
         )
@@ -402,10 +418,12 @@ def _endorsement_out(e: Endorsement) -> EndorsementOut:
     return EndorsementOut.model_validate(e.to_json())
 
 
-async def _sse(engine: Engine, run_id: str, after: int, poll: float) -> AsyncIterator[str]:
+async def _sse(
+    engine: Engine, off: Offload, run_id: str, after: int, poll: float
+) -> AsyncIterator[str]:
     last, idle = after, 0.0
     while True:
-        for event in engine.journal.events(run_id, after=last):
+        for event in await off.call(engine.journal.events, run_id, after=last):
             last = event.seq
             data = json.dumps(event_out(event).model_dump(), separators=(",", ":"))
             yield f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n"

@@ -11,13 +11,16 @@ import json
 import os
 import socket
 import sys
+import threading
+from functools import partial
 from typing import Any, Protocol
 
 import anyio
+import anyio.to_thread
 
 from planlock.approval import Decision, EndorseAs, Endorsement, revoke_endorsement
 from planlock.core import Plan
-from planlock.errors import UsageError
+from planlock.errors import DatabaseUnavailable, UsageError
 from planlock.journal import Journal, database_of
 from planlock.llm import LLM
 from planlock.policy import Policy
@@ -40,7 +43,11 @@ _RUN_COLUMNS = (
 
 
 class Engine(Protocol):
-    """The operations the HTTP service calls. Approvals and runs are plain JSON dicts."""
+    """The operations the HTTP service calls. Approvals and runs are plain JSON dicts.
+
+    The service calls every method but ``work`` in a worker thread (``submit`` on an event
+    loop of that thread's own), so they may block on the database; they must be safe to call
+    from several threads at once. ``DatabaseUnavailable`` from any of them answers 503."""
 
     journal: Journal
     registry: ToolRegistry
@@ -186,16 +193,44 @@ class QueueEngine:
         return out
 
     async def work(self, workers: int) -> None:
+        """Each worker in a thread of its own, on an event loop of its own: a run's journal
+        writes never hold up the service's loop. Cancelled: the workers stop (a run under way is
+        cancelled where it stands, as before) and their threads end."""
+        stop = threading.Event()
+        limiter = anyio.CapacityLimiter(max(1, workers))
+        host = f"{socket.gethostname()}:{os.getpid()}"
         async with anyio.create_task_group() as tg:
             for i in range(workers):
-                tg.start_soon(self._worker, f"{socket.gethostname()}:{os.getpid()}:http-{i}")
+                job = partial(anyio.run, self._worker_thread, f"{host}:http-{i}", stop)
+                tg.start_soon(partial(anyio.to_thread.run_sync, job, limiter=limiter))
+            try:
+                await anyio.sleep_forever()
+            finally:
+                stop.set()
+
+    async def _worker_thread(self, worker_id: str, stop: threading.Event) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def until_stopped() -> None:
+                while not stop.is_set():  # noqa: ASYNC110  (a threading.Event, set from the service's loop)
+                    await anyio.sleep(0.05)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_stopped)
+            tg.start_soon(self._worker, worker_id)
 
     async def _worker(self, worker_id: str) -> None:
+        down = False
         while True:
             try:
                 outcome = await self.queue.work_one(
                     self.registry, worker_id, llm=self.llm, poll=self.poll
                 )
+                down = False
+            except DatabaseUnavailable as exc:  # keep serving: try again once it is back
+                if not down:
+                    sys.stderr.write(f"planlock serve: worker {worker_id}: {exc}\n")
+                down, outcome = True, None
             except Exception as exc:  # keep serving; the journal holds what the run recorded
                 sys.stderr.write(f"planlock serve: worker {worker_id}: {exc!r}\n")
                 outcome = None
