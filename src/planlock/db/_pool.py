@@ -134,10 +134,10 @@ class Pool:
                 )
             except psycopg.Error as exc:
                 waited = time.monotonic() - start
-                if waited + pause > wait:
+                if waited >= wait:
                     cause = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
                     raise DatabaseUnavailable(self.where, waited, cause) from None
-                time.sleep(pause)
+                time.sleep(min(pause, wait - waited))  # the last attempt at the deadline
                 pause = min(pause * 2, _BACKOFF[1])
                 continue
             with self._lock:

@@ -72,7 +72,8 @@ class JournalRequests:
             await send(message)
 
         try:
-            await self.app(scope, receive, sending)
+            with off.request():
+                await self.app(scope, receive, sending)
         except DatabaseUnavailable as exc:
             if started:
                 raise
