@@ -121,6 +121,39 @@ def test_a_decision_lost_before_commit_is_applied_once(
     assert len(grants) == 1
 
 
+def test_a_worker_that_claims_before_the_grant_is_journaled_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: ToolRegistry, desk: demo.HelpDesk
+) -> None:
+    """The answer is committed to the queue, then journaled: a worker (another thread or
+    process) may claim the run in between. It waits for the journal instead of refusing."""
+    from planlock.queue import _decide
+
+    queue = ApprovalQueue(Journal.open(tmp_path / "q.db"))
+    held: list[tuple[Any, ...]] = []
+    record_answer = _decide.record_answer  # type: ignore[attr-defined]
+    monkeypatch.setattr(_decide, "record_answer", lambda *a, **k: held.append((a, k)))
+
+    async def go() -> Any:
+        sub = await queue.submit(Plan.parse(demo.PLAN), registry, inputs=demo.INPUTS, by="sam")
+        assert sub.approval_id is not None
+        queue.decide(sub.approval_id, approve=True, by="alice")  # committed, not yet journaled
+        async with anyio.create_task_group() as tg:
+            result: list[Any] = []
+
+            async def work() -> None:
+                result.append(await queue.work_one(registry, "w1", poll=0.01))
+
+            tg.start_soon(work)
+            await anyio.sleep(0.3)
+            (args, kwargs) = held[0]
+            record_answer(*args, **kwargs)  # the decider journals it now
+        return result[0]
+
+    result = anyio.run(go)
+    assert getattr(result, "status", result) == "succeeded"
+    assert len(desk.outbox) == 1
+
+
 # -- PostgreSQL: connections killed behind planlock's back (the shared server is not restarted) --
 
 

@@ -63,11 +63,17 @@ TOKENS_TOML = "\n".join(
 
 
 @contextmanager
-def serve(tmp_path: Path, *extra: str, tools: str = "planlock.demo:registry") -> Iterator[Server]:
-    """``planlock serve`` in a subprocess on a free loopback port; stopped on exit."""
+def serve(
+    tmp_path: Path,
+    *extra: str,
+    tools: str = "planlock.demo:registry",
+    journal: str | Path | None = None,
+) -> Iterator[Server]:
+    """``planlock serve`` in a subprocess on a free loopback port; stopped on exit. The journal
+    is ``journal`` (a DSN, say), else a fresh SQLite file."""
     tokens = tmp_path / "tokens.toml"
     tokens.write_text(TOKENS_TOML, encoding="utf-8")
-    db = tmp_path / "serve.db"
+    db = journal if journal is not None else tmp_path / "serve.db"
     port = free_port()
     command = [
         sys.executable,
@@ -112,5 +118,5 @@ def serve(tmp_path: Path, *extra: str, tools: str = "planlock.demo:registry") ->
 @dataclass(frozen=True)
 class Server:
     url: str
-    db: Path
+    db: str | Path
     proc: subprocess.Popen[bytes]

@@ -17,12 +17,16 @@ from planlock.core import Plan
 from planlock.db import Database
 from planlock.errors import ApprovalDenied, ApprovalMismatch, PlanInvalid
 from planlock.execution import RunResult
+from planlock.journal import Event
 from planlock.llm import LLM
 from planlock.policy import Policy
 from planlock.queue._store import DEFAULT_EXPIRY, QueueStore, iso
 from planlock.tools import ToolRegistry
 
-__all__ = ["QueueWorker"]
+__all__ = ["GRANT_JOURNAL_WAIT", "QueueWorker"]
+
+GRANT_JOURNAL_WAIT = 10.0
+"""Seconds a worker waits for a plan grant it took from the queue to appear in the journal."""
 
 
 class QueueWorker(QueueStore):
@@ -58,14 +62,32 @@ class QueueWorker(QueueStore):
             self.journal.record(run_id, "run_claimed", {"worker": worker_id})
         return run_id
 
-    def _use_plan_grant(self, run_id: str) -> Approved:
+    async def _use_plan_grant(self, run_id: str) -> Approved:
         """Consume the run's plan grant (single use) and check it against the journal."""
         try:
-            return self._take_plan_grant(run_id)
+            return await self._take_plan_grant(run_id)
         except ApprovalMismatch as exc:
             refuse_grant(noter(self.journal, run_id), str(exc))
 
-    def _take_plan_grant(self, run_id: str) -> Approved:
+    async def _granted(self, run_id: str, approval_id: str) -> list[Event]:
+        """The journal's ``approval_granted`` events for the grant. The person's answer is
+        committed to the queue's tables first and journaled just after, so a worker that claims
+        the run in between waits for the journal to catch up (``GRANT_JOURNAL_WAIT``, then the
+        grant is refused as not matching the journal)."""
+        deadline = time.monotonic() + GRANT_JOURNAL_WAIT
+        pause = 0.02
+        while True:
+            journaled = [
+                e
+                for e in self.journal.events(run_id)
+                if e.kind == "approval_granted" and e.data.get("id") == approval_id
+            ]
+            if journaled or time.monotonic() >= deadline:
+                return journaled
+            await anyio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    async def _take_plan_grant(self, run_id: str) -> Approved:
         used_at = now_iso()
 
         def take(db: Database) -> tuple[Any, ...]:
@@ -92,11 +114,7 @@ class QueueWorker(QueueStore):
             return bool(self._value(sql, (row[0],)) == used_at)
 
         approval_id, plan_hash, by, via, at, reason, _ = self._transact(take, committed)
-        journaled = [
-            e
-            for e in self.journal.events(run_id)
-            if e.kind == "approval_granted" and e.data.get("id") == approval_id
-        ]
+        journaled = await self._granted(run_id, approval_id)
         if not journaled or journaled[-1].data.get("plan_hash") != plan_hash:
             raise ApprovalMismatch(f"grant {approval_id} does not match the journal")
         self.journal.record(run_id, "approval_used", {"id": approval_id, "plan_hash": plan_hash})
@@ -131,7 +149,7 @@ class QueueWorker(QueueStore):
                 run_id=run_id,
                 announce=False,
             )
-            grant = self._use_plan_grant(run_id)
+            grant = await self._use_plan_grant(run_id)
             result = await execute(
                 prepared,
                 grant,
