@@ -29,7 +29,7 @@ class FlakyDB(SQLiteDB):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
-        self.fail: list[str] = []
+        self.fail: list[str | None] = []
         self.commits = 0
 
     @contextmanager
@@ -114,8 +114,10 @@ def test_a_decision_lost_before_commit_is_applied_once(
         return sub.approval_id
 
     approval_id = anyio.run(submit)
-    db.fail = ["before", "after"]  # lost before COMMIT, then during it
+    # expiring runs first (untouched); the decision is cut before COMMIT, then during it
+    db.fail = [None, "before", "after"]
     queue.decide(approval_id, approve=True, by="alice")
+    assert db.fail == []
     assert queue.get(approval_id)["status"] == "approved"
     grants = [e for e in queue.journal.events() if e.kind == "approval_granted"]
     assert len(grants) == 1

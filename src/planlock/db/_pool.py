@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from planlock.errors import DatabaseUnavailable, UsageError
+from planlock.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
     import psycopg
@@ -110,8 +110,10 @@ class Pool:
             self._slots.release()
 
     def _healthy(self, wait: float) -> psycopg.Connection[Any]:
-        if self._closed:
-            raise UsageError(f"the connection to {self.where} is closed")
+        if self._closed:  # as psycopg says of a closed connection
+            import psycopg  # noqa: PLC0415  (optional dependency, present once a pool exists)
+
+            raise psycopg.OperationalError(f"the connection to {self.where} is closed")
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None

@@ -89,6 +89,17 @@ _bearer = HTTPBearer(auto_error=False, description="A token from the server's to
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing or unknown bearer token."},
     403: {"model": ErrorOut, "description": "The caller's roles do not allow this."},
+    503: {
+        "model": ErrorOut,
+        "description": "The database is unreachable (or, for a goal, no planner model).",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying (sent while the database is "
+                "unreachable).",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
 }
 
 
@@ -123,7 +134,7 @@ def roles(*names: Role, errors: tuple[int, ...] = (), stream: bool = False) -> d
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
     for code in errors:
-        responses[code] = {"model": ErrorOut}
+        responses.setdefault(code, {"model": ErrorOut})
     return {
         "dependencies": [Depends(_require(allowed))],
         "openapi_extra": {"x-roles": sorted(allowed)},
