@@ -40,19 +40,25 @@ _RUN_COLUMNS = (
 )
 
 
+POLICY_VIA = ("auto", "policy")
+"""``decided_via`` of the policy's own answers (its grant, its denial): requests no person was
+asked to decide."""
+
+
 @dataclass(frozen=True)
 class RunScope:
     """Which runs a caller may see: those ``submitted_by`` them, and with ``asked`` also every
-    run that has asked a person for approval (what an approver may decide)."""
+    run that has asked a person for approval (what an approver may decide): a request pending,
+    answered by a person or expired, not one the policy granted by itself."""
 
     submitted_by: str
     asked: bool = False
 
     def holds(self, run: dict[str, Any]) -> bool:
         """Whether ``run`` (as ``Engine.run`` returns it) is in this scope."""
-        return run["submitted_by"] == self.submitted_by or (
-            self.asked and bool(run.get("approvals"))
-        )
+        if run["submitted_by"] == self.submitted_by:
+            return True
+        return self.asked and any(a["decided_via"] not in POLICY_VIA for a in run["approvals"])
 
 
 class Engine(Protocol):
@@ -183,9 +189,12 @@ class QueueEngine:
         where = ""
         params: tuple[Any, ...] = ()
         if scope is not None:
-            asked = "EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.run_id)"
-            where = f"WHERE submitted_by = ? OR ({asked} AND ? = 1) "
-            params = (scope.submitted_by, int(scope.asked))
+            asked = (
+                "EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.run_id "
+                "AND (a.decided_via IS NULL OR a.decided_via NOT IN (?, ?)))"
+            )
+            where = f"WHERE submitted_by = ? OR (? = 1 AND {asked}) "
+            params = (scope.submitted_by, int(scope.asked), *POLICY_VIA)
         rows = self._db.execute(
             f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs {where}"  # noqa: S608 (constants)
             "ORDER BY submitted_at DESC, run_id DESC LIMIT ?",
