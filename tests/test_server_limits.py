@@ -52,6 +52,7 @@ def test_a_50_mb_goal_is_413_and_the_journal_barely_grows(app_engine: tuple[Any,
         assert "1,048,576 bytes" in r.json()["detail"]
         assert c.get("/api/me", headers=auth("sam")).status_code == 200  # still serving
     grown = journal_bytes(engine.journal, after=before)
+    print(f"\na 50 MB goal: the journal grew by {grown:,} bytes")  # noqa: T201
     assert grown < 3 * 1024, grown
     kinds = [e.kind for e in engine.journal.events() if e.seq > before]
     assert sorted(kinds) == ["http_anonymous", "http_request"]  # the 413, then /api/me

@@ -1,11 +1,14 @@
 """``planlock serve``: the HTTP approval service (FastAPI). Thin: it calls an ``Engine``.
 
 Every ``/api`` route needs a bearer token whose caller holds one of the route's roles (``x-roles``
-in the OpenAPI schema; ``admin`` may do everything). Every request, refused ones included, is
-journaled as an ``http_request`` event naming the caller, under the run it concerns (or under
-``http`` when it concerns none); a request that fails unexpectedly is also journaled as
-``request_failed`` and answered with a generic 500. Every response carries security headers
-(no framing, no sniffing, no referrer) and ``/api`` responses are not cached.
+in the OpenAPI schema; ``admin`` may do everything); failed authentications are rate-limited per
+client address. A submitter sees only their own runs, an approver also the runs that asked a
+person. Every request with a known token, refused ones included, is journaled as an
+``http_request`` event naming the caller, under the run it concerns (or under ``http`` when it
+concerns none); the others are counted per client and window (``http_anonymous``). A request that
+fails unexpectedly is also journaled as ``request_failed`` and answered with a generic 500. Bodies
+and what they hold have limits (``ServerConfig``). Every response carries security headers (no
+framing, no sniffing, no referrer) and ``/api`` responses are not cached.
 """
 
 from __future__ import annotations
