@@ -5,13 +5,15 @@ with the journal growing by a bounded amount."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
-from test_server_support import auth, make_app
+from test_server_support import auth, make_app, serve
 
 from planlock import Journal, ToolRegistry, demo
 from planlock.server._app import ServerConfig
@@ -88,6 +90,43 @@ async def test_a_chunked_body_is_refused_while_it_is_read_never_buffered_whole()
     pulled, total = 0, 3 * chunk
     await BodyLimit(app, limit)(scope, receive, send)
     assert reached_app == [b"x" * total]
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # starts `planlock serve`
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_over_a_real_socket_50_mb_bodies_are_refused_without_the_server_holding_them(
+    tmp_path: Path,
+) -> None:
+    headers = {**auth("sam"), "Content-Type": "application/json"}
+    with serve(tmp_path) as server:
+        before = _rss_kb(server.proc.pid)
+        body = b"x" * (50 * 1024 * 1024)
+        r = httpx.post(f"{server.url}/api/goals", content=body, headers=headers, timeout=60)
+        assert r.status_code == 413
+        sent = 0
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: chunked
+            nonlocal sent
+            for _ in range(800):
+                sent += 64 * 1024
+                yield b"x" * (64 * 1024)
+
+        try:
+            r = httpx.post(f"{server.url}/api/goals", content=chunks(), headers=headers, timeout=60)
+            assert r.status_code == 413
+        except httpx.TransportError:
+            pass  # the server may close the connection while the client is still writing
+        assert sent < 50 * 1024 * 1024  # the client was stopped long before the end
+        assert _rss_kb(server.proc.pid) - before < 16 * 1024  # the server never held 50 MB
+        assert httpx.get(f"{server.url}/api/me", headers=auth("sam")).status_code == 200
 
 
 def test_a_100000_step_plan_is_422_and_nothing_is_validated_approved_or_run(
