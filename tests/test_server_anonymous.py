@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from test_server_support import TOKEN_OF, auth, make_app
+from test_server_support import TOKEN_OF, auth, make_app, wait_for
 
 from planlock import Journal, ToolRegistry, demo
 from planlock.server._app import ServerConfig
+from planlock.server._guard import FailureLimiter
 from planlock.server._tally import OVERFLOW_CLIENT, AnonymousTally
 from planlock.testing import memory_journal
 
@@ -86,6 +87,29 @@ def test_the_tally_writes_one_event_per_client_and_window() -> None:
         ("10.1.0.0", 1),
         ("10.1.0.1", 1),
     ]
+
+
+def test_a_window_is_journaled_when_it_ends_even_if_no_request_follows(
+    tmp_path: Path, registry: ToolRegistry
+) -> None:
+    config = ServerConfig(workers=0, anonymous_window=0.2)
+    app, engine = make_app(tmp_path / "w.db", registry, config)
+    with TestClient(app) as c:
+        assert c.get("/api/runs").status_code == 401
+        wait_for(lambda: bool(anonymous(engine.journal)), timeout=5)
+        (tally,) = anonymous(engine.journal)
+        assert (tally["requests"], tally["statuses"]) == (1, {"401": 1})
+
+
+def test_the_limiter_forgets_the_oldest_address_past_its_bound() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(2, 60, max_clients=3, clock=lambda: now[0])
+    for address in ("a", "b", "c", "d"):
+        limiter.failed(address)
+        limiter.failed(address)
+    assert limiter.retry_after("a") is None  # forgotten: memory stays bounded
+    assert [limiter.retry_after(x) for x in "bcd"] == [60, 60, 60]
+    assert FailureLimiter(0, 60).retry_after("a") is None  # 0: no limit
 
 
 def test_failed_authentication_is_rate_limited_per_client(

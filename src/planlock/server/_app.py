@@ -14,6 +14,7 @@ framing, no sniffing, no referrer) and ``/api`` responses are not cached.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -77,6 +78,7 @@ WEB = Path(__file__).parent / "web"
 MAX_SEQ = 2**63 - 1
 """The largest seq a journal can hold (SQLite's INTEGER, PostgreSQL's bigint): a larger
 ``after`` or ``Last-Event-ID`` is a 422, not a database error."""
+_log = logging.getLogger(__name__)
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
 
 
@@ -119,9 +121,13 @@ def _scope(caller: Caller) -> RunScope | None:
 
 
 async def _flush_every_window(tally: AnonymousTally) -> None:
+    """Journal each window's anonymous counts when it ends, even if no request follows."""
     while True:
         await anyio.sleep(tally.seconds_to_next_window() + 0.01)
-        tally.flush(before=tally.window_start())
+        try:
+            tally.flush(before=tally.window_start())
+        except Exception:  # a journal that cannot write now must not stop the server
+            _log.exception("could not journal the anonymous requests' counts")
 
 
 def create_app(engine: Engine, tokens: TokenStore, config: ServerConfig | None = None) -> FastAPI:
