@@ -58,6 +58,62 @@ def serve_cmd(
             help="Let an approver approve a run they submitted (default: refused).",
         ),
     ] = False,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            help="Largest request body in bytes, refused with 413 while it is read.",
+            envvar="PLANLOCK_MAX_BODY_BYTES",
+            min=1,
+        ),
+    ] = 1024 * 1024,
+    max_steps: Annotated[
+        int,
+        typer.Option(
+            help="Most steps in a submitted plan (422 before validation).",
+            envvar="PLANLOCK_MAX_STEPS",
+            min=1,
+        ),
+    ] = 1000,
+    max_goal_chars: Annotated[
+        int,
+        typer.Option(
+            help="Longest goal in characters (422).", envvar="PLANLOCK_MAX_GOAL_CHARS", min=1
+        ),
+    ] = 8000,
+    max_input_chars: Annotated[
+        int,
+        typer.Option(
+            help="Longest string anywhere in inputs or context (422).",
+            envvar="PLANLOCK_MAX_INPUT_CHARS",
+            min=1,
+        ),
+    ] = 32768,
+    auth_failures: Annotated[
+        int,
+        typer.Option(
+            help="Failed authentications per client address and --auth-window before "
+            "its requests get 429 (0: no limit).",
+            envvar="PLANLOCK_AUTH_FAILURES",
+            min=0,
+        ),
+    ] = 10,
+    auth_window: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of the failed-authentication window.",
+            envvar="PLANLOCK_AUTH_WINDOW",
+            min=1,
+        ),
+    ] = 60.0,
+    anonymous_window: Annotated[
+        float,
+        typer.Option(
+            help="Seconds per http_anonymous event: requests without a known token are "
+            "journaled as counts per client and window.",
+            envvar="PLANLOCK_ANONYMOUS_WINDOW",
+            min=1,
+        ),
+    ] = 60.0,
 ) -> None:
     """Serve the HTTP API and the approval page (bearer tokens with roles)."""
     try:
@@ -77,7 +133,18 @@ def serve_cmd(
         _fail(EXIT_USAGE, str(exc))
     llm = _model(model) if model else None
     engine = QueueEngine(_open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm)
-    config = ServerConfig(allow_self_approval=allow_self_approval, planner=llm, workers=workers)
+    config = ServerConfig(
+        allow_self_approval=allow_self_approval,
+        planner=llm,
+        workers=workers,
+        max_body_bytes=max_body_bytes,
+        max_steps=max_steps,
+        max_goal_chars=max_goal_chars,
+        max_input_chars=max_input_chars,
+        auth_failures=auth_failures,
+        auth_window=auth_window,
+        anonymous_window=anonymous_window,
+    )
     api = create_app(engine, store, config)
     err.print(
         f"planlock serve: http://{host}:{port}/ ({len(store)} token(s), {workers} worker(s))",

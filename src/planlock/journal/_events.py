@@ -56,6 +56,7 @@ EventKind = Literal[
     "replanned",
     "checkpoint_reviewed",
     "http_request",
+    "http_anonymous",
     "request_failed",
     "endorsement_added",
     "endorsement_used",

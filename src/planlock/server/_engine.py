@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -24,7 +25,7 @@ from planlock.policy import Policy
 from planlock.queue import ApprovalQueue, Submitted
 from planlock.tools import ToolRegistry
 
-__all__ = ["Engine", "QueueEngine"]
+__all__ = ["Engine", "QueueEngine", "RunScope"]
 
 _RUN_COLUMNS = (
     "run_id",
@@ -37,6 +38,27 @@ _RUN_COLUMNS = (
     "plan",
     "inputs",
 )
+
+
+POLICY_VIA = ("auto", "policy")
+"""``decided_via`` of the policy's own answers (its grant, its denial): requests no person was
+asked to decide."""
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """Which runs a caller may see: those ``submitted_by`` them, and with ``asked`` also every
+    run that has asked a person for approval (what an approver may decide): a request pending,
+    answered by a person or expired, not one the policy granted by itself."""
+
+    submitted_by: str
+    asked: bool = False
+
+    def holds(self, run: dict[str, Any]) -> bool:
+        """Whether ``run`` (as ``Engine.run`` returns it) is in this scope."""
+        if run["submitted_by"] == self.submitted_by:
+            return True
+        return self.asked and any(a["decided_via"] not in POLICY_VIA for a in run["approvals"])
 
 
 class Engine(Protocol):
@@ -79,8 +101,8 @@ class Engine(Protocol):
         """Revoke an endorsement (UsageError if unknown or revoked already)."""
         ...
 
-    def runs(self, limit: int) -> list[dict[str, Any]]:
-        """The newest runs first."""
+    def runs(self, limit: int, scope: RunScope | None = None) -> list[dict[str, Any]]:
+        """The newest runs first (only those in ``scope``; None: every run)."""
         ...
 
     def run(self, run_id: str) -> dict[str, Any] | None:
@@ -163,11 +185,20 @@ class QueueEngine:
             self.queue.endorsements, endorsement_id, by=by, journal=self.journal
         )
 
-    def runs(self, limit: int) -> list[dict[str, Any]]:
+    def runs(self, limit: int, scope: RunScope | None = None) -> list[dict[str, Any]]:
+        where = ""
+        params: tuple[Any, ...] = ()
+        if scope is not None:
+            asked = (
+                "EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.run_id "
+                "AND (a.decided_via IS NULL OR a.decided_via NOT IN (?, ?)))"
+            )
+            where = f"WHERE submitted_by = ? OR (? = 1 AND {asked}) "
+            params = (scope.submitted_by, int(scope.asked), *POLICY_VIA)
         rows = self._db.execute(
-            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs "  # noqa: S608 (constant column list)
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs {where}"  # noqa: S608 (constants)
             "ORDER BY submitted_at DESC, run_id DESC LIMIT ?",
-            (limit,),
+            (*params, limit),
         ).fetchall()
         return [_run_row(r) for r in rows]
 

@@ -1,6 +1,7 @@
-"""ASGI middleware of the approval service: every request journaled (``http_request``), every
-unexpected exception journaled (``request_failed``) and answered with a generic 500, and the
-security headers on every response."""
+"""ASGI middleware of the approval service: every request journaled (``http_request`` for a
+known caller; ``http_anonymous``, in aggregate, for the others), every unexpected exception
+journaled (``request_failed``) and answered with a generic 500, and the security headers on every
+response."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.datastructures import MutableHeaders
 
 from planlock.server._auth import Caller
 from planlock.server._engine import Engine
+from planlock.server._tally import AnonymousTally, cut
 
 __all__ = ["HTTP_RUN", "SECURITY_HEADERS", "JournalRequests", "SecurityHeaders"]
 
@@ -27,8 +29,9 @@ _log = logging.getLogger(__name__)
 
 
 class JournalRequests:
-    """ASGI middleware: journal every HTTP request as ``http_request`` with its caller; journal
-    an unexpected exception as ``request_failed`` and answer it with a generic 500."""
+    """ASGI middleware: journal every HTTP request of a known caller as ``http_request``, and
+    count the others in the app's ``AnonymousTally``; journal an unexpected exception as
+    ``request_failed`` and answer it with a generic 500."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -45,22 +48,28 @@ class JournalRequests:
             found: Caller | None = state.get("caller")
             return found
 
+        tally: AnonymousTally = scope["app"].state.tally
+        client = str((scope.get("client") or ["?"])[0])[:64]
+
         async def sending(message: Any) -> None:
             if message["type"] == "http.response.start":
                 started.append(message["status"])
                 who = caller()
-                engine.journal.record(
-                    state.get("run_id") or HTTP_RUN,
-                    "http_request",
-                    {
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": message["status"],
-                        "caller": who.name if who else None,
-                        "roles": sorted(who.roles) if who else [],
-                        "client": (scope.get("client") or ["?"])[0],
-                    },
-                )
+                if who is None:  # no known token: counted, journaled per client and window
+                    tally.add(client, scope["method"], scope["path"], message["status"])
+                else:
+                    engine.journal.record(
+                        state.get("run_id") or HTTP_RUN,
+                        "http_request",
+                        {
+                            "method": scope["method"],
+                            "path": cut(scope["path"], tally.path_chars),
+                            "status": message["status"],
+                            "caller": who.name,
+                            "roles": sorted(who.roles),
+                            "client": client,
+                        },
+                    )
             await send(message)
 
         try:

@@ -21,7 +21,31 @@ from planlock.server._models import (
 from planlock.tools import ToolRegistry
 from planlock.validation import analyse
 
-__all__ = ["approval_detail", "approval_summary", "event_out", "graph", "run_detail", "run_summary"]
+__all__ = [
+    "AUDIT_KINDS",
+    "approval_detail",
+    "approval_summary",
+    "event_out",
+    "graph",
+    "run_detail",
+    "run_events",
+    "run_summary",
+    "shown",
+]
+
+AUDIT_KINDS = frozenset({"http_request", "http_anonymous", "request_failed"})
+"""Events about the service's requests (who looked at or decided a run, from which address):
+in the journal, never in a run's view or its event stream."""
+
+
+def shown(event: Event) -> bool:
+    """Whether a run's view and its event stream show ``event``."""
+    return event.kind not in AUDIT_KINDS
+
+
+def run_events(events: list[Event]) -> list[Event]:
+    """The events a run's view shows (the stream filters with the same ``shown``)."""
+    return [e for e in events if shown(e)]
 
 
 def _why(item: dict[str, Any]) -> list[str]:
