@@ -105,7 +105,7 @@ class QueueRuns(QueueDecisions):
         if row is not None:
             return str(row[0])
         if self.run_status(ident) is None:
-            raise UsageError(f"no approval request or run {ident}")
+            raise UsageError(f"no approval request {ident} (and no run with that id)")
         rows = self._db.execute(
             "SELECT id, status FROM approvals WHERE run_id = ? ORDER BY created_at, id", (ident,)
         ).fetchall()
@@ -126,24 +126,29 @@ class QueueRuns(QueueDecisions):
         ).fetchone()
         return None if row is None else str(row[0])
 
-    def requeue(self, run_id: str, *, by: str) -> None:
-        """Release a stranded run's expired lease, so the next worker to look recovers it now.
-        A run whose lease is live is refused (its worker may be running it)."""
+    def requeue(self, run_id: str, *, by: str, force: bool = False) -> None:
+        """Hand a run a worker holds to the next worker now. Without ``force`` only a stranded
+        run (its lease expired); with it, also a run whose lease is live, when you know its
+        worker is gone. Safe either way: a worker that lost its lease starts no further call,
+        and a call it had started with no recorded outcome waits for a resume decision."""
         item = self.run(run_id)
-        if item["state"] != "stranded":
+        held = item["state"] in ("running", "awaiting approval", "waiting for resume")
+        if item["status"] not in _HELD or (held and not force):
             holder = f" (held by {item['claimed_by']} until {item['lease_expires_at']})"
-            live = holder if item["state"] in ("running", "awaiting approval") else ""
-            raise UsageError(f"run {run_id} is {item['state']}{live}, not stranded")
+            why = f"{holder}; --force if that worker is gone" if held else ""
+            raise UsageError(f"run {run_id} is {item['state']}{why}, not stranded")
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE runs SET lease_expires_at = NULL WHERE run_id = ? AND claimed_by = ? "
-                "AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
-                (run_id, item["claimed_by"], now_iso()),
+                "UPDATE runs SET lease_expires_at = NULL, claimed_by = NULL "
+                "WHERE run_id = ? AND claimed_by = ?",
+                (run_id, item["claimed_by"]),
             )
             if cur.rowcount != 1:
                 raise UsageError(f"run {run_id} was taken by a worker meanwhile")
         self.journal.record(
-            run_id, "run_requeued", {"by": by, "previous_worker": item["claimed_by"]}
+            run_id,
+            "run_requeued",
+            {"by": by, "previous_worker": item["claimed_by"], "forced": held},
         )
 
     def resume(self, run_id: str, *, by: str, reason: str = "") -> Decision | None:
