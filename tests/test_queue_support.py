@@ -23,7 +23,7 @@ from planlock import Journal, Policy, StepContext, ToolRegistry
 from planlock.queue import ApprovalQueue, Lease
 
 registry = ToolRegistry()
-PAUSE = [0.0]
+PAUSE = {"seconds": 0.0}
 """Each effectful tool sleeps up to this long before and after its effect (set before forking)."""
 ALLOW = Policy.model_validate({"effects": {"write": "allow", "send": "allow"}})
 """Nothing needs a person (crash tests run unattended)."""
@@ -41,8 +41,8 @@ def _effects() -> sqlite3.Connection:
 
 
 def _pause() -> None:
-    if PAUSE[0]:
-        time.sleep(random.uniform(0, PAUSE[0]))
+    if PAUSE["seconds"]:
+        time.sleep(random.uniform(0, PAUSE["seconds"]))
 
 
 def _crash(tool: str, when: str) -> None:
