@@ -21,6 +21,7 @@ from test_queue_support import calls, fork_worker, plan, reap, registry
 
 from planlock import Journal, Plan, UsageError
 from planlock.queue import ApprovalQueue, Lease
+from planlock.queue._notify import approval_message
 
 LONG = Lease(timedelta(seconds=30), timedelta(seconds=10))
 SHORT = Lease(timedelta(seconds=0.8), timedelta(seconds=0.2))
@@ -101,6 +102,8 @@ def test_a_send_that_may_have_happened_waits_for_a_person_who_says_it_did(site: 
     (reason,) = request["request"]["reasons"]
     assert reason["key"] == "resume_uncertain_step"
     assert reason["message"].startswith("step s (tool send, not idempotent) was interrupted")
+    told = approval_message(request["request"])  # what a webhook is told
+    assert told["text"].startswith("planlock: approval needed for the resume of interrupted step s")
     assert wait_for(lambda: site.queue.run(run_id)["state"] == "waiting for resume")
     site.queue.decide(request["id"], approve=False, by="ops", reason="it was sent")
     assert reap(worker) == 0

@@ -34,11 +34,10 @@ def approval_message(
     request: dict[str, Any], approve_hint: str = "planlock approve"
 ) -> dict[str, Any]:
     """The notification for a stored approval request (``ApprovalRequest.to_json()``)."""
-    what = (
-        f"call to step {request['step_id']}"
-        if request["kind"] == "call"
-        else f"plan {request['plan_hash'][:12]}"
-    )
+    what = {
+        "call": f"call to step {request.get('step_id')}",
+        "resume": f"resume of interrupted step {request.get('step_id')}",
+    }.get(request["kind"], f"plan {request['plan_hash'][:12]}")
     reasons = [r["message"] for r in request.get("reasons", [])] or [
         r["message"] for s in request["report"]["steps"] for r in s["reasons"]
     ]

@@ -104,11 +104,11 @@ class QueueRuns(QueueDecisions):
         row = self._db.execute("SELECT id FROM approvals WHERE id = ?", (ident,)).fetchone()
         if row is not None:
             return str(row[0])
-        if self.run_status(ident) is None:
-            raise UsageError(f"no approval request {ident} (and no run with that id)")
         rows = self._db.execute(
             "SELECT id, status FROM approvals WHERE run_id = ? ORDER BY created_at, id", (ident,)
         ).fetchall()
+        if not rows and self.run_status(ident) is None:
+            raise UsageError(f"no approval request {ident} (and no run with that id)")
         open_ = [str(r[0]) for r in rows if r[1] == "pending"]
         if len(open_) == 1:
             return open_[0]

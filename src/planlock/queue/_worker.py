@@ -49,9 +49,17 @@ class Claim:
 class QueueWorker(QueueStore):
     """The queue's workers: claim runs, hold their leases and execute them."""
 
-    def claim(self, worker_id: str, lease: Lease | None = None) -> Claim | None:
-        """Take a run: first one this worker id held before (it restarted), then one whose
-        lease expired, then the oldest approved run. Exactly one worker gets each."""
+    def claim(self, worker_id: str, lease: Lease | None = None) -> str | None:
+        """Take a run (one whose lease expired, else the oldest approved one) and hold it with a
+        lease; exactly one worker gets each. Returns its id."""
+        taken = self.take(worker_id, lease)
+        return None if taken is None else taken.run_id
+
+    def take(
+        self, worker_id: str, lease: Lease | None = None, *, own: bool = False
+    ) -> Claim | None:
+        """``claim``; with ``own``, first a run this worker id held before (the worker restarted:
+        a worker id executes one run at a time, so any run it holds is left from before)."""
         lease = lease or Lease()
         now = now_iso()
         marks = ", ".join("?" for _ in _ACTIVE)
@@ -62,7 +70,7 @@ class QueueWorker(QueueStore):
                 "OR lease_expires_at < ?) "
                 "ORDER BY CASE WHEN claimed_by = ? THEN 0 ELSE 1 END, submitted_at, run_id "
                 "LIMIT 1" + db.skip_locked,
-                (*_ACTIVE, worker_id, now, worker_id),
+                (*_ACTIVE, worker_id if own else None, now, worker_id),
             ).fetchone()
             recovered = row is not None
             if row is None:
@@ -139,17 +147,23 @@ class QueueWorker(QueueStore):
         (``refused``, ``rejected``, or ``lost`` when its lease went to another worker), or None
         when nothing was waiting."""
         lease = lease or Lease()
-        claim = self.claim(worker_id, lease)
+        claim = self.take(worker_id, lease, own=True)
         if claim is None:
             return None
         outcome: RunResult | str = "lost"
+        error: Exception | None = None
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat, claim.run_id, worker_id, lease, scope)
-                outcome = await self._execute(
-                    claim, registry, worker_id, llm, poll, concurrency, lease, scope
-                )
+                try:
+                    outcome = await self._execute(
+                        claim, registry, worker_id, llm, poll, concurrency, lease, scope
+                    )
+                except Exception as exc:  # raised below, not wrapped in the task group's
+                    error = exc
                 tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
         if isinstance(outcome, str):
             if outcome != "lost":
                 self._finish(claim.run_id, worker_id, outcome)
