@@ -40,6 +40,7 @@ from planlock.journal import Journal
 from planlock.tools import LLM_TOOL, Tool
 
 __all__ = [
+    "HELD",
     "MAX_RESUMES",
     "Lease",
     "LeaseLost",
@@ -53,8 +54,9 @@ __all__ = [
 
 MAX_RESUMES = 3
 """How many times a person may let an interrupted, non-repeatable call run again."""
-_ACTIVE = "('running', 'waiting_approval', 'waiting_resume')"
+HELD = ("running", "waiting_approval", "waiting_resume")
 """The statuses of a run that a worker holds (and that a dead worker strands)."""
+_ACTIVE = "(" + ", ".join(f"'{s}'" for s in HELD) + ")"
 
 
 @dataclass(frozen=True)

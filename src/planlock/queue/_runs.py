@@ -10,6 +10,7 @@ from typing import Any
 from planlock.approval import Decision, now_iso
 from planlock.errors import UsageError
 from planlock.queue._decide import QueueDecisions
+from planlock.queue._replay import HELD
 
 __all__ = ["STATES", "QueueRuns", "run_state", "self_approval_problem"]
 
@@ -37,13 +38,12 @@ _COLUMNS = (
     "lease_expires_at",
     "finished_at",
 )
-_HELD = ("running", "waiting_approval", "waiting_resume")
 
 
 def run_state(status: str, lease_expires_at: str | None, now: str) -> str:
     """A run's state: ``stranded`` when a worker holds it and its lease has expired (the worker
     is gone; any worker recovers it)."""
-    if status in _HELD and (lease_expires_at is None or lease_expires_at < now):
+    if status in HELD and (lease_expires_at is None or lease_expires_at < now):
         return "stranded"
     return {
         "approved": "queued",
@@ -133,7 +133,7 @@ class QueueRuns(QueueDecisions):
         and a call it had started with no recorded outcome waits for a resume decision."""
         item = self.run(run_id)
         held = item["state"] in ("running", "awaiting approval", "waiting for resume")
-        if item["status"] not in _HELD or (held and not force):
+        if item["status"] not in HELD or (held and not force):
             holder = f" (held by {item['claimed_by']} until {item['lease_expires_at']})"
             why = f"{holder}; --force if that worker is gone" if held else ""
             raise UsageError(f"run {run_id} is {item['state']}{why}, not stranded")

@@ -21,6 +21,7 @@ from planlock.execution import InProcessEngine, RunResult, walk
 from planlock.llm import LLM
 from planlock.policy import Policy, assess
 from planlock.queue._replay import (
+    HELD,
     Lease,
     OnceRecorder,
     RunCalls,
@@ -33,7 +34,7 @@ from planlock.validation import analyse
 
 __all__ = ["Claim", "QueueWorker"]
 
-_ACTIVE = ("running", "waiting_approval", "waiting_resume")
+_ACTIVE = HELD
 
 
 @dataclass(frozen=True)
