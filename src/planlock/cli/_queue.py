@@ -370,7 +370,7 @@ def worker_cmd(
         _fail(EXIT_USAGE, f"unknown engine {engine!r} (use queue or dbos)")
     try:
         held = Lease(parse_duration(lease), parse_duration(heartbeat))
-    except (UsageError, ValueError) as exc:
+    except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
     registry = _registry(tools)
     queue = _queue(journal, notify)

@@ -88,7 +88,7 @@ def serve_cmd(
         _fail(EXIT_USAGE, str(exc))
     try:
         held = Lease(parse_duration(lease), parse_duration(heartbeat))
-    except (UsageError, ValueError) as exc:
+    except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
     llm = _model(model) if model else None
     engine = QueueEngine(

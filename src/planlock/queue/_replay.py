@@ -35,6 +35,7 @@ from planlock.agent import Prepared
 from planlock.approval import ApprovalRequest, Approved, Decision, Denied, binding_problem, now_iso
 from planlock.core import canonical_json, sha256_hex
 from planlock.db import Database
+from planlock.errors import UsageError
 from planlock.execution import StepCall, StepOutcome
 from planlock.journal import Journal
 from planlock.tools import LLM_TOOL, Tool
@@ -72,7 +73,7 @@ class Lease:
             msg = (
                 f"the lease renewal ({self.renew}) must be shorter than the lease ({self.duration})"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
 
     def expiry(self) -> str:
         """When a lease taken or renewed now expires."""
