@@ -49,6 +49,7 @@ EventKind = Literal[
     "run_finished",
     "run_queued",
     "run_claimed",
+    "run_requeued",
     "approval_used",
     "approval_expired",
     "notification_sent",
