@@ -132,7 +132,7 @@ def test_the_local_model_plans_the_demo_goal(local_llm: LocalLLM, local_plans: R
     assert "delete_account" not in tools
     email = next(s for s in plan.steps if s.tool == "send_email")
     assert email.args["to"] == "{{user.email}}"
-    call = journal.events()[0].data
+    call = next(e.data for e in journal.events() if e.kind == "llm_called")
     assert call["backend"] == "local"
     assert call["model"] == "Qwen2.5-Coder-1.5B-Instruct Q4_K_M"
     assert call["input_tokens"] > 500

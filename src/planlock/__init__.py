@@ -30,6 +30,7 @@ from planlock.errors import (
     ApprovalRequired,
     CannotPlan,
     JournalCorrupt,
+    LLMCutOff,
     LLMError,
     PlanInvalid,
     PlanlockError,
@@ -69,6 +70,7 @@ from planlock.llm import (
     LocalLLM,
     Message,
     OpenAILLM,
+    Progress,
     load_model,
 )
 from planlock.planning import Planner, plan, plan_schema, plan_sync
@@ -103,6 +105,7 @@ __all__ = [
     "Journal",
     "JournalCorrupt",
     "JournalStore",
+    "LLMCutOff",
     "LLMError",
     "LLMReply",
     "LLMRequest",
@@ -119,6 +122,7 @@ __all__ = [
     "PlanningFailed",
     "Policy",
     "PostgresStore",
+    "Progress",
     "Reason",
     "Ref",
     "RiskReport",

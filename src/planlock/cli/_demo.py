@@ -27,6 +27,7 @@ from planlock.agent import run_sync
 from planlock.approval import ApprovalRequest, Decision, approve_all, auto_approve
 from planlock.cli import _render
 from planlock.cli._app import TerminalApprover
+from planlock.cli._plan_progress import PlanProgress
 from planlock.core import Plan
 from planlock.errors import (
     ApprovalDenied,
@@ -153,11 +154,13 @@ def _load_plan(out: Console, plan_file: Path | None) -> Plan | None:
 def _plan(
     out: Console, llm: LLM, registry: ToolRegistry, journal: Journal, run_id: str
 ) -> Plan | int:
-    planner = Planner(llm, registry, journal=journal)
+    progress = PlanProgress(out, llm.name, 3)
+    planner = Planner(llm, registry, journal=journal, on_progress=progress)
     label = getattr(llm, "model_label", llm.name)
     where = "in process, offline" if llm.name.startswith("local") else "remote"
     started = time.perf_counter()
-    with out.status(f"planning with {llm.name} ({label}, {where})..."):
+    out.print(f"planning with {llm.name} ({label}, {where})...", highlight=False)
+    with progress:
         try:
             plan = anyio.run(_plan_async, planner, run_id)
         except CannotPlan as exc:

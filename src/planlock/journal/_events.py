@@ -59,6 +59,7 @@ EventKind = Literal[
     "endorsement_added",
     "endorsement_used",
     "endorsement_revoked",
+    "planning_progress",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 GENESIS = "0" * 64
