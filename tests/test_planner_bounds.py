@@ -400,7 +400,10 @@ def test_plan_shows_progress_and_the_cut_off_attempt(
     assert "scripted reading the prompt · 0/100 prompt tokens" in result.output
     assert "scripted writing the plan · " in result.output
     assert "scripted repairing the plan (attempt 2/3) · " in result.output
-    assert f"scripted attempt 1/3: {ntok(CUT)} tokens in " in result.output
+    assert f"scripted attempt 1/3: cut off at the token limit: {ntok(CUT)} tokens in " in (
+        result.output
+    )
+    assert f"scripted attempt 2/3: {ntok(json.dumps(GOOD))} tokens in " in result.output
     assert "plan is valid" in result.output
 
 

@@ -111,7 +111,7 @@ class ScriptedLLM:
                 finish = "length"
                 break
         meter.check_time()
-        meter.finish()
+        meter.finish(reason=finish)
         if meter.stop_reason is not None or finish != "stop":
             raise meter.cut_off(meter.stop_reason or finish, input_tokens=reply.prompt_tokens)
         return LLMReply(

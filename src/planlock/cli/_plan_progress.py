@@ -26,21 +26,31 @@ _PHASES = {
 }
 
 
+_ENDINGS = {
+    "stop": "",
+    "length": "cut off at the token limit: ",
+    "timeout": "stopped at the time limit: ",
+    "repetition": "stopped, repeating itself: ",
+    "error": "failed: ",
+}
+
+
 def describe(progress: Progress, max_attempts: int) -> str:
     """One line for a progress report, e.g. ``writing the plan · 312 tokens · 9.8 tok/s · 41 s``."""
     attempt = progress.attempt
     if progress.phase == "done":
         head = f"attempt {attempt}/{max_attempts}" if attempt else "done"
         rate = f" ({progress.tokens_per_s:.1f} tok/s)" if progress.tokens_per_s else ""
-        tokens = "" if progress.tokens is None else f"{progress.tokens} tokens in "
-        return f"{head}: {tokens}{progress.elapsed_s:.0f} s{rate}"
+        tokens = "" if progress.tokens is None else f"{_tokens(progress.tokens)} in "
+        why = _ENDINGS.get(progress.finish_reason or "stop", f"{progress.finish_reason}: ")
+        return f"{head}: {why}{tokens}{progress.elapsed_s:.0f} s{rate}"
     parts = [_PHASES[progress.phase]]
     if attempt and attempt > 1:
         parts[0] += f" (attempt {attempt}/{max_attempts})"
     if progress.phase == "reading" and progress.prompt_tokens:
         parts.append(f"{progress.prompt_done or 0}/{progress.prompt_tokens} prompt tokens")
     if progress.tokens is not None and progress.phase in ("writing", "repairing"):
-        parts.append(f"{progress.tokens} tokens")
+        parts.append(_tokens(progress.tokens))
         if progress.tokens_per_s:
             parts.append(f"{progress.tokens_per_s:.1f} tok/s")
     parts.append(f"{progress.elapsed_s:.0f} s")
@@ -95,3 +105,7 @@ class PlanProgress:
         if key != self._last:
             self._last = key
             self.console.print(f"[dim]{self.backend}[/] {line}", highlight=False)
+
+
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"

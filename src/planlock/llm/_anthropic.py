@@ -108,7 +108,7 @@ class AnthropicLLM:
                     async with anthropic.AsyncAnthropic(**self._options) as client:
                         response = await client.messages.create(**body)
         except anthropic.APITimeoutError:
-            meter.finish()
+            meter.finish(reason="timeout")
             raise meter.cut_off("timeout", detail="the request timed out") from None
         except anthropic.APIConnectionError as exc:
             raise LLMError(self.name, f"cannot reach the server: {exc}") from None
@@ -119,7 +119,7 @@ class AnthropicLLM:
         except anthropic.AnthropicError as exc:
             raise LLMError(self.name, f"{type(exc).__name__}: {exc}") from None
         if scope.cancelled_caught:
-            meter.finish()
+            meter.finish(reason="timeout")
             raise meter.cut_off("timeout", detail="the request timed out")
         stop = str(getattr(response, "stop_reason", None))
         blocks = list(getattr(response, "content", None) or [])
@@ -127,7 +127,7 @@ class AnthropicLLM:
         input_tokens = int(getattr(usage, "input_tokens", 0) or 0)
         output_tokens = int(getattr(usage, "output_tokens", 0) or 0)
         model = str(getattr(response, "model", None) or self.model)
-        meter.finish(output_tokens)
+        meter.finish(output_tokens, {"max_tokens": "length"}.get(stop, stop))
         if stop == "max_tokens":
             meter.parts = [_partial(blocks)]
             raise meter.cut_off(

@@ -62,10 +62,13 @@ class Progress:
     """Prompt tokens read so far (cached ones included), while reading."""
     attempt: int | None = None
     """The planner's attempt (set by the planner)."""
+    finish_reason: str | None = None
+    """When done: ``stop``, or why the reply stopped early (``length``, ``timeout``,
+    ``repetition``; ``error`` when the call failed)."""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"phase": self.phase, "elapsed_s": round(self.elapsed_s, 2)}
-        for key in ("tokens", "prompt_tokens", "prompt_done", "attempt"):
+        for key in ("tokens", "prompt_tokens", "prompt_done", "attempt", "finish_reason"):
             if (value := getattr(self, key)) is not None:
                 data[key] = value
         if self.tokens_per_s is not None:

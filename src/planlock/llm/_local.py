@@ -318,13 +318,14 @@ class LocalLLM:
 
     def _reply(self, meter: Meter, got: dict[str, Any]) -> LLMReply:
         if "error" in got and meter.stop_reason is None:
-            meter.finish()
+            meter.finish(reason="error")
             raise LLMError(self.name, got["error"])
         usage = got.get("usage") or {}
         details = usage.get("prompt_tokens_details") or {}
         input_tokens = int(usage.get("prompt_tokens") or meter.prompt_tokens or 0)
         finish = meter.stop_reason or str(got.get("finish"))
-        meter.finish(int(usage["completion_tokens"]) if "completion_tokens" in usage else None)
+        tokens = int(usage["completion_tokens"]) if "completion_tokens" in usage else None
+        meter.finish(tokens, finish)
         if finish in ("length", "timeout", "repetition"):
             raise meter.cut_off(finish, input_tokens=input_tokens, model=self.model_label)
         if finish != "stop":

@@ -100,7 +100,7 @@ class OpenAILLM:
                     async with openai.AsyncOpenAI(**self._options) as client:
                         response = await client.chat.completions.create(**body)
         except openai.APITimeoutError:
-            meter.finish()
+            meter.finish(reason="timeout")
             raise meter.cut_off("timeout", detail="the request timed out") from None
         except openai.APIConnectionError as exc:
             raise LLMError(self.name, f"cannot reach the server: {exc}") from None
@@ -111,7 +111,7 @@ class OpenAILLM:
         except openai.OpenAIError as exc:
             raise LLMError(self.name, f"{type(exc).__name__}: {exc}") from None
         if scope.cancelled_caught:
-            meter.finish()
+            meter.finish(reason="timeout")
             raise meter.cut_off("timeout", detail="the request timed out")
         choices = getattr(response, "choices", None)
         if not choices:
@@ -123,7 +123,7 @@ class OpenAILLM:
         output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         meter.parts = [text or ""]
-        meter.finish(output_tokens)
+        meter.finish(output_tokens, finish)
         model = str(response.model or self.model)
         if finish == "length":
             raise meter.cut_off("length", input_tokens=input_tokens, model=model)

@@ -86,6 +86,7 @@ class Meter:
         self.writing_since: float | None = None
         self.stop_reason: str | None = None
         """``timeout`` or ``repetition`` once the call must stop."""
+        self.finish_reason: str | None = None
         self.detail = ""
         self._last: tuple[Phase, float] | None = None
         self._unchecked = 0
@@ -137,9 +138,9 @@ class Meter:
             self.stop_reason, self.detail = reason, detail
 
     def progress(self) -> Progress:
-        rate = None
-        if self.writing_since is not None and self.tokens:
-            rate = self.tokens / max(self.clock() - self.writing_since, 1e-6)
+        rate = None  # tokens after the first, over the time since the first arrived
+        if self.writing_since is not None and self.tokens > 1:
+            rate = (self.tokens - 1) / max(self.clock() - self.writing_since, 1e-6)
         return Progress(
             phase=self.phase,
             elapsed_s=self.elapsed_s,
@@ -149,6 +150,7 @@ class Meter:
             tokens_per_s=rate,
             prompt_tokens=self.prompt_tokens,
             prompt_done=self.prompt_done if self.phase == "reading" else None,
+            finish_reason=self.finish_reason if self.phase == "done" else None,
         )
 
     def report(self, *, force: bool = False) -> None:
@@ -164,10 +166,12 @@ class Meter:
         self._last = (self.phase, now)
         self.on_progress(self.progress())
 
-    def finish(self, output_tokens: int | None = None) -> None:
-        """The call is over: the last report (phase ``done``, the final token count)."""
+    def finish(self, output_tokens: int | None = None, reason: str | None = None) -> None:
+        """The call is over: the last report (phase ``done``, the final token count, and why it
+        ended: the stop reason if it was stopped, else ``reason``)."""
         if output_tokens is not None:
             self.tokens = output_tokens
+        self.finish_reason = self.stop_reason or reason
         self.enter("done")
         self.report(force=True)
 
