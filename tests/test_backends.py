@@ -377,7 +377,6 @@ def test_anthropic_backend_relays_cannot_plan(
     ("model", "key", "message"),
     [
         ("claude-sonnet-4-6", "sk-wrong", "authentication failed"),
-        ("claude-opus-4-7", KEY, "did not finish (stop_reason='end_turn')"),
         ("claude-unknown", KEY, "HTTP 400"),
     ],
 )
@@ -496,3 +495,18 @@ def test_a_remote_call_past_the_time_limit_is_cut_off(registry: ToolRegistry) ->
     assert attempt.finish_reason == "timeout"
     assert attempt.issues[0].code == "timed_out"
     assert "a longer time limit (--timeout or timeout_s=; now 0.3 s)" in str(caught.value)
+
+
+def test_an_anthropic_reply_without_the_answer_tool_call_ends_in_planning_failed(
+    anthropic_server: StubServer, registry: ToolRegistry
+) -> None:
+    llm = anthropic_llm(anthropic_server, "claude-opus-4-7")
+    with capture_journal() as journal, pytest.raises(planlock.PlanningFailed) as caught:
+        plan_with(llm, registry, journal=journal, max_attempts=1)
+    (attempt,) = caught.value.attempts
+    assert attempt.finish_reason == "end_turn"
+    assert attempt.reply == "I would first fetch the account, then send the email."
+    call = next(e.data for e in journal.events() if e.kind == "llm_called")
+    assert call["reply"] == attempt.reply
+    assert "did not finish (finish_reason='end_turn') after 14 tokens" in call["error"]
+    assert "stop_reason='end_turn'" in call["error"]

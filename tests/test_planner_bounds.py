@@ -439,3 +439,51 @@ def test_timeout_zero_means_no_time_limit(scripted: Callable[[list[Any]], Script
     result = CliRunner().invoke(app, plan_args("--timeout", "0", "-q"))
     assert result.exit_code == 0, result.output
     assert model.requests[0].timeout_s is None
+
+
+def test_on_a_terminal_progress_is_one_live_status_line() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from planlock.cli._plan_progress import PlanProgress
+
+    buffer = StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    shown = PlanProgress(console, "local", 3)
+    with shown:
+        assert shown._status is not None
+        assert shown._status.console is console
+        shown(Progress("reading", 2.0, prompt_tokens=880, prompt_done=512, attempt=1))
+        assert "reading the prompt · 512/880 prompt tokens · 2 s" in str(shown._status.status)
+        shown(Progress("writing", 41.0, tokens=312, tokens_per_s=9.8, attempt=1))
+        status = str(shown._status.status)
+        assert status == "planning with local: writing the plan · 312 tokens · 9.8 tok/s · 41 s"
+        shown(
+            Progress("done", 120.0, tokens=26, tokens_per_s=1.0, attempt=1, finish_reason="timeout")
+        )
+    assert not shown.__dict__["_status"]  # stopped
+    printed = buffer.getvalue()
+    assert "attempt 1/3: stopped at the time limit: 26 tokens in 120 s (1.0 tok/s)" in printed
+    quiet = PlanProgress(Console(file=StringIO(), force_terminal=True), "local", 3, enabled=False)
+    with quiet:
+        assert quiet._status is None
+        quiet(Progress("done", 1.0, tokens=3, attempt=1))
+
+
+def test_ask_shows_planning_progress_unless_quiet(
+    scripted: Callable[[list[Any]], ScriptedLLM], tmp_path: Path
+) -> None:
+    read_only = {"steps": [{"id": "1", "tool": "fetch_account", "args": {"account_id": "A-1001"}}]}
+    args = plan_args("--approve", "auto", "--journal", str(tmp_path / "j.db"))
+    args[0] = "ask"
+    scripted([Streamed(read_only)])
+    loud = CliRunner().invoke(app, args)
+    assert loud.exit_code == 0, loud.output
+    assert "scripted writing the plan" in loud.output
+    scripted([Streamed(read_only)])
+    quiet = CliRunner().invoke(app, [*args, "--quiet"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "writing the plan" not in quiet.output
+    journal = planlock.Journal.open(tmp_path / "j.db")
+    assert "planning_progress" in [e.kind for e in journal.events()]  # journaled either way

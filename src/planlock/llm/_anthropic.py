@@ -3,7 +3,8 @@
 Structured output is a forced tool call: the request offers one tool, ``answer``, whose
 ``input_schema`` is the requested JSON Schema, and ``tool_choice`` forces it; the tool call's
 input is the reply. The key comes from ``api_key`` or ``$ANTHROPIC_API_KEY``. A reply cut at
-``max_tokens`` and a call past the request's ``timeout_s`` are ``LLMCutOff``; progress reports
+``max_tokens``, one that ended otherwise than asked (no answer tool call), and a call past the
+request's ``timeout_s`` are ``LLMCutOff``; progress reports
 the phase and, when done, the usage.
 """
 
@@ -136,9 +137,12 @@ class AnthropicLLM:
                 model=model,
                 detail=f"stop_reason='max_tokens': the token limit of {body['max_tokens']}",
             )
+        done = ("tool_use",) if request.json_schema is not None else ("end_turn", "stop_sequence")
+        if stop not in done:
+            meter.parts = [_partial(blocks)]
+            detail = f"stop_reason={stop!r}"
+            raise meter.cut_off(stop, input_tokens=input_tokens, model=model, detail=detail)
         if request.json_schema is not None:
-            if stop != "tool_use":
-                raise LLMError(self.name, f"the reply did not finish (stop_reason={stop!r})")
             calls = [b for b in blocks if getattr(b, "type", None) == "tool_use"]
             if not calls or calls[0].name != ANSWER_TOOL:
                 raise LLMError(self.name, "malformed reply: no call of the answer tool")
@@ -147,8 +151,6 @@ class AnthropicLLM:
                 payload = payload.get("value", payload)
             text = json.dumps(payload, ensure_ascii=False)
         else:
-            if stop not in ("end_turn", "stop_sequence"):
-                raise LLMError(self.name, f"the reply did not finish (stop_reason={stop!r})")
             text = "".join(getattr(b, "text", "") for b in blocks if b.type == "text")
         return LLMReply(
             text=text,

@@ -9,8 +9,8 @@ against the hash pinned here. A mismatch is refused. Any other GGUF file can be 
 
 Decoding is constrained by the request's JSON Schema (llguidance, compact JSON), greedy
 (temperature 0), and streamed: it stops at the token limit, at the request's time limit and on
-degenerate repetition (``_stream``), each an ``LLMCutOff`` carrying the partial reply; any other
-reply that did not stop normally is an ``LLMError``. Progress (loading, reading the prompt,
+degenerate repetition (``_stream``), each an ``LLMCutOff`` carrying the partial reply, as is any
+other reply that did not stop normally. Progress (loading, reading the prompt,
 writing, tokens per second) goes to the request's ``on_progress``.
 """
 
@@ -326,11 +326,8 @@ class LocalLLM:
         finish = meter.stop_reason or str(got.get("finish"))
         tokens = int(usage["completion_tokens"]) if "completion_tokens" in usage else None
         meter.finish(tokens, finish)
-        if finish in ("length", "timeout", "repetition"):
+        if finish != "stop":  # length, timeout, repetition, or the stream just ended
             raise meter.cut_off(finish, input_tokens=input_tokens, model=self.model_label)
-        if finish != "stop":
-            msg = f"the reply did not finish (finish_reason={finish!r}) after {meter.tokens} tokens"
-            raise LLMError(self.name, msg)
         return LLMReply(
             text=meter.text,
             model=self.model_label,

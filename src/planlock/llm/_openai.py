@@ -5,9 +5,9 @@ With ``base_url`` it also serves any OpenAI-compatible server: vLLM, Ollama, lla
 with a JSON Schema. The key comes from ``api_key`` or ``$OPENAI_API_KEY``; a server that needs no
 key (a local one) gets a placeholder.
 
-A reply cut at ``max_tokens`` (``finish_reason`` ``length``) and a call past the request's
-``timeout_s`` (or the client's timeout) are ``LLMCutOff``; progress reports the phase and, when
-done, the usage.
+A reply that did not stop normally (``finish_reason`` ``length`` at ``max_tokens``, or another
+reason) and a call past the request's ``timeout_s`` (or the client's timeout) are ``LLMCutOff``;
+progress reports the phase and, when done, the usage.
 """
 
 from __future__ import annotations
@@ -125,10 +125,8 @@ class OpenAILLM:
         meter.parts = [text or ""]
         meter.finish(output_tokens, finish)
         model = str(response.model or self.model)
-        if finish == "length":
-            raise meter.cut_off("length", input_tokens=input_tokens, model=model)
-        if finish != "stop":
-            raise LLMError(self.name, f"the reply did not finish (finish_reason={finish!r})")
+        if finish != "stop":  # length, content_filter, ...: an incomplete reply
+            raise meter.cut_off(finish, input_tokens=input_tokens, model=model)
         if not isinstance(text, str):
             refusal = getattr(choice.message, "refusal", None)
             raise LLMError(self.name, f"no text in the reply{f': {refusal}' if refusal else ''}")
