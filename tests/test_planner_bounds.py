@@ -487,3 +487,16 @@ def test_ask_shows_planning_progress_unless_quiet(
     assert "writing the plan" not in quiet.output
     journal = planlock.Journal.open(tmp_path / "j.db")
     assert "planning_progress" in [e.kind for e in journal.events()]  # journaled either way
+
+
+def test_a_failing_progress_callback_stops_the_local_generation() -> None:
+    server = FakeServer(["x"] * 400, delay_s=0.01)  # ~4 s
+
+    def broken(progress: Progress) -> None:
+        if progress.phase == "writing":
+            raise RuntimeError("display broke")
+
+    with pytest.raises(RuntimeError, match="display broke"):
+        ask_local(local_with(server), on_progress=broken)
+    assert server.stopped.wait(2)  # llama.cpp was told to stop at its next token
+    assert server.sent < 200

@@ -291,20 +291,34 @@ class LocalLLM:
                 got["error"] = f"malformed stream chunk: {type(exc).__name__}: {exc}"
                 return True
 
+        failed: list[Exception] = []
+
         async def tick() -> None:
             while True:
-                meter.report()
+                try:
+                    meter.report()
+                except Exception as exc:  # the caller's callback: stop, then raise it as is
+                    failed.append(exc)
+                    meter.abandoned = True
+                    return
                 await anyio.sleep(REPORT_EVERY_S)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(tick)
-            left = meter.remaining_s()
-            with anyio.move_on_after(left if left is not None else math.inf) as scope:
-                # Abandoned on the time limit: the next chunk then tells llama.cpp to stop.
-                await anyio.to_thread.run_sync(
-                    self._stream, body, on_chunk, got, abandon_on_cancel=True
-                )
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(tick)
+                left = meter.remaining_s()
+                with anyio.move_on_after(left if left is not None else math.inf) as scope:
+                    # Abandoned on the time limit: the next chunk tells llama.cpp to stop.
+                    await anyio.to_thread.run_sync(
+                        self._stream, body, on_chunk, got, abandon_on_cancel=True
+                    )
+                tg.cancel_scope.cancel()
+        finally:
+            # However this call ends (a failing progress callback, the caller cancelling),
+            # a generation still running is stopped at its next chunk.
+            meter.abandoned = True
+        if failed:
+            raise failed[0]
         if scope.cancelled_caught:
             meter.check_time()
             meter.stop("timeout", f"the time limit of {meter.timeout_s:g} s was reached")
@@ -359,7 +373,7 @@ def _take(chunk: Any, meter: Meter, got: dict[str, Any]) -> bool:
             meter.feed(content)
         if reason := choice.get("finish_reason"):
             got["finish"] = reason
-    return meter.check_time()
+    return meter.check_time() or meter.abandoned
 
 
 def _cores() -> int:

@@ -87,6 +87,8 @@ class Meter:
         self.stop_reason: str | None = None
         """``timeout`` or ``repetition`` once the call must stop."""
         self.finish_reason: str | None = None
+        self.abandoned = False
+        """Set when the caller stopped waiting: a stream still running must stop."""
         self.detail = ""
         self._last: tuple[Phase, float] | None = None
         self._unchecked = 0
