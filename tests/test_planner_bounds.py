@@ -176,7 +176,7 @@ def test_the_time_limit_stops_a_slow_reply(registry: ToolRegistry) -> None:
     first = planner.attempts[0]
     assert first.finish_reason == "timeout"
     assert first.issues[0].code == "timed_out"
-    assert 3 < first.output_tokens < 60
+    assert 0 < first.output_tokens < 60
     assert first.latency_s < 2
     assert "time limit (0.3 s)" in model.requests[1].messages[-1].content
     assert model.requests[0].timeout_s == 0.3
