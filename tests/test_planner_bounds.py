@@ -500,3 +500,16 @@ def test_a_failing_progress_callback_stops_the_local_generation() -> None:
         ask_local(local_with(server), on_progress=broken)
     assert server.stopped.wait(2)  # llama.cpp was told to stop at its next token
     assert server.sent < 200
+
+
+def test_demo_shows_planning_progress_unless_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = ScriptedLLM([Streamed(demo.PLAN)] * 2)
+    monkeypatch.setattr("planlock.cli._demo.load_model", lambda spec=None: model)
+    loud = CliRunner().invoke(app, ["demo", "--yes"])
+    assert loud.exit_code == 0, loud.output
+    assert "scripted writing the plan" in loud.output
+    assert "scripted attempt 1/3: " in loud.output
+    quiet = CliRunner().invoke(app, ["demo", "--yes", "--quiet"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "writing the plan" not in quiet.output
+    assert "planned by scripted" in quiet.output

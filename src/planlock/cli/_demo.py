@@ -57,6 +57,7 @@ def run_demo(
     plan_file: Path | None = None,
     shipped_plan: bool = False,
     compare_react: bool = False,
+    quiet: bool = False,
 ) -> int:
     desk = demo.HelpDesk.sample()
     registry = demo.build_registry(desk)
@@ -86,7 +87,7 @@ def run_demo(
         llm = _model(out, model)
         if llm is None:
             return EXIT_USAGE
-        planned = _plan(out, llm, registry, journal, run_id)
+        planned = _plan(out, llm, registry, journal, run_id, quiet=quiet)
         if isinstance(planned, int):
             return planned
         plan = planned
@@ -152,9 +153,15 @@ def _load_plan(out: Console, plan_file: Path | None) -> Plan | None:
 
 
 def _plan(
-    out: Console, llm: LLM, registry: ToolRegistry, journal: Journal, run_id: str
+    out: Console,
+    llm: LLM,
+    registry: ToolRegistry,
+    journal: Journal,
+    run_id: str,
+    *,
+    quiet: bool = False,
 ) -> Plan | int:
-    progress = PlanProgress(out, llm.name, 3)
+    progress = PlanProgress(out, llm.name, 3, enabled=not quiet)
     planner = Planner(llm, registry, journal=journal, on_progress=progress)
     label = getattr(llm, "model_label", llm.name)
     where = "in process, offline" if llm.name.startswith("local") else "remote"

@@ -321,6 +321,7 @@ def demo_cmd(
             "--compare-react", help="Also run a ReAct agent on the same goal and compare."
         ),
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run the seed's customer-support scenario end to end, offline: plan with the local model,
     approve, execute, and show where the injected instruction went."""
@@ -333,5 +334,6 @@ def demo_cmd(
         plan_file=plan_file,
         shipped_plan=shipped_plan,
         compare_react=compare_react,
+        quiet=quiet,
     )
     raise typer.Exit(code)
