@@ -63,6 +63,7 @@ EventKind = Literal[
     "endorsement_used",
     "endorsement_revoked",
     "checkpoint",
+    "planning_progress",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 GENESIS = "0" * 64
