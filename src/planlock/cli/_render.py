@@ -205,8 +205,8 @@ def tools_table(registry: ToolRegistry, pins: Mapping[str, str] | None = None) -
     table.add_column("output")
     imported = any(t.origin is not None for t in registry)
     if imported:
-        table.add_column("source")
-        table.add_column("server hints (untrusted)")
+        table.add_column("source", overflow="fold")
+        table.add_column("server hints (untrusted)", overflow="fold")
     if pins is not None:
         table.add_column("pin")
     for t in sorted(registry, key=lambda t: t.name):
@@ -238,9 +238,14 @@ def _source(origin: Mapping[str, Any] | None) -> str:
 
 
 def _hints(origin: Mapping[str, Any] | None) -> str:
-    """The MCP annotations as the server gave them (``readOnlyHint=true``...)."""
+    """The MCP annotations as the server gave them: ``readOnly`` for ``readOnlyHint: true``,
+    ``not openWorld`` for ``openWorldHint: false``."""
     notes = (origin or {}).get("annotations") or {}
-    return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(notes.items()) if k.endswith("Hint"))
+    return ", ".join(
+        ("" if v is True else "not " if v is False else f"{json.dumps(v)} ") + k.removesuffix("Hint")
+        for k, v in sorted(notes.items())
+        if k.endswith("Hint")
+    )
 
 
 def events_table(events: Sequence[Event]) -> Table:
