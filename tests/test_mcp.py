@@ -1,6 +1,6 @@
-"""MCP tools against a real MCP server (tests/data/mcp_notes_server.py, the official SDK), started as
-a subprocess over stdio and over streamable HTTP on 127.0.0.1: pins, rug pulls, undeclared
-effects and lying annotations.
+"""MCP tools against a real MCP server (tests/data/mcp_notes_server.py, the official SDK),
+started as a subprocess over stdio and over streamable HTTP on 127.0.0.1: pins, rug pulls,
+undeclared effects and lying annotations.
 
 Each stdio call starts the server (about a second), so these tests are ``slow``.
 """
@@ -176,7 +176,7 @@ def test_a_server_claiming_read_only_on_a_destructive_tool_gets_no_auto_approval
     # Even a policy that allows everything it can lets no undeclared tool run unasked.
     permissive = Policy.from_data(
         {
-            "effects": {e: "allow" for e in ("read", "write", "delete", "send", "pay")},
+            "effects": dict.fromkeys(("read", "write", "delete", "send", "pay"), "allow"),
             "untrusted_to_sensitive": "allow",
             "rules": [{"tool": "delete_note", "action": "allow"}],
         },
@@ -188,12 +188,16 @@ def test_a_server_claiming_read_only_on_a_destructive_tool_gets_no_auto_approval
     assert calls(notes) == []
     assert (notes / "hello.txt").exists()
     # Declared as a delete: still a person's decision under the default policy.
-    declared = stdio_file(tmp_path, notes, '\n[servers.notes.tools.delete_note]\neffect = "delete"\n')
+    declared = stdio_file(
+        tmp_path, notes, '\n[servers.notes.tools.delete_note]\neffect = "delete"\n'
+    )
     with pytest.raises(ApprovalRequired):
         run_sync(deletion, mcp_tools(declared), journal=memory_journal())
     assert calls(notes) == []
     # A person approves: it runs, through the same executor.
-    result = run_sync(deletion, mcp_tools(declared), journal=memory_journal(), approver=approve_all())
+    result = run_sync(
+        deletion, mcp_tools(declared), journal=memory_journal(), approver=approve_all()
+    )
     assert result.ok, result.error
     assert calls(notes) == ["delete_note hello"]
 

@@ -242,7 +242,8 @@ def _hints(origin: Mapping[str, Any] | None) -> str:
     ``not openWorld`` for ``openWorldHint: false``."""
     notes = (origin or {}).get("annotations") or {}
     return ", ".join(
-        ("" if v is True else "not " if v is False else f"{json.dumps(v)} ") + k.removesuffix("Hint")
+        ("" if v is True else "not " if v is False else f"{json.dumps(v)} ")
+        + k.removesuffix("Hint")
         for k, v in sorted(notes.items())
         if k.endswith("Hint")
     )
