@@ -340,3 +340,36 @@ def test_streamable_http_pin_run_and_rug_pull(
         proc.terminate()
         proc.wait(timeout=10)
     assert calls(notes) == []
+
+
+# --- the README's example -----------------------------------------------------------------------
+
+
+def test_readme_mcp_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import shlex
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = re.search(r"```shell\n(planlock tools --tools examples/mcp.*?)```", readme, re.DOTALL)
+    assert block is not None
+    shutil.copytree(root / "examples" / "mcp", tmp_path / "examples" / "mcp")
+    toml = tmp_path / "examples" / "mcp" / "tools.toml"
+    toml.write_text(toml.read_text().replace('"python"', json.dumps(sys.executable)))
+    monkeypatch.chdir(tmp_path)
+    commands = [ln.split("#")[0].strip() for ln in block.group(1).strip().splitlines()]
+    # Before the pin, the run is refused; after it, the read runs without asking anyone.
+    refused = runner.invoke(app, shlex.split(commands[2])[1:])
+    assert refused.exit_code == 1, refused.output
+    for command in commands:
+        result = runner.invoke(app, shlex.split(command)[1:])
+        assert result.exit_code == 0, f"{command}\n{result.output}"
+    assert "Hello from a note." in result.output
+    listed = json.loads(
+        runner.invoke(app, ["tools", "--tools", "examples/mcp/tools.toml", "--json"]).stdout
+    )
+    assert {t["name"]: (t["effect"], t["pin"]) for t in listed} == {
+        "read_note": ("read", "pinned"),
+        "delete_note": ("undeclared", "pinned"),
+    }

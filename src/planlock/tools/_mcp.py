@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import anyio
 
@@ -238,19 +240,34 @@ def _make(
 
 @contextlib.asynccontextmanager
 async def _connect(server: ServerConfig, base: Path) -> AsyncIterator[Client]:
-    from mcp import Client, StdioServerParameters  # noqa: PLC0415  (optional dependency)
+    from mcp import Client, StdioServerParameters, stdio_client  # noqa: PLC0415  (optional)
 
     target: Any
-    if server.url is not None:
-        target = server.url
-    else:
-        assert server.command is not None  # ServerConfig checks that one is given
-        cwd = (base / server.cwd) if server.cwd else base
-        target = StdioServerParameters(
-            command=server.command, args=list(server.args), env=dict(server.env), cwd=cwd
-        )
-    async with Client(target, read_timeout_seconds=server.timeout, cache=None) as client:
-        yield client
+    with contextlib.ExitStack() as files:
+        if server.url is not None:
+            target = server.url
+        else:
+            assert server.command is not None  # ServerConfig checks that one is given
+            cwd = (base / server.cwd) if server.cwd else base
+            params = StdioServerParameters(
+                command=server.command, args=list(server.args), env=dict(server.env), cwd=cwd
+            )
+            target = stdio_client(params, errlog=_errlog(files))
+        async with Client(target, read_timeout_seconds=server.timeout, cache=None) as client:
+            yield client
+
+
+def _errlog(files: contextlib.ExitStack) -> TextIO:
+    """Where a stdio server's stderr goes: this process's stderr when it is a real file (it may
+    be a test runner's buffer, which a subprocess cannot write to), else nowhere."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (OSError, ValueError, AttributeError):
+            continue
+    return files.enter_context(open(os.devnull, "w"))  # noqa: PTH123
 
 
 async def _list_tools(client: Client) -> list[McpToolDef]:
