@@ -1,13 +1,18 @@
-"""The core commands: validate, tools, run, journal show/verify; and the entry point."""
+"""The core commands: validate, tools, run, journal show/verify; the options every command
+shares (``--version``, ``-v``/``-q``); and the entry point."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
+from planlock._version import __version__
 from planlock.agent import run_sync
 from planlock.cli import _render
 from planlock.cli._app import (
@@ -50,6 +55,70 @@ from planlock.errors import (
 from planlock.validation import validate
 
 
+class _StderrHandler(logging.Handler):
+    """Writes log records to the standard error of the moment (a test runner may swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int) -> Callable[[], None]:
+    """Show the ``planlock`` loggers' records on stderr: warnings by default, info with -v,
+    debug with -vv, errors only with -q (verbosity -1). Returns what undoes it."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logger = logging.getLogger("planlock")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    before = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+    return undo
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"planlock {__version__}", highlight=False)
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            show_default=False,
+            help="Log more to stderr: -v what planlock does (info), -vv every detail (debug).",
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Log only errors (no warnings).")
+    ] = False,
+    version: Annotated[  # noqa: ARG001  (its eager callback prints it and exits)
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Plan-then-execute for LLM agents: validate, approve and run plans; audit the journal."""
+    ctx.call_on_close(configure_logging(-1 if quiet else verbose))
+
+
 @app.command("validate")
 def validate_cmd(
     plan: Annotated[str, typer.Argument(help="Plan file (JSON), or - for standard input.")],
@@ -67,7 +136,10 @@ def validate_cmd(
         print(json.dumps({"valid": True, "plan_hash": report.plan_hash}, indent=2))
     else:
         out.print(
-            f"[green]plan is valid[/]: {len(parsed.steps)} step(s), hash {report.plan_hash[:16]}"
+            Text.assemble(
+                ("plan is valid", "green"),
+                f": {len(parsed.steps)} step(s), hash {report.plan_hash[:16]}",
+            )
         )
 
 
@@ -194,16 +266,24 @@ def journal_verify(journal: JournalOpt = None, as_json: JsonOpt = False) -> None
         )
     elif report.ok:
         where = redact(path) if isinstance(path, str) else path
-        out.print(f"[green]journal intact[/]: {report.count} event(s) verified in {where}")
+        out.print(
+            Text.assemble(
+                ("journal intact", "green"), f": {report.count} event(s) verified in {where}"
+            )
+        )
     else:
-        err.print(f"[bold red]journal tampered[/]: event {report.first_bad}: {report.reason}")
+        err.print(
+            Text.assemble(
+                ("journal tampered", "bold red"), f": event {report.first_bad}: {report.reason}"
+            )
+        )
     raise typer.Exit(EXIT_OK if report.ok else EXIT_INVALID)
 
 
 def main() -> None:
     """Entry point: map library errors that escape to clear messages and exit codes."""
     try:
-        app()
+        app(prog_name="planlock")
     except PlanlockError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(Text.assemble(("error:", "bold red"), f" {exc}"))
         sys.exit(EXIT_USAGE)

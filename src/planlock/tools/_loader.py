@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from planlock.errors import ToolsNotFound
 from planlock.tools._registry import ToolRegistry
 
 __all__ = ["load_tools"]
+
+_log = logging.getLogger("planlock.tools")
 
 
 def load_tools(spec: str) -> ToolRegistry:
@@ -44,4 +47,5 @@ def load_tools(spec: str) -> ToolRegistry:
         obj = obj()
     if not isinstance(obj, ToolRegistry):
         raise ToolsNotFound(f"{spec} is a {type(obj).__name__}, not a ToolRegistry")
+    _log.info("tools: %d from %s (%s)", len(obj), spec, ", ".join(sorted(t.name for t in obj)))
     return obj
