@@ -187,6 +187,23 @@ def test_a_failed_steps_message_is_shown_as_written(tmp_path: Path, markup_tools
     assert f"step s1 failed: {message}" in shown  # under the result table (stdout)
 
 
+def test_ask_shows_a_failed_steps_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    plan = {"steps": [{"id": "1", "tool": "fetch_account", "args": {"account_id": "nobody"}}]}
+    monkeypatch.setattr("planlock.cli._plan.load_model", lambda spec=None: ScriptedLLM([plan]))
+    result = runner.invoke(
+        app,
+        [
+            *["ask", "Look up nobody", "--tools", TOOLS, "--max-replans", "0"],
+            *["--journal", str(tmp_path / "j.db")],
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 4
+    shown = flat(result.output)
+    assert "step 1 failed: tool_error: 'nobody'" in shown  # progress: the KeyError's message
+    assert "step 1 failed: 'nobody'" in shown  # under the result table
+
+
 def test_error_messages_with_markup_print_literally(tmp_path: Path) -> None:
     plan = plan_file(tmp_path, {"id": "s1", "tool": "shout", "args": {"text": "x"}})
     result = runner.invoke(app, ["validate", plan, "--tools", "no/such[/]dir/t.py:registry"])
