@@ -253,9 +253,9 @@ def test_every_command_takes_input_and_its_context_alias(option: str, tmp_path: 
         # the option is read: with one input missing, the plan names an input nobody gave
         short = runner.invoke(app, [command, str(path), "--tools", TOOLS, *given[:-2]])
         assert short.exit_code == 1, (command, short.output)
-    for command in (["run"], ["ask"], ["plan"], ["submit"], ["durable", "submit"]):
-        shown = flat(runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).output)
-        assert "--input,--context -i,-c NAME=JSON" in shown, command
+    for argv in (["run"], ["ask"], ["plan"], ["submit"], ["durable", "submit"]):
+        shown = flat(runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "200"}).output)
+        assert "--input,--context -i,-c NAME=JSON" in shown, argv
 
 
 def test_ask_takes_input_like_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
