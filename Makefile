@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test check lint typecheck unit unit-fast bench bench-planner clean postgres postgres-stop
+.PHONY: demo test check lint typecheck unit unit-fast bench bench-planner bench-import clean postgres postgres-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench: $(VENV)/.installed-dev
 ## Planner benchmark: plan quality, latency, LLM cost vs ReAct, with the local model (~20 min).
 bench-planner: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/planner.py
+
+## Start-up time: `import planlock` and `planlock --help` in fresh processes (~15 s).
+bench-import: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/import_time.py
 
 ## Start a local PostgreSQL on 127.0.0.1 (cluster in .pg/), create planlock's tables as their
 ## owner role (the application role may not), and print the application's DSN.

@@ -6,7 +6,6 @@ and a worker can pick up at ``execute`` with a stored grant.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -173,6 +172,8 @@ async def run(
 
 def run_sync(plan: Plan, registry: ToolRegistry, **kwargs: Any) -> RunResult:
     """``run`` for synchronous code. Refuses to run inside a running event loop."""
+    import asyncio  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

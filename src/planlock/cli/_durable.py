@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import typer
+from rich.text import Text
 
 from planlock.cli import _render
 from planlock.cli._app import (
@@ -36,13 +37,14 @@ from planlock.cli._app import (
     err,
     out,
 )
+from planlock.cli._types import PlanlockTyper
 from planlock.errors import ApprovalDenied, PlanInvalid, UsageError
 from planlock.journal import Event
 
 if TYPE_CHECKING:
     from planlock.durable import DurableClient
 
-durable_app = typer.Typer(
+durable_app = PlanlockTyper(
     help="The durable engine (DBOS): submit runs, answer requests, adopt a dead worker's runs.",
     no_args_is_help=True,
 )
@@ -73,7 +75,7 @@ def _client(journal: str | None, db: str | None) -> DurableClient:
     except ImportError:
         _fail(
             EXIT_USAGE,
-            "the durable engine needs the 'durable' extra: pip install planlock[durable]",
+            "the durable engine needs the 'durable' extra: pip install 'planlock[durable]'",
         )
     return DurableClient(_open_journal(journal), db_url(db, journal))
 
@@ -136,7 +138,8 @@ def _decide(
     finally:
         client.close()
     verb = "approved" if approve else "denied"
-    out.print(f"[green]{verb}[/] {approval_id} as {decision.by}; delivered to the durable run")
+    said = f" {approval_id} as {decision.by}; delivered to the durable run"
+    out.print(Text.assemble((verb, "green"), said))
 
 
 @durable_app.command("approve")
@@ -214,7 +217,7 @@ def run_worker(
     except ImportError:
         _fail(
             EXIT_USAGE,
-            "the durable engine needs the 'durable' extra: pip install planlock[durable]",
+            "the durable engine needs the 'durable' extra: pip install 'planlock[durable]'",
         )
     registry = _registry(tools)
     wid = worker_id or socket.gethostname()
@@ -228,7 +231,7 @@ def run_worker(
     def show(event: Event) -> None:
         line = _render.progress_line(event)
         if line:
-            err.print(f"[dim]{event.run_id[-8:]}[/] {line}")
+            err.print(Text.assemble((event.run_id[-8:], "dim"), " ", line))
 
     worker.context.journal.listeners.append(show)
     stop = threading.Event()

@@ -1,17 +1,23 @@
-"""The core commands: validate, tools, run; and the entry point."""
+"""The core commands: validate, tools, run; the options every command shares (``--version``,
+``-v``/``-q``); and the entry point."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
+from planlock._version import __version__
 from planlock.agent import run_sync
 from planlock.cli import _render
 from planlock.cli._app import (
     EXIT_APPROVAL,
+    EXIT_OK,
     EXIT_USAGE,
     InputOpt,
     JournalOpt,
@@ -19,6 +25,7 @@ from planlock.cli._app import (
     PolicyOpt,
     ToolsOpt,
     _approver,
+    _close_opened,
     _endorsements,
     _fail,
     _inputs,
@@ -47,6 +54,71 @@ from planlock.tools import ToolRegistry, load_toolset
 from planlock.validation import validate
 
 
+class _StderrHandler(logging.Handler):
+    """Writes log records to the standard error of the moment (a test runner may swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int) -> Callable[[], None]:
+    """Show the ``planlock`` loggers' records on stderr: warnings by default, info with -v,
+    debug with -vv, errors only with -q (verbosity -1). Returns what undoes it."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logger = logging.getLogger("planlock")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    before = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+    return undo
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"planlock {__version__}", highlight=False)
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            show_default=False,
+            help="Log more to stderr: -v what planlock does (info), -vv every detail (debug).",
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Log only errors (no warnings).")
+    ] = False,
+    version: Annotated[  # noqa: ARG001  (its eager callback prints it and exits)
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Plan-then-execute for LLM agents: validate, approve and run plans; audit the journal."""
+    ctx.call_on_close(configure_logging(-1 if quiet else verbose))
+    ctx.call_on_close(_close_opened)  # runs first (last in, first out): logging still on
+
+
 @app.command("validate")
 def validate_cmd(
     plan: Annotated[str, typer.Argument(help="Plan file (JSON), or - for standard input.")],
@@ -64,7 +136,10 @@ def validate_cmd(
         print(json.dumps({"valid": True, "plan_hash": report.plan_hash}, indent=2))
     else:
         out.print(
-            f"[green]plan is valid[/]: {len(parsed.steps)} step(s), hash {report.plan_hash[:16]}"
+            Text.assemble(
+                ("plan is valid", "green"),
+                f": {len(parsed.steps)} step(s), hash {report.plan_hash[:16]}",
+            )
         )
 
 
@@ -113,7 +188,7 @@ def tools_cmd(
         )
     else:
         for name, what in toolset.problems():
-            err.print(f"[yellow]not pinned[/]: {name}: {what}", highlight=False)
+            err.print(Text.assemble(("not pinned", "yellow"), f": {name}: {what}"), highlight=False)
 
 
 @app.command("run")
@@ -192,7 +267,7 @@ def run_cmd(
 def main() -> None:
     """Entry point: map library errors that escape to clear messages and exit codes."""
     try:
-        app()
+        app(prog_name="planlock")
     except PlanlockError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(Text.assemble(("error:", "bold red"), f" {exc}"))
         sys.exit(EXIT_USAGE)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
+from rich.text import Text
 from ulid import ULID
 
 from planlock.agent import run_sync
@@ -41,7 +42,6 @@ from planlock.cli._app import (
     out,
     report_result,
 )
-from planlock.cli._demo import run_demo
 from planlock.cli._plan_progress import PlanProgress
 from planlock.core import Plan
 from planlock.errors import (
@@ -65,17 +65,21 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
+        metavar="MODEL",
         help="local, local:/path/model.gguf, openai:MODEL, openai:MODEL@BASE_URL or "
         "anthropic:MODEL (default: $PLANLOCK_MODEL, else local).",
     ),
 ]
-ContextOpt = Annotated[
+InputOpt = Annotated[
     list[str] | None,
     typer.Option(
+        "--input",
+        "-i",
         "--context",
         "-c",
-        help="Trusted context as NAME=JSON (repeatable). The planner sees names and types; "
-        "the run gets the values.",
+        metavar="NAME=JSON",
+        help="A trusted input as NAME=JSON (repeatable; --context is the same option). The "
+        "planner sees names and types; the run gets the values.",
     ),
 ]
 AttemptsOpt = Annotated[
@@ -99,10 +103,6 @@ TimeoutOpt = Annotated[
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No planning progress on the terminal.")
 ]
-
-
-def _context(pairs: list[str] | None) -> dict[str, Any]:
-    return _inputs(pairs, "--context")
 
 
 def _model(spec: str | None) -> LLM:
@@ -148,7 +148,9 @@ def _make_plan(
     except PlanningFailed as exc:
         if not as_json:
             for a in exc.attempts:
-                err.print(f"[yellow]attempt {a.number}[/]: {len(a.issues)} issue(s)")
+                err.print(
+                    Text.assemble((f"attempt {a.number}", "yellow"), f": {len(a.issues)} issue(s)")
+                )
                 err.print(_render.issues_table(a.issues))
         _no_plan(as_json, "invalid", str(exc), [a.to_json() for a in exc.attempts])
     except LLMError as exc:
@@ -167,7 +169,7 @@ def plan_cmd(
     goal: GoalArg,
     tools: ToolsOpt,
     model: ModelOpt = None,
-    context: ContextOpt = None,
+    input_: InputOpt = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the plan (JSON) to this file.")
     ] = None,
@@ -185,7 +187,7 @@ def plan_cmd(
 ) -> None:
     """Write a validated plan for GOAL with the planner model; print it (and save it with -o)."""
     registry = _registry(tools)
-    ctx = _context(context)
+    ctx = _inputs(input_)
     llm = _model(model)
     j = _open_journal(journal) if journal else None
     plan = _make_plan(
@@ -212,7 +214,8 @@ def plan_cmd(
         return
     out.print(_render.plan_table(plan, registry))
     where = f"; written to {output}" if output else ""
-    out.print(f"[green]plan is valid[/]: {len(plan.steps)} step(s), hash {plan.hash[:16]}{where}")
+    shown = f": {len(plan.steps)} step(s), hash {plan.hash[:16]}{where}"
+    out.print(Text.assemble(("plan is valid", "green"), shown))
 
 
 @app.command("ask")
@@ -220,7 +223,7 @@ def ask_cmd(
     goal: GoalArg,
     tools: ToolsOpt,
     model: ModelOpt = None,
-    context: ContextOpt = None,
+    input_: InputOpt = None,
     journal: JournalOpt = None,
     approve: Annotated[
         str | None,
@@ -252,7 +255,7 @@ def ask_cmd(
     """
     registry = _registry(tools)
     rules = _policy(policy, registry)
-    ctx = _context(context)
+    ctx = _inputs(input_)
     llm = _model(model)
     approver = _approver(approve)
     j = _open_journal(journal)
@@ -325,6 +328,8 @@ def demo_cmd(
 ) -> None:
     """Run the seed's customer-support scenario end to end, offline: plan with the local model,
     approve, execute, and show where the injected instruction went."""
+
+    from planlock.cli._demo import run_demo  # noqa: PLC0415  (the demo's tools load on use)
 
     code = run_demo(
         out,

@@ -13,6 +13,7 @@ from typing import Self
 
 from rich.console import Console
 from rich.status import Status
+from rich.text import Text
 
 from planlock.llm import Progress
 
@@ -96,15 +97,15 @@ class PlanProgress:
             return
         line = describe(progress, self.max_attempts)
         if progress.phase == "done":
-            self.console.print(f"[dim]{self.backend}[/] {line}", highlight=False)
+            self.console.print(Text.assemble((self.backend, "dim"), f" {line}"), highlight=False)
             return
         if self._status is not None:
-            self._status.update(f"planning with {self.backend}: {line}")
+            self._status.update(Text(f"planning with {self.backend}: {line}"))
             return
         key = (progress.attempt, progress.phase)
         if key != self._last:
             self._last = key
-            self.console.print(f"[dim]{self.backend}[/] {line}", highlight=False)
+            self.console.print(Text.assemble((self.backend, "dim"), f" {line}"), highlight=False)
 
 
 def _tokens(n: int) -> str:

@@ -35,6 +35,7 @@ from planlock.cli._app import (
     err,
     out,
 )
+from planlock.cli._types import PlanlockTyper
 from planlock.errors import ApprovalDenied, PlanInvalid, UsageError
 from planlock.journal import Event
 from planlock.policy import assess
@@ -47,7 +48,7 @@ from planlock.queue import (
 )
 from planlock.validation import analyse
 
-approvals_app = typer.Typer(help="List and inspect approval requests.", no_args_is_help=True)
+approvals_app = PlanlockTyper(help="List and inspect approval requests.", no_args_is_help=True)
 app.add_typer(approvals_app, name="approvals")
 
 NotifyOpt = Annotated[
@@ -243,10 +244,8 @@ def _decide(
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
     verb = "approved" if approve else "denied"
-    out.print(
-        f"[green]{verb}[/] {approval_id} as {decision.by} (plan {decision.plan_hash[:12]})",
-        soft_wrap=True,
-    )
+    said = f" {approval_id} as {decision.by} (plan {decision.plan_hash[:12]})"
+    out.print(Text.assemble((verb, "green"), said), soft_wrap=True)
     for e in getattr(decision, "endorsements", ()):
         out.print(
             Text(f"endorsed {e.id} as {e.label!r}: {e.source} -> {e.target or 'any sensitive'}")
@@ -380,7 +379,7 @@ def worker_cmd(
         _warn_notification_failed(event)
         line = _render.progress_line(event)
         if line:
-            err.print(f"[dim]{event.run_id[-8:]}[/] {line}")
+            err.print(Text.assemble((event.run_id[-8:], "dim"), " ", line))
 
     queue.journal.listeners.append(show)
 

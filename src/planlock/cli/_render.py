@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Group
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -128,42 +127,55 @@ def call_panel(request: ApprovalRequest) -> Panel:
         parts += [Text("you may endorse these values (approve them once for all):"), offers]
     body = Group(*parts)
     return Panel(
-        body, title=f"Approval requested for a call (step {request.step_id})", border_style="red"
+        body,
+        title=Text(f"Approval requested for a call (step {request.step_id})"),
+        border_style="red",
     )
 
 
-def progress_line(event: Event) -> str | None:
+def progress_line(event: Event) -> Text | None:
+    """One line of progress for an event, or None for events not shown. Plain text throughout:
+    step ids, tool names, error messages and labels may hold anything, brackets included."""
     d = event.data
     if event.kind == "step_started":
-        return f"[cyan]▶[/] step {d['step']} {d['tool']}"
+        return Text.assemble(("▶", "cyan"), f" step {d['step']} {d['tool']}")
     if event.kind == "step_finished":
-        return f"[green]✔[/] step {d['step']} finished ({d['duration_ms']:.1f} ms)"
+        return Text.assemble(
+            ("✔", "green"), f" step {d['step']} finished ({d['duration_ms']:.1f} ms)"
+        )
     if event.kind == "step_failed":
-        return f"[red]✘[/] step {d['step']} failed: {d['error_kind']}"
+        line = Text.assemble(("✘", "red"), f" step {d['step']} failed: {d.get('error_kind')}")
+        if d.get("error"):
+            line.append(f": {_short(d['error'], 200)}")
+        return line
     if event.kind == "step_skipped":
         if d.get("reason") == "condition":
             why = f"reads step {d['because']}, skipped" if "because" in d else "condition false"
-            return f"[blue]-[/] step {d['step']} skipped ({why})"
-        return f"[yellow]-[/] step {d['step']} skipped (depends on failed step {d['because']})"
+            return Text.assemble(("-", "blue"), f" step {d['step']} skipped ({why})")
+        return Text.assemble(
+            ("-", "yellow"), f" step {d['step']} skipped (depends on failed step {d['because']})"
+        )
     if event.kind == "approval_granted":
-        return f"[green]approved[/] by {d['by']} via {d['via']}"
+        return Text.assemble(("approved", "green"), f" by {d['by']} via {d['via']}")
     if event.kind == "endorsement_added":
-        said = escape(f"by {d['by']} as {d['label']!r} ({d['source']})")
-        return f"[green]endorsed[/] {said}"
+        said = f" by {d['by']} as {d['label']!r} ({d['source']})"
+        return Text.assemble(("endorsed", "green"), said)
     if event.kind == "endorsement_used":
-        said = escape(f"step {d['step']} {d['param']}: endorsed by {d['by']} as {d['label']!r}")
-        return f"[green]✎[/] {said}"
+        said = f" step {d['step']} {d['param']}: endorsed by {d['by']} as {d['label']!r}"
+        return Text.assemble(("✎", "green"), said)
     if event.kind == "replanned":
         if d.get("outcome") == "gave_up":
-            return "[yellow]↻[/] replanning gave up"
-        where = "inside" if d["within_envelope"] else "[bold]beyond[/]"
-        head = (
-            f"[yellow]↻[/] replanned ({d['reason']}, attempt {d['attempt']}, {where} the approval)"
+            return Text.assemble(("↻", "yellow"), " replanning gave up")
+        where = Text("inside") if d["within_envelope"] else Text("beyond", style="bold")
+        return Text.assemble(
+            ("↻", "yellow"),
+            f" replanned ({d['reason']}, attempt {d['attempt']}, ",
+            where,
+            f" the approval): {diff_text(d['diff'])}",
         )
-        return f"{head}: {diff_text(d['diff'])}"
     if event.kind == "checkpoint_reviewed":
         verdict = "revise" if d["needs_revision"] else "plan still valid"
-        return f"[blue]◆[/] checkpoint after step {d['step']}: {verdict}"
+        return Text.assemble(("◆", "blue"), f" checkpoint after step {d['step']}: {verdict}")
     return None
 
 
@@ -189,9 +201,13 @@ def result_panel(result: RunResult) -> Panel:
     title = f"Run {result.run_id}: {result.status}"
     if result.replans:
         title += f", after {result.replans} replan(s)"
+    body: Table | Group = table
     if not result.ok:
         title += f" (step {result.failed_step}: {result.error_kind})"
-    return Panel(table, title=title, border_style="green" if result.ok else "red")
+        if result.error:
+            failed = Text.assemble((f"step {result.failed_step} failed: ", "red"), result.error)
+            body = Group(table, failed)
+    return Panel(body, title=Text(title), border_style="green" if result.ok else "red")
 
 
 def tools_table(registry: ToolRegistry, pins: Mapping[str, str] | None = None) -> Table:
@@ -283,7 +299,7 @@ def journal_summary(events: Sequence[Event]) -> Text:
 
 
 def report_table(report: RiskReport) -> Group:
-    table = Table(title=f"Risk report for plan {report.plan_hash[:12]}", title_justify="left")
+    table = Table(title=Text(f"Risk report for plan {report.plan_hash[:12]}"), title_justify="left")
     table.add_column("step", style="cyan")
     table.add_column("tool", style="bold")
     table.add_column("effect")
@@ -331,7 +347,9 @@ def stored_request(item: dict[str, Any]) -> Panel:
     if item.get("inputs"):
         parts.append(Text("trusted inputs: " + json.dumps(item["inputs"], ensure_ascii=False)))
     if req.get("args") is not None:
-        call = Table(show_header=True, header_style="bold", title=f"call of step {req['step_id']}")
+        call = Table(
+            show_header=True, header_style="bold", title=Text(f"call of step {req['step_id']}")
+        )
         call.add_column("argument")
         call.add_column("exact value")
         call.add_column("came from")

@@ -12,10 +12,11 @@ from rich.table import Table
 
 from planlock.cli._app import EXIT_APPROVAL, EXIT_USAGE, JournalOpt, JsonOpt, _fail, app, out
 from planlock.cli._queue import SelfOpt, WideOpt, _queue, table_console
+from planlock.cli._types import PlanlockTyper
 from planlock.errors import UsageError
 from planlock.queue import STATES, self_approval_problem
 
-runs_app = typer.Typer(
+runs_app = PlanlockTyper(
     help="The queue's runs: their states (stranded = the worker's lease expired), resume, "
     "re-queue.",
     invoke_without_command=True,

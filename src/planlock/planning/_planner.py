@@ -10,8 +10,8 @@ message saying what happened. Every call is journaled, its progress too (``plann
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -43,6 +43,8 @@ from planlock.tools import ToolRegistry
 from planlock.validation import Issue, validate
 
 __all__ = ["PlanAttempt", "Planner", "plan", "plan_sync"]
+
+_log = logging.getLogger("planlock.planning")
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class Planner:
                 )
                 raise CannotPlan(self.llm.name, outcome)
             plan_, issues = outcome
+            _log.info("planner %s, attempt %d: %d issue(s)", self.llm.name, number, len(issues))
             self.attempts.append(
                 PlanAttempt(
                     number,
@@ -380,6 +383,8 @@ async def plan(
 
 def plan_sync(goal: str, registry: ToolRegistry, llm: LLM, **kwargs: Any) -> Plan:
     """``plan`` for synchronous code. Refuses to run inside a running event loop."""
+    import asyncio  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import jsonschema
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planlock.errors import UsageError
@@ -70,6 +68,8 @@ class Rule(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> Rule:
         if self.args is not None:
+            import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
             try:
                 jsonschema.Draft202012Validator.check_schema(self.args)
             except jsonschema.SchemaError as exc:
@@ -124,12 +124,20 @@ class Policy(BaseModel):
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read policy {p}: {exc.strerror}") from None
-        try:
-            data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
-        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-            raise UsageError(
-                f"policy {p} is not valid {p.suffix.lstrip('.').upper()}: {exc}"
-            ) from None
+        if p.suffix == ".toml":
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise UsageError(f"policy {p} is not valid TOML: {exc}") from None
+        else:
+            import yaml  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise UsageError(
+                    f"policy {p} is not valid {p.suffix.lstrip('.').upper()}: {exc}"
+                ) from None
         return cls.from_data(data or {}, registry, source=str(p))
 
     @classmethod
@@ -261,7 +269,7 @@ def evaluate(
             looked_at = [p for p in args if needed is None or p in needed]
             if not all(known(p) for p in looked_at):
                 undecided = True  # depends on values only the run will know
-            elif not jsonschema.Draft202012Validator(rule.args).is_valid(dict(args)):
+            elif not _validator(rule.args).is_valid(dict(args)):
                 continue
         if rule.untrusted is not None or rule.chosen is not None:
             hit, message = _flow_hit(rule, args, untrusted, chosen, describe, label)
@@ -364,3 +372,9 @@ def _sources(
 ) -> str:
     labels = sorted({s for p in params for s in untrusted[p]})
     return "from " + ", ".join(describe(s) for s in labels)
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
+    return jsonschema.Draft202012Validator(schema)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import httpx
-
 __all__ = ["Notifier", "WebhookNotifier", "approval_message"]
 
 
@@ -27,6 +25,8 @@ class WebhookNotifier:
         self.timeout = timeout
 
     def notify(self, message: dict[str, Any]) -> None:
+        import httpx  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
         response = httpx.post(self.url, json=message, timeout=self.timeout)
         response.raise_for_status()
 

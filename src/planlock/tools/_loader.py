@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from planlock.tools._mcp import mcp_tools
 from planlock.tools._registry import ToolRegistry
 
 __all__ = ["load_tools"]
+
+_log = logging.getLogger("planlock.tools")
 
 
 def load_tools(spec: str) -> ToolRegistry:
@@ -49,4 +52,5 @@ def load_tools(spec: str) -> ToolRegistry:
         obj = obj()
     if not isinstance(obj, ToolRegistry):
         raise ToolsNotFound(f"{spec} is a {type(obj).__name__}, not a ToolRegistry")
+    _log.info("tools: %d from %s (%s)", len(obj), spec, ", ".join(sorted(t.name for t in obj)))
     return obj

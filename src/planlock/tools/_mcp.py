@@ -22,7 +22,6 @@ imported only when an MCP tools file is loaded.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -167,6 +166,8 @@ def mcp_tools(path: str | Path) -> ToolRegistry:
 
 def load_toolset(path: str | Path) -> McpToolset:
     """``McpToolset.load`` for synchronous code."""
+    import asyncio  # noqa: PLC0415  (costs ~50 ms at import; only needed here)
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -12,7 +12,7 @@ import re
 import typing
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import docstring_parser
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
@@ -21,6 +21,8 @@ from planlock.core import normalize_path
 from planlock.errors import UsageError
 
 __all__ = ["EFFECTS", "Effect", "StepContext", "Tool", "ToolRegistry"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 Effect = Literal["read", "write", "delete", "send", "pay"]
 EFFECTS: tuple[str, ...] = typing.get_args(Effect)
@@ -169,8 +171,10 @@ class ToolRegistry:
         self._tools[tool.name] = tool
         return tool
 
+    # The decorator returns the function itself, so both forms keep its exact type: a type
+    # checker sees the real signature of a decorated tool (tests/test_cli_conventions.py).
     @overload
-    def tool(self, fn: Callable[..., Any]) -> Callable[..., Any]: ...
+    def tool(self, fn: _F) -> _F: ...
     @overload
     def tool(
         self,
@@ -182,7 +186,7 @@ class ToolRegistry:
         trusted_output: bool | Sequence[str] = False,
         idempotent: bool = False,
         timeout: float | None = None,
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
+    ) -> Callable[[_F], _F]: ...
 
     def tool(
         self,

@@ -13,7 +13,6 @@ import copy
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
 
@@ -42,6 +41,8 @@ class _SchemaArgs(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _against_schema(cls, data: Any) -> Any:
+        import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
         validator = jsonschema.Draft202012Validator(cls.planlock_schema)
         errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
         if errors:
@@ -86,6 +87,8 @@ def schema_tool(
     if timeout is not None and timeout <= 0:
         raise UsageError(f"tool '{name}': timeout must be positive")
     schema = _object_schema(name, input_schema)
+    import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
