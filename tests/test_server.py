@@ -142,6 +142,9 @@ def test_submit_approve_run_and_every_request_is_journaled_with_its_caller(
     assert (r.json()["by"], r.json()["approved"]) == ("alice", True)
     wait_for(lambda: run_status(client, sub["run_id"]) == "succeeded")
     assert [m.to for m in desk.outbox] == ["dana@example.com"]
+    (listed,) = client.get("/api/runs", headers=auth("sam")).json()
+    assert (listed["state"], listed["lease_expires_at"]) == ("done", None)  # released at the end
+    assert listed["claimed_by"].endswith(":http-0")
 
     events = journal_of(client).events(sub["run_id"])
     granted = [e for e in events if e.kind == "approval_granted"]

@@ -30,6 +30,7 @@ from planlock.errors import (
     ApprovalRequired,
     CannotPlan,
     JournalCorrupt,
+    LLMCutOff,
     LLMError,
     PlanInvalid,
     PlanlockError,
@@ -72,6 +73,7 @@ from planlock.llm import (
     LocalLLM,
     Message,
     OpenAILLM,
+    Progress,
     load_model,
 )
 from planlock.planning import Planner, plan, plan_schema, plan_sync
@@ -109,6 +111,7 @@ __all__ = [
     "Journal",
     "JournalCorrupt",
     "JournalStore",
+    "LLMCutOff",
     "LLMError",
     "LLMReply",
     "LLMRequest",
@@ -125,6 +128,7 @@ __all__ = [
     "PlanningFailed",
     "Policy",
     "PostgresStore",
+    "Progress",
     "Reason",
     "Ref",
     "RiskReport",

@@ -14,6 +14,7 @@ The tree::
         ├── ApprovalMismatch  a grant that does not match the plan (or call) it is used for
         ├── StepFailed        a step failed; carries the step id and the error kind
         ├── LLMError          an LLM backend failed or answered out of contract
+        │   └── LLMCutOff     a reply stopped early (token or time limit, repetition); carries it
         └── JournalCorrupt    the hash chain does not verify; carries the first bad sequence number
 
 Exceptions carry data and have no side effects: nothing is logged when one is created.
@@ -36,6 +37,7 @@ __all__ = [
     "ApprovalRequired",
     "CannotPlan",
     "JournalCorrupt",
+    "LLMCutOff",
     "LLMError",
     "PlanInvalid",
     "PlanlockError",
@@ -76,16 +78,22 @@ class PlanningFailed(PlanInvalid):
     """The planner produced no valid plan within its attempts.
 
     ``attempts`` holds every attempt (its reply and issues); ``issues`` are the last attempt's.
+    ``advice`` says what to try next (given when replies were cut off), and ends the message.
     """
 
-    def __init__(self, backend: str, attempts: Sequence[PlanAttempt]) -> None:
+    def __init__(
+        self, backend: str, attempts: Sequence[PlanAttempt], advice: str | None = None
+    ) -> None:
         self.backend = backend
         self.attempts = tuple(attempts)
+        self.advice = advice
         self.issues = self.attempts[-1].issues if self.attempts else ()
         lines = [f"{backend}: no valid plan after {len(self.attempts)} attempt(s)"]
         for a in self.attempts:
             lines.append(f"attempt {a.number}: {len(a.issues)} issue(s)")
             lines.extend(f"  {i.path}: {i.message}" for i in a.issues)
+        if advice:
+            lines.append(advice)
         RunError.__init__(self, "\n".join(lines))
 
 
@@ -134,6 +142,36 @@ class LLMError(RunError):
     def __init__(self, backend: str, message: str) -> None:
         self.backend = backend
         super().__init__(f"{backend}: {message}")
+
+
+class LLMCutOff(LLMError):
+    """A reply that stopped before it was complete. ``reason`` says why: ``length`` (the token
+    limit), ``timeout`` (the time limit) or ``repetition`` (degenerate text, stopped while
+    streaming). ``partial`` is the text received until then (possibly empty).
+    """
+
+    def __init__(
+        self,
+        backend: str,
+        reason: str,
+        partial: str,
+        *,
+        output_tokens: int = 0,
+        input_tokens: int = 0,
+        latency_s: float = 0.0,
+        model: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.reason = reason
+        self.partial = partial
+        self.output_tokens = output_tokens
+        self.input_tokens = input_tokens
+        self.latency_s = latency_s
+        self.model = model
+        self.detail = detail
+        message = f"the reply did not finish (finish_reason={reason!r})"
+        message += f" after {output_tokens} tokens" + (f": {detail}" if detail else "")
+        super().__init__(backend, message)
 
 
 class JournalCorrupt(RunError):

@@ -27,6 +27,7 @@ from planlock.agent import run_sync
 from planlock.approval import ApprovalRequest, Decision, approve_all, auto_approve
 from planlock.cli import _render
 from planlock.cli._app import TerminalApprover
+from planlock.cli._plan_progress import PlanProgress
 from planlock.core import Plan
 from planlock.errors import (
     ApprovalDenied,
@@ -56,6 +57,7 @@ def run_demo(
     plan_file: Path | None = None,
     shipped_plan: bool = False,
     compare_react: bool = False,
+    quiet: bool = False,
 ) -> int:
     desk = demo.HelpDesk.sample()
     registry = demo.build_registry(desk)
@@ -85,7 +87,7 @@ def run_demo(
         llm = _model(out, model)
         if llm is None:
             return EXIT_USAGE
-        planned = _plan(out, llm, registry, journal, run_id)
+        planned = _plan(out, llm, registry, journal, run_id, quiet=quiet)
         if isinstance(planned, int):
             return planned
         plan = planned
@@ -151,13 +153,21 @@ def _load_plan(out: Console, plan_file: Path | None) -> Plan | None:
 
 
 def _plan(
-    out: Console, llm: LLM, registry: ToolRegistry, journal: Journal, run_id: str
+    out: Console,
+    llm: LLM,
+    registry: ToolRegistry,
+    journal: Journal,
+    run_id: str,
+    *,
+    quiet: bool = False,
 ) -> Plan | int:
-    planner = Planner(llm, registry, journal=journal)
+    progress = PlanProgress(out, llm.name, 3, enabled=not quiet)
+    planner = Planner(llm, registry, journal=journal, on_progress=progress)
     label = getattr(llm, "model_label", llm.name)
     where = "in process, offline" if llm.name.startswith("local") else "remote"
     started = time.perf_counter()
-    with out.status(f"planning with {llm.name} ({label}, {where})..."):
+    out.print(f"planning with {llm.name} ({label}, {where})...", highlight=False)
+    with progress:
         try:
             plan = anyio.run(_plan_async, planner, run_id)
         except CannotPlan as exc:

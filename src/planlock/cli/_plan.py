@@ -42,6 +42,7 @@ from planlock.cli._app import (
     report_result,
 )
 from planlock.cli._demo import run_demo
+from planlock.cli._plan_progress import PlanProgress
 from planlock.core import Plan
 from planlock.errors import (
     ApprovalDenied,
@@ -80,6 +81,24 @@ ContextOpt = Annotated[
 AttemptsOpt = Annotated[
     int, typer.Option("--max-attempts", min=1, help="Planner calls at most (repairs included).")
 ]
+MaxTokensOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-tokens", min=1, help="Reply tokens per planner call; a longer reply is cut off."
+    ),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=0,
+        help="Seconds per planner call (model loading included) before it is stopped "
+        "(0: no limit).",
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No planning progress on the terminal.")
+]
 
 
 def _context(pairs: list[str] | None) -> dict[str, Any]:
@@ -103,16 +122,26 @@ def _make_plan(
     run_id: str,
     max_attempts: int,
     as_json: bool,
+    max_tokens: int = 1024,
+    timeout: float = 120.0,
+    quiet: bool = False,
 ) -> Plan:
-    planner = Planner(llm, registry, max_attempts=max_attempts, journal=journal)
+    progress = PlanProgress(err, llm.name, max_attempts, enabled=not (quiet or as_json))
+    planner = Planner(
+        llm,
+        registry,
+        max_attempts=max_attempts,
+        journal=journal,
+        max_tokens=max_tokens,
+        timeout_s=timeout or None,
+        on_progress=progress,
+    )
 
     async def go() -> Plan:
         return await planner.plan(goal, context, run_id=run_id)
 
     try:
-        if as_json:
-            return anyio.run(go)
-        with err.status(f"planning with {llm.name}..."):
+        with progress:
             return anyio.run(go)
     except CannotPlan as exc:
         _no_plan(as_json, "cannot_plan", exc.reason, [])
@@ -143,6 +172,9 @@ def plan_cmd(
         Path | None, typer.Option("--output", "-o", help="Write the plan (JSON) to this file.")
     ] = None,
     max_attempts: AttemptsOpt = 3,
+    max_tokens: MaxTokensOpt = 1024,
+    timeout: TimeoutOpt = 120.0,
+    quiet: QuietOpt = False,
     journal: Annotated[
         str | None,
         typer.Option(
@@ -165,6 +197,9 @@ def plan_cmd(
         run_id=str(ULID()),
         max_attempts=max_attempts,
         as_json=as_json,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        quiet=quiet,
     )
     text = json.dumps(plan.canonical(), indent=2, ensure_ascii=False)
     if output is not None:
@@ -196,6 +231,9 @@ def ask_cmd(
         ),
     ] = None,
     max_attempts: AttemptsOpt = 3,
+    max_tokens: MaxTokensOpt = 1024,
+    timeout: TimeoutOpt = 120.0,
+    quiet: QuietOpt = False,
     max_replans: Annotated[
         int,
         typer.Option(
@@ -228,6 +266,9 @@ def ask_cmd(
         run_id=run_id,
         max_attempts=max_attempts,
         as_json=as_json,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        quiet=quiet,
     )
     j.listeners.append(_progress(as_json))
     if not as_json:
@@ -280,6 +321,7 @@ def demo_cmd(
             "--compare-react", help="Also run a ReAct agent on the same goal and compare."
         ),
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run the seed's customer-support scenario end to end, offline: plan with the local model,
     approve, execute, and show where the injected instruction went."""
@@ -292,5 +334,6 @@ def demo_cmd(
         plan_file=plan_file,
         shipped_plan=shipped_plan,
         compare_react=compare_react,
+        quiet=quiet,
     )
     raise typer.Exit(code)

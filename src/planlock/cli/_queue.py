@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import anyio
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -37,7 +38,13 @@ from planlock.cli._app import (
 from planlock.errors import ApprovalDenied, PlanInvalid, UsageError
 from planlock.journal import Event
 from planlock.policy import assess
-from planlock.queue import ApprovalQueue, WebhookNotifier, parse_duration
+from planlock.queue import (
+    ApprovalQueue,
+    Lease,
+    WebhookNotifier,
+    parse_duration,
+    self_approval_problem,
+)
 from planlock.validation import analyse
 
 approvals_app = typer.Typer(help="List and inspect approval requests.", no_args_is_help=True)
@@ -50,6 +57,37 @@ NotifyOpt = Annotated[
         help="Webhook URL to post pending approvals to [default: $PLANLOCK_WEBHOOK_URL].",
     ),
 ]
+
+
+WideOpt = Annotated[
+    bool,
+    typer.Option("--wide", help="Never cut a column: full ids, one row per line, to copy."),
+]
+SelfOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-self-approval",
+        help="Let NAME approve a run NAME submitted (default: refused, as in planlock serve) "
+        "[env: PLANLOCK_ALLOW_SELF_APPROVAL=1].",
+    ),
+]
+
+
+def _warn_notification_failed(event: Event) -> None:
+    """A webhook that failed is journaled (``notification_failed``) and said on stderr."""
+    if event.kind == "notification_failed":
+        err.print(
+            f"warning: the webhook failed for approval {event.data.get('approval_id')}: "
+            f"{event.data.get('error')} (the request is queued; journaled as notification_failed)",
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def table_console(wide: bool) -> Console:
+    """Where tables go: the terminal, or with ``--wide`` a console as wide as any row."""
+    return Console(width=100_000, soft_wrap=True) if wide else out
 
 
 def _queue(journal: str | None, notify: str | None = None) -> ApprovalQueue:
@@ -98,6 +136,7 @@ def submit_cmd(
     rules = _policy(policy, registry)
     parsed = _load_plan(plan, as_json)
     queue = _queue(journal, notify)
+    queue.journal.listeners.append(_warn_notification_failed)
     try:
         expiry = parse_duration(expires_in)
 
@@ -124,14 +163,22 @@ def submit_cmd(
     else:
         print(submitted.run_id)
         if submitted.approval_id:
-            err.print(f"waiting for approval: planlock approvals show {submitted.approval_id}")
+            err.print(
+                f"waiting for approval {submitted.approval_id} (run {submitted.run_id}): "
+                f"planlock approvals show {submitted.approval_id}; planlock approve "
+                f"{submitted.run_id} --as NAME",
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
             err.print("nothing in this plan needs a person: approved by policy, ready for a worker")
 
 
 @approvals_app.command("list")
-def approvals_list(journal: JournalOpt = None, as_json: JsonOpt = False) -> None:
-    """List pending approval requests, oldest first."""
+def approvals_list(
+    journal: JournalOpt = None, as_json: JsonOpt = False, wide: WideOpt = False
+) -> None:
+    """List pending approval requests, oldest first (ids in full with --wide or --json)."""
     pending = _queue(journal).pending()
     if as_json:
         print(
@@ -140,7 +187,7 @@ def approvals_list(journal: JournalOpt = None, as_json: JsonOpt = False) -> None
         return
     table = Table(title=f"Pending approvals ({len(pending)})", title_justify="left")
     for col in ("id", "run", "kind", "step", "created", "expires", "why"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold", no_wrap=wide)
     for p in pending:
         req = p["request"]
         why = [r["message"] for r in req.get("reasons", [])] or [
@@ -155,7 +202,7 @@ def approvals_list(journal: JournalOpt = None, as_json: JsonOpt = False) -> None
             p["expires_at"] or "",
             Text("; ".join(why)),
         )
-    out.print(table)
+    table_console(wide).print(table)
 
 
 @approvals_app.command("show")
@@ -176,22 +223,30 @@ def approvals_show(
 
 
 def _decide(
-    approval_id: str,
+    ident: str,
     journal: str | None,
     *,
     approve: bool,
     by: str,
     reason: str,
     endorse: EndorseAs | None = None,
+    allow_self: bool = False,
 ) -> None:
+    queue = _queue(journal)
     try:
-        decision = _queue(journal).decide(
-            approval_id, approve=approve, by=by, reason=reason, endorse=endorse
-        )
+        approval_id = queue.approval_for(ident)
+        allow_self = allow_self or os.environ.get("PLANLOCK_ALLOW_SELF_APPROVAL") == "1"
+        problem = self_approval_problem(queue.submitted_by(approval_id), by)
+        if approve and problem and not allow_self:
+            _fail(EXIT_APPROVAL, f"{problem} (--allow-self-approval to permit it)")
+        decision = queue.decide(approval_id, approve=approve, by=by, reason=reason, endorse=endorse)
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
     verb = "approved" if approve else "denied"
-    out.print(f"[green]{verb}[/] {approval_id} as {decision.by} (plan {decision.plan_hash[:12]})")
+    out.print(
+        f"[green]{verb}[/] {approval_id} as {decision.by} (plan {decision.plan_hash[:12]})",
+        soft_wrap=True,
+    )
     for e in getattr(decision, "endorsements", ()):
         out.print(
             Text(f"endorsed {e.id} as {e.label!r}: {e.source} -> {e.target or 'any sensitive'}")
@@ -200,7 +255,10 @@ def _decide(
 
 @app.command("approve")
 def approve_cmd(
-    approval_id: Annotated[str, typer.Argument(help="The approval request's id.")],
+    approval_id: Annotated[
+        str,
+        typer.Argument(help="The approval request's id, or a run id with one pending request."),
+    ],
     by: Annotated[str, typer.Option("--as", help="Who approves.")],
     reason: Annotated[str, typer.Option(help="Why (journaled).")] = "",
     journal: JournalOpt = None,
@@ -222,6 +280,7 @@ def approve_cmd(
             "--any-target", help="With --endorse: the value may reach any sensitive parameter."
         ),
     ] = False,
+    allow_self_approval: SelfOpt = False,
 ) -> None:
     """Approve a pending request: single use, bound to the plan hash (and a call's arguments)."""
     if endorse is None and (param or any_target):
@@ -229,12 +288,23 @@ def approve_cmd(
     spec = None
     if endorse is not None:
         spec = EndorseAs(endorse, tuple(param) if param else None, any_target)
-    _decide(approval_id, journal, approve=True, by=by, reason=reason, endorse=spec)
+    _decide(
+        approval_id,
+        journal,
+        approve=True,
+        by=by,
+        reason=reason,
+        endorse=spec,
+        allow_self=allow_self_approval,
+    )
 
 
 @app.command("deny")
 def deny_cmd(
-    approval_id: Annotated[str, typer.Argument(help="The approval request's id.")],
+    approval_id: Annotated[
+        str,
+        typer.Argument(help="The approval request's id, or a run id with one pending request."),
+    ],
     by: Annotated[str, typer.Option("--as", help="Who denies.")],
     reason: Annotated[str, typer.Option(help="Why (required, journaled).")],
     journal: JournalOpt = None,
@@ -271,6 +341,16 @@ def worker_cmd(
     concurrency: Annotated[
         int | None, typer.Option(help="With --engine dbos: most runs at once on this worker.")
     ] = None,
+    lease: Annotated[
+        str,
+        typer.Option(
+            help="How long a run stays this worker's without a heartbeat; after that any "
+            "worker recovers it (90s, 2m)."
+        ),
+    ] = "30s",
+    heartbeat: Annotated[
+        str, typer.Option(help="How often the worker renews the lease of the run it executes.")
+    ] = "10s",
 ) -> None:
     """Execute approved runs, each exactly once; wait at run-time approvals."""
     if engine == "dbos":
@@ -288,11 +368,16 @@ def worker_cmd(
         return
     if engine != "queue":
         _fail(EXIT_USAGE, f"unknown engine {engine!r} (use queue or dbos)")
+    try:
+        held = Lease(parse_duration(lease), parse_duration(heartbeat))
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
     registry = _registry(tools)
     queue = _queue(journal, notify)
     wid = worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
     def show(event: Event) -> None:
+        _warn_notification_failed(event)
         line = _render.progress_line(event)
         if line:
             err.print(f"[dim]{event.run_id[-8:]}[/] {line}")
@@ -300,7 +385,9 @@ def worker_cmd(
     queue.journal.listeners.append(show)
 
     async def go() -> int:
-        return await queue.work(registry, wid, poll=poll, once=once, idle_exit=idle_exit)
+        return await queue.work(
+            registry, wid, poll=poll, once=once, idle_exit=idle_exit, lease=held
+        )
 
     done = anyio.run(go)
     err.print(f"worker {wid}: {done} run(s) executed")

@@ -21,6 +21,7 @@ from planlock.cli._app import (
     err,
 )
 from planlock.errors import UsageError
+from planlock.queue import Lease, parse_duration
 
 
 @app.command("serve")
@@ -114,6 +115,16 @@ def serve_cmd(
             min=1,
         ),
     ] = 60.0,
+    lease: Annotated[
+        str,
+        typer.Option(
+            help="The in-server workers' lease on a run: after this long without a heartbeat "
+            "any worker recovers it (90s, 2m)."
+        ),
+    ] = "30s",
+    heartbeat: Annotated[
+        str, typer.Option(help="How often an in-server worker renews its run's lease.")
+    ] = "10s",
 ) -> None:
     """Serve the HTTP API and the approval page (bearer tokens with roles)."""
     try:
@@ -131,8 +142,14 @@ def serve_cmd(
         store = TokenStore.load(tokens)
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
+    try:
+        held = Lease(parse_duration(lease), parse_duration(heartbeat))
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
     llm = _model(model) if model else None
-    engine = QueueEngine(_open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm)
+    engine = QueueEngine(
+        _open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm, lease=held
+    )
     config = ServerConfig(
         allow_self_approval=allow_self_approval,
         planner=llm,

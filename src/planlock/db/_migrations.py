@@ -8,7 +8,9 @@ each migration exactly once.
 The tables:
 
 - ``events``: the journal (append-only, hash-chained; see ``planlock.journal``);
-- ``runs``, ``approvals``: the approval queue's working state (``planlock.queue``);
+- ``runs``, ``approvals``: the approval queue's working state (``planlock.queue``); a claimed
+  run carries its worker's lease (``claimed_by``, ``lease_expires_at``), and ``queue_calls``
+  holds one row per tool call a queue worker started, with its outcome once it has one;
 - ``durable_runs``, ``durable_starts``, ``durable_deliveries``: the durable engine's
   (``planlock.durable``);
 - ``endorsements``: values a person endorsed, bound to their hash and source
@@ -130,6 +132,23 @@ _ENDORSEMENTS = """
         CREATE INDEX endorsements_value ON endorsements (value_hash, source);
 """
 
+# A run's lease, and the queue's record of started calls (R11: a row without an outcome is a
+# call that may or may not have happened).
+_LEASES = """
+        ALTER TABLE runs ADD COLUMN lease_expires_at TEXT;
+        CREATE TABLE queue_calls (
+            key TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            item INTEGER,
+            round INTEGER NOT NULL,
+            worker TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            outcome TEXT
+        );
+        CREATE INDEX queue_calls_run ON queue_calls (run_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0001_events",
@@ -155,6 +174,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0002_queue", _QUEUE),
     Migration("0003_durable", _DURABLE),
     Migration("0004_endorsements", _ENDORSEMENTS),
+    Migration("0005_queue_leases", _LEASES),
 )
 
 

@@ -49,6 +49,7 @@ EventKind = Literal[
     "run_finished",
     "run_queued",
     "run_claimed",
+    "run_requeued",
     "approval_used",
     "approval_expired",
     "notification_sent",
@@ -62,6 +63,7 @@ EventKind = Literal[
     "endorsement_used",
     "endorsement_revoked",
     "checkpoint",
+    "planning_progress",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 GENESIS = "0" * 64

@@ -3,10 +3,11 @@ local model.
 """
 
 from planlock.llm._anthropic import AnthropicLLM
-from planlock.llm._base import LLM, LLMReply, LLMRequest, Message
+from planlock.llm._base import LLM, LLMReply, LLMRequest, Message, Phase, Progress, ProgressCallback
 from planlock.llm._local import LocalLLM
 from planlock.llm._models import load_model
 from planlock.llm._openai import OpenAILLM
+from planlock.llm._stream import Meter, degenerate
 
 __all__ = [
     "LLM",
@@ -15,6 +16,11 @@ __all__ = [
     "LLMRequest",
     "LocalLLM",
     "Message",
+    "Meter",
     "OpenAILLM",
+    "Phase",
+    "Progress",
+    "ProgressCallback",
+    "degenerate",
     "load_model",
 ]

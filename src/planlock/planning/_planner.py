@@ -3,7 +3,9 @@
 The prompt is built from trusted input only (``_prompt``); the reply is constrained by a JSON
 Schema generated from the registry (``_plan_schema``). The parsed plan is validated against the
 registry; an invalid plan is sent back with every issue and regenerated, at most
-``max_attempts`` times. Every call is journaled.
+``max_attempts`` times. Each call is bounded by ``max_tokens`` and ``timeout_s``; a reply cut off
+there, or stopped for degenerate repetition (``LLMCutOff``), is repaired the same way, with a
+message saying what happened. Every call is journaled, its progress too (``planning_progress``).
 """
 
 from __future__ import annotations
@@ -12,15 +14,23 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 
 from planlock.core import Plan
-from planlock.errors import CannotPlan, LLMError, PlanInvalid, PlanningFailed, UsageError
+from planlock.errors import (
+    CannotPlan,
+    LLMCutOff,
+    LLMError,
+    PlanInvalid,
+    PlanningFailed,
+    UsageError,
+)
 from planlock.journal import Journal, llm_called
-from planlock.llm import LLM, LLMReply, LLMRequest, Message
+from planlock.llm import LLM, LLMReply, LLMRequest, Message, Progress, ProgressCallback
+from planlock.planning._cutoff import cut_off_advice, cut_off_issue, cut_off_message
 from planlock.planning._plan_schema import plan_schema
 from planlock.planning._prompt import (
     PLANNER_SYSTEM,
@@ -45,11 +55,14 @@ class PlanAttempt:
     input_tokens: int = 0
     output_tokens: int = 0
     latency_s: float = 0.0
+    finish_reason: str = "stop"
+    """``stop``, or why the reply was cut off: ``length``, ``timeout``, ``repetition``."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "attempt": self.number,
             "reply": self.reply,
+            "finish_reason": self.finish_reason,
             "issues": [i.to_json() for i in self.issues],
         }
 
@@ -58,8 +71,14 @@ class Planner:
     """Writes a validated plan for a goal, with a bounded repair loop.
 
     ``plan()`` raises ``CannotPlan`` when the model says the tools cannot serve the goal,
-    ``PlanningFailed`` (a ``PlanInvalid``) with every attempt's issues after ``max_attempts``,
-    and ``LLMError`` when the backend fails. Nothing runs in any of these cases.
+    ``PlanningFailed`` (a ``PlanInvalid``) with every attempt's issues after ``max_attempts``
+    (cut-off replies included: never an ``LLMCutOff``), and ``LLMError`` when the backend
+    fails. Nothing runs in any of these cases.
+
+    ``max_tokens`` and ``timeout_s`` bound each call (None: no time limit). ``on_progress``
+    gets every progress report (with the attempt; a repair's writing is phase ``repairing``);
+    the journal gets a ``planning_progress`` event at each phase change and at most every
+    ``progress_every_s`` seconds within one.
     """
 
     def __init__(
@@ -73,9 +92,16 @@ class Planner:
         journal: Journal | None = None,
         max_tokens: int = 1024,
         repair_temperature: float = 0.4,
+        timeout_s: float | None = 120.0,
+        on_progress: ProgressCallback | None = None,
+        progress_every_s: float = 5.0,
     ) -> None:
         if max_attempts < 1:
             raise UsageError("max_attempts must be at least 1")
+        if max_tokens < 1:
+            raise UsageError("max_tokens must be at least 1")
+        if timeout_s is not None and timeout_s <= 0:
+            raise UsageError("timeout_s must be positive (or None for no time limit)")
         self.llm = llm
         self.registry = registry
         self.max_attempts = max_attempts
@@ -84,6 +110,10 @@ class Planner:
         self.journal = journal
         self.max_tokens = max_tokens
         self.repair_temperature = repair_temperature
+        self.timeout_s = timeout_s
+        self.on_progress = on_progress
+        self.progress_every_s = progress_every_s
+        self._journaled: tuple[int, str, float] | None = None
         self.schema = plan_schema(registry, llm_step=llm_step, max_steps=max_steps)
         self.repair_schema = plan_schema(
             registry, llm_step=llm_step, cannot_plan=False, max_steps=max_steps
@@ -110,16 +140,43 @@ class Planner:
         messages = self.messages(goal, context)
         inputs = dict(context or {})
         self.attempts = []
+        self._journaled = None
+        judged = False  # has the model finished a reply (and so judged the goal plannable)?
         for number in range(1, self.max_attempts + 1):
             request = LLMRequest(
                 messages=tuple(messages),
                 purpose="plan",
-                json_schema=self.schema if number == 1 else self.repair_schema,
+                json_schema=self.repair_schema if judged else self.schema,
                 max_tokens=self.max_tokens,
                 # A greedy model tends to repeat its rejected plan: sample a little on repairs.
                 temperature=None if number == 1 else self.repair_temperature,
+                timeout_s=self.timeout_s,
+                on_progress=self._progress_for(run_id, number),
             )
-            reply = await self._call(request, run_id, number)
+            try:
+                reply = await self._call(request, run_id, number)
+            except LLMCutOff as exc:
+                issue = cut_off_issue(exc, self.max_tokens, self.timeout_s)
+                self._record(
+                    run_id,
+                    "plan_rejected",
+                    {"by": "planner", "attempt": number, "hash": None, "issues": [issue.to_json()]},
+                )
+                self.attempts.append(
+                    PlanAttempt(
+                        number,
+                        exc.partial,
+                        (issue,),
+                        exc.input_tokens,
+                        exc.output_tokens,
+                        exc.latency_s,
+                        exc.reason,
+                    )
+                )
+                # The cut-off text is not sent back: a loop shown to the model invites another.
+                messages += [Message("user", cut_off_message(exc, self.max_tokens, self.timeout_s))]
+                continue
+            judged = True
             outcome = self._check(reply.text, goal, inputs)
             if isinstance(outcome, str):
                 self._record(
@@ -177,12 +234,25 @@ class Planner:
                 Message("assistant", reply.text),
                 Message("user", repair_message(issues, hints)),
             ]
-        raise PlanningFailed(self.llm.name, self.attempts)
+        cut = [a.finish_reason for a in self.attempts if a.finish_reason != "stop"]
+        advice = cut_off_advice(cut, self.max_tokens, self.timeout_s) if cut else None
+        raise PlanningFailed(self.llm.name, self.attempts, advice)
 
     async def _call(self, request: LLMRequest, run_id: str, attempt: int) -> LLMReply:
         started = time.perf_counter()
         try:
             reply = await self.llm.complete(request)
+        except LLMCutOff as exc:
+            partial = LLMReply(
+                exc.partial,
+                exc.model or self.llm.name,
+                exc.input_tokens,
+                exc.output_tokens,
+                exc.latency_s or time.perf_counter() - started,
+                exc.reason,
+            )
+            self._record_call(run_id, request, attempt, reply=partial, error=exc)
+            raise
         except LLMError as exc:
             self._record_call(run_id, request, attempt, error=exc, started=started)
             raise
@@ -228,6 +298,33 @@ class Planner:
         )
         self._record(run_id, "llm_called", event)
 
+    def _progress_for(self, run_id: str, attempt: int) -> ProgressCallback:
+        def report(progress: Progress) -> None:
+            if attempt > 1 and progress.phase == "writing":
+                progress = replace(progress, phase="repairing")
+            progress = replace(progress, attempt=attempt)
+            if self.on_progress is not None:
+                self.on_progress(progress)
+            self._journal_progress(run_id, progress)
+
+        return report
+
+    def _journal_progress(self, run_id: str, progress: Progress) -> None:
+        """A ``planning_progress`` event at each phase change, else every ``progress_every_s``
+        (the end of a call is its ``llm_called`` event)."""
+        if self.journal is None or progress.phase == "done" or progress.attempt is None:
+            return
+        now = time.monotonic()
+        last = self._journaled
+        if (
+            last is not None
+            and last[:2] == (progress.attempt, progress.phase)
+            and now - last[2] < self.progress_every_s
+        ):
+            return
+        self._journaled = (progress.attempt, progress.phase, now)
+        self._record(run_id, "planning_progress", {"by": "planner", **progress.to_json()})
+
     def _check(
         self, text: str, goal: str, inputs: dict[str, Any]
     ) -> str | tuple[Plan | None, tuple[Issue, ...]]:
@@ -264,9 +361,20 @@ async def plan(
     journal: Journal | None = None,
     run_id: str = "planner",
     max_attempts: int = 3,
+    max_tokens: int = 1024,
+    timeout_s: float | None = 120.0,
+    on_progress: ProgressCallback | None = None,
 ) -> Plan:
     """Plan for ``goal`` over ``registry`` with ``llm`` (see ``Planner``)."""
-    planner = Planner(llm, registry, max_attempts=max_attempts, journal=journal)
+    planner = Planner(
+        llm,
+        registry,
+        max_attempts=max_attempts,
+        journal=journal,
+        max_tokens=max_tokens,
+        timeout_s=timeout_s,
+        on_progress=on_progress,
+    )
     return await planner.plan(goal, context, run_id=run_id)
 
 

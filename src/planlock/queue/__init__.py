@@ -4,6 +4,18 @@ approved plans.
 
 from planlock.queue._notify import WebhookNotifier
 from planlock.queue._queue import ApprovalQueue, Submitted
+from planlock.queue._replay import MAX_RESUMES, Lease
+from planlock.queue._runs import STATES, run_state, self_approval_problem
 from planlock.queue._store import parse_duration
 
-__all__ = ["ApprovalQueue", "Submitted", "WebhookNotifier", "parse_duration"]
+__all__ = [
+    "MAX_RESUMES",
+    "STATES",
+    "ApprovalQueue",
+    "Lease",
+    "Submitted",
+    "WebhookNotifier",
+    "parse_duration",
+    "run_state",
+    "self_approval_problem",
+]

@@ -42,11 +42,10 @@ def approval_message(
     an anchor key is set) goes into ``planlock.journal_head``: a receiver that keeps these has
     anchors outside the database (one per line is an anchor file for ``journal verify
     --anchor``)."""
-    what = (
-        f"call to step {request['step_id']}"
-        if request["kind"] == "call"
-        else f"plan {request['plan_hash'][:12]}"
-    )
+    what = {
+        "call": f"call to step {request.get('step_id')}",
+        "resume": f"resume of interrupted step {request.get('step_id')}",
+    }.get(request["kind"], f"plan {request['plan_hash'][:12]}")
     reasons = [r["message"] for r in request.get("reasons", [])] or [
         r["message"] for s in request["report"]["steps"] for r in s["reasons"]
     ]

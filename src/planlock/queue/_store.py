@@ -80,9 +80,11 @@ class QueueStore:
                 if cur.rowcount != 1:
                     continue  # another process expired it first (and journals it)
                 expired.append((approval_id, run_id))
+                # A run waiting at a run-time request stays with its worker, which reads the
+                # expiry as a denial of that call (and recovers it, if the worker died).
                 db.execute(
-                    "UPDATE runs SET status = 'expired' WHERE run_id = ? AND status IN "
-                    "('pending_approval', 'waiting_approval')",
+                    "UPDATE runs SET status = 'expired' WHERE run_id = ? "
+                    "AND status = 'pending_approval'",
                     (run_id,),
                 )
         for approval_id, run_id in expired:

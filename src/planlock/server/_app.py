@@ -31,6 +31,7 @@ from planlock.core import Plan
 from planlock.errors import ApprovalDenied, CannotPlan, LLMError, PlanInvalid, UsageError
 from planlock.journal import Journal
 from planlock.planning import Planner
+from planlock.queue import self_approval_problem
 from planlock.server._auth import Caller, Role, TokenStore
 from planlock.server._config import ServerConfig
 from planlock.server._engine import Engine, RunScope
@@ -347,8 +348,9 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
                 f"{item['plan_hash'][:12]} (args {str(item['args_hash'])[:12]}), not what you "
                 "saw: reload it and decide again",
             )
-        if approve and item["submitted_by"] == caller.name and not config.allow_self_approval:
-            raise HTTPException(403, f"{caller.name} submitted this run and may not approve it")
+        problem = self_approval_problem(item["submitted_by"], caller.name)
+        if approve and problem and not config.allow_self_approval:
+            raise HTTPException(403, problem)
         try:
             decision = engine.decide(
                 approval_id, approve=approve, by=caller.name, reason=body.reason, endorse=endorse

@@ -22,7 +22,7 @@ from planlock.errors import UsageError
 from planlock.journal import Journal, database_of
 from planlock.llm import LLM
 from planlock.policy import Policy
-from planlock.queue import ApprovalQueue, Submitted
+from planlock.queue import ApprovalQueue, Lease, Submitted
 from planlock.tools import ToolRegistry
 
 __all__ = ["Engine", "QueueEngine", "RunScope"]
@@ -34,6 +34,7 @@ _RUN_COLUMNS = (
     "submitted_by",
     "submitted_at",
     "claimed_by",
+    "lease_expires_at",
     "finished_at",
     "plan",
     "inputs",
@@ -126,6 +127,7 @@ class QueueEngine:
         tools_spec: str = "",
         llm: LLM | None = None,
         poll: float = 0.2,
+        lease: Lease | None = None,
     ) -> None:
         self.journal = journal
         self.registry = registry
@@ -133,6 +135,9 @@ class QueueEngine:
         self.tools_spec = tools_spec
         self.llm = llm
         self.poll = poll
+        self.lease = lease or Lease()
+        """The in-server workers' lease on a run (a dead server's runs are recovered by any
+        worker once it expires)."""
         self.queue = ApprovalQueue(journal)
         self._db = database_of(journal.store)
         """A second connection, for the reads the queue has no method for (runs)."""
@@ -225,7 +230,7 @@ class QueueEngine:
         while True:
             try:
                 outcome = await self.queue.work_one(
-                    self.registry, worker_id, llm=self.llm, poll=self.poll
+                    self.registry, worker_id, llm=self.llm, poll=self.poll, lease=self.lease
                 )
             except Exception as exc:  # keep serving; the journal holds what the run recorded
                 sys.stderr.write(f"planlock serve: worker {worker_id}: {exc!r}\n")

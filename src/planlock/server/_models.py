@@ -269,13 +269,19 @@ class EndorseOut(DecisionOut):
 class RunSummary(_Out):
     run_id: str
     status: str
-    """``pending_approval``, ``approved``, ``running``, ``waiting_approval``, ``succeeded``,
-    ``failed``, ``denied``, ``refused``, ``rejected`` or ``expired``."""
+    """``pending_approval``, ``approved``, ``running``, ``waiting_approval``,
+    ``waiting_resume``, ``succeeded``, ``failed``, ``denied``, ``refused``, ``rejected`` or
+    ``expired``."""
+    state: str
+    """What ``planlock runs`` shows: queued, awaiting approval, running, stranded (a worker holds
+    it and its lease expired), waiting for resume, done, failed, denied or expired."""
     plan_hash: str
     goal: str
     submitted_by: str
     submitted_at: str
     claimed_by: str | None
+    lease_expires_at: str | None
+    """When the lease of the worker holding the run expires (renewed while it runs)."""
     finished_at: str | None
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from planlock.approval import now_iso
 from planlock.core import Plan
 from planlock.journal import Event
+from planlock.queue import run_state
 from planlock.server._models import (
     ApprovalDetail,
     ApprovalSummary,
@@ -127,11 +129,13 @@ def run_summary(row: dict[str, Any]) -> RunSummary:
     return RunSummary(
         run_id=row["run_id"],
         status=row["status"],
+        state=run_state(row["status"], row.get("lease_expires_at"), now_iso()),
         plan_hash=row["plan_hash"],
         goal=row["goal"],
         submitted_by=row["submitted_by"],
         submitted_at=row["submitted_at"],
         claimed_by=row["claimed_by"],
+        lease_expires_at=row.get("lease_expires_at"),
         finished_at=row["finished_at"],
     )
 
