@@ -15,6 +15,8 @@ The tree::
         ├── StepFailed        a step failed; carries the step id and the error kind
         ├── LLMError          an LLM backend failed or answered out of contract
         │   └── LLMCutOff     a reply stopped early (token or time limit, repetition); carries it
+        ├── ToolPinMismatch   an MCP tool whose definition is not the pinned one (or has no pin)
+        ├── ToolCallFailed    an imported tool (MCP) answered with an error
         └── JournalCorrupt    the hash chain does not verify; carries the first bad sequence number
 
 Exceptions carry data and have no side effects: nothing is logged when one is created.
@@ -44,6 +46,8 @@ __all__ = [
     "PlanningFailed",
     "RunError",
     "StepFailed",
+    "ToolCallFailed",
+    "ToolPinMismatch",
     "ToolsNotFound",
     "UsageError",
 ]
@@ -181,3 +185,26 @@ class JournalCorrupt(RunError):
         self.seq = seq
         self.reason = reason
         super().__init__(f"journal corrupt at event {seq}: {reason}")
+
+
+class ToolPinMismatch(RunError):
+    """MCP tools whose definition (name, description, schemas, annotations) is not the one pinned
+    on approval: changed since ("rug pull") or never pinned. ``problems`` holds
+    ``(tool, what)`` for each; nothing runs."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]], hint: str = "") -> None:
+        self.problems = tuple(problems)
+        lines = [f"  {tool}: {what}" for tool, what in self.problems]
+        tail = f"\n{hint}" if hint else ""
+        super().__init__(
+            f"{len(self.problems)} MCP tool(s) do not match their pins:\n" + "\n".join(lines) + tail
+        )
+
+
+class ToolCallFailed(RunError):
+    """An imported tool (an MCP server's) answered a call with an error."""
+
+    def __init__(self, tool: str, message: str) -> None:
+        self.tool = tool
+        self.message = message
+        super().__init__(f"tool {tool} failed: {message}")

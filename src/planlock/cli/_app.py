@@ -28,6 +28,7 @@ from planlock.db import is_dsn
 from planlock.errors import (
     LLMError,
     PlanInvalid,
+    ToolPinMismatch,
     ToolsNotFound,
     UsageError,
 )
@@ -54,7 +55,11 @@ err = Console(stderr=True)
 
 ToolsOpt = Annotated[
     str,
-    typer.Option("--tools", help="The tool registry: module.path:attr or path/to/file.py:attr."),
+    typer.Option(
+        "--tools",
+        help="The tool registry: module.path:attr or path/to/file.py:attr, or an MCP tools file "
+        "(.toml).",
+    ),
 ]
 InputOpt = Annotated[
     list[str] | None,
@@ -131,8 +136,12 @@ def _journal_missing(spec: str | Path) -> bool:
 
 
 def _registry(spec: str) -> ToolRegistry:
+    """The tools; an MCP tool that does not match its pin is refused before anything runs
+    (exit 1)."""
     try:
         return load_tools(spec)
+    except ToolPinMismatch as exc:
+        _fail(EXIT_INVALID, str(exc))
     except (ToolsNotFound, UsageError) as exc:
         _fail(EXIT_USAGE, str(exc))
 

@@ -40,7 +40,10 @@ from planlock.errors import (
     ApprovalRequired,
     PlanInvalid,
     PlanlockError,
+    ToolsNotFound,
+    UsageError,
 )
+from planlock.tools import ToolRegistry, load_toolset
 from planlock.validation import validate
 
 
@@ -66,13 +69,51 @@ def validate_cmd(
 
 
 @app.command("tools")
-def tools_cmd(tools: ToolsOpt, as_json: JsonOpt = False) -> None:
-    """List the tools in a registry with their effects and parameters."""
-    registry = _registry(tools)
+def tools_cmd(
+    tools: ToolsOpt,
+    as_json: JsonOpt = False,
+    pin: Annotated[
+        bool,
+        typer.Option(
+            "--pin",
+            help="MCP tools file: pin every tool's definition as the servers give it now "
+            "(after you reviewed them), in FILE.lock.",
+        ),
+    ] = False,
+) -> None:
+    """List the tools in a registry with their effects and parameters; for an MCP tools file,
+    also the server's hints and each tool's pin."""
+    if not tools.endswith(".toml"):
+        if pin:
+            _fail(EXIT_USAGE, "--pin is for an MCP tools file (.toml)")
+        registry = _registry(tools)
+        if as_json:
+            print(json.dumps(registry.catalogue(), indent=2))
+        else:
+            out.print(_render.tools_table(registry))
+        return
+    try:
+        toolset = load_toolset(tools)
+        registry = ToolRegistry([t.tool for t in toolset.tools])
+    except (ToolsNotFound, UsageError) as exc:
+        _fail(EXIT_USAGE, str(exc))
+    status = {t.tool.name: t.status for t in toolset.tools}
     if as_json:
-        print(json.dumps(registry.catalogue(), indent=2))
+        listed = [{**t, "pin": status[t["name"]]} for t in registry.catalogue()]
+        print(json.dumps(listed, indent=2))
     else:
-        out.print(_render.tools_table(registry))
+        out.print(_render.tools_table(registry, status))
+    if pin:
+        changed = [t.tool.name for t in toolset.tools if t.status != "pinned"]
+        lock = toolset.pin()
+        err.print(
+            f"pinned {len(toolset.tools)} tool(s) in {lock}"
+            + (f" (new or changed: {', '.join(changed)})" if changed else ""),
+            highlight=False,
+        )
+    else:
+        for name, what in toolset.problems():
+            err.print(f"[yellow]not pinned[/]: {name}: {what}", highlight=False)
 
 
 @app.command("run")

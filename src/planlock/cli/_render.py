@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Group
@@ -21,6 +21,7 @@ from planlock.tools import LLM_TOOL, ToolRegistry
 from planlock.validation import Issue
 
 _EFFECT_STYLE = {
+    "undeclared": "bold red",
     "read": "green",
     "write": "yellow",
     "delete": "red",
@@ -193,18 +194,59 @@ def result_panel(result: RunResult) -> Panel:
     return Panel(table, title=title, border_style="green" if result.ok else "red")
 
 
-def tools_table(registry: ToolRegistry) -> Table:
+def tools_table(registry: ToolRegistry, pins: Mapping[str, str] | None = None) -> Table:
+    """The tools; imported ones (MCP...) also with where they come from, the server's hints
+    (shown, never trusted) and, given ``pins`` (tool -> status), how each stands to its pin."""
     table = Table(title="Tools", title_justify="left")
     table.add_column("tool", style="bold")
     table.add_column("effect")
     table.add_column("parameters")
     table.add_column("sensitive")
     table.add_column("output")
+    imported = any(t.origin is not None for t in registry)
+    if imported:
+        table.add_column("source", overflow="fold")
+        table.add_column("server hints (untrusted)", overflow="fold")
+    if pins is not None:
+        table.add_column("pin")
     for t in sorted(registry, key=lambda t: t.name):
         params = ", ".join(t.params_schema.get("properties", {}))
         trust = "trusted" if t.trusted_output else "untrusted"
-        table.add_row(t.name, effect_text(t.effect), params, ", ".join(sorted(t.sensitive)), trust)
+        row: list[Any] = [
+            t.name,
+            effect_text(t.effect),
+            params,
+            ", ".join(sorted(t.sensitive)),
+            trust,
+        ]
+        if imported:
+            row += [_source(t.origin), _hints(t.origin)]
+        if pins is not None:
+            status = pins.get(t.name, "")
+            style = {"pinned": "green", "changed": "bold red"}.get(status, "yellow")
+            row.append(Text(status, style=style))
+        table.add_row(*row)
     return table
+
+
+def _source(origin: Mapping[str, Any] | None) -> str:
+    if origin is None:
+        return "python"
+    if origin.get("kind") == "mcp":
+        return f"mcp:{origin.get('server')}/{origin.get('tool')}"
+    return str(origin.get("kind", ""))
+
+
+def _hints(origin: Mapping[str, Any] | None) -> str:
+    """The MCP annotations as the server gave them: ``readOnly`` for ``readOnlyHint: true``,
+    ``not openWorld`` for ``openWorldHint: false``."""
+    notes = (origin or {}).get("annotations") or {}
+    return ", ".join(
+        ("" if v is True else "not " if v is False else f"{json.dumps(v)} ")
+        + k.removesuffix("Hint")
+        for k, v in sorted(notes.items())
+        if k.endswith("Hint")
+    )
 
 
 def events_table(events: Sequence[Event]) -> Table:

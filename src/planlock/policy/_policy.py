@@ -107,6 +107,11 @@ class Policy(BaseModel):
 
     @model_validator(mode="after")
     def _fill(self) -> Policy:
+        if self.effects.get(UNDECLARED) == "allow":  # type: ignore[call-overload]
+            raise ValueError(
+                "effects.undeclared cannot be 'allow': a tool that declares no effect always "
+                "needs a person (declare the tool's effect instead)"
+            )
         merged: dict[Any, Action] = {**_default_effects(), **self.effects}
         object.__setattr__(self, "effects", merged)
         return self
@@ -281,12 +286,18 @@ def evaluate(
             reasons.append(Reason(key, rule.action, message, at_call=True, certain=False))
         else:
             definite.append(Reason(key, rule.action, label))
-    if definite:
+    if tool.effect == UNDECLARED:
+        # The floor no rule or effect setting lowers: at least a person, and at least what the
+        # policy asks for its most dangerous declared effect (a policy that denies ``pay`` denies
+        # an undeclared tool too). It stands even beside a rule that allows the tool.
+        action = max(("require_approval", *policy.effects.values()), key=_RANK.__getitem__)
+        reasons.extend(definite)
+        reasons.append(Reason(f"effect:{UNDECLARED}", action, "declares no effect"))
+    elif definite:
         reasons.extend(definite)
     else:
         action = policy.effects.get(cast("EffectName", tool.effect), "require_approval")
-        what = "declares no effect" if tool.effect == UNDECLARED else f"effect '{tool.effect}'"
-        reasons.append(Reason(f"effect:{tool.effect}", action, what))
+        reasons.append(Reason(f"effect:{tool.effect}", action, f"effect '{tool.effect}'"))
     for p in sorted(tool.sensitive):
         if p in chosen and p not in flow_overrides:
             message = (

@@ -85,6 +85,13 @@ class Tool:
     ``recipient`` of every item of a list output); normalized dotted patterns, ``*`` for any list
     index. A value at or below such a path carries a trusted provenance; the rest stays
     untrusted."""
+    output_schema: Mapping[str, Any] | None = None
+    """JSON Schema of the output when there is no return type to derive it from (a tool from an
+    MCP server, LangChain or pydantic-ai); used to type references, not enforced here."""
+    origin: Mapping[str, Any] | None = None
+    """Where a tool that is not a local function came from (an MCP server and the tool's pinned
+    definition, with the server's annotations; a LangChain or pydantic-ai tool): shown in
+    ``describe()`` and journaled with the plan. Informative only: nothing here is trusted."""
 
     @property
     def is_async(self) -> bool:
@@ -99,7 +106,7 @@ class Tool:
     def returns_schema(self) -> dict[str, Any]:
         """JSON Schema of the return value (``{}``, i.e. anything, when undeclared)."""
         if self.returns is None:
-            return {}
+            return dict(self.output_schema or {})
         return self.returns.json_schema(mode="serialization")
 
     @property
@@ -118,6 +125,7 @@ class Tool:
             "idempotent": self.idempotent,
             "parameters": self.params_schema,
             "returns": self.returns_schema,
+            **({"origin": dict(self.origin)} if self.origin is not None else {}),
         }
 
 
