@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from planlock import telemetry
 from planlock.journal._anchor import (
     CHECKPOINT_RUN,
     Anchor,
@@ -56,6 +57,7 @@ class Journal:
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
         event = self.store.append(run_id, kind, data)
+        telemetry.note(run_id, kind, data)
         for listener in self.listeners:
             listener(event)
         if kind != "checkpoint" and self.anchoring.enabled:
