@@ -79,6 +79,9 @@ class _State:
     found: Tracer | None = None
     configured: bool = False
     """Whether the SDK set-up from ``OTEL_*`` was tried (it is tried once)."""
+    checked: bool = False
+    """Whether a tracer was looked for and none found: looked for again only at a run's or a
+    plan's span (``fresh``), not at every step."""
     unavailable: bool = False
     """OpenTelemetry is not installed: never look again."""
     capture: bool | None = None
@@ -106,18 +109,20 @@ def use_tracer_provider(provider: Any) -> None:
 def reset() -> None:
     """Forget what was found (the tracer, the content-capture setting): read them again."""
     _state.explicit = _state.found = None
-    _state.configured = _state.unavailable = False
+    _state.configured = _state.unavailable = _state.checked = False
     _state.capture = None
 
 
-def tracer() -> Tracer | None:
-    """The tracer planlock's spans go to, or None when nothing records them."""
+def tracer(fresh: bool = True) -> Tracer | None:
+    """The tracer planlock's spans go to, or None when nothing records them. Not ``fresh``:
+    the last answer (a look-up reads the environment, which costs microseconds)."""
     if _state.explicit is not None:
         return _state.explicit
     if _state.found is not None:
         return _state.found
-    if _state.unavailable:
+    if _state.unavailable or (_state.checked and not fresh):
         return None
+    _state.checked = True
     exporter = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     wanted = exporter not in ("", "none") and not _state.configured
     if not wanted and "opentelemetry" not in sys.modules:
@@ -134,7 +139,7 @@ def tracer() -> Tracer | None:
 
 def enabled() -> bool:
     """Whether spans are recorded here: in an open planlock span, or with a tracer found."""
-    return _CURRENT.get() is not None or tracer() is not None
+    return _CURRENT.get() is not None or tracer(fresh=False) is not None
 
 
 def capture_content() -> bool:
@@ -168,11 +173,12 @@ def span(
     client: bool = False,
 ) -> _Block | _NoopSpan:
     """A block that opens a span (a child of the innermost open one); ``NOOP_SPAN`` when nothing
-    records. ``run_id`` defaults to the enclosing span's."""
+    records. ``run_id`` defaults to the enclosing span's. A run's or a plan's span (a root)
+    looks for a tracer afresh; others reuse the last answer when not inside a span."""
     current = _CURRENT.get()
     if current is not None:
         return _Block(current.tracer, name, attributes, kind, run_id or current.run_id, client)
-    found = tracer()
+    found = tracer(fresh=kind in ("workflow", "plan"))
     if found is None:
         return NOOP_SPAN
     return _Block(found, name, attributes, kind, run_id, client)
@@ -193,7 +199,7 @@ def tool_span(
 ) -> _Block | _NoopSpan:
     """A tool call's ``execute_tool {tool}`` span (``gen_ai.tool.call.id``: the step's id, with
     ``#<item>`` for an item of a for_each step)."""
-    if _CURRENT.get() is None and tracer() is None:
+    if _CURRENT.get() is None and tracer(fresh=False) is None:
         return NOOP_SPAN
     attributes: dict[str, Attr] = {
         "gen_ai.operation.name": "execute_tool",
