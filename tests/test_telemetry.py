@@ -369,3 +369,66 @@ def test_an_exporter_that_is_not_installed_is_reported_and_the_run_goes_on() -> 
     assert done.stdout.startswith("succeeded")
     assert "could not be configured" in done.stderr
     assert "no-such-exporter" in done.stderr
+
+
+async def test_each_item_of_a_for_each_step_is_its_own_tool_call(
+    exporter: InMemorySpanExporter,
+) -> None:
+    reg = ToolRegistry()
+
+    @reg.tool(effect="read")
+    def names() -> list[str]:
+        return ["x", "y", "z"]
+
+    @reg.tool(effect="read")
+    def upper(name: str) -> str:
+        return name.upper()
+
+    plan = Plan.parse(
+        [
+            {"step": "1", "tool": "names"},
+            {
+                "step": "2",
+                "tool": "upper",
+                "for_each": "{{steps.1.output}}",
+                "max_items": 5,
+                "args": {"name": "{{item}}"},
+            },
+        ]
+    )
+    assert (await run(plan, reg)).ok
+    calls = [dict(s.attributes or {}) for s in spans_by_name(exporter)["execute_tool upper"]]
+    assert sorted(str(c["gen_ai.tool.call.id"]) for c in calls) == ["2#0", "2#1", "2#2"]
+    assert sorted(int(c["planlock.item"]) for c in calls) == [0, 1, 2]  # type: ignore[arg-type]
+
+
+def test_the_cli_traces_to_stderr_and_keeps_json_on_stdout(tmp_path: Path) -> None:
+    root = Path(SRC).parent
+    cli = """
+import sys
+from planlock.cli import main
+sys.argv = ["planlock", *sys.argv[1:]]
+main()
+"""
+    user = '{"account_id": "A-1001", "email": "dana@example.com"}'
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PLANLOCK_"))}
+    args = ["run", str(root / "examples" / "seed_plan.json"), "--tools", "planlock.demo:registry"]
+    args += ["--approve", "all", "--json", "--input", f"user={user}"]
+    args += ["--journal", str(tmp_path / "j.db")]
+    done = subprocess.run(
+        [sys.executable, "-c", cli, *args],
+        env=clean | {"PYTHONPATH": SRC, "OTEL_TRACES_EXPORTER": "console"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    spans = console_spans(done.stderr[done.stderr.find("{") :])
+    assert sorted(s["name"] for s in spans) == [
+        "execute_tool fetch_account",
+        "execute_tool search_knowledge_base",
+        "execute_tool send_email",
+        "invoke_workflow",
+    ]
