@@ -432,3 +432,27 @@ main()
         "execute_tool send_email",
         "invoke_workflow",
     ]
+
+
+def test_a_queue_worker_runs_a_claimed_run_in_its_workflow_span(
+    exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    from planlock import demo
+    from planlock.queue._queue import ApprovalQueue
+
+    registry = demo.build_registry(demo.HelpDesk.sample())
+    queue = ApprovalQueue(Journal.open(tmp_path / "q.db"))
+
+    async def go() -> int:
+        sub = await queue.submit(Plan.parse(demo.PLAN), registry, inputs=demo.INPUTS, by="sam")
+        assert sub.approval_id is not None
+        queue.decide(sub.approval_id, approve=True, by="alice", reason="ok")
+        return await queue.work(registry, "w1", once=True, poll=0.01)
+
+    assert anyio.run(go) == 1
+    spans = spans_by_name(exporter)
+    (workflow,) = spans["invoke_workflow"]
+    tool_spans = [s for s in exporter.get_finished_spans() if s.name.startswith("execute_tool ")]
+    assert len(tool_spans) == len(demo.PLAN["steps"])
+    assert all(parent_of(s, exporter) is workflow for s in tool_spans)
+    assert dict(workflow.attributes or {})["planlock.status"] == "succeeded"
