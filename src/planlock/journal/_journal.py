@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from planlock import telemetry
 from planlock.db import redact
 from planlock.journal._anchor import (
     CHECKPOINT_RUN,
@@ -78,6 +79,7 @@ class Journal:
         level = logging.INFO if kind in _MILESTONES else logging.DEBUG
         if _log.isEnabledFor(level):
             _log.log(level, "run %s #%d %s %s", run_id, event.seq, kind, _brief(data))
+        telemetry.note(run_id, kind, data)
         for listener in self.listeners:
             listener(event)
         if kind != "checkpoint" and self.anchoring.enabled:

@@ -8,6 +8,7 @@ from planlock.llm._local import LocalLLM
 from planlock.llm._models import load_model
 from planlock.llm._openai import OpenAILLM
 from planlock.llm._stream import Meter, degenerate
+from planlock.llm._traced import call_model, provider_and_model
 
 __all__ = [
     "LLM",
@@ -21,6 +22,8 @@ __all__ = [
     "Phase",
     "Progress",
     "ProgressCallback",
+    "call_model",
     "degenerate",
     "load_model",
+    "provider_and_model",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from planlock import telemetry
 from planlock.core import Plan
 from planlock.errors import (
     CannotPlan,
@@ -29,7 +30,16 @@ from planlock.errors import (
     UsageError,
 )
 from planlock.journal import Journal, llm_called
-from planlock.llm import LLM, LLMReply, LLMRequest, Message, Progress, ProgressCallback
+from planlock.llm import (
+    LLM,
+    LLMReply,
+    LLMRequest,
+    Message,
+    Progress,
+    ProgressCallback,
+    call_model,
+    provider_and_model,
+)
 from planlock.planning._cutoff import cut_off_advice, cut_off_issue, cut_off_message
 from planlock.planning._plan_schema import plan_schema
 from planlock.planning._prompt import (
@@ -42,7 +52,7 @@ from planlock.planning._prompt import (
 from planlock.tools import ToolRegistry
 from planlock.validation import Issue, validate
 
-__all__ = ["PlanAttempt", "Planner", "plan", "plan_sync"]
+__all__ = ["PlanAttempt", "Planner", "plan", "plan_attributes", "plan_sync"]
 
 _log = logging.getLogger("planlock.planning")
 
@@ -138,7 +148,15 @@ class Planner:
         """Plan for ``goal`` with the trusted ``context`` (names and shapes are shown, not values).
 
         Input placeholders are checked against ``context``: a plan may only use what was given.
+        Traced as a ``plan`` span, with each model call as a ``chat`` span in it.
         """
+        attributes = plan_attributes(self.llm, run_id, "plan")
+        with telemetry.span("plan", attributes, kind="plan", run_id=run_id) as span:
+            made = await self._plan(goal, context, run_id)
+            span.set({"gen_ai.plan.step.count": len(made.steps), "planlock.plan_hash": made.hash})
+            return made
+
+    async def _plan(self, goal: str, context: Mapping[str, Any] | None, run_id: str) -> Plan:
         messages = self.messages(goal, context)
         inputs = dict(context or {})
         self.attempts = []
@@ -244,7 +262,7 @@ class Planner:
     async def _call(self, request: LLMRequest, run_id: str, attempt: int) -> LLMReply:
         started = time.perf_counter()
         try:
-            reply = await self.llm.complete(request)
+            reply = await call_model(self.llm, request)
         except LLMCutOff as exc:
             partial = LLMReply(
                 exc.partial,
@@ -353,6 +371,18 @@ class Planner:
     def _record(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
         if self.journal is not None:
             self.journal.record(run_id, kind, data)
+
+
+def plan_attributes(llm: LLM, run_id: str, purpose: str) -> telemetry.Attributes:
+    """A ``plan`` span's attributes (GenAI conventions: operation ``plan``)."""
+    provider, _ = provider_and_model(llm.name)
+    return {
+        "gen_ai.operation.name": "plan",
+        "gen_ai.provider.name": provider,
+        "gen_ai.system": provider,
+        "planlock.run_id": run_id,
+        "planlock.purpose": purpose,
+    }
 
 
 async def plan(

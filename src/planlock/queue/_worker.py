@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 
+from planlock import telemetry
 from planlock.agent import Prepared, call_checker, prepare
 from planlock.approval import Approved, admit_grant, now_iso, refuse_grant
 from planlock.core import Plan
@@ -157,9 +158,10 @@ class QueueWorker(QueueStore):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat, claim.run_id, worker_id, lease, scope)
                 try:
-                    outcome = await self._execute(
-                        claim, registry, worker_id, llm, poll, concurrency, lease, scope
-                    )
+                    with telemetry.workflow(claim.run_id):  # the run's span, in this worker
+                        outcome = await self._execute(
+                            claim, registry, worker_id, llm, poll, concurrency, lease, scope
+                        )
                 except Exception as exc:  # raised below, not wrapped in the task group's
                     error = exc
                 tg.cancel_scope.cancel()

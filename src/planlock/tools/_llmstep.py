@@ -15,7 +15,7 @@ from typing import Any
 
 from planlock.core import Lit, Template
 from planlock.errors import LLMError
-from planlock.llm import LLM, LLMReply, LLMRequest, Message
+from planlock.llm import LLM, LLMReply, LLMRequest, Message, call_model
 from planlock.tools._registry import LLM_TOOL, Tool, make_tool
 
 __all__ = [
@@ -110,7 +110,7 @@ async def quarantined_call(llm: LLM, args: dict[str, Any]) -> tuple[Any, LLMRequ
         json_schema=constrained,
     )
     start = time.perf_counter()
-    reply = await llm.complete(request)
+    reply = await call_model(llm, request)
     if reply.latency_s == 0.0:
         reply = LLMReply(**{**_fields(reply), "latency_s": time.perf_counter() - start})
     import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
