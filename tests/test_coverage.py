@@ -178,6 +178,8 @@ def test_a_warning_never_stops_or_starts_a_run() -> None:
         ('Send a message saying "delete everything"', {"send": "send"}),  # quotes are text
         ("Please remove the old files; cancel my 3pm", {"delete": "remove"}),
         ("Summarise the report.", {}),
+        ("When is my next class? Tell me in the format YYYY-MM-DD.", {}),  # the reply
+        ("Tell Robin which meetings I have today.", {"send": "tell"}),
     ],
 )
 def test_the_verbs_that_ask_for_an_effect(text: str, effects: dict[str, str]) -> None:
@@ -202,6 +204,34 @@ def test_send_money_is_served_by_a_payment_and_a_payment_part_not_by_a_message()
     msg = [{"id": "1", "tool": "message", "args": {"to": "X", "text": "here is $5"}}]
     report = validate(Plan.parse({"goal": "Pay X $5", "steps": msg}), reg)
     assert codes(report.warnings) == [("uncovered_goal", "$.goal")]
+
+
+@pytest.mark.slow  # loading the four suites takes seconds
+def test_hand_written_agentdojo_plans_are_flagged_only_where_they_do_not_act() -> None:
+    # The heuristic's false-positive check: 93 plans written by hand for AgentDojo's user tasks.
+    # The three it flags are plans that do not do what their prompt's words ask (they answer
+    # instead of paying, updating or booking).
+    pytest.importorskip("agentdojo")
+    from planlock.bench.agentdojo._corpus import load_corpus
+    from planlock.bench.agentdojo._suite import SuiteTools, load_suite, load_suite_spec
+
+    flagged: dict[str, list[str]] = {}
+    plans = 0
+    for suite in ("banking", "slack", "travel", "workspace"):
+        registry = SuiteTools(load_suite(suite), load_suite_spec(suite)).registry
+        for tid, entry in load_corpus(suite).tasks.items():
+            if entry.steps:
+                plans += 1
+                plan = Plan.parse({"goal": entry.prompt, "steps": entry.steps})
+                report = validate(plan, registry)
+                if report.warnings:
+                    flagged[f"{suite}/{tid}"] = [w.message.split(" (")[0] for w in report.warnings]
+    assert plans == 93
+    assert flagged == {
+        "banking/user_task_9": ["the goal asks to update"],
+        "banking/user_task_10": ["the goal asks to pay"],
+        "travel/user_task_6": ["the goal asks to book"],
+    }
 
 
 # --------------------------------------------------------------------------------------------

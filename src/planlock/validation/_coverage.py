@@ -12,7 +12,8 @@ Two checks, both on words the planner never takes from a tool (R1):
 
 "Asks for an effect" is decided by the verb that opens a clause (a clause starts the text or
 follows ``. , ; : ! ?``, ``and``, ``then``, ``also``, ``but``; words like ``please`` and ``then``
-are skipped; quoted text is ignored): ``post the summary to the team`` asks to send. The verbs
+are skipped; quoted text is ignored): ``post the summary to the team`` asks to send (``tell me``
+asks for the reply to the user, not for a message). The verbs
 are ``ACTION_VERBS``; a step fits an effect when its tool's effect is in ``FITS`` (a tool that
 declared no effect fits every one). Everything else (reading, finding, summarising) asks for
 nothing. A warning never blocks and never makes a plan run: the planner repairs on it within its
@@ -64,6 +65,10 @@ _SKIP = frozenset(
 )
 
 
+_TO_THE_USER = {"tell": (["me"], ["us"])}
+"""``tell me ...`` asks for the reply to the user, which is no tool's effect."""
+
+
 def asked_effects(text: str) -> dict[str, str]:
     """The effects ``text`` asks for, each with the verb that asked for it (first one wins)."""
     found: dict[str, str] = {}
@@ -71,7 +76,7 @@ def asked_effects(text: str) -> dict[str, str]:
         words = [w for w in _WORD.findall(clause) if w]
         while words and words[0] in _SKIP:
             words.pop(0)
-        if not words:
+        if not words or words[1:2] in _TO_THE_USER.get(words[0], ()):
             continue
         for effect, verbs in ACTION_VERBS.items():
             if words[0] in verbs:
