@@ -166,6 +166,8 @@ class Row:
     cold_s: float | None = None
     plan_calls: int = 0
     plan_tokens: int = 0
+    issues: list[list[str]] = field(default_factory=list)
+    """The issue codes of each attempt."""
     first_uncovered: list[str] = field(default_factory=list)
     """The coverage warnings of the first valid plan (before any coverage repair)."""
     final_uncovered: list[str] = field(default_factory=list)
@@ -183,9 +185,11 @@ class Row:
     react_s: float = 0.0
 
 
-async def plan_task(llm: Any, task: Task, row: Row, max_attempts: int) -> Any:
+async def plan_task(
+    llm: Any, task: Task, row: Row, max_attempts: int, timeout_s: float | None = 120.0
+) -> Any:
     registry = registry_for(task.toolset)
-    planner = planlock.Planner(llm, registry, max_attempts=max_attempts)
+    planner = planlock.Planner(llm, registry, max_attempts=max_attempts, timeout_s=timeout_s)
     started = time.perf_counter()
     plan = None
     try:
@@ -200,6 +204,7 @@ async def plan_task(llm: Any, task: Task, row: Row, max_attempts: int) -> Any:
         row.outcome, row.error = "llm_error", str(exc)
     row.plan_s = time.perf_counter() - started
     attempts = planner.attempts
+    row.issues = [[i.code for i in a.issues] for a in attempts]
     row.attempts = len(attempts)
     row.plan_calls = len(attempts)
     row.plan_tokens = sum(a.input_tokens + a.output_tokens for a in attempts)
@@ -279,6 +284,8 @@ async def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
         load_s = time.perf_counter() - started
         log(f"model {llm.model_label} loaded in {load_s:.1f} s, {llm.threads} threads")
     tasks = TASKS[:3] + TASKS[12:15] if args.quick else TASKS
+    if args.only:
+        tasks = tuple(TASKS[int(n) - 1] for n in args.only.split(","))
     rows: list[Row] = []
     warmed: set[str] = set()
     for i, task in enumerate(tasks, 1):
@@ -286,8 +293,8 @@ async def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
         if task.toolset not in warmed:  # put this toolset's system prompt in the cache
             warmed.add(task.toolset)
             await plan_task(llm, Task(task.toolset, "Do nothing useful.", ()), Row("", "", []), 1)
-        plan, registry = await plan_task(llm, task, row, args.max_attempts)
-        if plan is not None:
+        plan, registry = await plan_task(llm, task, row, args.max_attempts, args.timeout or None)
+        if plan is not None and not args.no_exec:
             await execute(llm, task, plan, registry, row)
         if not args.no_react:
             await react_task(llm, task, row)
@@ -298,7 +305,7 @@ async def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
         log(
             f"[{i:2d}/{len(tasks)}] {row.outcome:11s} a={row.attempts} "
             f"{'exact' if row.exact else 'diff '} {row.warm_s:5.1f}s {row.planned} "
-            f"uncovered {len(row.first_uncovered)}->{len(row.final_uncovered)} | "
+            f"uncovered {len(row.first_uncovered)}->{len(row.final_uncovered)} {row.issues} | "
             f"react {row.react_status} {row.react_calls} calls {row.react_tools}"
         )
     cold: list[tuple[str, float]] = []
@@ -420,6 +427,11 @@ def main() -> int:
     parser.add_argument("--cold", type=int, default=4, help="cold runs per toolset")
     parser.add_argument("--max-attempts", type=int, default=3)
     parser.add_argument("--no-react", action="store_true")
+    parser.add_argument("--no-exec", action="store_true", help="plan only; do not run the plans")
+    parser.add_argument("--only", help="these tasks only (1-based numbers, comma-separated)")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="per planner call, s (0: none)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--jsonl", type=Path, help="append each task's row here as it finishes")
     args = parser.parse_args()

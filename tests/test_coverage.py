@@ -160,11 +160,18 @@ def test_coverage_is_checked_structurally() -> None:
     assert {i.path for i in caught.value.issues} == {"$.coverage[0].part", "$.coverage[1].part"}
 
 
-def test_a_warning_never_stops_or_starts_a_run() -> None:
+def test_a_warning_never_stops_or_starts_a_run_and_is_journaled() -> None:
     posted: list[str] = []
-    result = run_sync(parse(NO_POST), team_tools(posted))
+    with capture_journal() as journal:
+        result = run_sync(parse(NO_POST), team_tools(posted), journal=journal)
     assert result.ok
     assert posted == []  # nothing was added to the plan: it ran exactly as approved
+    [validated] = [e.data for e in journal.events() if e.kind == "plan_validated"]
+    assert [w["code"] for w in validated["warnings"]] == ["uncovered_part"]
+    with capture_journal() as journal:
+        run_sync(parse(FITTING), team_tools(), journal=journal, approver=planlock.approve_all("t"))
+    [validated] = [e.data for e in journal.events() if e.kind == "plan_validated"]
+    assert "warnings" not in validated
 
 
 @pytest.mark.parametrize(
@@ -393,3 +400,13 @@ def test_the_approval_view_lists_the_warnings(tmp_path: Path) -> None:
     assert warning["code"] == "uncovered_goal"
     assert "asks to email" in warning["message"]
     assert fitting["warnings"] == []
+
+
+def test_run_shows_the_warning_under_the_plan_before_asking(tmp_path: Path) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(DELETE_ONLY))
+    args = ["run", str(path), "--tools", "planlock.demo:registry", "--approve", "auto"]
+    args += ["--journal", str(tmp_path / "j.db")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0  # auto refuses a delete; the warning was shown all the same
+    assert "⚠ the goal asks to email (effect send), but no step" in result.output

@@ -101,7 +101,10 @@ async def prepare(
         if final:
             note("run_finished", {"status": "rejected"})
         raise PlanInvalid(analysis.issues)
-    note("plan_validated", {"hash": plan_hash, "steps": len(plan.steps)})
+    validated: dict[str, Any] = {"hash": plan_hash, "steps": len(plan.steps)}
+    if analysis.warnings:  # goal coverage: advice the approver was shown (R10)
+        validated["warnings"] = [w.to_json() for w in analysis.warnings]
+    note("plan_validated", validated)
     prepared = Prepared(run_id, analysis, assess(analysis, policy=policy), policy, inputs)
     PlanGate.of(prepared.plan_request()).assessed(note, final=final)
     return prepared
