@@ -476,7 +476,7 @@ def test_ask_shows_planning_progress_unless_quiet(
 ) -> None:
     read_only = {"steps": [{"id": "1", "tool": "fetch_account", "args": {"account_id": "A-1001"}}]}
     args = plan_args("--approve", "auto", "--journal", str(tmp_path / "j.db"))
-    args[0] = "ask"
+    args[:2] = ["ask", "Look up the customer's account."]  # a read-only plan serves this goal
     scripted([Streamed(read_only)])
     loud = CliRunner().invoke(app, args)
     assert loud.exit_code == 0, loud.output

@@ -101,9 +101,14 @@ async def prepare(
         if final:
             note("run_finished", {"status": "rejected"})
         raise PlanInvalid(analysis.issues)
-    note(
-        "plan_validated", {"hash": plan_hash, "steps": len(plan.steps), **_origins(plan, registry)}
-    )
+    validated: dict[str, Any] = {
+        "hash": plan_hash,
+        "steps": len(plan.steps),
+        **_origins(plan, registry),
+    }
+    if analysis.warnings:  # goal coverage: advice the approver was shown (R10)
+        validated["warnings"] = [w.to_json() for w in analysis.warnings]
+    note("plan_validated", validated)
     prepared = Prepared(run_id, analysis, assess(analysis, policy=policy), policy, inputs)
     PlanGate.of(prepared.plan_request()).assessed(note, final=final)
     return prepared

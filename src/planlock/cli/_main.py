@@ -126,14 +126,20 @@ def validate_cmd(
     input_: InputOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a plan against the tools; list every issue (exit 1) or say it is valid (exit 0)."""
+    """Check a plan against the tools; list every issue (exit 1) or say it is valid (exit 0),
+    with any warning (a part of the goal no step seems to serve)."""
     registry = _registry(tools)
     parsed = _load_plan(plan, as_json)
     report = validate(parsed, registry, inputs=_inputs(input_) if input_ else None)
     if not report.ok:
         _invalid(PlanInvalid(report.issues), as_json)
+    warnings = [w.to_json() for w in report.warnings]
     if as_json:
-        print(json.dumps({"valid": True, "plan_hash": report.plan_hash}, indent=2))
+        print(
+            json.dumps(
+                {"valid": True, "plan_hash": report.plan_hash, "warnings": warnings}, indent=2
+            )
+        )
     else:
         out.print(
             Text.assemble(
@@ -141,6 +147,8 @@ def validate_cmd(
                 f": {len(parsed.steps)} step(s), hash {report.plan_hash[:16]}",
             )
         )
+        for w in report.warnings:
+            out.print(Text(f"⚠ {w.path}: {w.message}", style="yellow"))
 
 
 @app.command("tools")

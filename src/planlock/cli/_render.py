@@ -17,7 +17,7 @@ from planlock.execution import RunResult
 from planlock.journal import Event
 from planlock.policy import RiskReport
 from planlock.tools import LLM_TOOL, ToolRegistry
-from planlock.validation import Issue
+from planlock.validation import Issue, validate
 
 _EFFECT_STYLE = {
     "undeclared": "bold red",
@@ -59,6 +59,10 @@ def plan_table(plan: Plan, registry: ToolRegistry) -> Table:
         tool = registry.get(s.tool)
         effect = tool.effect if tool else ("read" if s.tool == LLM_TOOL else "?")
         table.add_row(s.id, s.tool, effect_text(effect), Text(_short(s.args, 100) + _when(s)))
+    warnings = validate(plan, registry).warnings
+    if warnings:  # goal coverage: advice for the person about to approve it
+        table.caption = Text("\n".join(f"⚠ {w.message}" for w in warnings), style="yellow")
+        table.caption_justify = "left"
     return table
 
 

@@ -5,7 +5,12 @@ Schema generated from the registry (``_plan_schema``). The parsed plan is valida
 registry; an invalid plan is sent back with every issue and regenerated, at most
 ``max_attempts`` times. Each call is bounded by ``max_tokens`` and ``timeout_s``; a reply cut off
 there, or stopped for degenerate repetition (``LLMCutOff``), is repaired the same way, with a
-message saying what happened. Every call is journaled, its progress too (``planning_progress``).
+message saying what happened. A valid plan with coverage warnings (a part of the goal that no step
+seems to serve, ``validation._coverage``) is sent back too, with the refusal offered again; when
+the attempts run out, the valid plan with the fewest warnings is returned, with its warnings
+(``Planner.warnings``). The heuristic advises: it never invalidates a plan, though the model may
+answer the repair with ``cannot_plan``. Every call is journaled, its progress too
+(``planning_progress``).
 """
 
 from __future__ import annotations
@@ -43,9 +48,10 @@ from planlock.llm import (
 from planlock.planning._cutoff import cut_off_advice, cut_off_issue, cut_off_message
 from planlock.planning._plan_schema import plan_schema
 from planlock.planning._prompt import (
-    PLANNER_SYSTEM,
     context_shape,
+    coverage_message,
     describe_tools,
+    planner_system,
     repair_hints,
     repair_message,
 )
@@ -69,6 +75,8 @@ class PlanAttempt:
     latency_s: float = 0.0
     finish_reason: str = "stop"
     """``stop``, or why the reply was cut off: ``length``, ``timeout``, ``repetition``."""
+    warnings: tuple[Issue, ...] = ()
+    """For a valid plan: parts of the goal no step seems to serve (they do not invalidate it)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +84,7 @@ class PlanAttempt:
             "reply": self.reply,
             "finish_reason": self.finish_reason,
             "issues": [i.to_json() for i in self.issues],
+            **({"warnings": [w.to_json() for w in self.warnings]} if self.warnings else {}),
         }
 
 
@@ -91,6 +100,9 @@ class Planner:
     gets every progress report (with the attempt; a repair's writing is phase ``repairing``);
     the journal gets a ``planning_progress`` event at each phase change and at most every
     ``progress_every_s`` seconds within one.
+
+    ``coverage`` (default on) has the reply state which steps serve each part of the goal;
+    coverage warnings are repaired within ``max_attempts`` and never make planning fail.
     """
 
     def __init__(
@@ -107,6 +119,7 @@ class Planner:
         timeout_s: float | None = 120.0,
         on_progress: ProgressCallback | None = None,
         progress_every_s: float = 5.0,
+        coverage: bool = True,
     ) -> None:
         if max_attempts < 1:
             raise UsageError("max_attempts must be at least 1")
@@ -126,14 +139,22 @@ class Planner:
         self.on_progress = on_progress
         self.progress_every_s = progress_every_s
         self._journaled: tuple[int, str, float] | None = None
-        self.schema = plan_schema(registry, llm_step=llm_step, max_steps=max_steps)
-        self.repair_schema = plan_schema(
-            registry, llm_step=llm_step, cannot_plan=False, max_steps=max_steps
+        self.coverage = coverage
+        self.schema = plan_schema(
+            registry, llm_step=llm_step, max_steps=max_steps, coverage=coverage
         )
-        """A repair must be a plan: the model already judged the goal plannable."""
-        self.system_prompt = PLANNER_SYSTEM + describe_tools(registry, llm_step=llm_step)
+        self.repair_schema = plan_schema(
+            registry, llm_step=llm_step, cannot_plan=False, max_steps=max_steps, coverage=coverage
+        )
+        """A repair must be a plan: the model already judged the goal plannable (except after
+        coverage warnings, where refusing may be the right answer)."""
+        self.system_prompt = planner_system(coverage=coverage) + describe_tools(
+            registry, llm_step=llm_step
+        )
         self.attempts: list[PlanAttempt] = []
         """The attempts of the last ``plan()`` call."""
+        self.warnings: tuple[Issue, ...] = ()
+        """The coverage warnings of the plan the last ``plan()`` call returned."""
 
     def messages(self, goal: str, context: Mapping[str, Any] | None) -> list[Message]:
         """The first request's messages: built from trusted input only (R1)."""
@@ -160,8 +181,10 @@ class Planner:
         messages = self.messages(goal, context)
         inputs = dict(context or {})
         self.attempts = []
+        self.warnings = ()
         self._journaled = None
         judged = False  # has the model finished a reply (and so judged the goal plannable)?
+        best: tuple[Plan, PlanAttempt] | None = None  # the valid plan with the fewest warnings
         for number in range(1, self.max_attempts + 1):
             request = LLMRequest(
                 messages=tuple(messages),
@@ -215,31 +238,23 @@ class Planner:
                     )
                 )
                 raise CannotPlan(self.llm.name, outcome)
-            plan_, issues = outcome
+            plan_, issues, warnings = outcome
             _log.info("planner %s, attempt %d: %d issue(s)", self.llm.name, number, len(issues))
-            self.attempts.append(
-                PlanAttempt(
-                    number,
-                    reply.text,
-                    issues,
-                    reply.input_tokens,
-                    reply.output_tokens,
-                    reply.latency_s,
-                )
+            attempt = PlanAttempt(
+                number,
+                reply.text,
+                issues,
+                reply.input_tokens,
+                reply.output_tokens,
+                reply.latency_s,
+                warnings=warnings,
             )
+            self.attempts.append(attempt)
             if plan_ is not None and not issues:
-                self._record(
-                    run_id,
-                    "plan_created",
-                    {
-                        "by": "planner",
-                        "backend": self.llm.name,
-                        "attempt": number,
-                        "plan": plan_.canonical(),
-                        "hash": plan_.hash,
-                    },
-                )
-                return plan_
+                if best is None or len(warnings) <= len(best[1].warnings):
+                    best = (plan_, attempt)
+                if not warnings or number == self.max_attempts:
+                    return self._created(run_id, *best)
             self._record(
                 run_id,
                 "plan_rejected",
@@ -248,16 +263,42 @@ class Planner:
                     "attempt": number,
                     "hash": plan_.hash if plan_ is not None else None,
                     "issues": [i.to_json() for i in issues],
+                    **({"warnings": [w.to_json() for w in warnings]} if warnings else {}),
                 },
             )
-            hints = repair_hints(plan_, issues, self.registry)
-            messages += [
-                Message("assistant", reply.text),
-                Message("user", repair_message(issues, hints)),
-            ]
+            if issues:
+                hints = repair_hints(plan_, issues, self.registry)
+                repair = repair_message(issues, hints)
+            else:  # only coverage warnings: refusing may be the right answer now
+                repair = coverage_message(warnings)
+                judged = False
+            messages += [Message("assistant", reply.text), Message("user", repair)]
+        if best is not None:  # a later repair went wrong: the earlier valid plan stands
+            return self._created(run_id, *best)
         cut = [a.finish_reason for a in self.attempts if a.finish_reason != "stop"]
         advice = cut_off_advice(cut, self.max_tokens, self.timeout_s) if cut else None
         raise PlanningFailed(self.llm.name, self.attempts, advice)
+
+    def _created(self, run_id: str, plan_: Plan, attempt: PlanAttempt) -> Plan:
+        """Journal and return the plan of ``attempt`` (with its warnings, if any)."""
+        self.warnings = attempt.warnings
+        self._record(
+            run_id,
+            "plan_created",
+            {
+                "by": "planner",
+                "backend": self.llm.name,
+                "attempt": attempt.number,
+                "plan": plan_.canonical(),
+                "hash": plan_.hash,
+                **(
+                    {"warnings": [w.to_json() for w in attempt.warnings]}
+                    if attempt.warnings
+                    else {}
+                ),
+            },
+        )
+        return plan_
 
     async def _call(self, request: LLMRequest, run_id: str, attempt: int) -> LLMReply:
         started = time.perf_counter()
@@ -348,25 +389,25 @@ class Planner:
 
     def _check(
         self, text: str, goal: str, inputs: dict[str, Any]
-    ) -> str | tuple[Plan | None, tuple[Issue, ...]]:
-        """A cannot-plan reason, or the parsed plan (if any) and its issues."""
+    ) -> str | tuple[Plan | None, tuple[Issue, ...], tuple[Issue, ...]]:
+        """A cannot-plan reason, or the parsed plan (if any), its issues and its warnings."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            return None, (Issue("not_json", "$", f"the reply is not JSON: {exc}"),)
+            return None, (Issue("not_json", "$", f"the reply is not JSON: {exc}"),), ()
         if isinstance(data, dict) and set(data) == {"cannot_plan"}:
             reason = data["cannot_plan"]
             return reason if isinstance(reason, str) and reason else "no reason given"
         if not isinstance(data, dict) or "steps" not in data:
             msg = 'the reply must be {"steps": [...]} or {"cannot_plan": "<why>"}'
-            return None, (Issue("malformed", "$", msg),)
+            return None, (Issue("malformed", "$", msg),), ()
         body = {k: v for k, v in data.items() if k not in ("version", "goal")}
         try:
             parsed = Plan.parse({"version": 1, "goal": goal, **body})
         except PlanInvalid as exc:
-            return None, exc.issues
+            return None, exc.issues, ()
         report = validate(parsed, self.registry, inputs=inputs, max_steps=self.max_steps)
-        return parsed, report.issues
+        return parsed, report.issues, report.warnings
 
     def _record(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
         if self.journal is not None:

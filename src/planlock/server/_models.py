@@ -233,6 +233,9 @@ class ApprovalDetail(ApprovalSummary):
     provenance: dict[str, list[str]] | None
     endorsable: list[EndorsableOut] = Field(default_factory=list)
     """For a call request: the values an approver may endorse with their approval."""
+    warnings: list[IssueOut] = Field(default_factory=list)
+    """Goal coverage: the parts of the goal that no step of the plan seems to serve (advice for
+    the approver; they do not make the plan invalid)."""
 
 
 class DecisionOut(_Out):

@@ -16,6 +16,7 @@ from planlock.server._models import (
     GraphEdge,
     GraphNode,
     GraphOut,
+    IssueOut,
     ReportOut,
     RunDetail,
     RunSummary,
@@ -109,7 +110,10 @@ def graph(plan: dict[str, Any], report: dict[str, Any], registry: ToolRegistry) 
 
 
 def approval_detail(item: dict[str, Any], registry: ToolRegistry) -> ApprovalDetail:
+    """An approval request in full, with the plan's graph and its goal-coverage warnings (computed
+    with the registry the service runs plans with)."""
     request = item["request"]
+    warnings = analyse(Plan.parse(request["plan"]), registry).warnings
     return ApprovalDetail(
         **approval_summary(item).model_dump(),
         decided_by=item["decided_by"],
@@ -122,6 +126,7 @@ def approval_detail(item: dict[str, Any], registry: ToolRegistry) -> ApprovalDet
         args=request.get("args"),
         provenance=request.get("provenance"),
         endorsable=[EndorsableOut.model_validate(o) for o in request.get("endorsable") or []],
+        warnings=[IssueOut.model_validate(w.to_json()) for w in warnings],
     )
 
 
