@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from planlock import Journal, Plan, Policy, StepContext, ToolRegistry
 from planlock.agent._calls import in_process_waiter
 from planlock.agent._prepare import recorder
 from planlock.approval._approval import Approved, Denied, auto_approve
-from planlock.durable._state import OnceRecorder, decision_from_json, event_key
+from planlock.durable._state import DurableState, OnceRecorder, decision_from_json, event_key
+from planlock.errors import UsageError
 from planlock.execution._engine import Engine, LocalEngine, walk_with
 from planlock.execution._inprocess import InProcessEngine
 from planlock.testing import memory_journal
@@ -128,6 +130,26 @@ def test_system_database_url_and_version(tmp_path: Path) -> None:
     # a constant from planlock's version, never a hash of the source
     assert APP_VERSION.startswith("planlock-0.")
     assert APP_VERSION.endswith("-wf1")
+
+
+def test_worker_liveness_leases(tmp_path: Path) -> None:
+    state = DurableState(Journal.open(tmp_path / "j.db"))
+    assert state.live_worker("w1") is None  # never seen: nothing says it is alive
+    state.beat("w1", timedelta(seconds=30), starting=True)
+    live = state.live_worker("w1")
+    assert live is not None
+    assert live.pid == os.getpid()
+    state.stopped("w1")  # a clean stop ends the lease at once
+    assert state.live_worker("w1") is None
+    state.beat("w1", timedelta(milliseconds=1))
+    time.sleep(0.01)
+    assert state.live_worker("w1") is None  # the lease ran out without a heartbeat
+    state.beat("w2", timedelta(seconds=30))
+    client = DurableClient(state.journal, system_database_url(str(tmp_path / "dbos.sqlite")))
+    with pytest.raises(UsageError, match="still alive: w2"):
+        client.adopt(["w1", "w2"])
+    assert client.adopt(["w1"]) == []
+    client.close()
 
 
 def test_cli_submit_stores_and_queues_a_durable_run(site: Site) -> None:
@@ -344,15 +366,22 @@ def test_a_dead_workers_runs_are_adopted(site: Site, procs: list[subprocess.Pope
     run_id = submit(client, parallel_plan(2, "adopt", ask=True))
     plan_request = wait_for(lambda: pending(site, "plan"))[0]
     client.decide(plan_request["id"], approve=True, by="sam")
-    dead = site.worker("w1")
+    dead = site.worker("w1", "--lease", "3s", "--heartbeat", "0.5s")
     procs.append(dead)
     wait_for(lambda: pending(site, "call"))  # the run waits on w1 for a person
+    adopt = ["durable", "adopt", "w1", "--journal", str(site.journal), "--db", site.db]
+    # w1 is alive (its heartbeat renews its lease): adopting its runs is refused, nothing moves
+    res = runner.invoke(app, adopt)
+    assert res.exit_code == 2, res.output
+    assert "still alive" in res.output
+    assert "w1" in res.output
+    assert site.client().client.retrieve_workflow(run_id).get_status().executor_id == "w1"
     dead.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
     dead.wait()
-    res = runner.invoke(
-        app, ["durable", "adopt", "w1", "--journal", str(site.journal), "--db", site.db]
-    )
-    assert res.exit_code == 0, res.output
+    # killed: refused until its lease runs out (no heartbeat renews it), then adopted
+    res = wait_for(lambda: (r := runner.invoke(app, adopt)).exit_code == 0 and r, timeout=20)
+    assert time.monotonic() - killed > 1.5  # not before the lease (3 s from the last beat) ended
     assert run_id in res.output
     procs.append(site.worker("w2"))
     call = pending(site, "call")[0]

@@ -38,6 +38,7 @@ from planlock.cli._app import (
 )
 from planlock.errors import ApprovalDenied, PlanInvalid, UsageError
 from planlock.journal import Event
+from planlock.queue import WebhookNotifier, parse_duration
 
 if TYPE_CHECKING:
     from planlock.durable import DurableClient
@@ -172,10 +173,13 @@ def adopt_cmd(
 ) -> None:
     """Hand a dead worker's unfinished runs to the live workers (they resume from the last
     recorded step). Only for a worker that will not come back: a restarted worker with the
-    same --id recovers its runs by itself."""
+    same --id recovers its runs by itself. Refused (exit 2) while the worker's liveness lease
+    runs (its heartbeat is recent)."""
     client = _client(journal, db)
     try:
         adopted = client.adopt(dead)
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
     finally:
         client.close()
     for run_id in adopted:
@@ -207,8 +211,12 @@ def run_worker(
     adopt: list[str] | None,
     idle_exit: float | None,
     concurrency: int | None,
+    lease: str = "30s",
+    heartbeat: str = "10s",
+    notify: str | None = None,
 ) -> None:
-    """``planlock worker --engine dbos``: run until SIGTERM / Ctrl-C (or ``--idle-exit``)."""
+    """``planlock worker --engine dbos``: run until SIGTERM / Ctrl-C (or ``--idle-exit``).
+    ``lease``/``heartbeat``: the worker's liveness lease (``adopt`` refuses a live worker)."""
     try:
         from planlock.durable import DurableWorker, WorkerContext  # noqa: PLC0415  (optional dependency, imported on use)
     except ImportError:
@@ -218,12 +226,20 @@ def run_worker(
         )
     registry = _registry(tools)
     wid = worker_id or socket.gethostname()
-    worker = DurableWorker(
-        WorkerContext(registry, _open_journal(journal)),
-        db_url=db_url(db, journal),
-        executor_id=wid,
-        worker_concurrency=concurrency,
-    )
+    url = notify or os.environ.get("PLANLOCK_WEBHOOK_URL")
+    try:
+        worker = DurableWorker(
+            WorkerContext(
+                registry, _open_journal(journal), notifier=WebhookNotifier(url) if url else None
+            ),
+            db_url=db_url(db, journal),
+            executor_id=wid,
+            worker_concurrency=concurrency,
+            lease=parse_duration(lease),
+            heartbeat=parse_duration(heartbeat),
+        )
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
 
     def show(event: Event) -> None:
         line = _render.progress_line(event)

@@ -364,6 +364,9 @@ def worker_cmd(
             adopt=adopt,
             idle_exit=idle_exit,
             concurrency=concurrency,
+            lease=lease,
+            heartbeat=heartbeat,
+            notify=notify,
         )
         return
     if engine != "queue":

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,22 @@ class DurableClient:
 
     def adopt(self, dead: Sequence[str]) -> list[str]:
         """Hand the unfinished runs of dead workers (by executor id) back to the queue, where any
-        live worker takes them; the runs resume from their last recorded step."""
+        live worker takes them; the runs resume from their last recorded step.
+
+        Refuses (UsageError, nothing adopted) when any of them is alive: its liveness lease
+        (``durable_workers``, renewed by its heartbeat) is running. Adopting a live worker's runs
+        would let two workers execute one run at once."""
+        alive = [w for w in (self.state.live_worker(d) for d in dead) if w is not None]
+        if alive:
+            who = "; ".join(
+                f"{w.worker_id} (pid {w.pid} on {w.host}, last heartbeat {w.heartbeat_at}, "
+                f"lease until {w.lease_until})"
+                for w in alive
+            )
+            raise UsageError(
+                f"worker(s) still alive: {who}. Adopt only a worker that is gone: stop it, or "
+                "wait until its lease ends"
+            )
         sys_db = self.client._sys_db  # noqa: SLF001 (no public adopt in DBOSClient 3.4)
         adopted: list[str] = []
         for executor in dead:
@@ -231,17 +247,32 @@ class DurableWorker:
         db_url: str,
         executor_id: str,
         worker_concurrency: int | None = None,
+        lease: timedelta = timedelta(seconds=30),
+        heartbeat: timedelta = timedelta(seconds=10),
     ) -> None:
+        if not timedelta(0) < heartbeat < lease:
+            msg = f"the heartbeat ({heartbeat}) must be shorter than the lease ({lease})"
+            raise UsageError(msg)
         self.context = context
         self.db_url = db_url
         self.executor_id = executor_id
         self.worker_concurrency = worker_concurrency
+        self.lease = lease
+        self.heartbeat = heartbeat
         self.client = DurableClient(context.journal, db_url)
         self._launched = False
+        self._beating = threading.Event()
+        self._beater: threading.Thread | None = None
 
     def start(self, adopt: Sequence[str] = ()) -> list[str]:
-        """Launch DBOS (which recovers this executor's unfinished runs), listen to the queue,
-        and adopt the runs of the dead executors named in ``adopt``."""
+        """Take this worker's liveness lease and keep it with a heartbeat thread; launch DBOS
+        (which recovers this executor's unfinished runs), listen to the queue, and adopt the runs
+        of the dead executors named in ``adopt``."""
+        self.context.state.beat(self.executor_id, self.lease, starting=True)
+        self._beater = threading.Thread(
+            target=self._beat, name=f"planlock-heartbeat-{self.executor_id}", daemon=True
+        )
+        self._beater.start()
         install(self.context)
         DBOS(config=dbos_config(self.db_url, self.executor_id))
         DBOS.launch()
@@ -274,7 +305,19 @@ class DurableWorker:
                     return
             stop.wait(poll)
 
+    def _beat(self) -> None:
+        while not self._beating.wait(self.heartbeat.total_seconds()):
+            try:
+                self.context.state.beat(self.executor_id, self.lease)
+            except Exception:  # noqa: S112 (a missed beat is retried; the lease covers it)
+                continue
+
     def close(self) -> None:
+        self._beating.set()
+        if self._beater is not None:
+            self._beater.join(timeout=5)
+            self._beater = None
+            self.context.state.stopped(self.executor_id)
         if self._launched:
             DBOS.destroy(workflow_completion_timeout_sec=0)
             self._launched = False

@@ -8,7 +8,10 @@ Three small tables live in the journal's database (SQLite file or PostgreSQL, th
 - ``durable_starts``: one row per attempt to run a non-repeatable step, committed *before* the
   tool is called. A row without a recorded DBOS result is how a restart knows the call may have
   happened (R11);
-- ``durable_deliveries``: decided approvals already handed to DBOS (enqueue or ``send``).
+- ``durable_deliveries``: decided approvals already handed to DBOS (enqueue or ``send``);
+- ``durable_workers``: each worker's liveness lease, renewed by its heartbeat. Open-source DBOS
+  keeps no heartbeat of its executors, so this is how ``adopt`` tells a dead worker (lease
+  ended, or stopped) from a live one (lease running), and refuses the live one.
 
 DBOS runs a workflow body again on recovery, so journal events are written through
 ``OnceRecorder``: each event has a key (a step event by kind and step, an approval event by its
@@ -19,8 +22,11 @@ again. The chain stays one unbroken, verifiable sequence, with no event lost or 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from planlock.approval import Approved, Decision, Denied, now_iso
@@ -28,7 +34,14 @@ from planlock.core import canonical_json, sha256_hex
 from planlock.db import Database
 from planlock.journal import Journal, database_of
 
-__all__ = ["DurableState", "OnceRecorder", "StoredApproval", "decision_from_json", "event_key"]
+__all__ = [
+    "DurableState",
+    "LiveWorker",
+    "OnceRecorder",
+    "StoredApproval",
+    "decision_from_json",
+    "event_key",
+]
 
 _FINAL = ("succeeded", "failed", "denied", "refused", "rejected")
 
@@ -44,6 +57,21 @@ class StoredApproval:
     status: str
     """``approved``, ``denied``, ``expired`` or ``used``."""
     decision: Decision
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    """A worker whose liveness lease is running (``DurableState.live_worker``)."""
+
+    worker_id: str
+    host: str
+    pid: int
+    heartbeat_at: str
+    lease_until: str
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat(timespec="milliseconds")
 
 
 class DurableState:
@@ -114,6 +142,45 @@ class DurableState:
                 f"WHERE run_id = ? AND status NOT IN ({marks})",
                 (status, now_iso(), run_id, *_FINAL),
             )
+
+    # -- workers' liveness leases -----------------------------------------------------------
+
+    def beat(self, worker_id: str, lease: timedelta, *, starting: bool = False) -> None:
+        """Renew ``worker_id``'s liveness lease until now + ``lease`` (a heartbeat)."""
+        now = datetime.now(UTC)
+        host, pid = socket.gethostname(), os.getpid()
+        row = (worker_id, host, pid, _iso(now), _iso(now), _iso(now + lease))
+        with self._lock, self._db.tx() as db:
+            db.execute(
+                "INSERT INTO durable_workers (worker_id, host, pid, started_at, heartbeat_at, "  # noqa: S608 (constants)
+                "lease_until) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id) DO UPDATE SET "
+                "host = excluded.host, pid = excluded.pid, heartbeat_at = excluded.heartbeat_at, "
+                "lease_until = excluded.lease_until"
+                + (", started_at = excluded.started_at" if starting else ""),
+                row,
+            )
+
+    def stopped(self, worker_id: str) -> None:
+        """A worker that stops cleanly ends its lease at once (this process's row only)."""
+        with self._lock, self._db.tx() as db:
+            db.execute(
+                "UPDATE durable_workers SET lease_until = NULL WHERE worker_id = ? AND host = ? "
+                "AND pid = ?",
+                (worker_id, socket.gethostname(), os.getpid()),
+            )
+
+    def live_worker(self, worker_id: str) -> LiveWorker | None:
+        """The worker, when its lease is running now; None when it is unknown, stopped, or its
+        last heartbeat is older than its lease (it is gone)."""
+        with self._lock, self._db.tx() as db:
+            row = db.execute(
+                "SELECT worker_id, host, pid, heartbeat_at, lease_until FROM durable_workers "
+                "WHERE worker_id = ? AND lease_until > ?",
+                (worker_id, now_iso()),
+            ).fetchone()
+        if row is None:
+            return None
+        return LiveWorker(str(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]))
 
     # -- step starts (R11) ------------------------------------------------------------------
 

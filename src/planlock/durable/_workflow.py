@@ -42,6 +42,7 @@ from planlock.execution import InProcessEngine, StepCall, StepOutcome, walk
 from planlock.journal import Journal
 from planlock.llm import LLM
 from planlock.policy import Policy, assess
+from planlock.queue import Notifier
 from planlock.tools import LLM_TOOL, Tool, ToolRegistry
 from planlock.validation import analyse
 
@@ -78,7 +79,9 @@ class WorkerContext:
     step_timeout: float | None = None
     concurrency: int = 16
     expiry: timedelta = timedelta(days=7)
-    """How long a run-time request waits for an answer before it counts as denied."""
+    """How long a run-time request waits for an answer before it expires (the call is not made)."""
+    notifier: Notifier | None = None
+    """Told about each request a run stores for a person (e.g. the queue's ``WebhookNotifier``)."""
     state: DurableState = field(init=False)
 
     def __post_init__(self) -> None:

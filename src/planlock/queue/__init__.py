@@ -2,7 +2,7 @@
 approved plans.
 """
 
-from planlock.queue._notify import WebhookNotifier
+from planlock.queue._notify import Notifier, WebhookNotifier
 from planlock.queue._queue import ApprovalQueue, Submitted
 from planlock.queue._replay import MAX_RESUMES, Lease
 from planlock.queue._runs import STATES, run_state, self_approval_problem
@@ -13,6 +13,7 @@ __all__ = [
     "STATES",
     "ApprovalQueue",
     "Lease",
+    "Notifier",
     "Submitted",
     "WebhookNotifier",
     "parse_duration",
