@@ -129,7 +129,7 @@ def test_system_database_url_and_version(tmp_path: Path) -> None:
     assert default == f"sqlite:///{tmp_path / 'planlock.dbos.sqlite'}"
     # a constant from planlock's version, never a hash of the source
     assert APP_VERSION.startswith("planlock-0.")
-    assert APP_VERSION.endswith("-wf1")
+    assert APP_VERSION.endswith("-wf2")
 
 
 def test_worker_liveness_leases(tmp_path: Path) -> None:
@@ -393,4 +393,74 @@ def test_a_dead_workers_runs_are_adopted(site: Site, procs: list[subprocess.Pope
     assert [e.kind for e in journal.events(run_id)].count("approval_requested") == 2
     assert journal.verify().ok
     assert set(count_calls(site.effects).values()) == {1}
+    client.close()
+
+
+def _approval_status(site: Site, approval_id: str) -> str:
+    res = runner.invoke(
+        app, ["approvals", "show", approval_id, "--json", "--journal", str(site.journal)]
+    )
+    assert res.exit_code == 0, res.output
+    return str(json.loads(res.output)["status"])
+
+
+def test_an_unanswered_plan_request_expires_as_expired_not_denied(site: Site) -> None:
+    client = site.client()
+
+    async def go() -> Any:
+        plan = Plan.parse(parallel_plan(2, "late", ask=True))
+        return await client.submit(
+            plan, registry, policy=ALLOW, by="tester", expires_in=timedelta(seconds=0.3)
+        )
+
+    sub = anyio.run(go)
+    assert sub.approval_id is not None
+    time.sleep(0.5)
+    client.deliver_pending()  # what every worker does ten times a second
+    assert client.state.runs() == [(sub.run_id, "expired")]
+    assert _approval_status(site, sub.approval_id) == "expired"
+    kinds = [e.kind for e in client.journal.events(sub.run_id)]
+    assert kinds.count("approval_expired") == 1
+    assert "approval_denied" not in kinds
+    client.deliver_pending()  # once only
+    assert [e.kind for e in client.journal.events(sub.run_id)].count("approval_expired") == 1
+    late = runner.invoke(
+        app, ["durable", "approve", sub.approval_id, "--as", "sam", "--journal", str(site.journal)]
+    )
+    assert late.exit_code == 2
+    assert "expired" in late.output
+    client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # a worker process
+def test_an_unanswered_call_request_expires_and_the_call_is_not_made(
+    site: Site, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    client = site.client()
+
+    async def go() -> Any:
+        plan = Plan.parse(parallel_plan(1, "latecall", ask=True))
+        return await client.submit(
+            plan, registry, policy=ALLOW, by="tester", expires_in=timedelta(seconds=4)
+        )
+
+    sub = anyio.run(go)
+    client.decide(sub.approval_id, approve=True, by="sam")
+    procs.append(site.worker("w1"))
+    call = wait_for(lambda: pending(site, "call"))[0]
+    asked = time.monotonic()
+    summary = client.result(sub.run_id, timeout=60)  # nobody answers
+    assert time.monotonic() - asked > 1.5  # it waited (4 s from when the request was stored)
+    assert summary["status"] == "failed"
+    assert summary["failed_step"] == "s"
+    assert _approval_status(site, call["id"]) == "expired"
+    journal = Journal.open(site.journal)
+    events = journal.events(sub.run_id)
+    assert [e.data["id"] for e in events if e.kind == "approval_expired"] == [call["id"]]
+    failed = next(e.data for e in events if e.kind == "step_failed")
+    assert failed["error"] == "the request expired"
+    assert not [k for k in count_calls(site.effects) if k[0] == f"{sub.run_id}:s"]  # not sent
+    assert client.state.runs() == [(sub.run_id, "failed")]
+    assert journal.verify().ok
     client.close()

@@ -88,6 +88,13 @@ def submit_cmd(
     db: DbOpt = None,
     policy: PolicyOpt = None,
     by: Annotated[str | None, typer.Option("--as", help="Who submits [default: $USER].")] = None,
+    expires_in: Annotated[
+        str,
+        typer.Option(
+            help="How long the plan request, and each request the run makes, stays open "
+            "(90s, 2h, 7d); then it expires."
+        ),
+    ] = "7d",
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a plan and submit it to the durable engine; print the run id. A plan that needs
@@ -95,6 +102,10 @@ def submit_cmd(
     registry = _registry(tools)
     rules = _policy(policy, registry)
     parsed = _load_plan(plan, as_json)
+    try:
+        expiry = parse_duration(expires_in)
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
     client = _client(journal, db)
     try:
 
@@ -105,6 +116,7 @@ def submit_cmd(
                 inputs=_inputs(input_),
                 policy=rules,
                 by=by or os.environ.get("USER") or "cli",
+                expires_in=expiry,
             )
 
         submitted = anyio.run(go)

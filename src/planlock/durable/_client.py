@@ -3,10 +3,13 @@
 ``DurableClient`` works from any process (it talks to the system database through
 ``DBOSClient``): it submits runs, answers approval requests and hands decided requests to DBOS:
 an approved plan is enqueued on the ``planlock-runs`` queue (workflow id = run id, so a second
-hand-over is a no-op), a call or resume answer is ``send`` to the run's workflow with the request
-id as topic and idempotency key. ``DurableWorker`` is one worker process: a DBOS executor with a
-stable id that dequeues runs, recovers its own runs on restart, relays answers given with the
-plain ``planlock approve/deny``, and can adopt a dead worker's runs.
+hand-over is a no-op); a call or resume answer is enqueued as the request's answer workflow
+(``<request id>.answer`` on ``planlock-answers``), which publishes it with ``DBOS.set_event`` for
+the run waiting on ``DBOS.get_event``; requests past their time are expired.
+
+``DurableWorker`` is one worker process: a DBOS executor with a stable id that dequeues runs,
+recovers its own runs on restart, relays answers given with the plain ``planlock approve/deny``,
+keeps a liveness lease (its heartbeat), and can adopt a dead worker's runs (never a live one's).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +30,20 @@ from planlock.approval import Decision, PlanGate
 from planlock.core import Plan
 from planlock.durable._state import DurableState, StoredApproval
 from planlock.durable._workflow import (
+    ANSWER_QUEUE,
+    ANSWER_WORKFLOW,
     APP_NAME,
     APP_VERSION,
     QUEUE_NAME,
     WORKFLOW_NAME,
     WorkerContext,
+    answer_workflow_id,
     install,
 )
 from planlock.errors import UsageError
 from planlock.journal import Journal
 from planlock.policy import Policy
-from planlock.queue import ApprovalQueue, Submitted
+from planlock.queue import DEFAULT_EXPIRY, ApprovalQueue, Submitted
 from planlock.tools import ToolRegistry
 
 __all__ = [
@@ -118,9 +124,11 @@ class DurableClient:
         inputs: dict[str, Any] | None = None,
         policy: Policy | None = None,
         by: str = "cli",
+        expires_in: timedelta = DEFAULT_EXPIRY,
     ) -> Submitted:
         """Validate and assess now (raises PlanInvalid / ApprovalDenied); store the run and, when
-        the policy needs no person, enqueue it at once."""
+        the policy needs no person, enqueue it at once. The plan request, and each request the
+        run makes while it executes, waits ``expires_in`` for an answer, then expires."""
         if any(getattr(s, "for_each", None) for s in plan.steps):
             raise UsageError("the durable engine does not run for_each steps yet")
         policy = policy or Policy()
@@ -136,14 +144,22 @@ class DurableClient:
             "plan_hash": plan.hash,
             "inputs": prepared.inputs,
             "policy": policy.model_dump(mode="json"),
+            "expires_in": expires_in.total_seconds(),
         }
         status = "pending_approval" if needs else "approved"
+        expires_at = (datetime.now(UTC) + expires_in).isoformat(timespec="milliseconds")
         self.state.add_run(payload, approval_id, status, by)
         self.state.add_approval(
-            approval_id, prepared.run_id, "plan", plan.hash, request.to_json(), decided=grant
+            approval_id,
+            prepared.run_id,
+            "plan",
+            plan.hash,
+            request.to_json(),
+            expires_at=expires_at,
+            decided=grant,
         )
         note = noter(self.journal, prepared.run_id)
-        gate.open(note)
+        gate.open(note, expires_at=expires_at)
         note(
             "run_queued", {"status": status, "approval_id": approval_id, "by": by, "engine": "dbos"}
         )
@@ -162,7 +178,9 @@ class DurableClient:
         return decision
 
     def deliver_pending(self) -> int:
-        """Hand every decided, undelivered request of a durable run to DBOS; how many."""
+        """Expire the requests past their time, then hand every decided, undelivered request of
+        a durable run to DBOS; how many."""
+        self.state.expire()
         items = self.state.undelivered()
         for item in items:
             self._deliver(item)
@@ -173,7 +191,8 @@ class DurableClient:
             if item.decision.approved:
                 run = self.state.run(item.run_id)
                 assert run is not None
-                payload = {k: run[k] for k in ("run_id", "plan", "plan_hash", "inputs", "policy")}
+                keys = ("run_id", "plan", "plan_hash", "inputs", "policy", "expires_in")
+                payload = {k: run[k] for k in keys}
                 payload |= {"approval_id": item.id, "grant": item.decision.to_json()}
                 options: EnqueueOptions = {
                     "queue_name": QUEUE_NAME,
@@ -184,11 +203,15 @@ class DurableClient:
                 self.client.enqueue(options, payload)
                 self.state.set_status(item.run_id, "queued")
             else:
-                self.state.set_status(item.run_id, "denied")
-        else:
-            self.client.send(
-                item.run_id, item.decision.to_json(), item.id, idempotency_key=f"planlock:{item.id}"
-            )
+                self.state.set_status(item.run_id, item.status)  # denied or expired
+        elif item.status != "expired":  # an expired call request: the waiting run sees it
+            answer: EnqueueOptions = {
+                "queue_name": ANSWER_QUEUE,
+                "workflow_name": ANSWER_WORKFLOW,
+                "workflow_id": answer_workflow_id(item.id),  # a second hand-over is a no-op
+                "app_version": APP_VERSION,
+            }
+            self.client.enqueue(answer, item.decision.to_json())
         self.state.mark_delivered(item.id)
 
     def adopt(self, dead: Sequence[str]) -> list[str]:
@@ -283,6 +306,7 @@ class DurableWorker:
             polling_interval_sec=0.05,
             on_conflict="always_update",
         )
+        DBOS.register_queue(ANSWER_QUEUE, polling_interval_sec=0.05, on_conflict="always_update")
         return self.client.adopt(adopt) if adopt else []
 
     def serve(

@@ -8,7 +8,7 @@ Three small tables live in the journal's database (SQLite file or PostgreSQL, th
 - ``durable_starts``: one row per attempt to run a non-repeatable step, committed *before* the
   tool is called. A row without a recorded DBOS result is how a restart knows the call may have
   happened (R11);
-- ``durable_deliveries``: decided approvals already handed to DBOS (enqueue or ``send``);
+- ``durable_deliveries``: decided approvals already handed to DBOS (an enqueued run or answer);
 - ``durable_workers``: each worker's liveness lease, renewed by its heartbeat. Open-source DBOS
   keeps no heartbeat of its executors, so this is how ``adopt`` tells a dead worker (lease
   ended, or stopped) from a live one (lease running), and refuses the live one.
@@ -43,7 +43,7 @@ __all__ = [
     "event_key",
 ]
 
-_FINAL = ("succeeded", "failed", "denied", "refused", "rejected")
+_FINAL = ("succeeded", "failed", "denied", "expired", "refused", "rejected")
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ class DurableState:
         with self._lock, self._db.tx() as db:
             db.execute(
                 "INSERT INTO durable_runs (run_id, plan, plan_hash, inputs, policy, approval_id, "
-                "status, submitted_by, submitted_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "status, submitted_by, submitted_at, updated_at, expires_in) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     payload["run_id"],
                     canonical_json(payload["plan"]),
@@ -105,6 +105,7 @@ class DurableState:
                     by,
                     now,
                     now,
+                    payload.get("expires_in"),
                 ),
             )
 
@@ -113,7 +114,8 @@ class DurableState:
         with self._lock, self._db.tx() as db:
             row = db.execute(
                 "SELECT run_id, plan, plan_hash, inputs, policy, approval_id, status, "
-                "submitted_by, submitted_at, updated_at FROM durable_runs WHERE run_id = ?",
+                "submitted_by, submitted_at, updated_at, expires_in FROM durable_runs "
+                "WHERE run_id = ?",
                 (run_id,),
             ).fetchone()
         if row is None:
@@ -122,7 +124,7 @@ class DurableState:
         out = dict(zip(keys, row[:7], strict=True))
         for k in ("plan", "inputs", "policy"):
             out[k] = json.loads(out[k])
-        out.update(submitted_by=row[7], submitted_at=row[8], updated_at=row[9])
+        out.update(submitted_by=row[7], submitted_at=row[8], updated_at=row[9], expires_in=row[10])
         return out
 
     def runs(self) -> list[tuple[str, str]]:
@@ -236,6 +238,54 @@ class DurableState:
                 ),
             )
 
+    def expire(self) -> list[tuple[str, str]]:
+        """Mark durable runs' pending requests past their expiry ``expired`` and journal
+        ``approval_expired`` (once: whichever process expires a request first journals it, as
+        the approval queue does); a run whose plan request expired is ``expired``. Returns the
+        ``(approval id, run id)`` pairs this call expired."""
+        now = now_iso()
+        done: list[tuple[str, str]] = []
+        with self._lock, self._db.tx() as db:
+            rows = db.execute(
+                "SELECT a.id, a.run_id, a.kind FROM approvals a "
+                "JOIN durable_runs r ON r.run_id = a.run_id "
+                "WHERE a.status = 'pending' AND a.expires_at < ?",
+                (now,),
+            ).fetchall()
+            for approval_id, run_id, kind in rows:
+                cur = db.execute(
+                    "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'pending'",
+                    (approval_id,),
+                )
+                if cur.rowcount != 1:
+                    continue
+                done.append((str(approval_id), str(run_id)))
+                if kind == "plan":
+                    db.execute(
+                        "UPDATE durable_runs SET status = 'expired', updated_at = ? "
+                        "WHERE run_id = ?",
+                        (now, run_id),
+                    )
+        for approval_id, run_id in done:
+            self.journal.record(run_id, "approval_expired", {"id": approval_id})
+        return done
+
+    def answer(self, approval_id: str) -> tuple[str, str | None, Decision | None]:
+        """A stored request's status, expiry and, when decided, its decision."""
+        with self._lock, self._db.tx() as db:
+            row = db.execute(
+                "SELECT id, run_id, kind, status, plan_hash, step_id, args_hash, decided_by, "
+                "decided_via, decided_at, reason, expires_at FROM approvals WHERE id = ?",
+                (approval_id,),
+            ).fetchone()
+        if row is None:
+            raise KeyError(approval_id)
+        status, expires_at = str(row[3]), row[11]
+        if status in ("approved", "used", "denied"):
+            decided = _stored(row[:11]).decision
+            return status, expires_at, decided
+        return status, expires_at, None
+
     def mark_used(self, approval_id: str) -> None:
         with self._lock, self._db.tx() as db:
             db.execute(
@@ -289,7 +339,7 @@ class DurableState:
 def _stored(row: Any) -> StoredApproval:
     aid, run_id, kind, status, plan_hash, step_id, args_hash, by, via, at, reason = row
     decision: Decision
-    if status == "approved":
+    if status in ("approved", "used"):
         decision = Approved(plan_hash, by, via, reason or "", at, step_id, args_hash)
     elif status == "denied":
         decision = Denied(

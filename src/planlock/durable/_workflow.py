@@ -8,7 +8,7 @@ How the DBOS pitfalls are handled:
 - **Determinism.** The workflow body is ``walk`` over the approved plan. Its parallel branches
   finish in any order, so DBOS's call-order step numbers are not used: before walking, the body
   reserves a fixed block of step ids for every plan step, in plan order (``_Slots``), and each
-  DBOS operation of a step (its call, its approval ``recv``, a resume decision and the retry)
+  DBOS operation of a step (its call, its approval wait, a resume decision and the retry)
   runs at its reserved id. No clock, no LLM call in the body; in-step ``llm`` calls run inside
   DBOS steps.
 - **At least once.** Tools get ``StepContext.idempotency_key`` (``run_id:step_id``). Before a tool
@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dbos import DBOS, StepOptions, StepReservation
-from dbos._dbos import _get_dbos_instance
 
 from planlock._version import __version__
 from planlock.agent import Prepared, call_checker
@@ -47,6 +46,8 @@ from planlock.tools import LLM_TOOL, Tool, ToolRegistry
 from planlock.validation import analyse
 
 __all__ = [
+    "ANSWER_QUEUE",
+    "ANSWER_WORKFLOW",
     "APP_NAME",
     "APP_VERSION",
     "MAX_RESUMES",
@@ -54,18 +55,26 @@ __all__ = [
     "WORKFLOW_NAME",
     "DBOSEngine",
     "WorkerContext",
+    "answer_workflow_id",
 ]
 
 APP_NAME = "planlock"
-WORKFLOW_REVISION = 1
+WORKFLOW_REVISION = 2
 """Bump when the workflow body's sequence of DBOS operations changes."""
 APP_VERSION = f"planlock-{__version__}-wf{WORKFLOW_REVISION}"
 QUEUE_NAME = "planlock-runs"
 WORKFLOW_NAME = "planlock.run"
+ANSWER_QUEUE = "planlock-answers"
+"""Answers travel on their own queue, so runs waiting for them (which fill ``--concurrency``)
+never hold them back."""
+ANSWER_WORKFLOW = "planlock.answer"
+ANSWER_KEY = "decision"
 STEP_NAME = "planlock.step"
+WAIT_NAME = "planlock.wait"
 MAX_RESUMES = 3
 """How many times a person may let an interrupted, non-repeatable step run again."""
 _STEP_OPTIONS: StepOptions = {"name": STEP_NAME, "retries_allowed": False}
+_WAIT_OPTIONS: StepOptions = {"name": WAIT_NAME, "retries_allowed": False}
 
 
 @dataclass
@@ -112,19 +121,29 @@ def repeatable(tool: Tool) -> bool:
 class _Slots:
     """The DBOS step ids reserved for one plan step, drawn in plan order before walking."""
 
-    approval: tuple[StepReservation, StepReservation]
+    approval: StepReservation
     calls: tuple[StepReservation, ...]
-    resumes: tuple[tuple[StepReservation, StepReservation], ...]
+    resumes: tuple[StepReservation, ...]
 
     @classmethod
     def reserve(cls) -> _Slots:
-        def pair() -> tuple[StepReservation, StepReservation]:
-            return DBOS.reserve_step(), DBOS.reserve_step()
-
-        approval = pair()
+        approval = DBOS.reserve_step()
         calls = tuple(DBOS.reserve_step() for _ in range(MAX_RESUMES + 1))
-        resumes = tuple(pair() for _ in range(MAX_RESUMES))
+        resumes = tuple(DBOS.reserve_step() for _ in range(MAX_RESUMES))
         return cls(approval, calls, resumes)
+
+
+def answer_workflow_id(approval_id: str) -> str:
+    """The id of the workflow that carries a person's answer to a run-time request."""
+    return f"{approval_id}.answer"
+
+
+@DBOS.workflow(name=ANSWER_WORKFLOW)
+async def answer_workflow(decision: dict[str, Any]) -> dict[str, Any]:
+    """Publish a decision (``Approved``/``Denied`` as JSON) as this workflow's event; the run
+    waiting for it reads it with ``DBOS.get_event`` (public API, with a timeout)."""
+    await DBOS.set_event_async(ANSWER_KEY, decision)
+    return decision
 
 
 class DBOSEngine:
@@ -136,11 +155,13 @@ class DBOSEngine:
         prepared: Prepared,
         slots: dict[str, _Slots],
         record: OnceRecorder,
+        request_expiry: timedelta | None = None,
     ) -> None:
         self.worker = worker
         self.prepared = prepared
         self.slots = slots
         self.recorder = record
+        self.request_expiry = request_expiry
         self._checker = call_checker(prepared)
 
     @property
@@ -184,7 +205,7 @@ class DBOSEngine:
         )
 
     async def wait_for_approval(self, request: ApprovalRequest) -> Decision:
-        """Store the call request (``walk`` journaled it) and wait for the answer by ``recv``."""
+        """Store the call request (``walk`` journaled it) and wait for the answer (``_wait``)."""
         assert request.step_id is not None
         state = self.worker.state
         state.add_approval(
@@ -249,36 +270,54 @@ class DBOSEngine:
             return request.deny("policy", "dbos", problem)
         return decision
 
-    async def _await_answer(
-        self, request: ApprovalRequest, slot: tuple[StepReservation, StepReservation]
-    ) -> Decision:
+    async def _await_answer(self, request: ApprovalRequest, slot: StepReservation) -> Decision:
+        """Wait for the answer in a DBOS step at the request's reserved id (``_wait``): its
+        outcome is recorded, so a replay takes the same answer (or the same expiry)."""
         state = self.worker.state
         state.set_status(self.run_id, "waiting_approval")
-        workflow_id = DBOS.workflow_id
-        assert workflow_id is not None
-        # DBOS.recv numbers its operation by call order, which parallel branches do not fix;
-        # the system database's recv at the reserved ids is the same operation, made
-        # deterministic (dbos is pinned to 3.4.x).
-        sys_db = _get_dbos_instance()._sys_db  # noqa: SLF001
-        message = await sys_db.recv_async(
-            workflow_id,
-            slot[0].step_id,
-            slot[1].step_id,
-            request.id,
-            self.worker.expiry.total_seconds(),
-        )
+        out = await slot.run_async(_WAIT_OPTIONS, _wait, self, request)
         state.set_status(self.run_id, "running")
-        if not isinstance(message, dict):
-            return request.deny("policy", "dbos", "the request expired without an answer")
-        decision = decision_from_json(message)
+        if out.get("expired"):
+            return request.deny("policy", "dbos", "the request expired")
+        decision = decision_from_json(out)
         if decision.approved:
             state.mark_used(request.id)
             await self.record("approval_used", {"id": request.id, "step": request.step_id})
         return decision
 
+    @property
+    def expiry(self) -> timedelta:
+        """How long this run's requests wait: the run's ``expires_in``, else the worker's."""
+        return self.request_expiry or self.worker.expiry
+
     def _expires_at(self) -> str:
-        # Informational (shown in the queue); the wait itself is bounded by DBOS's durable timer.
-        return (datetime.now(UTC) + self.worker.expiry).isoformat(timespec="milliseconds")
+        # The wait's deadline (``_wait`` reads it back from the stored request, so a recovered
+        # run waits only for what is left of it).
+        return (datetime.now(UTC) + self.expiry).isoformat(timespec="milliseconds")
+
+
+async def _wait(engine: DBOSEngine, request: ApprovalRequest) -> dict[str, Any]:
+    """The DBOS step that waits for a person: ``DBOS.get_event`` on the request's answer
+    workflow (``answer_workflow``), up to the request's stored deadline. At the deadline an
+    answer stored in time is taken from the approvals table; otherwise the request expires
+    (marked ``expired``, ``approval_expired`` journaled once) and ``{"expired": true}``."""
+    state = engine.worker.state
+    _, expires_at, _ = state.answer(request.id)
+    deadline = datetime.fromisoformat(expires_at) if expires_at else None
+    while True:
+        left = 3600.0 if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            break
+        message = await DBOS.get_event_async(
+            answer_workflow_id(request.id), ANSWER_KEY, timeout_seconds=min(left, 3600.0)
+        )
+        if isinstance(message, dict):
+            return message
+    _, _, decided = state.answer(request.id)
+    if decided is not None:
+        return decided.to_json()
+    state.expire()  # marks it expired and journals approval_expired, unless already done
+    return {"expired": True}
 
 
 async def _run_tool(engine: DBOSEngine, call: StepCall, round_no: int) -> dict[str, Any]:
@@ -330,7 +369,9 @@ async def run_workflow(run: dict[str, Any]) -> dict[str, Any]:
     record.record("approval_used", {"id": run["approval_id"], "plan_hash": plan.hash})
     record.record("run_claimed", {"worker": DBOS.executor_id, "engine": "dbos"})
     worker.state.set_status(run_id, "running")
-    engine = DBOSEngine(worker, prepared, slots, record)
+    expires_in = run.get("expires_in")
+    expiry = timedelta(seconds=float(expires_in)) if expires_in else None
+    engine = DBOSEngine(worker, prepared, slots, record, expiry)
     result = await walk(
         analysis,
         inputs,
