@@ -464,3 +464,45 @@ def test_an_unanswered_call_request_expires_and_the_call_is_not_made(
     assert client.state.runs() == [(sub.run_id, "failed")]
     assert journal.verify().ok
     client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # a worker process
+def test_endorsed_values_are_consulted_at_run_time_in_a_recorded_step(
+    site: Site, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    client = site.client()
+    procs.append(site.worker("w1"))
+    common = ["--journal", str(site.journal)]
+    first = submit(client, parallel_plan(1, "e1", ask=True))
+    client.decide(wait_for(lambda: pending(site, "plan"))[0]["id"], approve=True, by="sam")
+    call = wait_for(lambda: pending(site, "call"))[0]
+    # the person approves the send and endorses its recipient (the lookup's untrusted output)
+    res = runner.invoke(app, ["approve", call["id"], "--as", "sam", "--endorse", "ops", *common])
+    assert res.exit_code == 0, res.output
+    assert client.result(first, timeout=60)["status"] == "succeeded"
+    # the same flow again: the endorsement covers the value, nobody is asked
+    second = submit(client, parallel_plan(1, "e2", ask=True))
+    client.decide(wait_for(lambda: pending(site, "plan"))[0]["id"], approve=True, by="sam")
+    assert client.result(second, timeout=60)["status"] == "succeeded"
+    journal = Journal.open(site.journal)
+    kinds = [e.kind for e in journal.events(second)]
+    assert kinds.count("approval_requested") == 1  # the plan's only
+    used = [e.data for e in journal.events(second) if e.kind == "endorsement_used"]
+    assert [(u["step"], u["param"], u["label"]) for u in used] == [("s", "to", "ops")]
+    # the lookup is a DBOS step whose answer is recorded (a replay decides the same way)
+    steps = client.client.list_workflow_steps(second)
+    lookups = [s for s in steps if s["function_name"] == "planlock.endorsements"]
+    assert len(lookups) == 1
+    assert lookups[0]["output"][0][3]["id"] == used[0]["endorsement"]
+    # revoked: the next run asks again
+    res = runner.invoke(app, ["endorse", "revoke", used[0]["endorsement"], "--as", "sam", *common])
+    assert res.exit_code == 0, res.output
+    third = submit(client, parallel_plan(1, "e3", ask=True))
+    client.decide(wait_for(lambda: pending(site, "plan"))[0]["id"], approve=True, by="sam")
+    again = wait_for(lambda: pending(site, "call"))[0]
+    assert again["run_id"] == third
+    client.decide(again["id"], approve=False, by="sam", reason="not this time")
+    assert client.result(third, timeout=60)["status"] == "failed"
+    assert journal.verify().ok
+    client.close()

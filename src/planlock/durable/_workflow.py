@@ -32,13 +32,28 @@ from typing import Any
 from dbos import DBOS, StepOptions, StepReservation
 
 from planlock._version import __version__
-from planlock.agent import Prepared, call_checker
-from planlock.approval import ApprovalRequest, Decision, Denied, admit_grant, binding_problem
+from planlock.agent import Prepared
+from planlock.approval import (
+    ApprovalRequest,
+    Decision,
+    Denied,
+    EndorsementStore,
+    SQLEndorsements,
+    admit_grant,
+    binding_problem,
+)
 from planlock.core import Plan
+from planlock.durable._checks import (
+    Lookups,
+    NeedsLookup,
+    capture_lookups,
+    check_without_lookup,
+    replayed_check,
+)
 from planlock.durable._state import DurableState, OnceRecorder, decision_from_json
 from planlock.errors import ApprovalMismatch, UsageError
 from planlock.execution import InProcessEngine, StepCall, StepOutcome, walk
-from planlock.journal import Journal
+from planlock.journal import Journal, database_of
 from planlock.llm import LLM
 from planlock.policy import Policy, assess
 from planlock.queue import Notifier
@@ -75,6 +90,7 @@ MAX_RESUMES = 3
 """How many times a person may let an interrupted, non-repeatable step run again."""
 _STEP_OPTIONS: StepOptions = {"name": STEP_NAME, "retries_allowed": False}
 _WAIT_OPTIONS: StepOptions = {"name": WAIT_NAME, "retries_allowed": False}
+_LOOKUP_OPTIONS: StepOptions = {"name": "planlock.endorsements", "retries_allowed": False}
 
 
 @dataclass
@@ -92,9 +108,13 @@ class WorkerContext:
     notifier: Notifier | None = None
     """Told about each request a run stores for a person (e.g. the queue's ``WebhookNotifier``)."""
     state: DurableState = field(init=False)
+    endorsements: EndorsementStore = field(init=False)
+    """The values people endorsed (the ``endorsements`` table beside the journal, shared with
+    the approval queue and ``planlock endorse``)."""
 
     def __post_init__(self) -> None:
         self.state = DurableState(self.journal)
+        self.endorsements = SQLEndorsements(database_of(self.journal.store))
 
 
 _CURRENT: list[WorkerContext] = []
@@ -121,16 +141,18 @@ def repeatable(tool: Tool) -> bool:
 class _Slots:
     """The DBOS step ids reserved for one plan step, drawn in plan order before walking."""
 
+    endorsements: StepReservation
     approval: StepReservation
     calls: tuple[StepReservation, ...]
     resumes: tuple[StepReservation, ...]
 
     @classmethod
     def reserve(cls) -> _Slots:
+        endorsements = DBOS.reserve_step()
         approval = DBOS.reserve_step()
         calls = tuple(DBOS.reserve_step() for _ in range(MAX_RESUMES + 1))
         resumes = tuple(DBOS.reserve_step() for _ in range(MAX_RESUMES))
-        return cls(approval, calls, resumes)
+        return cls(endorsements, approval, calls, resumes)
 
 
 def answer_workflow_id(approval_id: str) -> str:
@@ -162,7 +184,6 @@ class DBOSEngine:
         self.slots = slots
         self.recorder = record
         self.request_expiry = request_expiry
-        self._checker = call_checker(prepared)
 
     @property
     def run_id(self) -> str:
@@ -171,9 +192,16 @@ class DBOSEngine:
     async def record(self, kind: str, data: dict[str, Any]) -> None:
         self.recorder.record(kind, data)
 
-    def check_call(self, call: StepCall) -> ApprovalRequest | Denied | None:
-        """The run-time policy check, with a request id that is the same on every replay."""
-        verdict = self._checker(call)
+    async def check_call(self, call: StepCall) -> ApprovalRequest | Denied | None:
+        """The run-time policy check, with endorsements consulted as the queue engine does (see
+        ``_checks``: a lookup is a DBOS step, so a replay decides as the first run did), and a
+        request id that is the same on every replay."""
+        try:
+            verdict = check_without_lookup(self.prepared, call)
+        except NeedsLookup:
+            slot = self.slots[call.step.id].endorsements
+            found = await slot.run_async(_LOOKUP_OPTIONS, _lookup, self, call)
+            verdict = replayed_check(self.prepared, found, self.recorder.record)(call)
         if isinstance(verdict, ApprovalRequest):
             return replace(verdict, id=f"{self.run_id}.{call.step.id}.call")
         return verdict
@@ -318,6 +346,11 @@ async def _wait(engine: DBOSEngine, request: ApprovalRequest) -> dict[str, Any]:
         return decided.to_json()
     state.expire()  # marks it expired and journals approval_expired, unless already done
     return {"expired": True}
+
+
+async def _lookup(engine: DBOSEngine, call: StepCall) -> Lookups:
+    """The DBOS step that asks the endorsement store (its answer is recorded for replays)."""
+    return capture_lookups(engine.prepared, engine.worker.endorsements, call)
 
 
 async def _run_tool(engine: DBOSEngine, call: StepCall, round_no: int) -> dict[str, Any]:
