@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -129,7 +131,7 @@ def test_system_database_url_and_version(tmp_path: Path) -> None:
     assert default == f"sqlite:///{tmp_path / 'planlock.dbos.sqlite'}"
     # a constant from planlock's version, never a hash of the source
     assert APP_VERSION.startswith("planlock-0.")
-    assert APP_VERSION.endswith("-wf2")
+    assert APP_VERSION.endswith("-wf3")
 
 
 def test_worker_liveness_leases(tmp_path: Path) -> None:
@@ -494,7 +496,9 @@ def test_endorsed_values_are_consulted_at_run_time_in_a_recorded_step(
     steps = client.client.list_workflow_steps(second)
     lookups = [s for s in steps if s["function_name"] == "planlock.endorsements"]
     assert len(lookups) == 1
-    assert lookups[0]["output"][0][3]["id"] == used[0]["endorsement"]
+    output = lookups[0]["output"]
+    assert output is not None
+    assert output[0][3]["id"] == used[0]["endorsement"]
     # revoked: the next run asks again
     res = runner.invoke(app, ["endorse", "revoke", used[0]["endorsement"], "--as", "sam", *common])
     assert res.exit_code == 0, res.output
@@ -504,5 +508,145 @@ def test_endorsed_values_are_consulted_at_run_time_in_a_recorded_step(
     assert again["run_id"] == third
     client.decide(again["id"], approve=False, by="sam", reason="not this time")
     assert client.result(third, timeout=60)["status"] == "failed"
+    assert journal.verify().ok
+    client.close()
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    _Hook.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", _Hook.received
+    server.shutdown()
+    server.server_close()
+
+
+ADAPTING = {
+    "version": 1,
+    "goal": "adapt",
+    "steps": [
+        {
+            "id": "e",
+            "tool": "put",
+            "for_each": "{{keys}}",
+            "max_items": 5,
+            "args": {"key": "{{item}}", "value": 1},
+        },
+        {"id": "c", "tool": "fetch", "args": {"n": 1}, "checkpoint": True, "after": ["e"]},
+        {"id": "p", "tool": "put", "args": {"key": "c", "value": "{{steps.c.output}}"}},
+    ],
+}
+SEND = {"to": "ops@example.com", "value": "{{steps.c.output}}"}
+REPLIES = {
+    # at the checkpoint: fetch from another source and send instead (beyond the approval)
+    "checkpoint": {
+        "needs_revision": True,
+        "new_steps": [
+            {"id": "f", "tool": "fetch_from", "args": {"source": "primary"}},
+            {"id": "s2", "tool": "send", "args": SEND, "after": ["f"]},
+        ],
+    },
+    # after f failed: the backup source (within what the person approved)
+    "replan": {
+        "steps": [
+            {"id": "g", "tool": "fetch_from", "args": {"source": "backup"}},
+            {"id": "s3", "tool": "send", "args": SEND, "after": ["g"]},
+        ]
+    },
+}
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # worker processes
+def test_for_each_checkpoints_and_replans_run_durably_and_replay_the_same(
+    site: Site,
+    procs: list[subprocess.Popen[bytes]],
+    webhook: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, received = webhook
+    replies = site.dir / "replies.json"
+    replies.write_text(json.dumps(REPLIES))
+    env = {**site.env, "PLANLOCK_TEST_REPLIES": str(replies), "PLANLOCK_TEST_NOTIFY": url}
+
+    def worker() -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, str(ROOT / "tests" / "test_durable_support.py"), "worker"]
+        with (site.dir / "w1.log").open("ab") as log:
+            return subprocess.Popen(
+                [*cmd, str(site.journal), site.db, "w1"], env=env, stdout=log, stderr=log
+            )
+
+    client = site.client()
+
+    async def go() -> Any:
+        plan = Plan.parse(ADAPTING)
+        return await client.submit(
+            plan, registry, inputs={"keys": ["k1", "k2", "k3"]}, policy=ALLOW
+        )
+
+    run_id = anyio.run(go).run_id
+    first = worker()
+    procs.append(first)
+    # the checkpoint's revision adds a tool and an effect: it waits for a person, notified
+    request = wait_for(lambda: pending(site, "revision"), timeout=90)[0]
+    assert request["run_id"] == run_id
+    wait_for(lambda: [m for m in received if m["planlock"]["kind"] == "revision"])
+    first.send_signal(signal.SIGKILL)  # killed while it waits: the restart replays the run
+    first.wait()
+    procs.append(worker())
+    res = runner.invoke(
+        app, ["approve", request["id"], "--as", "sam", "--journal", str(site.journal)]
+    )
+    assert res.exit_code == 0, res.output
+    summary = client.result(run_id, timeout=90)
+    assert summary["status"] == "succeeded", summary
+    assert summary["replans"] == 2
+    journal = Journal.open(site.journal)
+    events = journal.events(run_id)
+    # for_each: one call per item, each once
+    items = [e.data["item"] for e in events if e.kind == "step_started" and e.data["step"] == "e"]
+    assert sorted(items) == [0, 1, 2]
+    puts = {k: n for (k, t), n in count_calls(site.effects).items() if t == "put"}
+    assert sum(n for k, n in puts.items() if k.startswith(f"{run_id}:e")) == 3
+    # the checkpoint was reviewed; the revision beyond the envelope was approved by sam; the
+    # second stayed inside it; the replanner was asked twice, however often the run was replayed
+    assert [e.data["needs_revision"] for e in events if e.kind == "checkpoint_reviewed"] == [True]
+    replanned = [e.data for e in events if e.kind == "replanned"]
+    assert [(r["reason"], r["within_envelope"]) for r in replanned] == [
+        ("checkpoint", False),
+        ("error", True),
+    ]
+    asked = [
+        e
+        for e in events
+        if e.kind == "llm_called" and e.data["purpose"] in ("replan", "checkpoint")
+    ]
+    assert len(asked) == 2
+    granted = [e.data for e in events if e.kind == "approval_granted"]
+    assert any(g.get("id") == request["id"] and g["by"] == "sam" for g in granted)
+    steps = {s["function_name"] for s in client.client.list_workflow_steps(run_id)}
+    assert {"planlock.revise", "planlock.adopt", "planlock.wait"} <= steps
+    # what ran: p was replaced, f failed, s2 skipped, g and s3 ran; one send, for s3
+    started = [e.data["step"] for e in events if e.kind == "step_started"]
+    assert "p" not in started
+    assert [e.data["step"] for e in events if e.kind == "step_skipped"] == ["s2"]
+    sends = {k for (k, t) in count_calls(site.effects) if t == "send" and k.startswith(run_id)}
+    assert len(sends) == 1
+    assert [e.kind for e in events].count("run_finished") == 1
+    assert len([m for m in received if m["planlock"]["kind"] == "revision"]) == 1
     assert journal.verify().ok
     client.close()

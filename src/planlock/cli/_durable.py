@@ -29,6 +29,7 @@ from planlock.cli._app import (
     _invalid,
     _journal_spec,
     _load_plan,
+    _model,
     _open_journal,
     _policy,
     _registry,
@@ -38,6 +39,7 @@ from planlock.cli._app import (
 )
 from planlock.errors import ApprovalDenied, PlanInvalid, UsageError
 from planlock.journal import Event
+from planlock.planning import Replanner
 from planlock.queue import WebhookNotifier, parse_duration
 
 if TYPE_CHECKING:
@@ -95,6 +97,15 @@ def submit_cmd(
             "(90s, 2h, 7d); then it expires."
         ),
     ] = "7d",
+    max_replans: Annotated[
+        int,
+        typer.Option(
+            "--max-replans",
+            help="Revisions allowed after errors and checkpoints, on a worker with --model "
+            "(0 disables).",
+            min=0,
+        ),
+    ] = 2,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a plan and submit it to the durable engine; print the run id. A plan that needs
@@ -117,6 +128,7 @@ def submit_cmd(
                 policy=rules,
                 by=by or os.environ.get("USER") or "cli",
                 expires_in=expiry,
+                max_replans=max_replans,
             )
 
         submitted = anyio.run(go)
@@ -226,6 +238,7 @@ def run_worker(
     lease: str = "30s",
     heartbeat: str = "10s",
     notify: str | None = None,
+    model: str | None = None,
 ) -> None:
     """``planlock worker --engine dbos``: run until SIGTERM / Ctrl-C (or ``--idle-exit``).
     ``lease``/``heartbeat``: the worker's liveness lease (``adopt`` refuses a live worker)."""
@@ -239,10 +252,16 @@ def run_worker(
     registry = _registry(tools)
     wid = worker_id or socket.gethostname()
     url = notify or os.environ.get("PLANLOCK_WEBHOOK_URL")
+    llm = _model(model) if model else None
+    j = _open_journal(journal)
     try:
         worker = DurableWorker(
             WorkerContext(
-                registry, _open_journal(journal), notifier=WebhookNotifier(url) if url else None
+                registry,
+                j,
+                llm=llm,
+                notifier=WebhookNotifier(url) if url else None,
+                replanner=Replanner(llm, registry, journal=j) if llm else None,
             ),
             db_url=db_url(db, journal),
             executor_id=wid,

@@ -152,9 +152,11 @@ _LEASES = """
 
 # The durable engine's workers and their liveness leases (open-source DBOS has no heartbeat):
 # ``planlock durable adopt`` refuses a worker whose lease is live. A durable run's requests
-# expire after its ``expires_in`` seconds (NULL: the worker's default).
+# expire after its ``expires_in`` seconds (NULL: the worker's default), and it may be revised
+# ``max_replans`` times (on a worker with a replanner).
 _DURABLE_WORKERS = """
         ALTER TABLE durable_runs ADD COLUMN expires_in REAL;
+        ALTER TABLE durable_runs ADD COLUMN max_replans INTEGER;
         CREATE TABLE durable_workers (
             worker_id TEXT PRIMARY KEY,
             host TEXT NOT NULL,

@@ -54,6 +54,9 @@ __all__ = [
     "system_schema",
 ]
 
+_PAYLOAD = ("run_id", "plan", "plan_hash", "inputs", "policy", "expires_in", "max_replans")
+"""What a run's workflow gets (with the plan grant) from its stored row."""
+
 AUTO_REASON = "nothing needs a person"
 """The reason of the policy's grant for a durable run with nothing that needs a person (the
 approval queue and in-process runs say ``planlock.approval.AUTO_REASON``)."""
@@ -125,12 +128,12 @@ class DurableClient:
         policy: Policy | None = None,
         by: str = "cli",
         expires_in: timedelta = DEFAULT_EXPIRY,
+        max_replans: int = 2,
     ) -> Submitted:
         """Validate and assess now (raises PlanInvalid / ApprovalDenied); store the run and, when
         the policy needs no person, enqueue it at once. The plan request, and each request the
-        run makes while it executes, waits ``expires_in`` for an answer, then expires."""
-        if any(getattr(s, "for_each", None) for s in plan.steps):
-            raise UsageError("the durable engine does not run for_each steps yet")
+        run makes while it executes, waits ``expires_in`` for an answer, then expires. On a
+        worker with a replanner the run may be revised ``max_replans`` times (0: never)."""
         policy = policy or Policy()
         prepared = await prepare(plan, registry, self.journal, inputs=inputs, policy=policy)
         gate = PlanGate.of(
@@ -145,6 +148,7 @@ class DurableClient:
             "inputs": prepared.inputs,
             "policy": policy.model_dump(mode="json"),
             "expires_in": expires_in.total_seconds(),
+            "max_replans": max_replans,
         }
         status = "pending_approval" if needs else "approved"
         expires_at = (datetime.now(UTC) + expires_in).isoformat(timespec="milliseconds")
@@ -191,7 +195,15 @@ class DurableClient:
             if item.decision.approved:
                 run = self.state.run(item.run_id)
                 assert run is not None
-                keys = ("run_id", "plan", "plan_hash", "inputs", "policy", "expires_in")
+                keys = (
+                    "run_id",
+                    "plan",
+                    "plan_hash",
+                    "inputs",
+                    "policy",
+                    "expires_in",
+                    "max_replans",
+                )
                 payload = {k: run[k] for k in keys}
                 payload |= {"approval_id": item.id, "grant": item.decision.to_json()}
                 options: EnqueueOptions = {

@@ -92,8 +92,8 @@ class DurableState:
         with self._lock, self._db.tx() as db:
             db.execute(
                 "INSERT INTO durable_runs (run_id, plan, plan_hash, inputs, policy, approval_id, "
-                "status, submitted_by, submitted_at, updated_at, expires_in) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "status, submitted_by, submitted_at, updated_at, expires_in, max_replans) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     payload["run_id"],
                     canonical_json(payload["plan"]),
@@ -106,6 +106,7 @@ class DurableState:
                     now,
                     now,
                     payload.get("expires_in"),
+                    payload.get("max_replans"),
                 ),
             )
 
@@ -114,7 +115,7 @@ class DurableState:
         with self._lock, self._db.tx() as db:
             row = db.execute(
                 "SELECT run_id, plan, plan_hash, inputs, policy, approval_id, status, "
-                "submitted_by, submitted_at, updated_at, expires_in FROM durable_runs "
+                "submitted_by, submitted_at, updated_at, expires_in, max_replans FROM durable_runs "
                 "WHERE run_id = ?",
                 (run_id,),
             ).fetchone()
@@ -124,7 +125,8 @@ class DurableState:
         out = dict(zip(keys, row[:7], strict=True))
         for k in ("plan", "inputs", "policy"):
             out[k] = json.loads(out[k])
-        out.update(submitted_by=row[7], submitted_at=row[8], updated_at=row[9], expires_in=row[10])
+        out.update(submitted_by=row[7], submitted_at=row[8], updated_at=row[9])
+        out.update(expires_in=row[10], max_replans=row[11])
         return out
 
     def runs(self) -> list[tuple[str, str]]:
@@ -186,10 +188,12 @@ class DurableState:
 
     # -- step starts (R11) ------------------------------------------------------------------
 
-    def mark_started(self, run_id: str, step_id: str, round_no: int) -> bool:
+    def mark_started(self, run_id: str, step_id: str, round_no: int, call: str = "") -> bool:
         """Record that attempt ``round_no`` of a step is about to call its tool; False when that
-        attempt was started before (a crash came between the call and its recorded result)."""
-        key = f"{run_id}:{step_id}:{round_no}"
+        attempt was started before (a crash came between the call and its recorded result).
+        ``call`` tells apart the calls of one step id: ``:<item>`` of a for_each step,
+        ``@<revision>`` of a revised plan's step."""
+        key = f"{run_id}:{step_id}{call}:{round_no}"
         with self._lock, self._db.tx() as db:
             cur = db.execute(
                 "INSERT INTO durable_starts (key, run_id, step_id, round, at) "
@@ -212,11 +216,12 @@ class DurableState:
         args_hash: str | None = None,
         expires_at: str | None = None,
         decided: Decision | None = None,
-    ) -> None:
-        """Store a request in the shared ``approvals`` table (once: the id is deterministic)."""
+    ) -> bool:
+        """Store a request in the shared ``approvals`` table (once: the id is deterministic);
+        True when this call stored it."""
         status = "pending" if decided is None else ("approved" if decided.approved else "denied")
         with self._lock, self._db.tx() as db:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO approvals (id, run_id, kind, plan_hash, step_id, args_hash, request, "
                 "status, created_at, expires_at, decided_by, decided_via, decided_at, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -237,6 +242,7 @@ class DurableState:
                     decided.reason if decided else None,
                 ),
             )
+            return cur.rowcount == 1
 
     def expire(self) -> list[tuple[str, str]]:
         """Mark durable runs' pending requests past their expiry ``expired`` and journal
@@ -363,17 +369,21 @@ def decision_from_json(data: dict[str, Any]) -> Decision:
     return Denied(plan_hash, by, via, reason, at, step_id, args_hash)
 
 
-_STEP_EVENTS = frozenset(
-    {"step_started", "step_finished", "step_failed", "step_skipped", "step_retrying"}
-)
-
-
 def event_key(kind: str, data: dict[str, Any]) -> str:
-    """What makes an event the same event when a workflow body runs again."""
-    if kind in _STEP_EVENTS:
-        return f"{kind}|{data.get('step')}|{data.get('attempt') if kind == 'step_retrying' else ''}"
-    if kind.startswith("approval_") and (data.get("id") or data.get("step")):
-        return f"{kind}|{data.get('id')}|{data.get('step')}|{data.get('kind')}"
+    """What makes an event the same event when a workflow body runs again. A step event of a
+    revised plan carries the revision's number (``revision``), so a revised step that reuses a
+    failed step's id is a new event."""
+    step = data.get("step")
+    if "revision" in data:
+        step = f"{step}@{data['revision']}"
+    if kind == "step_started":
+        return f"{kind}|{step}|{data.get('item')}"
+    if kind == "step_retrying":
+        return f"{kind}|{step}|{data.get('item')}|{data.get('attempt')}"
+    if kind in ("step_finished", "step_failed", "step_skipped"):
+        return f"{kind}|{step}"
+    if kind.startswith("approval_") and (data.get("id") or step):
+        return f"{kind}|{data.get('id')}|{step}|{data.get('kind')}"
     if kind == "run_claimed":
         return f"{kind}|{data.get('worker')}"
     if kind == "run_finished":
@@ -387,8 +397,15 @@ class OnceRecorder:
     def __init__(self, journal: Journal, run_id: str) -> None:
         self.journal = journal
         self.run_id = run_id
-        self._seen = {event_key(e.kind, e.data) for e in journal.events(run_id)}
         self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self.reload()
+
+    def reload(self) -> None:
+        """Learn the events the run has now (a DBOS step may journal some directly)."""
+        seen = {event_key(e.kind, e.data) for e in self.journal.events(self.run_id)}
+        with self._lock:
+            self._seen |= seen
 
     async def __call__(self, kind: str, data: dict[str, Any]) -> None:
         self.record(kind, data)

@@ -2,7 +2,7 @@
 approved plans.
 """
 
-from planlock.queue._notify import Notifier, WebhookNotifier
+from planlock.queue._notify import Notifier, WebhookNotifier, notify_request
 from planlock.queue._queue import ApprovalQueue, Submitted
 from planlock.queue._replay import MAX_RESUMES, Lease
 from planlock.queue._runs import STATES, run_state, self_approval_problem
@@ -17,6 +17,7 @@ __all__ = [
     "Notifier",
     "Submitted",
     "WebhookNotifier",
+    "notify_request",
     "parse_duration",
     "run_state",
     "self_approval_problem",
