@@ -134,8 +134,8 @@ def test_system_database_url_and_version(tmp_path: Path) -> None:
     assert APP_VERSION.endswith("-wf3")
 
 
-def test_worker_liveness_leases(tmp_path: Path) -> None:
-    state = DurableState(Journal.open(tmp_path / "j.db"))
+def test_worker_liveness_leases(journal_spec: str | Path, tmp_path: Path) -> None:
+    state = DurableState(Journal.open(journal_spec))
     assert state.live_worker("w1") is None  # never seen: nothing says it is alive
     state.beat("w1", timedelta(seconds=30), starting=True)
     live = state.live_worker("w1")
