@@ -650,3 +650,57 @@ def test_for_each_checkpoints_and_replans_run_durably_and_replay_the_same(
     assert len([m for m in received if m["planlock"]["kind"] == "revision"]) == 1
     assert journal.verify().ok
     client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # a server process
+def test_serve_drives_the_durable_engine_through_the_http_api(site: Site) -> None:
+    import httpx
+    from test_server_support import auth, serve
+
+    extra = ["--engine", "dbos", "--lease", "3s", "--heartbeat", "1s", "--id", "srv"]
+    with (
+        serve(site.dir, *extra, tools=TOOLS) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+    ):
+        body = {"plan": parallel_plan(1, "http", ask=True), "inputs": {}}
+        r = http.post("/api/runs", json=body, headers=auth("sam"))
+        assert r.status_code == 201, r.text
+        sub = r.json()
+        assert sub["status"] == "pending_approval"
+
+        def approve_pending(kind: str) -> None:
+            items = wait_for(
+                lambda: [
+                    a
+                    for a in http.get("/api/approvals", headers=auth("alice")).json()
+                    if a["kind"] == kind
+                ]
+            )
+            (item,) = items
+            assert (item["run_id"], item["submitted_by"]) == (sub["run_id"], "sam")
+            decision = {"plan_hash": item["plan_hash"], "args_hash": item["args_hash"]}
+            url = f"/api/approvals/{item['id']}/approve"
+            res = http.post(url, json=decision, headers=auth("alice"))
+            assert res.status_code == 200, res.text
+
+        approve_pending("plan")  # the run goes to the in-server DBOS worker
+        approve_pending("call")  # the send's recipient came from a lookup
+        done = wait_for(
+            lambda: (
+                (r := http.get(f"/api/runs/{sub['run_id']}", headers=auth("sam")).json())["status"]
+                == "succeeded"
+                and r
+            )
+        )
+        assert done["state"] == "done"
+        assert done["claimed_by"] == "srv"
+        assert [a["kind"] for a in done["approvals"]] == ["plan", "call"]
+        listed = http.get("/api/runs", headers=auth("sam")).json()
+        assert [x["run_id"] for x in listed] == [sub["run_id"]]
+        assert http.get("/api/runs", headers=auth("eve")).json() == []  # another submitter's
+    journal = Journal.open(server.db)
+    claims = [e.data for e in journal.events(sub["run_id"]) if e.kind == "run_claimed"]
+    assert claims == [{"worker": "srv", "engine": "dbos"}]
+    assert count_calls(site.effects)[(f"{sub['run_id']}:s", "send")] == 1
+    assert journal.verify().ok

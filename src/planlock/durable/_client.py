@@ -26,7 +26,7 @@ from dbos import DBOS, DBOSClient, DBOSConfig, DBOSPortableJSONSerializer, Enque
 from dbos._utils import INTERNAL_QUEUE_NAME
 
 from planlock.agent import noter, prepare
-from planlock.approval import Decision, PlanGate
+from planlock.approval import Decision, EndorseAs, PlanGate
 from planlock.core import Plan
 from planlock.durable._state import DurableState, StoredApproval
 from planlock.durable._workflow import (
@@ -172,11 +172,19 @@ class DurableClient:
         return Submitted(prepared.run_id, status, approval_id if needs else None)
 
     def decide(
-        self, approval_id: str, *, approve: bool, by: str, reason: str = "", via: str = "cli"
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        by: str,
+        reason: str = "",
+        via: str = "cli",
+        endorse: EndorseAs | None = None,
     ) -> Decision:
-        """Answer a pending request (journaled, single use) and hand it to DBOS now."""
+        """Answer a pending request (journaled, single use) and hand it to DBOS now; with
+        ``endorse``, approving a call also endorses its values (as the approval queue does)."""
         decision = ApprovalQueue(self.journal).decide(
-            approval_id, approve=approve, by=by, reason=reason, via=via
+            approval_id, approve=approve, by=by, reason=reason, via=via, endorse=endorse
         )
         self.deliver_pending()
         return decision

@@ -129,6 +129,23 @@ class DurableState:
         out.update(expires_in=row[10], max_replans=row[11])
         return out
 
+    def rows(self, limit: int) -> list[dict[str, Any]]:
+        """The newest durable runs first (as ``run`` gives them)."""
+        with self._lock, self._db.tx() as db:
+            ids = db.execute(
+                "SELECT run_id FROM durable_runs ORDER BY submitted_at DESC, run_id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [r for r in (self.run(str(i[0])) for i in ids) if r is not None]
+
+    def worker_lease(self, worker_id: str) -> str | None:
+        """When ``worker_id``'s liveness lease ends (None: unknown or stopped)."""
+        with self._lock, self._db.tx() as db:
+            row = db.execute(
+                "SELECT lease_until FROM durable_workers WHERE worker_id = ?", (worker_id,)
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
     def runs(self) -> list[tuple[str, str]]:
         """``(run_id, status)`` of every durable run, oldest first."""
         with self._lock, self._db.tx() as db:
