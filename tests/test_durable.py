@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +34,7 @@ from planlock.validation._validate import analyse
 
 pytest.importorskip("dbos")
 
+from conftest import pg_dsn
 from test_durable_support import ALLOW, count_calls, parallel_plan, registry
 
 from planlock.cli import app
@@ -282,11 +284,38 @@ def pending(site: Site, kind: str) -> list[dict[str, Any]]:
     return [p for p in json.loads(res.output) if p["kind"] == kind]
 
 
+def use_postgres(
+    site: Site, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Put the site's DBOS system database in a fresh PostgreSQL schema (skips without one)."""
+    import psycopg
+
+    dsn = pg_dsn()
+    site.db = system_database_url(dsn)
+    schema = f"dbos_test_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("PLANLOCK_DBOS_SCHEMA", schema)
+
+    def drop() -> None:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+    request.addfinalizer(drop)
+
+
 @pytest.mark.integration
 @pytest.mark.slow  # worker processes
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_parallel_runs_and_approvals_from_other_processes(
-    site: Site, procs: list[subprocess.Popen[bytes]]
+    site: Site,
+    procs: list[subprocess.Popen[bytes]],
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if backend == "postgres":  # answers reach the waiting run through DBOS on PostgreSQL
+        use_postgres(site, monkeypatch, request)
     client = site.client()
     procs.append(site.worker("w1"))
     runs = [submit(client, parallel_plan(3, f"t{i}")) for i in range(3)]
