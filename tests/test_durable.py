@@ -733,3 +733,23 @@ def test_serve_drives_the_durable_engine_through_the_http_api(site: Site) -> Non
     assert claims == [{"worker": "srv", "engine": "dbos"}]
     assert count_calls(site.effects)[(f"{sub['run_id']}:s", "send")] == 1
     assert journal.verify().ok
+
+
+def test_durable_submit_notifies_the_webhook_of_a_plan_request(
+    site: Site, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = webhook
+    plan = site.dir / "plan.json"
+    plan.write_text(json.dumps(parallel_plan(1, "hook")))
+    common = ["--journal", str(site.journal), "--db", site.db]
+    res = runner.invoke(
+        app, ["durable", "submit", str(plan), "--tools", TOOLS, "--notify", url, "--json", *common]
+    )
+    assert res.exit_code == 0, res.output
+    sub = json.loads(res.stdout)
+    (message,) = received
+    assert message["planlock"]["approval_id"] == sub["approval_id"]
+    assert message["planlock"]["kind"] == "plan"
+    assert message["planlock"]["journal_head"]["seq"] > 0
+    kinds = [e.kind for e in Journal.open(site.journal).events(sub["run_id"])]
+    assert "notification_sent" in kinds

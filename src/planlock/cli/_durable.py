@@ -51,6 +51,13 @@ durable_app = typer.Typer(
 )
 app.add_typer(durable_app, name="durable")
 
+NotifyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--notify",
+        help="Webhook URL to post a plan request to [default: $PLANLOCK_WEBHOOK_URL].",
+    ),
+]
 DbOpt = Annotated[
     str | None,
     typer.Option(
@@ -70,7 +77,7 @@ def db_url(db: str | None, journal: str | None) -> str:
     return system_database_url(db, spec if isinstance(spec, Path) else None)
 
 
-def _client(journal: str | None, db: str | None) -> DurableClient:
+def _client(journal: str | None, db: str | None, notify: str | None = None) -> DurableClient:
     try:
         from planlock.durable import DurableClient  # noqa: PLC0415  (optional dependency, imported on use)
     except ImportError:
@@ -78,7 +85,9 @@ def _client(journal: str | None, db: str | None) -> DurableClient:
             EXIT_USAGE,
             "the durable engine needs the 'durable' extra: pip install planlock[durable]",
         )
-    return DurableClient(_open_journal(journal), db_url(db, journal))
+    url = notify or os.environ.get("PLANLOCK_WEBHOOK_URL")
+    notifier = WebhookNotifier(url) if url else None
+    return DurableClient(_open_journal(journal), db_url(db, journal), notifier)
 
 
 @durable_app.command("submit")
@@ -106,6 +115,7 @@ def submit_cmd(
             min=0,
         ),
     ] = 2,
+    notify: NotifyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a plan and submit it to the durable engine; print the run id. A plan that needs
@@ -117,7 +127,7 @@ def submit_cmd(
         expiry = parse_duration(expires_in)
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
-    client = _client(journal, db)
+    client = _client(journal, db, notify)
     try:
 
         async def go() -> Any:

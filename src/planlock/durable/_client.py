@@ -43,7 +43,7 @@ from planlock.durable._workflow import (
 from planlock.errors import UsageError
 from planlock.journal import Journal
 from planlock.policy import Policy
-from planlock.queue import DEFAULT_EXPIRY, ApprovalQueue, Submitted
+from planlock.queue import DEFAULT_EXPIRY, ApprovalQueue, Notifier, Submitted, notify_request
 from planlock.tools import ToolRegistry
 
 __all__ = [
@@ -98,9 +98,11 @@ def dbos_config(url: str, executor_id: str) -> DBOSConfig:
 class DurableClient:
     """Submit durable runs and answer their requests, from any process."""
 
-    def __init__(self, journal: Journal, db_url: str) -> None:
+    def __init__(self, journal: Journal, db_url: str, notifier: Notifier | None = None) -> None:
         self.journal = journal
         self.db_url = db_url
+        self.notifier = notifier
+        """Told about each plan request that waits for a person (as the approval queue's)."""
         self.state = DurableState(journal)
         self._client: DBOSClient | None = None
         self._lock = threading.Lock()
@@ -169,6 +171,8 @@ class DurableClient:
         )
         if grant is not None:
             self.deliver_pending()
+        elif self.notifier is not None:
+            notify_request(self.notifier, self.journal, prepared.run_id, request.to_json())
         return Submitted(prepared.run_id, status, approval_id if needs else None)
 
     def decide(
