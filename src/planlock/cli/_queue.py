@@ -350,6 +350,14 @@ def worker_cmd(
     heartbeat: Annotated[
         str, typer.Option(help="How often the worker renews the lease of the run it executes.")
     ] = "10s",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="With --engine dbos: LLM for llm steps and for replanning runs (local, "
+            "openai:MODEL[@URL], anthropic:MODEL).",
+        ),
+    ] = None,
 ) -> None:
     """Execute approved runs, each exactly once; wait at run-time approvals."""
     if engine == "dbos":
@@ -363,6 +371,10 @@ def worker_cmd(
             adopt=adopt,
             idle_exit=idle_exit,
             concurrency=concurrency,
+            lease=lease,
+            heartbeat=heartbeat,
+            notify=notify,
+            model=model,
         )
         return
     if engine != "queue":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +23,11 @@ from planlock.cli._app import (
 )
 from planlock.errors import UsageError
 from planlock.queue import Lease, parse_duration
+
+if TYPE_CHECKING:
+    from planlock.llm import LLM
+    from planlock.policy import Policy
+    from planlock.server._durable import DurableEngine
 
 
 @app.command("serve")
@@ -125,6 +131,23 @@ def serve_cmd(
     heartbeat: Annotated[
         str, typer.Option(help="How often an in-server worker renews its run's lease.")
     ] = "10s",
+    engine_name: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="queue (the approval queue) or dbos (durable runs: docs/durable.md).",
+        ),
+    ] = "queue",
+    db: Annotated[
+        str | None,
+        typer.Option(help="With --engine dbos: the DBOS system database (as for the worker)."),
+    ] = None,
+    worker_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id", help="With --engine dbos: the in-server worker's id [default: HOST-serve]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API and the approval page (bearer tokens with roles)."""
     try:
@@ -147,8 +170,14 @@ def serve_cmd(
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
     llm = _model(model) if model else None
-    engine = QueueEngine(
-        _open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm, lease=held
+    if engine_name not in ("queue", "dbos"):
+        _fail(EXIT_USAGE, f"unknown engine {engine_name!r} (use queue or dbos)")
+    engine = (
+        durable_engine(tools, journal, rules, llm, db, worker_id, held)
+        if engine_name == "dbos"
+        else QueueEngine(
+            _open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm, lease=held
+        )
     )
     config = ServerConfig(
         allow_self_approval=allow_self_approval,
@@ -171,3 +200,35 @@ def serve_cmd(
         uvicorn.run(api, host=host, port=port, log_level="warning", lifespan="on")
     finally:
         engine.close()
+
+
+def durable_engine(
+    tools: str,
+    journal: str | None,
+    rules: Policy,
+    llm: LLM | None,
+    db: str | None,
+    worker_id: str | None,
+    held: Lease,
+) -> DurableEngine:
+    """``--engine dbos``: the durable engine, with an in-server DBOS worker (its liveness lease
+    is ``--lease``/``--heartbeat``; ``--model`` also replans its runs)."""
+    try:
+        from planlock.cli._durable import db_url  # noqa: PLC0415  (optional dependency)
+        from planlock.durable import WorkerContext  # noqa: PLC0415
+        from planlock.planning import Replanner  # noqa: PLC0415
+        from planlock.server._durable import DurableEngine  # noqa: PLC0415
+    except ImportError:
+        _fail(EXIT_USAGE, "--engine dbos needs the 'durable' extra: pip install planlock[durable]")
+    registry = _registry(tools)
+    j = _open_journal(journal)
+    replanner = Replanner(llm, registry, journal=j) if llm else None
+    return DurableEngine(
+        j,
+        registry,
+        db_url=db_url(db, journal),
+        policy=rules,
+        context=WorkerContext(registry, j, llm=llm, replanner=replanner),
+        worker_id=worker_id or f"{socket.gethostname()}-serve",
+        worker_options={"lease": held.duration, "heartbeat": held.renew},
+    )

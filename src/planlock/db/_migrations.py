@@ -11,8 +11,9 @@ The tables:
 - ``runs``, ``approvals``: the approval queue's working state (``planlock.queue``); a claimed
   run carries its worker's lease (``claimed_by``, ``lease_expires_at``), and ``queue_calls``
   holds one row per tool call a queue worker started, with its outcome once it has one;
-- ``durable_runs``, ``durable_starts``, ``durable_deliveries``: the durable engine's
-  (``planlock.durable``);
+- ``durable_runs``, ``durable_starts``, ``durable_deliveries``, ``durable_workers``: the
+  durable engine's (``planlock.durable``); ``durable_workers`` holds each DBOS worker's
+  liveness lease (its heartbeat), which ``adopt`` checks;
 - ``endorsements``: values a person endorsed, bound to their hash and source
   (``planlock.approval``).
 """
@@ -149,6 +150,23 @@ _LEASES = """
         CREATE INDEX queue_calls_run ON queue_calls (run_id);
 """
 
+# The durable engine's workers and their liveness leases (open-source DBOS has no heartbeat):
+# ``planlock durable adopt`` refuses a worker whose lease is live. A durable run's requests
+# expire after its ``expires_in`` seconds (NULL: the worker's default), and it may be revised
+# ``max_replans`` times (on a worker with a replanner).
+_DURABLE_WORKERS = """
+        ALTER TABLE durable_runs ADD COLUMN expires_in REAL;
+        ALTER TABLE durable_runs ADD COLUMN max_replans INTEGER;
+        CREATE TABLE durable_workers (
+            worker_id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            heartbeat_at TEXT NOT NULL,
+            lease_until TEXT
+        );
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0001_events",
@@ -175,6 +193,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0003_durable", _DURABLE),
     Migration("0004_endorsements", _ENDORSEMENTS),
     Migration("0005_queue_leases", _LEASES),
+    Migration("0006_durable_workers", _DURABLE_WORKERS),
 )
 
 
@@ -189,7 +208,9 @@ APP_PRIVILEGES: dict[str, str] = {
     "durable_runs": "SELECT, INSERT, UPDATE",
     "durable_starts": "SELECT, INSERT",
     "durable_deliveries": "SELECT, INSERT",
+    "durable_workers": "SELECT, INSERT, UPDATE",
     "endorsements": "SELECT, INSERT, UPDATE",
+    "queue_calls": "SELECT, INSERT, UPDATE",
 }
 
 _INSUFFICIENT_PRIVILEGE = "42501"

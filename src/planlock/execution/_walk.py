@@ -9,6 +9,7 @@ the steps that read its output are skipped (journaled ``step_skipped``), which i
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Mapping
@@ -353,7 +354,8 @@ class _Walk:
         """Run-time policy (R6, R7): a denial stops the call; a request waits for an answer
         bound to this exact call. Journaling the answer is the waiter's job (the queue records
         it when a person decides); the binding check is made here, for every engine."""
-        check = self.check_call(call) if self.check_call else None
+        verdict = self.check_call(call) if self.check_call else None
+        check = await verdict if inspect.isawaitable(verdict) else verdict
         if check is None:
             return True
         sid = call.step.id

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-__all__ = ["Notifier", "WebhookNotifier", "approval_message"]
+from planlock.journal import Journal
+
+__all__ = ["Notifier", "WebhookNotifier", "approval_message", "notify_request"]
 
 
 class Notifier(Protocol):
@@ -67,3 +69,19 @@ def approval_message(
             "journal_head": journal_head,
         },
     }
+
+
+def notify_request(
+    notifier: Notifier, journal: Journal, run_id: str, request: dict[str, Any]
+) -> None:
+    """Notify about a stored request (with the journal's head) and journal the outcome
+    (``notification_sent``, or ``notification_failed``: a failure must not lose the request)."""
+    try:
+        head = journal.signed_head().to_json()
+        notifier.notify(approval_message(request, journal_head=head))
+    except Exception as exc:
+        journal.record(
+            run_id, "notification_failed", {"approval_id": request["id"], "error": str(exc)}
+        )
+    else:
+        journal.record(run_id, "notification_sent", {"approval_id": request["id"]})

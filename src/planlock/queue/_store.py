@@ -10,12 +10,11 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from planlock.agent import noter
 from planlock.approval import SQLEndorsements, now_iso
 from planlock.db import Database
 from planlock.errors import UsageError
 from planlock.journal import Journal, database_of
-from planlock.queue._notify import Notifier, approval_message
+from planlock.queue._notify import Notifier, notify_request
 
 __all__ = ["DEFAULT_EXPIRY", "QueueStore", "iso", "parse_duration"]
 
@@ -51,16 +50,8 @@ class QueueStore:
         return self._db.tx()
 
     async def _notify(self, run_id: str, request: dict[str, Any]) -> None:
-        if self.notifier is None:
-            return
-        note = noter(self.journal, run_id)
-        try:
-            head = self.journal.signed_head().to_json()
-            self.notifier.notify(approval_message(request, journal_head=head))
-        except Exception as exc:  # a notifier failure must not lose the request
-            note("notification_failed", {"approval_id": request["id"], "error": str(exc)})
-        else:
-            note("notification_sent", {"approval_id": request["id"]})
+        if self.notifier is not None:
+            notify_request(self.notifier, self.journal, run_id, request)
 
     # -- reading ----------------------------------------------------------------------------
 
