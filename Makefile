@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test check lint typecheck unit unit-fast bench bench-planner clean postgres postgres-stop
+.PHONY: demo test check lint typecheck unit unit-fast bench bench-planner bench-import clean postgres postgres-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/planlock demo --yes
 
-## Lint, type-check (strict) and run the whole test suite (what CI runs).
-test: $(VENV)/.installed-dev lint typecheck unit
+## Lint, type-check (strict) and run the whole test suite (what CI runs). The type check runs
+## beside the tests (their output interleaved by line).
+test: $(VENV)/.installed-dev lint
+	$(MAKE) --no-print-directory -j2 --output-sync=line typecheck unit
 
 ## The edit-test loop: lint, types, and every test that needs no model, no server and no extra
 ## processes. Left out (run by `make test`): the markers `integration`, `model`, `postgres`,
 ## `browser` and `slow` (crash, load and multi-process tests); e.g. `pytest -m model` runs a tier.
-check: $(VENV)/.installed-dev lint typecheck unit-fast
+check: $(VENV)/.installed-dev lint
+	$(MAKE) --no-print-directory -j2 --output-sync=line typecheck unit-fast
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks examples scripts
@@ -39,8 +42,12 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+# Tests run on $(JOBS) pytest-xdist workers: the model tests share one (tests/conftest.py), the
+# others are spread; many tests wait on processes, sockets and timers, so JOBS may exceed cores.
+JOBS ?= 3
+
 unit: $(VENV)/.installed-dev
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(JOBS)
 
 unit-fast: $(VENV)/.installed-dev
 	$(BIN)/pytest -q -m "not integration and not slow"
@@ -52,6 +59,10 @@ bench: $(VENV)/.installed-dev
 ## Planner benchmark: plan quality, latency, LLM cost vs ReAct, with the local model (~20 min).
 bench-planner: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/planner.py
+
+## Start-up time: `import planlock` and `planlock --help` in fresh processes (~15 s).
+bench-import: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/import_time.py
 
 ## Start a local PostgreSQL on 127.0.0.1 (cluster in .pg/), create planlock's tables as their
 ## owner role (the application role may not), and print the application's DSN.

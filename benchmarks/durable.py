@@ -9,7 +9,7 @@ tools that do no waiting of their own, so the numbers are the engines' overhead.
 engine (``planlock.run`` with an SQLite journal) is the baseline; the DBOS engine is measured
 with its system database on SQLite and, when ``$PLANLOCK_PG_DSN`` is set, on PostgreSQL (the
 journal stays SQLite). Steps per second = steps executed / wall time from the first submission
-to the last finished run. Approval wake-up latency is the time from ``DBOS.send`` of an answer
+to the last finished run. Approval wake-up latency is the time from the delivery of an answer
 (``DurableClient.deliver_pending``) to the waiting step's ``step_started`` event, median of
 ``--wakeups`` runs.
 """

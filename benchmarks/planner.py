@@ -12,6 +12,9 @@ For each task, with the same model:
 - the planner (``Planner``, up to 3 attempts): valid on the first attempt, valid after repair,
   exact tool-sequence match, latency of the first attempt with the cached prompt prefix
   ("warm": the system prompt and tool list are shared by every task of a toolset);
+- goal coverage: whether the first valid plan and the returned plan had a part of the goal that
+  no step seems to serve (``uncovered_part`` / ``uncovered_goal`` warnings), and whether the
+  planner stated its ``coverage`` list;
 - the plan is executed (approved automatically) and its quarantined ``llm`` steps counted;
 - the ReAct baseline (``planlock.planning``) runs the same goal with the same tools: its model
   calls, tokens, and whether it called exactly the expected tools in order.
@@ -163,6 +166,14 @@ class Row:
     cold_s: float | None = None
     plan_calls: int = 0
     plan_tokens: int = 0
+    issues: list[list[str]] = field(default_factory=list)
+    """The issue codes of each attempt."""
+    first_uncovered: list[str] = field(default_factory=list)
+    """The coverage warnings of the first valid plan (before any coverage repair)."""
+    final_uncovered: list[str] = field(default_factory=list)
+    """The coverage warnings of the returned plan (after repair)."""
+    coverage_stated: bool = False
+    """The returned plan has a ``coverage`` list."""
     exec_status: str = ""
     exec_llm_calls: int = 0
     exec_tokens: int = 0
@@ -174,9 +185,11 @@ class Row:
     react_s: float = 0.0
 
 
-async def plan_task(llm: Any, task: Task, row: Row, max_attempts: int) -> Any:
+async def plan_task(
+    llm: Any, task: Task, row: Row, max_attempts: int, timeout_s: float | None = 120.0
+) -> Any:
     registry = registry_for(task.toolset)
-    planner = planlock.Planner(llm, registry, max_attempts=max_attempts)
+    planner = planlock.Planner(llm, registry, max_attempts=max_attempts, timeout_s=timeout_s)
     started = time.perf_counter()
     plan = None
     try:
@@ -191,6 +204,7 @@ async def plan_task(llm: Any, task: Task, row: Row, max_attempts: int) -> Any:
         row.outcome, row.error = "llm_error", str(exc)
     row.plan_s = time.perf_counter() - started
     attempts = planner.attempts
+    row.issues = [[i.code for i in a.issues] for a in attempts]
     row.attempts = len(attempts)
     row.plan_calls = len(attempts)
     row.plan_tokens = sum(a.input_tokens + a.output_tokens for a in attempts)
@@ -198,6 +212,12 @@ async def plan_task(llm: Any, task: Task, row: Row, max_attempts: int) -> Any:
     row.first_valid = bool(attempts) and not attempts[0].issues
     if row.outcome == "cannot_plan":
         row.first_valid = False
+    valid = [a for a in attempts if not a.issues and a.reply is not None]
+    if valid:
+        row.first_uncovered = [w.message for w in valid[0].warnings]
+    if plan is not None:
+        row.final_uncovered = [w.message for w in planner.warnings]
+        row.coverage_stated = bool(plan.coverage)
     row.exact = (row.outcome == "valid" and tuple(row.planned) == task.expected) or (
         row.outcome == "cannot_plan" and not task.expected
     )
@@ -264,6 +284,8 @@ async def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
         load_s = time.perf_counter() - started
         log(f"model {llm.model_label} loaded in {load_s:.1f} s, {llm.threads} threads")
     tasks = TASKS[:3] + TASKS[12:15] if args.quick else TASKS
+    if args.only:
+        tasks = tuple(TASKS[int(n) - 1] for n in args.only.split(","))
     rows: list[Row] = []
     warmed: set[str] = set()
     for i, task in enumerate(tasks, 1):
@@ -271,8 +293,8 @@ async def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
         if task.toolset not in warmed:  # put this toolset's system prompt in the cache
             warmed.add(task.toolset)
             await plan_task(llm, Task(task.toolset, "Do nothing useful.", ()), Row("", "", []), 1)
-        plan, registry = await plan_task(llm, task, row, args.max_attempts)
-        if plan is not None:
+        plan, registry = await plan_task(llm, task, row, args.max_attempts, args.timeout or None)
+        if plan is not None and not args.no_exec:
             await execute(llm, task, plan, registry, row)
         if not args.no_react:
             await react_task(llm, task, row)
@@ -282,7 +304,8 @@ async def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
                 f.write(json.dumps(asdict(row)) + "\n")
         log(
             f"[{i:2d}/{len(tasks)}] {row.outcome:11s} a={row.attempts} "
-            f"{'exact' if row.exact else 'diff '} {row.warm_s:5.1f}s {row.planned} | "
+            f"{'exact' if row.exact else 'diff '} {row.warm_s:5.1f}s {row.planned} "
+            f"uncovered {len(row.first_uncovered)}->{len(row.final_uncovered)} {row.issues} | "
             f"react {row.react_status} {row.react_calls} calls {row.react_tools}"
         )
     cold: list[tuple[str, float]] = []
@@ -316,6 +339,16 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
         "refused_correctly": pct(sum(r.outcome == "cannot_plan" for r in refusals), len(refusals)),
         "exact_planner": pct(sum(r.exact for r in rows), len(rows)),
         "exact_react": pct(sum(r.react_exact for r in rows), len(rows)),
+        "uncovered_first": pct(
+            sum(bool(r.first_uncovered) for r in rows),
+            sum(r.outcome == "valid" or bool(r.first_uncovered) for r in rows),
+        ),
+        "uncovered_final": pct(
+            sum(bool(r.final_uncovered) for r in rows), sum(r.outcome == "valid" for r in rows)
+        ),
+        "coverage_stated": pct(
+            sum(r.coverage_stated for r in rows), sum(r.outcome == "valid" for r in rows)
+        ),
         "warm_median_s": statistics.median(r.warm_s for r in rows),
         "cold_median_s": statistics.median(colds) if colds else None,
         "planlock_calls": mean([r.plan_calls + r.exec_llm_calls for r in rows]),
@@ -340,6 +373,9 @@ def markdown(result: dict[str, Any], summary: dict[str, Any], meta: dict[str, An
         f"| valid plan after repair (<= 3 attempts) | {summary['valid_after_repair']} | - |",
         f"| goals the tools cannot serve, refused | {summary['refused_correctly']} | - |",
         f"| exact tool sequence | {summary['exact_planner']} | {summary['exact_react']} |",
+        f"| first valid plan with an uncovered part | {summary['uncovered_first']} | - |",
+        f"| returned plan with an uncovered part | {summary['uncovered_final']} | - |",
+        f"| returned plan states its coverage | {summary['coverage_stated']} | - |",
         f"| planner latency, cached prefix (median) | {summary['warm_median_s']:.1f} s | - |",
         "| planner latency, cold (median) | "
         + (f"{summary['cold_median_s']:.1f} s" if summary["cold_median_s"] else "-")
@@ -369,6 +405,18 @@ def markdown(result: dict[str, Any], summary: dict[str, Any], meta: dict[str, An
             f"{mark} {planned} ({r.attempts}) | {rmark} {', '.join(r.react_tools) or 'none'}"
             f" ({r.react_status}) |"
         )
+    flagged = [r for r in rows if r.first_uncovered or r.final_uncovered]
+    if flagged:
+        lines += [
+            "",
+            "| goal | first valid plan: uncovered | returned plan: uncovered |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {r.goal} | {'; '.join(r.first_uncovered) or '-'} | "
+            f"{'; '.join(r.final_uncovered) or ('-' if r.outcome == 'valid' else r.outcome)} |"
+            for r in flagged
+        ]
     return "\n".join(lines)
 
 
@@ -379,6 +427,11 @@ def main() -> int:
     parser.add_argument("--cold", type=int, default=4, help="cold runs per toolset")
     parser.add_argument("--max-attempts", type=int, default=3)
     parser.add_argument("--no-react", action="store_true")
+    parser.add_argument("--no-exec", action="store_true", help="plan only; do not run the plans")
+    parser.add_argument("--only", help="these tasks only (1-based numbers, comma-separated)")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="per planner call, s (0: none)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--jsonl", type=Path, help="append each task's row here as it finishes")
     args = parser.parse_args()

@@ -26,12 +26,46 @@ from planlock.testing import memory_journal
 
 TIERS = ("model", "postgres", "browser", "slow")
 
+# pytest-xdist's workers inherit COLUMNS=80 from it, and Rich fixes a console's width from
+# COLUMNS when the console is built (at import): a test could then not widen the CLI's output
+# with ``env={"COLUMNS": ...}``. Without it, the width is read at each print, as in a shell.
+os.environ.pop("COLUMNS", None)
+
+
+MODEL_FILES = frozenset({"tests/test_local_model.py", "tests/test_replan_local.py"})
+"""The files of the tests that use the embedded model (``local_llm``): one xdist worker runs
+them all, so the model loads once and its replies are reused (``local_plans``)."""
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _tiers(items)
+    # The long tiers first, so that under xdist they start at once and the short tests fill
+    # the other workers around them (a long test picked up last would set the wall time).
+    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in ("slow", "model")))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Each test is a unit of work for any worker, except the model tests, which are one unit.
+    (xdist's own ``loadgroup`` cannot do this on pytest 9.2: it renames tests through an
+    attribute pytest no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class ModelTestsTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "model" if nodeid.split("::", maxsplit=1)[0] in MODEL_FILES else nodeid
+
+    return ModelTestsTogether(config, log)
+
+
+def _tiers(items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "local_llm" in names:
             item.add_marker(pytest.mark.model)
+            if item.nodeid.split("::")[0] not in MODEL_FILES:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses the model: add its file to MODEL_FILES"
+                )
         if "pg_schema" in names:
             item.add_marker(pytest.mark.postgres)
         marks = {m.name for m in item.iter_markers()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -261,8 +262,10 @@ def test_openai_backend_plans_through_a_compatible_server(
     rf = body["response_format"]
     assert rf["type"] == "json_schema"
     assert rf["json_schema"]["name"] == "plan"
-    assert rf["json_schema"]["schema"] == planlock.plan_schema(registry, max_steps=20)
-    call = journal.events()[0].data
+    assert rf["json_schema"]["schema"] == planlock.plan_schema(
+        registry, max_steps=20, coverage=True
+    )
+    call = next(e.data for e in journal.events() if e.kind == "llm_called")
     assert call["backend"] == f"openai:qwen@{openai_server.url}/v1"
     assert (call["input_tokens"], call["output_tokens"], call["cached_tokens"]) == (812, 64, 800)
 
@@ -356,9 +359,9 @@ def test_anthropic_backend_plans_through_a_forced_tool_call(
     assert [m["role"] for m in body["messages"]] == ["user"]
     assert body["tool_choice"] == {"type": "tool", "name": "answer"}
     (tool,) = body["tools"]
-    assert tool["input_schema"] == planlock.plan_schema(registry, max_steps=20)
+    assert tool["input_schema"] == planlock.plan_schema(registry, max_steps=20, coverage=True)
     assert tool["input_schema"]["type"] == "object"
-    call = journal.events()[0].data
+    call = next(e.data for e in journal.events() if e.kind == "llm_called")
     assert call["model"] == "claude-sonnet-4-6"
     assert (call["input_tokens"], call["output_tokens"]) == (1322, 118)
 
@@ -376,8 +379,6 @@ def test_anthropic_backend_relays_cannot_plan(
     ("model", "key", "message"),
     [
         ("claude-sonnet-4-6", "sk-wrong", "authentication failed"),
-        ("claude-haiku-4-5", KEY, "did not finish (stop_reason='max_tokens')"),
-        ("claude-opus-4-7", KEY, "did not finish (stop_reason='end_turn')"),
         ("claude-unknown", KEY, "HTTP 400"),
     ],
 )
@@ -388,8 +389,14 @@ def test_anthropic_backend_errors_are_llm_errors_naming_the_backend(
         plan_with(anthropic_llm(anthropic_server, model, key), registry, journal=journal)
     assert message in str(caught.value)
     assert caught.value.backend == f"anthropic:{model}@{anthropic_server.url}"
-    assert [e.kind for e in journal.events()] == ["llm_called"]
-    assert message in journal.events()[0].data["error"]
+    assert [e.kind for e in journal.events()] == ["planning_progress", "llm_called"]
+    progress = journal.events()[0].data
+    assert {k: v for k, v in progress.items() if k != "elapsed_s"} == {
+        "by": "planner",
+        "phase": "writing",
+        "attempt": 1,
+    }
+    assert message in journal.events()[1].data["error"]
 
 
 def test_anthropic_backend_with_the_server_down() -> None:
@@ -413,3 +420,95 @@ def test_anthropic_wraps_a_non_object_schema() -> None:
 def test_the_network_beyond_loopback_is_blocked() -> None:
     with pytest.raises(Exception, match=r"(?i)socket|blocked|host"):
         socket.create_connection(("192.0.2.1", 80), timeout=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Cut-off replies and time limits: repaired by the planner, journaled with the partial reply
+
+
+def exchange(model: str) -> dict[str, Any]:
+    response: dict[str, Any] = next(
+        e["response"] for e in EXCHANGES if e["match"]["model"] == model
+    )
+    return response
+
+
+def test_an_anthropic_reply_cut_at_max_tokens_is_repaired(registry: ToolRegistry) -> None:
+    def handler(path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+        repair = body["messages"][-1]["content"].startswith("Your reply was cut off")
+        return 200, exchange("claude-sonnet-4-6" if repair else "claude-haiku-4-5")
+
+    with StubServer(handler) as server, capture_journal() as journal:
+        llm = anthropic_llm(server, "claude-haiku-4-5")
+        plan = plan_with(llm, registry, journal=journal)
+    assert [s.tool for s in plan.steps] == ["fetch_account", "send_email"]
+    first = next(e.data for e in journal.events() if e.kind == "llm_called")
+    assert json.loads(first["reply"]) == {"steps": [{"id": "1", "tool": "fetch_account"}]}
+    assert (first["finish_reason"], first["output_tokens"]) == ("length", 16)
+    assert "stop_reason='max_tokens'" in first["error"]
+    repair = server.requests[1][2]["messages"][-1]["content"]
+    assert "cut off at 16 tokens (the limit is 1024)" in repair
+
+
+def test_an_openai_reply_cut_at_the_length_limit_is_repaired(registry: ToolRegistry) -> None:
+    def handler(path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+        if len(body["messages"]) == 2:
+            return 200, completion('{"steps": [{"id": "1"', "length")
+        return 200, completion(json.dumps(PLAN))
+
+    seen: list[planlock.Progress] = []
+    with StubServer(handler) as server, capture_journal() as journal:
+        llm = openai_llm(server)
+        planner = Planner(llm, registry, journal=journal, on_progress=seen.append)
+
+        async def go() -> planlock.Plan:
+            return await planner.plan(GOAL, CONTEXT)
+
+        plan = anyio.run(go)
+    assert len(plan.steps) == 2
+    first = next(e.data for e in journal.events() if e.kind == "llm_called")
+    assert (first["reply"], first["finish_reason"]) == ('{"steps": [{"id": "1"', "length")
+    assert [a.finish_reason for a in planner.attempts] == ["length", "stop"]
+    # A remote backend reports the phase, then the usage when done.
+    assert [(p.attempt, p.phase, p.tokens) for p in seen] == [
+        (1, "writing", None),
+        (1, "done", 64),
+        (2, "repairing", None),
+        (2, "done", 64),
+    ]
+
+
+def test_a_remote_call_past_the_time_limit_is_cut_off(registry: ToolRegistry) -> None:
+    release = threading.Event()
+
+    def handler(path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+        release.wait(5)
+        return 200, completion(json.dumps(PLAN))
+
+    with StubServer(handler) as server:
+        llm = openai_llm(server)  # the client's own timeout is 10 s
+        started = time.monotonic()
+        with pytest.raises(planlock.PlanningFailed) as caught:
+            plan_with(llm, registry, max_attempts=1, timeout_s=0.3)
+        took = time.monotonic() - started
+        release.set()
+    assert took < 3
+    (attempt,) = caught.value.attempts
+    assert attempt.finish_reason == "timeout"
+    assert attempt.issues[0].code == "timed_out"
+    assert "a longer time limit (--timeout or timeout_s=; now 0.3 s)" in str(caught.value)
+
+
+def test_an_anthropic_reply_without_the_answer_tool_call_ends_in_planning_failed(
+    anthropic_server: StubServer, registry: ToolRegistry
+) -> None:
+    llm = anthropic_llm(anthropic_server, "claude-opus-4-7")
+    with capture_journal() as journal, pytest.raises(planlock.PlanningFailed) as caught:
+        plan_with(llm, registry, journal=journal, max_attempts=1)
+    (attempt,) = caught.value.attempts
+    assert attempt.finish_reason == "end_turn"
+    assert attempt.reply == "I would first fetch the account, then send the email."
+    call = next(e.data for e in journal.events() if e.kind == "llm_called")
+    assert call["reply"] == attempt.reply
+    assert "did not finish (finish_reason='end_turn') after 14 tokens" in call["error"]
+    assert "stop_reason='end_turn'" in call["error"]

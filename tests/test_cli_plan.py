@@ -119,7 +119,7 @@ def test_plan_failures_exit_1_and_say_why(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--context", "user"], "--context takes NAME=JSON"),
+        (["--context", "user"], "--input takes NAME=JSON"),  # --context: an alias
         (["--context", "user={nope"], "not JSON"),
         (["--model", "gpt-4"], "unknown model"),
     ],

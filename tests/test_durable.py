@@ -7,11 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -21,7 +25,8 @@ from planlock import Journal, Plan, Policy, StepContext, ToolRegistry
 from planlock.agent._calls import in_process_waiter
 from planlock.agent._prepare import recorder
 from planlock.approval._approval import Approved, Denied, auto_approve
-from planlock.durable._state import OnceRecorder, decision_from_json, event_key
+from planlock.durable._state import DurableState, OnceRecorder, decision_from_json, event_key
+from planlock.errors import UsageError
 from planlock.execution._engine import Engine, LocalEngine, walk_with
 from planlock.execution._inprocess import InProcessEngine
 from planlock.testing import memory_journal
@@ -29,6 +34,7 @@ from planlock.validation._validate import analyse
 
 pytest.importorskip("dbos")
 
+from conftest import pg_dsn
 from test_durable_support import ALLOW, count_calls, parallel_plan, registry
 
 from planlock.cli import app
@@ -127,7 +133,27 @@ def test_system_database_url_and_version(tmp_path: Path) -> None:
     assert default == f"sqlite:///{tmp_path / 'planlock.dbos.sqlite'}"
     # a constant from planlock's version, never a hash of the source
     assert APP_VERSION.startswith("planlock-0.")
-    assert APP_VERSION.endswith("-wf1")
+    assert APP_VERSION.endswith("-wf3")
+
+
+def test_worker_liveness_leases(journal_spec: str | Path, tmp_path: Path) -> None:
+    state = DurableState(Journal.open(journal_spec))
+    assert state.live_worker("w1") is None  # never seen: nothing says it is alive
+    state.beat("w1", timedelta(seconds=30), starting=True)
+    live = state.live_worker("w1")
+    assert live is not None
+    assert live.pid == os.getpid()
+    state.stopped("w1")  # a clean stop ends the lease at once
+    assert state.live_worker("w1") is None
+    state.beat("w1", timedelta(milliseconds=1))
+    time.sleep(0.01)
+    assert state.live_worker("w1") is None  # the lease ran out without a heartbeat
+    state.beat("w2", timedelta(seconds=30))
+    client = DurableClient(state.journal, system_database_url(str(tmp_path / "dbos.sqlite")))
+    with pytest.raises(UsageError, match="still alive: w2"):
+        client.adopt(["w1", "w2"])
+    assert client.adopt(["w1"]) == []
+    client.close()
 
 
 def test_cli_submit_stores_and_queues_a_durable_run(site: Site) -> None:
@@ -258,11 +284,38 @@ def pending(site: Site, kind: str) -> list[dict[str, Any]]:
     return [p for p in json.loads(res.output) if p["kind"] == kind]
 
 
+def use_postgres(
+    site: Site, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Put the site's DBOS system database in a fresh PostgreSQL schema (skips without one)."""
+    import psycopg
+
+    dsn = pg_dsn()
+    site.db = system_database_url(dsn)
+    schema = f"dbos_test_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("PLANLOCK_DBOS_SCHEMA", schema)
+
+    def drop() -> None:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+    request.addfinalizer(drop)
+
+
 @pytest.mark.integration
 @pytest.mark.slow  # worker processes
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_parallel_runs_and_approvals_from_other_processes(
-    site: Site, procs: list[subprocess.Popen[bytes]]
+    site: Site,
+    procs: list[subprocess.Popen[bytes]],
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if backend == "postgres":  # answers reach the waiting run through DBOS on PostgreSQL
+        use_postgres(site, monkeypatch, request)
     client = site.client()
     procs.append(site.worker("w1"))
     runs = [submit(client, parallel_plan(3, f"t{i}")) for i in range(3)]
@@ -344,15 +397,22 @@ def test_a_dead_workers_runs_are_adopted(site: Site, procs: list[subprocess.Pope
     run_id = submit(client, parallel_plan(2, "adopt", ask=True))
     plan_request = wait_for(lambda: pending(site, "plan"))[0]
     client.decide(plan_request["id"], approve=True, by="sam")
-    dead = site.worker("w1")
+    dead = site.worker("w1", "--lease", "3s", "--heartbeat", "0.5s")
     procs.append(dead)
     wait_for(lambda: pending(site, "call"))  # the run waits on w1 for a person
+    adopt = ["durable", "adopt", "w1", "--journal", str(site.journal), "--db", site.db]
+    # w1 is alive (its heartbeat renews its lease): adopting its runs is refused, nothing moves
+    res = runner.invoke(app, adopt)
+    assert res.exit_code == 2, res.output
+    assert "still alive" in res.output
+    assert "w1" in res.output
+    assert site.client().client.retrieve_workflow(run_id).get_status().executor_id == "w1"
     dead.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
     dead.wait()
-    res = runner.invoke(
-        app, ["durable", "adopt", "w1", "--journal", str(site.journal), "--db", site.db]
-    )
-    assert res.exit_code == 0, res.output
+    # killed: refused until its lease runs out (no heartbeat renews it), then adopted
+    res = wait_for(lambda: (r := runner.invoke(app, adopt)).exit_code == 0 and r, timeout=20)
+    assert time.monotonic() - killed > 1.5  # not before the lease (3 s from the last beat) ended
     assert run_id in res.output
     procs.append(site.worker("w2"))
     call = pending(site, "call")[0]
@@ -365,3 +425,331 @@ def test_a_dead_workers_runs_are_adopted(site: Site, procs: list[subprocess.Pope
     assert journal.verify().ok
     assert set(count_calls(site.effects).values()) == {1}
     client.close()
+
+
+def _approval_status(site: Site, approval_id: str) -> str:
+    res = runner.invoke(
+        app, ["approvals", "show", approval_id, "--json", "--journal", str(site.journal)]
+    )
+    assert res.exit_code == 0, res.output
+    return str(json.loads(res.output)["status"])
+
+
+def test_an_unanswered_plan_request_expires_as_expired_not_denied(site: Site) -> None:
+    client = site.client()
+
+    async def go() -> Any:
+        plan = Plan.parse(parallel_plan(2, "late", ask=True))
+        return await client.submit(
+            plan, registry, policy=ALLOW, by="tester", expires_in=timedelta(seconds=0.3)
+        )
+
+    sub = anyio.run(go)
+    assert sub.approval_id is not None
+    time.sleep(0.5)
+    client.deliver_pending()  # what every worker does ten times a second
+    assert client.state.runs() == [(sub.run_id, "expired")]
+    assert _approval_status(site, sub.approval_id) == "expired"
+    kinds = [e.kind for e in client.journal.events(sub.run_id)]
+    assert kinds.count("approval_expired") == 1
+    assert "approval_denied" not in kinds
+    client.deliver_pending()  # once only
+    assert [e.kind for e in client.journal.events(sub.run_id)].count("approval_expired") == 1
+    late = runner.invoke(
+        app, ["durable", "approve", sub.approval_id, "--as", "sam", "--journal", str(site.journal)]
+    )
+    assert late.exit_code == 2
+    assert "expired" in late.output
+    client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # a worker process
+def test_an_unanswered_call_request_expires_and_the_call_is_not_made(
+    site: Site, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    client = site.client()
+
+    async def go() -> Any:
+        plan = Plan.parse(parallel_plan(1, "latecall", ask=True))
+        return await client.submit(
+            plan, registry, policy=ALLOW, by="tester", expires_in=timedelta(seconds=4)
+        )
+
+    sub = anyio.run(go)
+    client.decide(sub.approval_id, approve=True, by="sam")
+    procs.append(site.worker("w1"))
+    call = wait_for(lambda: pending(site, "call"))[0]
+    asked = time.monotonic()
+    summary = client.result(sub.run_id, timeout=60)  # nobody answers
+    assert time.monotonic() - asked > 1.5  # it waited (4 s from when the request was stored)
+    assert summary["status"] == "failed"
+    assert summary["failed_step"] == "s"
+    assert _approval_status(site, call["id"]) == "expired"
+    journal = Journal.open(site.journal)
+    events = journal.events(sub.run_id)
+    assert [e.data["id"] for e in events if e.kind == "approval_expired"] == [call["id"]]
+    failed = next(e.data for e in events if e.kind == "step_failed")
+    assert failed["error"] == "the request expired"
+    assert not [k for k in count_calls(site.effects) if k[0] == f"{sub.run_id}:s"]  # not sent
+    assert client.state.runs() == [(sub.run_id, "failed")]
+    assert journal.verify().ok
+    client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # a worker process
+def test_endorsed_values_are_consulted_at_run_time_in_a_recorded_step(
+    site: Site, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    client = site.client()
+    procs.append(site.worker("w1"))
+    common = ["--journal", str(site.journal)]
+    first = submit(client, parallel_plan(1, "e1", ask=True))
+    client.decide(wait_for(lambda: pending(site, "plan"))[0]["id"], approve=True, by="sam")
+    call = wait_for(lambda: pending(site, "call"))[0]
+    # the person approves the send and endorses its recipient (the lookup's untrusted output)
+    res = runner.invoke(app, ["approve", call["id"], "--as", "sam", "--endorse", "ops", *common])
+    assert res.exit_code == 0, res.output
+    assert client.result(first, timeout=60)["status"] == "succeeded"
+    # the same flow again: the endorsement covers the value, nobody is asked
+    second = submit(client, parallel_plan(1, "e2", ask=True))
+    client.decide(wait_for(lambda: pending(site, "plan"))[0]["id"], approve=True, by="sam")
+    assert client.result(second, timeout=60)["status"] == "succeeded"
+    journal = Journal.open(site.journal)
+    kinds = [e.kind for e in journal.events(second)]
+    assert kinds.count("approval_requested") == 1  # the plan's only
+    used = [e.data for e in journal.events(second) if e.kind == "endorsement_used"]
+    assert [(u["step"], u["param"], u["label"]) for u in used] == [("s", "to", "ops")]
+    # the lookup is a DBOS step whose answer is recorded (a replay decides the same way)
+    steps = client.client.list_workflow_steps(second)
+    lookups = [s for s in steps if s["function_name"] == "planlock.endorsements"]
+    assert len(lookups) == 1
+    output = lookups[0]["output"]
+    assert output is not None
+    assert output[0][3]["id"] == used[0]["endorsement"]
+    # revoked: the next run asks again
+    res = runner.invoke(app, ["endorse", "revoke", used[0]["endorsement"], "--as", "sam", *common])
+    assert res.exit_code == 0, res.output
+    third = submit(client, parallel_plan(1, "e3", ask=True))
+    client.decide(wait_for(lambda: pending(site, "plan"))[0]["id"], approve=True, by="sam")
+    again = wait_for(lambda: pending(site, "call"))[0]
+    assert again["run_id"] == third
+    client.decide(again["id"], approve=False, by="sam", reason="not this time")
+    assert client.result(third, timeout=60)["status"] == "failed"
+    assert journal.verify().ok
+    client.close()
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    _Hook.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", _Hook.received
+    server.shutdown()
+    server.server_close()
+
+
+ADAPTING = {
+    "version": 1,
+    "goal": "adapt",
+    "steps": [
+        {
+            "id": "e",
+            "tool": "put",
+            "for_each": "{{keys}}",
+            "max_items": 5,
+            "args": {"key": "{{item}}", "value": 1},
+        },
+        {"id": "c", "tool": "fetch", "args": {"n": 1}, "checkpoint": True, "after": ["e"]},
+        {"id": "p", "tool": "put", "args": {"key": "c", "value": "{{steps.c.output}}"}},
+    ],
+}
+SEND = {"to": "ops@example.com", "value": "{{steps.c.output}}"}
+REPLIES = {
+    # at the checkpoint: fetch from another source and send instead (beyond the approval)
+    "checkpoint": {
+        "needs_revision": True,
+        "new_steps": [
+            {"id": "f", "tool": "fetch_from", "args": {"source": "primary"}},
+            {"id": "s2", "tool": "send", "args": SEND, "after": ["f"]},
+        ],
+    },
+    # after f failed: the backup source (within what the person approved)
+    "replan": {
+        "steps": [
+            {"id": "g", "tool": "fetch_from", "args": {"source": "backup"}},
+            {"id": "s3", "tool": "send", "args": SEND, "after": ["g"]},
+        ]
+    },
+}
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # worker processes
+def test_for_each_checkpoints_and_replans_run_durably_and_replay_the_same(
+    site: Site,
+    procs: list[subprocess.Popen[bytes]],
+    webhook: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, received = webhook
+    replies = site.dir / "replies.json"
+    replies.write_text(json.dumps(REPLIES))
+    env = {**site.env, "PLANLOCK_TEST_REPLIES": str(replies), "PLANLOCK_TEST_NOTIFY": url}
+
+    def worker() -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, str(ROOT / "tests" / "test_durable_support.py"), "worker"]
+        with (site.dir / "w1.log").open("ab") as log:
+            return subprocess.Popen(
+                [*cmd, str(site.journal), site.db, "w1"], env=env, stdout=log, stderr=log
+            )
+
+    client = site.client()
+
+    async def go() -> Any:
+        plan = Plan.parse(ADAPTING)
+        return await client.submit(
+            plan, registry, inputs={"keys": ["k1", "k2", "k3"]}, policy=ALLOW
+        )
+
+    run_id = anyio.run(go).run_id
+    first = worker()
+    procs.append(first)
+    # the checkpoint's revision adds a tool and an effect: it waits for a person, notified
+    request = wait_for(lambda: pending(site, "revision"), timeout=90)[0]
+    assert request["run_id"] == run_id
+    wait_for(lambda: [m for m in received if m["planlock"]["kind"] == "revision"])
+    first.send_signal(signal.SIGKILL)  # killed while it waits: the restart replays the run
+    first.wait()
+    procs.append(worker())
+    res = runner.invoke(
+        app, ["approve", request["id"], "--as", "sam", "--journal", str(site.journal)]
+    )
+    assert res.exit_code == 0, res.output
+    summary = client.result(run_id, timeout=90)
+    assert summary["status"] == "succeeded", summary
+    assert summary["replans"] == 2
+    journal = Journal.open(site.journal)
+    events = journal.events(run_id)
+    # for_each: one call per item, each once
+    items = [e.data["item"] for e in events if e.kind == "step_started" and e.data["step"] == "e"]
+    assert sorted(items) == [0, 1, 2]
+    puts = {k: n for (k, t), n in count_calls(site.effects).items() if t == "put"}
+    assert sum(n for k, n in puts.items() if k.startswith(f"{run_id}:e")) == 3
+    # the checkpoint was reviewed; the revision beyond the envelope was approved by sam; the
+    # second stayed inside it; the replanner was asked twice, however often the run was replayed
+    assert [e.data["needs_revision"] for e in events if e.kind == "checkpoint_reviewed"] == [True]
+    replanned = [e.data for e in events if e.kind == "replanned"]
+    assert [(r["reason"], r["within_envelope"]) for r in replanned] == [
+        ("checkpoint", False),
+        ("error", True),
+    ]
+    asked = [
+        e
+        for e in events
+        if e.kind == "llm_called" and e.data["purpose"] in ("replan", "checkpoint")
+    ]
+    assert len(asked) == 2
+    granted = [e.data for e in events if e.kind == "approval_granted"]
+    assert any(g.get("id") == request["id"] and g["by"] == "sam" for g in granted)
+    steps = {s["function_name"] for s in client.client.list_workflow_steps(run_id)}
+    assert {"planlock.revise", "planlock.adopt", "planlock.wait"} <= steps
+    # what ran: p was replaced, f failed, s2 skipped, g and s3 ran; one send, for s3
+    started = [e.data["step"] for e in events if e.kind == "step_started"]
+    assert "p" not in started
+    assert [e.data["step"] for e in events if e.kind == "step_skipped"] == ["s2"]
+    sends = {k for (k, t) in count_calls(site.effects) if t == "send" and k.startswith(run_id)}
+    assert len(sends) == 1
+    assert [e.kind for e in events].count("run_finished") == 1
+    assert len([m for m in received if m["planlock"]["kind"] == "revision"]) == 1
+    assert journal.verify().ok
+    client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # a server process
+def test_serve_drives_the_durable_engine_through_the_http_api(site: Site) -> None:
+    import httpx
+    from test_server_support import auth, serve
+
+    extra = ["--engine", "dbos", "--lease", "3s", "--heartbeat", "1s", "--id", "srv"]
+    with (
+        serve(site.dir, *extra, tools=TOOLS) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+    ):
+        body = {"plan": parallel_plan(1, "http", ask=True), "inputs": {}}
+        r = http.post("/api/runs", json=body, headers=auth("sam"))
+        assert r.status_code == 201, r.text
+        sub = r.json()
+        assert sub["status"] == "pending_approval"
+
+        def approve_pending(kind: str) -> None:
+            items = wait_for(
+                lambda: [
+                    a
+                    for a in http.get("/api/approvals", headers=auth("alice")).json()
+                    if a["kind"] == kind
+                ]
+            )
+            (item,) = items
+            assert (item["run_id"], item["submitted_by"]) == (sub["run_id"], "sam")
+            decision = {"plan_hash": item["plan_hash"], "args_hash": item["args_hash"]}
+            url = f"/api/approvals/{item['id']}/approve"
+            res = http.post(url, json=decision, headers=auth("alice"))
+            assert res.status_code == 200, res.text
+
+        approve_pending("plan")  # the run goes to the in-server DBOS worker
+        approve_pending("call")  # the send's recipient came from a lookup
+        done = wait_for(
+            lambda: (
+                (r := http.get(f"/api/runs/{sub['run_id']}", headers=auth("sam")).json())["status"]
+                == "succeeded"
+                and r
+            )
+        )
+        assert done["state"] == "done"
+        assert done["claimed_by"] == "srv"
+        assert [a["kind"] for a in done["approvals"]] == ["plan", "call"]
+        listed = http.get("/api/runs", headers=auth("sam")).json()
+        assert [x["run_id"] for x in listed] == [sub["run_id"]]
+        assert http.get("/api/runs", headers=auth("eve")).json() == []  # another submitter's
+    journal = Journal.open(server.db)
+    claims = [e.data for e in journal.events(sub["run_id"]) if e.kind == "run_claimed"]
+    assert claims == [{"worker": "srv", "engine": "dbos"}]
+    assert count_calls(site.effects)[(f"{sub['run_id']}:s", "send")] == 1
+    assert journal.verify().ok
+
+
+def test_durable_submit_notifies_the_webhook_of_a_plan_request(
+    site: Site, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = webhook
+    plan = site.dir / "plan.json"
+    plan.write_text(json.dumps(parallel_plan(1, "hook")))
+    common = ["--journal", str(site.journal), "--db", site.db]
+    res = runner.invoke(
+        app, ["durable", "submit", str(plan), "--tools", TOOLS, "--notify", url, "--json", *common]
+    )
+    assert res.exit_code == 0, res.output
+    sub = json.loads(res.stdout)
+    (message,) = received
+    assert message["planlock"]["approval_id"] == sub["approval_id"]
+    assert message["planlock"]["kind"] == "plan"
+    assert message["planlock"]["journal_head"]["seq"] > 0
+    kinds = [e.kind for e in Journal.open(site.journal).events(sub["run_id"])]
+    assert "notification_sent" in kinds

@@ -80,6 +80,14 @@ def send(to: str, value: int, ctx: StepContext) -> str:
 
 
 @registry.tool(effect="read", idempotent=True)
+def fetch_from(source: str) -> int:
+    """Read a number from a source; the ``primary`` source is down (fails every time)."""
+    if source == "primary":
+        raise ConnectionError("primary is down")
+    return 7
+
+
+@registry.tool(effect="read", idempotent=True)
 def lookup(name: str) -> str:
     """Look up an address (untrusted output)."""
     _pause()
@@ -228,6 +236,47 @@ def _in_flight(journal: str) -> int:
     return len({r[0] for r in rows})
 
 
-if __name__ == "__main__":  # pragma: no cover - the crash test runs this as a subprocess
-    _, journal_path, db_url, n, lo, hi = sys.argv
-    crash_loop(journal_path, db_url, int(n), float(lo), float(hi))
+def serve_worker(journal: str, db: str, wid: str) -> None:
+    """A durable worker with what the CLI worker cannot be given: a scripted replanner (its
+    reply for each purpose, ``replan`` or ``checkpoint``, a JSON object in the file
+    ``$PLANLOCK_TEST_REPLIES``: a restarted worker answers the same) and a webhook
+    (``$PLANLOCK_TEST_NOTIFY``). Stops on SIGTERM."""
+    import json
+    import threading
+
+    from planlock import Journal
+    from planlock.durable._client import DurableWorker
+    from planlock.durable._workflow import WorkerContext
+    from planlock.planning import Replanner
+    from planlock.queue import WebhookNotifier
+    from planlock.testing import ScriptedLLM
+
+    j = Journal.open(journal)
+    replies = os.environ.get("PLANLOCK_TEST_REPLIES")
+    by_purpose = json.loads(Path(replies).read_text()) if replies else None
+    llm = ScriptedLLM(lambda request: by_purpose[request.purpose]) if by_purpose else None
+    url = os.environ.get("PLANLOCK_TEST_NOTIFY")
+    context = WorkerContext(
+        registry,
+        j,
+        replanner=Replanner(llm, registry, journal=j) if llm else None,
+        notifier=WebhookNotifier(url) if url else None,
+    )
+    worker = DurableWorker(context, db_url=db, executor_id=wid)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker.start()
+    sys.stderr.write(f"worker {wid}: ready\n")
+    sys.stderr.flush()
+    try:
+        worker.serve(stop=stop)
+    finally:
+        worker.close()
+
+
+if __name__ == "__main__":  # pragma: no cover - tests run this as a subprocess
+    if sys.argv[1] == "worker":
+        serve_worker(*sys.argv[2:5])
+    else:
+        _, journal_path, db_url, n, lo, hi = sys.argv
+        crash_loop(journal_path, db_url, int(n), float(lo), float(hi))

@@ -21,7 +21,7 @@ from conftest import ReplayLLM
 from typer.testing import CliRunner
 
 import planlock
-from planlock import LLMError, LLMRequest, LocalLLM, Message, OpenAILLM, Planner, demo
+from planlock import LLMCutOff, LLMError, LLMRequest, LocalLLM, Message, OpenAILLM, Planner, demo
 from planlock.cli import app
 from planlock.llm._local import (
     DEFAULT_MODEL,
@@ -132,7 +132,7 @@ def test_the_local_model_plans_the_demo_goal(local_llm: LocalLLM, local_plans: R
     assert "delete_account" not in tools
     email = next(s for s in plan.steps if s.tool == "send_email")
     assert email.args["to"] == "{{user.email}}"
-    call = journal.events()[0].data
+    call = next(e.data for e in journal.events() if e.kind == "llm_called")
     assert call["backend"] == "local"
     assert call["model"] == "Qwen2.5-Coder-1.5B-Instruct Q4_K_M"
     assert call["input_tokens"] > 500
@@ -247,3 +247,43 @@ def test_demo_plans_with_the_local_model_and_the_injection_stays_data(
     assert kinds.index("llm_called") < kinds.index("plan_created") < kinds.index("step_started")
     plan_call = next(e for e in journal.events() if e.kind == "llm_called")
     assert demo.INJECTION not in json.dumps(plan_call.data["messages"])
+
+
+@pytest.mark.integration
+def test_the_local_model_streams_its_progress_and_is_stopped_in_a_loop(
+    local_llm: LocalLLM,
+) -> None:
+    seen: list[planlock.Progress] = []
+    line = "fetch https://example.com/a/b/c\n"
+    request = LLMRequest(
+        (
+            Message("user", f"Write the line {line.strip()!r} 500 times, one per line."),
+            Message("assistant", line * 3),
+        ),
+        "test",
+        None,
+        max_tokens=600,
+        timeout_s=110,
+        on_progress=seen.append,
+    )
+
+    async def go() -> None:
+        await local_llm.complete(request)
+
+    with pytest.raises(LLMCutOff) as caught:
+        anyio.run(go)
+    exc = caught.value
+    assert exc.reason == "repetition", exc
+    assert 8 < exc.output_tokens < 200  # of 600 allowed; the whole answer is ~5,000 tokens
+    assert "example.com" in exc.partial
+    phases = [p.phase for p in seen]
+    assert phases[0] == "reading"
+    assert "writing" in phases
+    assert phases[-1] == "done"
+    assert any(p.prompt_tokens for p in seen if p.phase == "reading")
+    writing = [p for p in seen if p.phase == "writing"]
+    assert writing
+    assert all(p.tokens is not None for p in writing)
+    assert seen[-1].tokens == exc.output_tokens
+    assert seen[-1].tokens_per_s is not None
+    assert seen[-1].tokens_per_s > 0

@@ -84,7 +84,14 @@ def test_migrations_are_named_and_run_once(pg_schema: str) -> None:
                 "WHERE table_schema = current_schema()"
             )
         }
-    assert names == ["0001_events", "0002_queue", "0003_durable", "0004_endorsements"]
+    assert names == [
+        "0001_events",
+        "0002_queue",
+        "0003_durable",
+        "0004_endorsements",
+        "0005_queue_leases",
+        "0006_durable_workers",
+    ]
     assert {"events", "runs", "approvals", "migrations"} <= tables
     assert [e.seq for e in again.events()] == [1, 2, 3]
 

@@ -47,8 +47,8 @@ def journal_of(client: TestClient) -> Journal:
     return journal
 
 
-def run_status(client: TestClient, run_id: str) -> str:
-    status: str = client.get(f"/api/runs/{run_id}", headers=auth("sam")).json()["status"]
+def run_status(client: TestClient, run_id: str, who: str = "root") -> str:
+    status: str = client.get(f"/api/runs/{run_id}", headers=auth(who)).json()["status"]
     return status
 
 
@@ -59,8 +59,32 @@ def api_routes(app: Any) -> list[APIRoute]:
     return [r for r in app.routes if isinstance(r, APIRoute) and r.path.startswith("/api/")]
 
 
-def test_every_route_refuses_a_missing_or_wrong_token_and_a_wrong_role(client: TestClient) -> None:
+def test_every_route_refuses_a_missing_or_wrong_token_and_a_wrong_role(
+    tmp_path: Path, registry: ToolRegistry
+) -> None:
+    # no limit on failed authentications here: this test fails twice on every route
+    app, engine = make_app(tmp_path / "r.db", registry, ServerConfig(workers=0, auth_failures=0))
+    with TestClient(app) as client:
+        anonymous = _refuse_on_every_route(client)
+    journal = engine.journal
+    refused = [
+        e
+        for e in journal.events("http")
+        if e.kind == "http_request" and e.data["status"] in (401, 403)
+    ]
+    assert {e.data["caller"] for e in refused} == {"nobody", "sam", "alice"}
+    # the requests without a known token: counted, not journaled one by one
+    tallies = [e.data for e in journal.events("http") if e.kind == "http_anonymous"]
+    assert sum(t["requests"] for t in tallies) == anonymous
+    assert sum(t["statuses"].get("401", 0) for t in tallies) == anonymous
+    assert journal.verify().ok
+
+
+def _refuse_on_every_route(client: TestClient) -> int:
+    """Call every route without a token, with wrong ones and with every role; how many calls
+    had no known token."""
     app: Any = client.app
+    anonymous = 0
     routes = api_routes(app)
     assert len(routes) >= 10
     others = {getattr(r, "path", "") for r in app.routes} - {r.path for r in routes}
@@ -80,6 +104,7 @@ def test_every_route_refuses_a_missing_or_wrong_token_and_a_wrong_role(client: T
             assert r.headers["www-authenticate"] == "Bearer"
             assert call({"Authorization": "Bearer not-a-token"}).status_code == 401, where
             assert call({"Authorization": f"Basic {TOKEN_SAMPLE}"}).status_code == 401, where
+            anonymous += 3
             assert call(auth("nobody")).status_code == 403, where
             for role in set(ROLES) - allowed:
                 name = {"submitter": "sam", "approver": "alice"}[role]
@@ -87,12 +112,7 @@ def test_every_route_refuses_a_missing_or_wrong_token_and_a_wrong_role(client: T
             for role in allowed:
                 name = {"submitter": "sam", "approver": "alice", "admin": "root"}[role]
                 assert call(auth(name)).status_code not in (401, 403), f"{where} as {role}"
-    refused = [
-        e
-        for e in journal_of(client).events("http")
-        if e.kind == "http_request" and e.data["status"] in (401, 403)
-    ]
-    assert {e.data["caller"] for e in refused} == {None, "nobody", "sam", "alice"}
+    return anonymous
 
 
 TOKEN_SAMPLE = next(iter(TOKENS))
@@ -122,6 +142,9 @@ def test_submit_approve_run_and_every_request_is_journaled_with_its_caller(
     assert (r.json()["by"], r.json()["approved"]) == ("alice", True)
     wait_for(lambda: run_status(client, sub["run_id"]) == "succeeded")
     assert [m.to for m in desk.outbox] == ["dana@example.com"]
+    (listed,) = client.get("/api/runs", headers=auth("sam")).json()
+    assert (listed["state"], listed["lease_expires_at"]) == ("done", None)  # released at the end
+    assert listed["claimed_by"].endswith(":http-0")
 
     events = journal_of(client).events(sub["run_id"])
     granted = [e for e in events if e.kind == "approval_granted"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -125,3 +126,36 @@ def test_serve_refuses_a_bad_token_file_with_exit_2(tmp_path: Path) -> None:
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2
         assert problem in result.output
+
+
+def test_serve_takes_its_limits_from_options_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from planlock.cli import app
+
+    started: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda api, **_kw: started.append(api))
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(TOKENS_TOML)
+    args = ["serve", "--tools", "planlock.demo:registry", "--tokens", str(tokens)]
+    args += ["--journal", str(tmp_path / "j.db"), "--max-body-bytes", "2048", "--max-steps", "7"]
+    env = {"PLANLOCK_MAX_GOAL_CHARS": "99", "PLANLOCK_AUTH_FAILURES": "3"}
+    result = CliRunner().invoke(app, [*args, "--anonymous-window", "5"], env=env)
+    assert result.exit_code == 0, result.output
+    config = started[0].state.config
+    assert (config.max_body_bytes, config.max_steps, config.max_goal_chars) == (2048, 7, 99)
+    assert (config.auth_failures, config.anonymous_window) == (3, 5.0)
+    assert (config.max_input_chars, config.auth_window) == (32768, 60.0)  # the defaults
+    result = CliRunner().invoke(app, [*args, "--max-steps", "0"])
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "bad", [{"max_steps": 0}, {"max_body_bytes": -1}, {"auth_window": 0}, {"auth_failures": -1}]
+)
+def test_a_limit_that_makes_no_sense_is_a_usage_error(bad: dict[str, Any]) -> None:
+    with pytest.raises(UsageError):
+        ServerConfig(**bad)

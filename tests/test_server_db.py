@@ -57,7 +57,7 @@ class SwitchedEngine:
         self.registry = registry
         self.policy = Policy()
 
-    def runs(self, limit: int) -> list[dict[str, Any]]:
+    def runs(self, limit: int, scope: Any = None) -> list[dict[str, Any]]:
         self.switch.use()
         return []
 
@@ -107,7 +107,7 @@ def test_a_503_is_journaled_when_only_the_engine_failed(registry: ToolRegistry) 
     switch = Switch()
     app, engine = app_over(switch, registry, db_wait=0.2)
 
-    def runs(limit: int) -> list[dict[str, Any]]:
+    def runs(limit: int, scope: Any = None) -> list[dict[str, Any]]:
         raise DatabaseUnavailable("postgresql://planlock@db/planlock", 0.2, "down")
 
     engine.runs = runs
@@ -130,7 +130,7 @@ def test_a_slow_query_does_not_stall_the_other_requests(registry: ToolRegistry) 
     app, engine = app_over(switch, registry)
     slow = 1.5
 
-    def runs(limit: int) -> list[dict[str, Any]]:
+    def runs(limit: int, scope: Any = None) -> list[dict[str, Any]]:
         time.sleep(slow)  # a query that takes its time, in a worker thread
         return []
 

@@ -25,6 +25,7 @@ TOKENS: dict[str, tuple[str, list[Role]]] = {
     "root-token-001": ("root", ["admin"]),
     "pat-token-0001": ("pat", ["submitter", "approver"]),
     "nobody-token-1": ("nobody", []),
+    "eve-token-0001": ("eve", ["submitter"]),
 }
 TOKEN_OF = {name: token for token, (name, _) in TOKENS.items()}
 

@@ -5,6 +5,8 @@ tool registry, approved by a person or a policy, and executed by deterministic c
 asks an LLM what to do next. Every step is recorded in a hash-chained journal.
 """
 
+import logging
+
 from planlock._version import __version__
 from planlock.agent import run, run_sync
 from planlock.approval import (
@@ -30,6 +32,7 @@ from planlock.errors import (
     ApprovalRequired,
     CannotPlan,
     JournalCorrupt,
+    LLMCutOff,
     LLMError,
     PlanInvalid,
     PlanlockError,
@@ -72,6 +75,7 @@ from planlock.llm import (
     LocalLLM,
     Message,
     OpenAILLM,
+    Progress,
     load_model,
 )
 from planlock.planning import Planner, plan, plan_schema, plan_sync
@@ -79,6 +83,10 @@ from planlock.policy import Flow, Policy, Reason, RiskReport, Rule, StepAssessme
 from planlock.queue import ApprovalQueue
 from planlock.tools import EFFECTS, StepContext, Tool, ToolRegistry
 from planlock.validation import Issue, ValidationReport, validate
+
+# The library's loggers are "planlock" and its children ("planlock.journal._journal", ...): silent
+# unless the application configures logging (the CLI does, with -v / -q).
+logging.getLogger("planlock").addHandler(logging.NullHandler())
 
 __all__ = [
     "EFFECTS",
@@ -109,6 +117,7 @@ __all__ = [
     "Journal",
     "JournalCorrupt",
     "JournalStore",
+    "LLMCutOff",
     "LLMError",
     "LLMReply",
     "LLMRequest",
@@ -125,6 +134,7 @@ __all__ = [
     "PlanningFailed",
     "Policy",
     "PostgresStore",
+    "Progress",
     "Reason",
     "Ref",
     "RiskReport",

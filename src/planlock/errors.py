@@ -17,6 +17,9 @@ The tree::
         ├── ApprovalMismatch  a grant that does not match the plan (or call) it is used for
         ├── StepFailed        a step failed; carries the step id and the error kind
         ├── LLMError          an LLM backend failed or answered out of contract
+        │   └── LLMCutOff     a reply stopped early (token or time limit, repetition); carries it
+        ├── ToolPinMismatch   an MCP tool whose definition is not the pinned one (or has no pin)
+        ├── ToolCallFailed    an imported tool (MCP) answered with an error
         └── JournalCorrupt    the hash chain does not verify; carries the first bad sequence number
 
 Exceptions carry data and have no side effects: nothing is logged when one is created.
@@ -41,12 +44,15 @@ __all__ = [
     "ConnectionLost",
     "DatabaseUnavailable",
     "JournalCorrupt",
+    "LLMCutOff",
     "LLMError",
     "PlanInvalid",
     "PlanlockError",
     "PlanningFailed",
     "RunError",
     "StepFailed",
+    "ToolCallFailed",
+    "ToolPinMismatch",
     "ToolsNotFound",
     "UsageError",
 ]
@@ -105,16 +111,22 @@ class PlanningFailed(PlanInvalid):
     """The planner produced no valid plan within its attempts.
 
     ``attempts`` holds every attempt (its reply and issues); ``issues`` are the last attempt's.
+    ``advice`` says what to try next (given when replies were cut off), and ends the message.
     """
 
-    def __init__(self, backend: str, attempts: Sequence[PlanAttempt]) -> None:
+    def __init__(
+        self, backend: str, attempts: Sequence[PlanAttempt], advice: str | None = None
+    ) -> None:
         self.backend = backend
         self.attempts = tuple(attempts)
+        self.advice = advice
         self.issues = self.attempts[-1].issues if self.attempts else ()
         lines = [f"{backend}: no valid plan after {len(self.attempts)} attempt(s)"]
         for a in self.attempts:
             lines.append(f"attempt {a.number}: {len(a.issues)} issue(s)")
             lines.extend(f"  {i.path}: {i.message}" for i in a.issues)
+        if advice:
+            lines.append(advice)
         RunError.__init__(self, "\n".join(lines))
 
 
@@ -165,6 +177,36 @@ class LLMError(RunError):
         super().__init__(f"{backend}: {message}")
 
 
+class LLMCutOff(LLMError):
+    """A reply that stopped before it was complete. ``reason`` says why: ``length`` (the token
+    limit), ``timeout`` (the time limit) or ``repetition`` (degenerate text, stopped while
+    streaming). ``partial`` is the text received until then (possibly empty).
+    """
+
+    def __init__(
+        self,
+        backend: str,
+        reason: str,
+        partial: str,
+        *,
+        output_tokens: int = 0,
+        input_tokens: int = 0,
+        latency_s: float = 0.0,
+        model: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.reason = reason
+        self.partial = partial
+        self.output_tokens = output_tokens
+        self.input_tokens = input_tokens
+        self.latency_s = latency_s
+        self.model = model
+        self.detail = detail
+        message = f"the reply did not finish (finish_reason={reason!r})"
+        message += f" after {output_tokens} tokens" + (f": {detail}" if detail else "")
+        super().__init__(backend, message)
+
+
 class JournalCorrupt(RunError):
     """The journal's hash chain does not verify. ``seq`` is the first bad event."""
 
@@ -172,3 +214,26 @@ class JournalCorrupt(RunError):
         self.seq = seq
         self.reason = reason
         super().__init__(f"journal corrupt at event {seq}: {reason}")
+
+
+class ToolPinMismatch(RunError):
+    """MCP tools whose definition (name, description, schemas, annotations) is not the one pinned
+    on approval: changed since ("rug pull") or never pinned. ``problems`` holds
+    ``(tool, what)`` for each; nothing runs."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]], hint: str = "") -> None:
+        self.problems = tuple(problems)
+        lines = [f"  {tool}: {what}" for tool, what in self.problems]
+        tail = f"\n{hint}" if hint else ""
+        super().__init__(
+            f"{len(self.problems)} MCP tool(s) do not match their pins:\n" + "\n".join(lines) + tail
+        )
+
+
+class ToolCallFailed(RunError):
+    """An imported tool (an MCP server's) answered a call with an error."""
+
+    def __init__(self, tool: str, message: str) -> None:
+        self.tool = tool
+        self.message = message
+        super().__init__(f"tool {tool} failed: {message}")

@@ -4,6 +4,10 @@ journal, a capture helper, an in-memory endorsement store (``MemoryEndorsements`
 from planlock.testing import ScriptedLLM, capture_journal
 
 llm = ScriptedLLM(['{"result": "DE89 3704 0044 0532 0130 00"}'])
+
+A scripted reply may also be ``Streamed``: sent piece by piece through the same bounded decoding
+as the embedded model (token limit, time limit, repetition check, progress reports), so a reply
+that is cut off or loops can be scripted: ``Streamed('{"steps": [', finish_reason="length")``.
 """
 
 from __future__ import annotations
@@ -12,17 +16,46 @@ import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+
+import anyio
 
 from planlock.approval import MemoryEndorsements
 from planlock.errors import LLMError
 from planlock.journal import Journal, MemoryStore
-from planlock.llm import LLM, LLMReply, LLMRequest
+from planlock.llm import LLM, LLMReply, LLMRequest, Meter
 from planlock.planning import action_reply, offered_tools
 
-__all__ = ["MemoryEndorsements", "ObedientLLM", "ScriptedLLM", "capture_journal", "memory_journal"]
+__all__ = [
+    "MemoryEndorsements",
+    "ObedientLLM",
+    "ScriptedLLM",
+    "Streamed",
+    "capture_journal",
+    "memory_journal",
+]
 
-Reply = str | dict[str, Any] | list[Any] | Exception
+
+@dataclass(frozen=True)
+class Streamed:
+    """A scripted reply sent as a stream of tokens, under the request's limits.
+
+    ``text`` is split into tokens of ``chars_per_token`` characters (a dict or list is sent as
+    JSON); one is sent every ``delay_s`` seconds. The request's ``max_tokens`` cuts it off
+    (``length``), its ``timeout_s`` stops it (``timeout``), and degenerate repetition stops it
+    (``repetition``), each an ``LLMCutOff`` carrying what was sent. ``finish_reason="length"``
+    makes a reply that ends as if the token limit was hit right after ``text``.
+    """
+
+    text: str | dict[str, Any] | list[Any]
+    finish_reason: str = "stop"
+    chars_per_token: int = 4
+    delay_s: float = 0.0
+    prompt_tokens: int = 100
+
+
+Reply = str | dict[str, Any] | list[Any] | Exception | Streamed
 
 
 class ScriptedLLM:
@@ -51,10 +84,42 @@ class ScriptedLLM:
             self._next += 1
         if isinstance(reply, Exception):
             raise LLMError(self.name, str(reply))
+        if isinstance(reply, Streamed):
+            return await self._stream(request, reply)
         text = reply if isinstance(reply, str) else json.dumps(reply)
         words = sum(len(m.content.split()) for m in request.messages)
         return LLMReply(
             text=text, model=self.name, input_tokens=words, output_tokens=len(text.split())
+        )
+
+    async def _stream(self, request: LLMRequest, reply: Streamed) -> LLMReply:
+        limit = request.max_tokens or 1024
+        meter = Meter(self.name, request, max_tokens=limit)
+        meter.prompt(reply.prompt_tokens, 0)
+        meter.report(force=True)
+        text = reply.text if isinstance(reply.text, str) else json.dumps(reply.text)
+        size = max(1, reply.chars_per_token)
+        pieces = [text[i : i + size] for i in range(0, len(text), size)]
+        finish = reply.finish_reason
+        for n, piece in enumerate(pieces, 1):
+            if reply.delay_s:
+                await anyio.sleep(reply.delay_s)
+            if meter.feed(piece):
+                break
+            meter.report()
+            if n >= limit and n < len(pieces):
+                finish = "length"
+                break
+        meter.check_time()
+        meter.finish(reason=finish)
+        if meter.stop_reason is not None or finish != "stop":
+            raise meter.cut_off(meter.stop_reason or finish, input_tokens=reply.prompt_tokens)
+        return LLMReply(
+            text=text,
+            model=self.name,
+            input_tokens=reply.prompt_tokens,
+            output_tokens=meter.tokens,
+            latency_s=meter.elapsed_s,
         )
 
     @property

@@ -2,10 +2,14 @@
 
 from planlock.agent._calls import call_checker, in_process_waiter
 from planlock.agent._prepare import Prepared, authorize, noter, prepare, recorder
+from planlock.agent._replan import Replanning, adopt, ask_revision, stop_at_checkpoint
 from planlock.agent._run import execute, run, run_sync
 
 __all__ = [
     "Prepared",
+    "Replanning",
+    "adopt",
+    "ask_revision",
     "authorize",
     "call_checker",
     "execute",
@@ -15,4 +19,5 @@ __all__ = [
     "recorder",
     "run",
     "run_sync",
+    "stop_at_checkpoint",
 ]

@@ -101,10 +101,25 @@ async def prepare(
         if final:
             note("run_finished", {"status": "rejected"})
         raise PlanInvalid(analysis.issues)
-    note("plan_validated", {"hash": plan_hash, "steps": len(plan.steps)})
+    validated: dict[str, Any] = {
+        "hash": plan_hash,
+        "steps": len(plan.steps),
+        **_origins(plan, registry),
+    }
+    if analysis.warnings:  # goal coverage: advice the approver was shown (R10)
+        validated["warnings"] = [w.to_json() for w in analysis.warnings]
+    note("plan_validated", validated)
     prepared = Prepared(run_id, analysis, assess(analysis, policy=policy), policy, inputs)
     PlanGate.of(prepared.plan_request()).assessed(note, final=final)
     return prepared
+
+
+def _origins(plan: Plan, registry: ToolRegistry) -> dict[str, Any]:
+    """The definitions of the imported tools (MCP, LangChain, pydantic-ai) the plan uses, with the
+    server's annotations as it gave them: what the approval was given for (R10)."""
+    used = {s.tool for s in plan.steps}
+    origins = {t.name: dict(t.origin) for t in registry if t.name in used and t.origin is not None}
+    return {"tools": dict(sorted(origins.items()))} if origins else {}
 
 
 async def authorize(prepared: Prepared, approver: Approver, journal: Journal) -> Approved:

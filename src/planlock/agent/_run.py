@@ -6,12 +6,13 @@ and a worker can pick up at ``execute`` with a stored grant.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
+from ulid import ULID
 
+from planlock import telemetry
 from planlock.agent._calls import call_checker, in_process_waiter
 from planlock.agent._prepare import Prepared, authorize, noter, prepare, recorder
 from planlock.agent._replan import Replanning, adopt, ask_revision, stop_at_checkpoint
@@ -52,7 +53,37 @@ async def execute(
 ) -> RunResult:
     """Run an approved plan. Refuses a grant that is not for this plan (R7). With
     ``replanning``, a failed step or a checkpoint may revise the rest of the plan (R8, R9).
-    With ``endorsements``, endorsed values reach sensitive parameters without asking."""
+    With ``endorsements``, endorsed values reach sensitive parameters without asking.
+    Traced as the run's ``invoke_workflow`` span (or in it, when ``run`` opened it)."""
+    with telemetry.workflow(prepared.run_id) as span:
+        span.set({"planlock.plan_hash": prepared.plan_hash})
+        return await _execute(
+            prepared,
+            grant,
+            journal,
+            wait_for_approval=wait_for_approval,
+            llm=llm,
+            concurrency=concurrency,
+            retries=retries,
+            step_timeout=step_timeout,
+            replanning=replanning,
+            endorsements=endorsements,
+        )
+
+
+async def _execute(
+    prepared: Prepared,
+    grant: Approved,
+    journal: Journal,
+    *,
+    wait_for_approval: Callable[[ApprovalRequest], Awaitable[Decision]],
+    llm: LLM | None,
+    concurrency: int,
+    retries: int,
+    step_timeout: float | None,
+    replanning: Replanning | None,
+    endorsements: EndorsementStore | None,
+) -> RunResult:
     admit_grant(noter(journal, prepared.run_id), grant, prepared.plan_request())
     record = recorder(journal, prepared.run_id)
     engine = InProcessEngine(llm=llm, retries=retries, default_timeout=step_timeout, record=record)
@@ -153,26 +184,37 @@ async def run(
         if not isinstance(replanner, Replanner):
             replanner = Replanner(replanner, registry, journal=journal)
         replanning = Replanning(replanner, registry, approver, max_replans)
-    prepared = await prepare(
-        plan, registry, journal, inputs=inputs, policy=policy, max_steps=max_steps, run_id=run_id
-    )
-    grant = await authorize(prepared, approver, journal)
-    return await execute(
-        prepared,
-        grant,
-        journal,
-        wait_for_approval=in_process_waiter(approver, journal, prepared.run_id, endorsements),
-        llm=llm,
-        concurrency=concurrency,
-        retries=retries,
-        step_timeout=step_timeout,
-        replanning=replanning,
-        endorsements=endorsements,
-    )
+    run_id = run_id or str(ULID())
+    with telemetry.workflow(run_id) as span:
+        prepared = await prepare(
+            plan,
+            registry,
+            journal,
+            inputs=inputs,
+            policy=policy,
+            max_steps=max_steps,
+            run_id=run_id,
+        )
+        span.set({"planlock.plan_hash": prepared.plan_hash})
+        grant = await authorize(prepared, approver, journal)
+        return await execute(
+            prepared,
+            grant,
+            journal,
+            wait_for_approval=in_process_waiter(approver, journal, prepared.run_id, endorsements),
+            llm=llm,
+            concurrency=concurrency,
+            retries=retries,
+            step_timeout=step_timeout,
+            replanning=replanning,
+            endorsements=endorsements,
+        )
 
 
 def run_sync(plan: Plan, registry: ToolRegistry, **kwargs: Any) -> RunResult:
     """``run`` for synchronous code. Refuses to run inside a running event loop."""
+    import asyncio  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

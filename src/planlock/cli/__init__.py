@@ -7,6 +7,9 @@ package imports them all, in the order ``planlock --help`` lists them.
 from planlock.cli import _journal, _main, _queue  # noqa: F401  (each registers its commands)
 
 # isort: split
+from planlock.cli import _runs  # noqa: F401
+
+# isort: split
 from planlock.cli import _endorse  # noqa: F401
 
 # isort: split

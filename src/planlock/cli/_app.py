@@ -2,6 +2,10 @@
 helpers. Command modules import from here; nothing here imports a command module.
 
 Exit codes: 0 ok, 1 invalid plan, 2 usage error, 3 approval required or denied, 4 a step failed.
+
+No text is ever read as Rich markup: the consoles have markup off (a goal, a tool's output or an
+error message containing ``[bold]`` or ``[/]`` prints as written), styles are given with
+``rich.text.Text``, and help texts are escaped once when a command is built (``_types``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from planlock.approval import (
     ApprovalRequest,
@@ -23,11 +28,13 @@ from planlock.approval import (
     auto_approve,
 )
 from planlock.cli import _render
+from planlock.cli._types import PlanlockTyper
 from planlock.core import Issue, Plan
 from planlock.db import is_dsn
 from planlock.errors import (
     LLMError,
     PlanInvalid,
+    ToolPinMismatch,
     ToolsNotFound,
     UsageError,
 )
@@ -41,31 +48,44 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_APPROVAL, EXIT_STEP = 0, 1, 2, 3, 4
 EXIT_UNAVAILABLE = 5
 """The database could not be reached within the reconnect wait (``DatabaseUnavailable``)."""
 
-app = typer.Typer(
+app = PlanlockTyper(
     name="planlock",
     help="Plan-then-execute for LLM agents: validate, approve and run plans; audit the journal.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-journal_app = typer.Typer(help="Read and verify the journal.", no_args_is_help=True)
+journal_app = PlanlockTyper(help="Read and verify the journal.", no_args_is_help=True)
 app.add_typer(journal_app, name="journal")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 ToolsOpt = Annotated[
     str,
-    typer.Option("--tools", help="The tool registry: module.path:attr or path/to/file.py:attr."),
+    typer.Option(
+        "--tools",
+        metavar="MODULE:ATTR|FILE.toml",
+        help="The tool registry: module.path:attr or path/to/file.py:attr, or an MCP tools file "
+        "(.toml).",
+    ),
 ]
 InputOpt = Annotated[
     list[str] | None,
-    typer.Option("--input", "-i", help="A trusted input as NAME=JSON (repeatable)."),
+    typer.Option(
+        "--input",
+        "-i",
+        "--context",
+        "-c",
+        metavar="NAME=JSON",
+        help="A trusted input as NAME=JSON (repeatable; --context is the same option).",
+    ),
 ]
 JournalOpt = Annotated[
     str | None,
     typer.Option(
         "--journal",
+        metavar="FILE|DSN",
         help="Journal: an SQLite file or a postgresql:// DSN "
         "[default: $PLANLOCK_JOURNAL or ./planlock.db].",
     ),
@@ -78,7 +98,7 @@ PolicyOpt = Annotated[
 
 
 def _fail(code: int, message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -111,13 +131,9 @@ _opened: list[Journal] = []
 
 
 def _close_opened() -> None:
+    """Close (and anchor) the journals the command opened; the root callback registers it."""
     while _opened:
         _opened.pop().close()
-
-
-@app.callback()
-def _root(ctx: typer.Context) -> None:
-    ctx.call_on_close(_close_opened)
 
 
 def _endorsements(journal: Journal) -> SQLEndorsements:
@@ -133,8 +149,12 @@ def _journal_missing(spec: str | Path) -> bool:
 
 
 def _registry(spec: str) -> ToolRegistry:
+    """The tools; an MCP tool that does not match its pin is refused before anything runs
+    (exit 1)."""
     try:
         return load_tools(spec)
+    except ToolPinMismatch as exc:
+        _fail(EXIT_INVALID, str(exc))
     except (ToolsNotFound, UsageError) as exc:
         _fail(EXIT_USAGE, str(exc))
 
@@ -154,7 +174,7 @@ def _model(spec: str | None) -> Any:
 
 
 def _inputs(pairs: list[str] | None, option: str = "--input") -> dict[str, Any]:
-    """NAME=JSON pairs (``--input``, ``--context``) as a dict; a bad pair is a usage error."""
+    """NAME=JSON pairs (``--input``, alias ``--context``) as a dict; a bad one is a usage error."""
     inputs: dict[str, Any] = {}
     for pair in pairs or []:
         name, sep, raw = pair.partition("=")
@@ -189,7 +209,11 @@ def _invalid(exc: PlanInvalid, as_json: bool) -> NoReturn:
         print(json.dumps({"valid": False, "issues": [i.to_json() for i in exc.issues]}, indent=2))
     else:
         err.print(_render.issues_table(exc.issues))
-        err.print(f"[bold red]plan is invalid:[/] {len(exc.issues)} issue(s); nothing was run.")
+        err.print(
+            Text.assemble(
+                ("plan is invalid:", "bold red"), f" {len(exc.issues)} issue(s); nothing was run."
+            )
+        )
     raise typer.Exit(EXIT_INVALID)
 
 

@@ -17,9 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from planlock.cli._app import EXIT_USAGE, _fail, app, err, out
+from planlock.cli._types import PlanlockTyper
 from planlock.llm import load_model
 
-bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+bench_app = PlanlockTyper(help="Benchmarks.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
 
@@ -136,7 +137,7 @@ def agentdojo_cmd(
         total += _count(st, None, n_u, n_i) if person == "endorse" else 0
     started = time.perf_counter()
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -27,6 +27,7 @@ from planlock.agent import run_sync
 from planlock.approval import ApprovalRequest, Decision, approve_all, auto_approve
 from planlock.cli import _render
 from planlock.cli._app import TerminalApprover
+from planlock.cli._plan_progress import PlanProgress
 from planlock.core import Plan
 from planlock.errors import (
     ApprovalDenied,
@@ -56,6 +57,7 @@ def run_demo(
     plan_file: Path | None = None,
     shipped_plan: bool = False,
     compare_react: bool = False,
+    quiet: bool = False,
 ) -> int:
     desk = demo.HelpDesk.sample()
     registry = demo.build_registry(desk)
@@ -85,7 +87,7 @@ def run_demo(
         llm = _model(out, model)
         if llm is None:
             return EXIT_USAGE
-        planned = _plan(out, llm, registry, journal, run_id)
+        planned = _plan(out, llm, registry, journal, run_id, quiet=quiet)
         if isinstance(planned, int):
             return planned
         plan = planned
@@ -103,10 +105,10 @@ def run_demo(
             run_id=run_id,
         )
     except PlanInvalid as exc:
-        out.print(f"[red]plan rejected:[/] {exc}")
+        _say(out, "red", "plan rejected:", f" {exc}")
         return EXIT_INVALID
     except (ApprovalRequired, ApprovalDenied) as exc:
-        out.print(f"[yellow]not run:[/] {exc}. Re-run with --yes to approve.")
+        _say(out, "yellow", "not run:", f" {exc}. Re-run with --yes to approve.")
         return EXIT_APPROVAL
     out.print(_render.result_panel(result))
     ran = [e.data["tool"] for e in journal.events(run_id) if e.kind == "step_started"]
@@ -133,54 +135,70 @@ def _model(out: Console, spec: str | None) -> LLM | None:
     try:
         return load_model(spec)
     except (UsageError, LLMError) as exc:
-        out.print(f"[red]error:[/] {exc}")
+        _say(out, "red", "error:", f" {exc}")
         return None
 
 
 def _load_plan(out: Console, plan_file: Path | None) -> Plan | None:
     if plan_file is None:
-        out.print("[dim]using the shipped plan (no model)[/]")
+        _say(out, "dim", "using the shipped plan (no model)")
         return Plan.parse(demo.PLAN)
     try:
         return Plan.parse(plan_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        out.print(f"[red]error:[/] cannot read {plan_file}: {exc}")
+        _say(out, "red", "error:", f" cannot read {plan_file}: {exc}")
     except PlanInvalid as exc:
-        out.print(f"[red]error:[/] {exc}")
+        _say(out, "red", "error:", f" {exc}")
     return None
 
 
 def _plan(
-    out: Console, llm: LLM, registry: ToolRegistry, journal: Journal, run_id: str
+    out: Console,
+    llm: LLM,
+    registry: ToolRegistry,
+    journal: Journal,
+    run_id: str,
+    *,
+    quiet: bool = False,
 ) -> Plan | int:
-    planner = Planner(llm, registry, journal=journal)
+    progress = PlanProgress(out, llm.name, 3, enabled=not quiet)
+    planner = Planner(llm, registry, journal=journal, on_progress=progress)
     label = getattr(llm, "model_label", llm.name)
     where = "in process, offline" if llm.name.startswith("local") else "remote"
     started = time.perf_counter()
-    with out.status(f"planning with {llm.name} ({label}, {where})..."):
+    out.print(f"planning with {llm.name} ({label}, {where})...", highlight=False)
+    with progress:
         try:
             plan = anyio.run(_plan_async, planner, run_id)
         except CannotPlan as exc:
-            out.print(f"[red]cannot plan:[/] {exc.reason}")
+            _say(out, "red", "cannot plan:", f" {exc.reason}")
             return EXIT_INVALID
         except PlanInvalid as exc:
-            out.print(f"[red]no valid plan:[/] {exc}")
+            _say(out, "red", "no valid plan:", f" {exc}")
             return EXIT_INVALID
         except LLMError as exc:
-            out.print(f"[red]model error:[/] {exc} (nothing was run)")
+            _say(out, "red", "model error:", f" {exc} (nothing was run)")
             return EXIT_INVALID
     took = time.perf_counter() - started
     load = getattr(llm, "load_seconds", None)
     tokens_in = sum(a.input_tokens for a in planner.attempts)
     tokens_out = sum(a.output_tokens for a in planner.attempts)
     loaded = f" (model load {load:.1f} s)" if load else ""
-    out.print(
-        f"[green]planned[/] by {llm.name} in {took:.1f} s{loaded}: "
+    _say(
+        out,
+        "green",
+        "planned",
+        f" by {llm.name} in {took:.1f} s{loaded}: "
         f"{len(planner.attempts)} attempt(s), {tokens_in} prompt + {tokens_out} reply tokens; "
-        "validated against the registry"
+        "validated against the registry",
     )
     for a in planner.attempts[:-1]:
-        out.print(f"[yellow]attempt {a.number} rejected:[/] " + "; ".join(i.code for i in a.issues))
+        _say(
+            out,
+            "yellow",
+            f"attempt {a.number} rejected:",
+            " " + "; ".join(i.code for i in a.issues),
+        )
     return plan
 
 
@@ -242,12 +260,14 @@ def _compare(
     )
     obeyed_real = "delete_account" in react_real.tools_called
     if obeyed_real:
-        out.print(f"[red]the real model ({llm.name}) obeyed the injected instruction[/]")
+        _say(out, "red", f"the real model ({llm.name}) obeyed the injected instruction")
     else:
-        out.print(
-            f"[yellow]the real model ({llm.name}) did not obey the injection this time.[/] "
-            "Worst case next: planlock.testing.ObedientLLM, a SIMULATED hijacked model that obeys "
-            f"any instruction it reads and otherwise answers as {llm.name} does."
+        _say(
+            out,
+            "yellow",
+            f"the real model ({llm.name}) did not obey the injection this time.",
+            " Worst case next: planlock.testing.ObedientLLM, a SIMULATED hijacked model that "
+            f"obeys any instruction it reads and otherwise answers as {llm.name} does.",
         )
         obedient = ObedientLLM(llm)
         react_bad, _ = _react(out, obedient)
@@ -270,11 +290,10 @@ def _compare(
     table.add_column("deleted")
     table.add_column("LLM calls", justify="right")
     table.add_column("tokens", justify="right")
-    deleted = "[red]YES[/]" if "delete_account" in ran else "no"
-    main = (f"planlock / {llm.name}", ", ".join(ran), deleted, *map(str, main_cost))
-    table.add_row(*main)
+    deleted = Text("YES", style="red") if "delete_account" in ran else Text("no")
+    table.add_row(f"planlock / {llm.name}", ", ".join(ran), deleted, *map(str, main_cost))
     for design, model, tools, calls, tokens in rows:
-        deleted = "[red]YES[/]" if "delete_account" in tools else "no"
+        deleted = Text("YES", style="red") if "delete_account" in tools else Text("no")
         table.add_row(
             f"{design} / {model}", ", ".join(tools) or "none", deleted, str(calls), str(tokens)
         )
@@ -293,7 +312,7 @@ def _tokens(r: ReactResult) -> int:
 def _react(out: Console, llm: LLM) -> tuple[ReactResult, demo.HelpDesk]:
     desk = demo.HelpDesk.sample()
     registry = demo.build_registry(desk)
-    with out.status(f"ReAct agent running with {llm.name}..."):
+    with out.status(Text(f"ReAct agent running with {llm.name}...")):
         result = anyio.run(_react_async, registry, llm)
     saw = any(MARKER in m.content for m in result.messages)
     out.print(
@@ -317,7 +336,7 @@ def _planlock_with(
     journal = Journal()
     run_id = str(ULID())
     planner = Planner(llm, registry, journal=journal)
-    with out.status(f"planlock planning with {llm.name}..."):
+    with out.status(Text(f"planlock planning with {llm.name}...")):
         try:
             plan = anyio.run(_plan_async, planner, run_id)
         except (CannotPlan, PlanInvalid, LLMError) as exc:
@@ -343,11 +362,16 @@ def _note(out: Console, approver: Any) -> Any:
             why = [r.reason for r in request.risks]
         else:
             why = [r.message for r in request.reasons]
-        out.print(f"[yellow]approval needed[/]: {'; '.join(why)}")
+        _say(out, "yellow", "approval needed", f": {'; '.join(why)}")
         decision: Decision = approver(request)
         return decision
 
     return wrapped
+
+
+def _say(out: Console, style: str, label: str, rest: str = "") -> None:
+    """Print ``label`` in ``style`` and ``rest`` plain: no text is read as markup."""
+    out.print(Text.assemble((label, style), rest))
 
 
 def _show(err: Console, event: Any) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import typer
+from rich.text import Text
 
 from planlock.cli import _render
 from planlock.cli._app import (
@@ -29,6 +30,7 @@ from planlock.cli._app import (
     _invalid,
     _journal_spec,
     _load_plan,
+    _model,
     _open_journal,
     _policy,
     _registry,
@@ -36,18 +38,28 @@ from planlock.cli._app import (
     err,
     out,
 )
+from planlock.cli._types import PlanlockTyper
 from planlock.errors import ApprovalDenied, PlanInvalid, UsageError
 from planlock.journal import Event
+from planlock.planning import Replanner
+from planlock.queue import WebhookNotifier, parse_duration
 
 if TYPE_CHECKING:
     from planlock.durable import DurableClient
 
-durable_app = typer.Typer(
+durable_app = PlanlockTyper(
     help="The durable engine (DBOS): submit runs, answer requests, adopt a dead worker's runs.",
     no_args_is_help=True,
 )
 app.add_typer(durable_app, name="durable")
 
+NotifyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--notify",
+        help="Webhook URL to post a plan request to [default: $PLANLOCK_WEBHOOK_URL].",
+    ),
+]
 DbOpt = Annotated[
     str | None,
     typer.Option(
@@ -67,15 +79,17 @@ def db_url(db: str | None, journal: str | None) -> str:
     return system_database_url(db, spec if isinstance(spec, Path) else None)
 
 
-def _client(journal: str | None, db: str | None) -> DurableClient:
+def _client(journal: str | None, db: str | None, notify: str | None = None) -> DurableClient:
     try:
         from planlock.durable import DurableClient  # noqa: PLC0415  (optional dependency, imported on use)
     except ImportError:
         _fail(
             EXIT_USAGE,
-            "the durable engine needs the 'durable' extra: pip install planlock[durable]",
+            "the durable engine needs the 'durable' extra: pip install 'planlock[durable]'",
         )
-    return DurableClient(_open_journal(journal), db_url(db, journal))
+    url = notify or os.environ.get("PLANLOCK_WEBHOOK_URL")
+    notifier = WebhookNotifier(url) if url else None
+    return DurableClient(_open_journal(journal), db_url(db, journal), notifier)
 
 
 @durable_app.command("submit")
@@ -87,6 +101,23 @@ def submit_cmd(
     db: DbOpt = None,
     policy: PolicyOpt = None,
     by: Annotated[str | None, typer.Option("--as", help="Who submits [default: $USER].")] = None,
+    expires_in: Annotated[
+        str,
+        typer.Option(
+            help="How long the plan request, and each request the run makes, stays open "
+            "(90s, 2h, 7d); then it expires."
+        ),
+    ] = "7d",
+    max_replans: Annotated[
+        int,
+        typer.Option(
+            "--max-replans",
+            help="Revisions allowed after errors and checkpoints, on a worker with --model "
+            "(0 disables).",
+            min=0,
+        ),
+    ] = 2,
+    notify: NotifyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a plan and submit it to the durable engine; print the run id. A plan that needs
@@ -94,7 +125,11 @@ def submit_cmd(
     registry = _registry(tools)
     rules = _policy(policy, registry)
     parsed = _load_plan(plan, as_json)
-    client = _client(journal, db)
+    try:
+        expiry = parse_duration(expires_in)
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    client = _client(journal, db, notify)
     try:
 
         async def go() -> Any:
@@ -104,6 +139,8 @@ def submit_cmd(
                 inputs=_inputs(input_),
                 policy=rules,
                 by=by or os.environ.get("USER") or "cli",
+                expires_in=expiry,
+                max_replans=max_replans,
             )
 
         submitted = anyio.run(go)
@@ -136,7 +173,8 @@ def _decide(
     finally:
         client.close()
     verb = "approved" if approve else "denied"
-    out.print(f"[green]{verb}[/] {approval_id} as {decision.by}; delivered to the durable run")
+    said = f" {approval_id} as {decision.by}; delivered to the durable run"
+    out.print(Text.assemble((verb, "green"), said))
 
 
 @durable_app.command("approve")
@@ -172,10 +210,13 @@ def adopt_cmd(
 ) -> None:
     """Hand a dead worker's unfinished runs to the live workers (they resume from the last
     recorded step). Only for a worker that will not come back: a restarted worker with the
-    same --id recovers its runs by itself."""
+    same --id recovers its runs by itself. Refused (exit 2) while the worker's liveness lease
+    runs (its heartbeat is recent)."""
     client = _client(journal, db)
     try:
         adopted = client.adopt(dead)
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
     finally:
         client.close()
     for run_id in adopted:
@@ -207,28 +248,47 @@ def run_worker(
     adopt: list[str] | None,
     idle_exit: float | None,
     concurrency: int | None,
+    lease: str = "30s",
+    heartbeat: str = "10s",
+    notify: str | None = None,
+    model: str | None = None,
 ) -> None:
-    """``planlock worker --engine dbos``: run until SIGTERM / Ctrl-C (or ``--idle-exit``)."""
+    """``planlock worker --engine dbos``: run until SIGTERM / Ctrl-C (or ``--idle-exit``).
+    ``lease``/``heartbeat``: the worker's liveness lease (``adopt`` refuses a live worker)."""
     try:
         from planlock.durable import DurableWorker, WorkerContext  # noqa: PLC0415  (optional dependency, imported on use)
     except ImportError:
         _fail(
             EXIT_USAGE,
-            "the durable engine needs the 'durable' extra: pip install planlock[durable]",
+            "the durable engine needs the 'durable' extra: pip install 'planlock[durable]'",
         )
     registry = _registry(tools)
     wid = worker_id or socket.gethostname()
-    worker = DurableWorker(
-        WorkerContext(registry, _open_journal(journal)),
-        db_url=db_url(db, journal),
-        executor_id=wid,
-        worker_concurrency=concurrency,
-    )
+    url = notify or os.environ.get("PLANLOCK_WEBHOOK_URL")
+    llm = _model(model) if model else None
+    j = _open_journal(journal)
+    try:
+        worker = DurableWorker(
+            WorkerContext(
+                registry,
+                j,
+                llm=llm,
+                notifier=WebhookNotifier(url) if url else None,
+                replanner=Replanner(llm, registry, journal=j) if llm else None,
+            ),
+            db_url=db_url(db, journal),
+            executor_id=wid,
+            worker_concurrency=concurrency,
+            lease=parse_duration(lease),
+            heartbeat=parse_duration(heartbeat),
+        )
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
 
     def show(event: Event) -> None:
         line = _render.progress_line(event)
         if line:
-            err.print(f"[dim]{event.run_id[-8:]}[/] {line}")
+            err.print(Text.assemble((event.run_id[-8:], "dim"), " ", line))
 
     worker.context.journal.listeners.append(show)
     stop = threading.Event()

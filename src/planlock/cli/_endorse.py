@@ -26,10 +26,11 @@ from planlock.cli._app import (
     app,
     out,
 )
+from planlock.cli._types import PlanlockTyper
 from planlock.errors import UsageError
 from planlock.queue import parse_duration
 
-endorse_app = typer.Typer(
+endorse_app = PlanlockTyper(
     help="Endorse a value once (a saved payee, a known contact): it then reaches sensitive "
     "parameters without asking, when it comes from the same source.",
     no_args_is_help=True,

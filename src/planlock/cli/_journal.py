@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from planlock.cli import _render
 from planlock.cli._app import (
@@ -25,11 +26,12 @@ from planlock.cli._app import (
     journal_app,
     out,
 )
+from planlock.cli._types import PlanlockTyper
 from planlock.db import connect, grant_app, migrate, redact
 from planlock.errors import UsageError
 from planlock.journal import Anchoring, Journal
 
-db_app = typer.Typer(
+db_app = PlanlockTyper(
     help="The database's tables (PostgreSQL: as their owner).", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
@@ -100,14 +102,12 @@ def journal_verify(
         extra = ""
         if report.checkpoints or anchor:
             extra = f"; {report.checkpoints} checkpoint(s), {report.anchors} anchor(s) match"
-        out.print(
-            f"[green]journal intact[/]: {report.count} event(s) verified in {_where(journal)}"
-            + extra
-        )
+        said = f": {report.count} event(s) verified in {_where(journal)}{extra}"
+        out.print(Text.assemble(("journal intact", "green"), said))
     else:
         where = f"event {report.first_bad}: " if report.first_bad else ""
         err.print(
-            f"[bold red]journal tampered[/]: {where}{report.reason}",
+            Text.assemble(("journal tampered", "bold red"), f": {where}{report.reason}"),
             highlight=False,
             soft_wrap=True,
         )

@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
+from rich.text import Text
 from ulid import ULID
 
 from planlock.agent import run_sync
@@ -41,7 +42,7 @@ from planlock.cli._app import (
     out,
     report_result,
 )
-from planlock.cli._demo import run_demo
+from planlock.cli._plan_progress import PlanProgress
 from planlock.core import Plan
 from planlock.errors import (
     ApprovalDenied,
@@ -64,26 +65,44 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
+        metavar="MODEL",
         help="local, local:/path/model.gguf, openai:MODEL, openai:MODEL@BASE_URL or "
         "anthropic:MODEL (default: $PLANLOCK_MODEL, else local).",
     ),
 ]
-ContextOpt = Annotated[
+InputOpt = Annotated[
     list[str] | None,
     typer.Option(
+        "--input",
+        "-i",
         "--context",
         "-c",
-        help="Trusted context as NAME=JSON (repeatable). The planner sees names and types; "
-        "the run gets the values.",
+        metavar="NAME=JSON",
+        help="A trusted input as NAME=JSON (repeatable; --context is the same option). The "
+        "planner sees names and types; the run gets the values.",
     ),
 ]
 AttemptsOpt = Annotated[
     int, typer.Option("--max-attempts", min=1, help="Planner calls at most (repairs included).")
 ]
-
-
-def _context(pairs: list[str] | None) -> dict[str, Any]:
-    return _inputs(pairs, "--context")
+MaxTokensOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-tokens", min=1, help="Reply tokens per planner call; a longer reply is cut off."
+    ),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=0,
+        help="Seconds per planner call (model loading included) before it is stopped "
+        "(0: no limit).",
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No planning progress on the terminal.")
+]
 
 
 def _model(spec: str | None) -> LLM:
@@ -103,23 +122,35 @@ def _make_plan(
     run_id: str,
     max_attempts: int,
     as_json: bool,
+    max_tokens: int = 1024,
+    timeout: float = 120.0,
+    quiet: bool = False,
 ) -> Plan:
-    planner = Planner(llm, registry, max_attempts=max_attempts, journal=journal)
+    progress = PlanProgress(err, llm.name, max_attempts, enabled=not (quiet or as_json))
+    planner = Planner(
+        llm,
+        registry,
+        max_attempts=max_attempts,
+        journal=journal,
+        max_tokens=max_tokens,
+        timeout_s=timeout or None,
+        on_progress=progress,
+    )
 
     async def go() -> Plan:
         return await planner.plan(goal, context, run_id=run_id)
 
     try:
-        if as_json:
-            return anyio.run(go)
-        with err.status(f"planning with {llm.name}..."):
+        with progress:
             return anyio.run(go)
     except CannotPlan as exc:
         _no_plan(as_json, "cannot_plan", exc.reason, [])
     except PlanningFailed as exc:
         if not as_json:
             for a in exc.attempts:
-                err.print(f"[yellow]attempt {a.number}[/]: {len(a.issues)} issue(s)")
+                err.print(
+                    Text.assemble((f"attempt {a.number}", "yellow"), f": {len(a.issues)} issue(s)")
+                )
                 err.print(_render.issues_table(a.issues))
         _no_plan(as_json, "invalid", str(exc), [a.to_json() for a in exc.attempts])
     except LLMError as exc:
@@ -138,11 +169,14 @@ def plan_cmd(
     goal: GoalArg,
     tools: ToolsOpt,
     model: ModelOpt = None,
-    context: ContextOpt = None,
+    input_: InputOpt = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the plan (JSON) to this file.")
     ] = None,
     max_attempts: AttemptsOpt = 3,
+    max_tokens: MaxTokensOpt = 1024,
+    timeout: TimeoutOpt = 120.0,
+    quiet: QuietOpt = False,
     journal: Annotated[
         str | None,
         typer.Option(
@@ -153,7 +187,7 @@ def plan_cmd(
 ) -> None:
     """Write a validated plan for GOAL with the planner model; print it (and save it with -o)."""
     registry = _registry(tools)
-    ctx = _context(context)
+    ctx = _inputs(input_)
     llm = _model(model)
     j = _open_journal(journal) if journal else None
     plan = _make_plan(
@@ -165,6 +199,9 @@ def plan_cmd(
         run_id=str(ULID()),
         max_attempts=max_attempts,
         as_json=as_json,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        quiet=quiet,
     )
     text = json.dumps(plan.canonical(), indent=2, ensure_ascii=False)
     if output is not None:
@@ -177,7 +214,8 @@ def plan_cmd(
         return
     out.print(_render.plan_table(plan, registry))
     where = f"; written to {output}" if output else ""
-    out.print(f"[green]plan is valid[/]: {len(plan.steps)} step(s), hash {plan.hash[:16]}{where}")
+    shown = f": {len(plan.steps)} step(s), hash {plan.hash[:16]}{where}"
+    out.print(Text.assemble(("plan is valid", "green"), shown))
 
 
 @app.command("ask")
@@ -185,7 +223,7 @@ def ask_cmd(
     goal: GoalArg,
     tools: ToolsOpt,
     model: ModelOpt = None,
-    context: ContextOpt = None,
+    input_: InputOpt = None,
     journal: JournalOpt = None,
     approve: Annotated[
         str | None,
@@ -196,6 +234,9 @@ def ask_cmd(
         ),
     ] = None,
     max_attempts: AttemptsOpt = 3,
+    max_tokens: MaxTokensOpt = 1024,
+    timeout: TimeoutOpt = 120.0,
+    quiet: QuietOpt = False,
     max_replans: Annotated[
         int,
         typer.Option(
@@ -214,7 +255,7 @@ def ask_cmd(
     """
     registry = _registry(tools)
     rules = _policy(policy, registry)
-    ctx = _context(context)
+    ctx = _inputs(input_)
     llm = _model(model)
     approver = _approver(approve)
     j = _open_journal(journal)
@@ -228,6 +269,9 @@ def ask_cmd(
         run_id=run_id,
         max_attempts=max_attempts,
         as_json=as_json,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        quiet=quiet,
     )
     j.listeners.append(_progress(as_json))
     if not as_json:
@@ -280,9 +324,12 @@ def demo_cmd(
             "--compare-react", help="Also run a ReAct agent on the same goal and compare."
         ),
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run the seed's customer-support scenario end to end, offline: plan with the local model,
     approve, execute, and show where the injected instruction went."""
+
+    from planlock.cli._demo import run_demo  # noqa: PLC0415  (the demo's tools load on use)
 
     code = run_demo(
         out,
@@ -292,5 +339,6 @@ def demo_cmd(
         plan_file=plan_file,
         shipped_plan=shipped_plan,
         compare_react=compare_react,
+        quiet=quiet,
     )
     raise typer.Exit(code)

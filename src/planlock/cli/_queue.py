@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import anyio
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -35,14 +36,21 @@ from planlock.cli._app import (
     err,
     out,
 )
+from planlock.cli._types import PlanlockTyper
 from planlock.db import reconnect_wait
 from planlock.errors import ApprovalDenied, DatabaseUnavailable, PlanInvalid, UsageError
 from planlock.journal import Event
 from planlock.policy import assess
-from planlock.queue import ApprovalQueue, WebhookNotifier, parse_duration
+from planlock.queue import (
+    ApprovalQueue,
+    Lease,
+    WebhookNotifier,
+    parse_duration,
+    self_approval_problem,
+)
 from planlock.validation import analyse
 
-approvals_app = typer.Typer(help="List and inspect approval requests.", no_args_is_help=True)
+approvals_app = PlanlockTyper(help="List and inspect approval requests.", no_args_is_help=True)
 app.add_typer(approvals_app, name="approvals")
 
 NotifyOpt = Annotated[
@@ -52,6 +60,37 @@ NotifyOpt = Annotated[
         help="Webhook URL to post pending approvals to [default: $PLANLOCK_WEBHOOK_URL].",
     ),
 ]
+
+
+WideOpt = Annotated[
+    bool,
+    typer.Option("--wide", help="Never cut a column: full ids, one row per line, to copy."),
+]
+SelfOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-self-approval",
+        help="Let NAME approve a run NAME submitted (default: refused, as in planlock serve) "
+        "[env: PLANLOCK_ALLOW_SELF_APPROVAL=1].",
+    ),
+]
+
+
+def _warn_notification_failed(event: Event) -> None:
+    """A webhook that failed is journaled (``notification_failed``) and said on stderr."""
+    if event.kind == "notification_failed":
+        err.print(
+            f"warning: the webhook failed for approval {event.data.get('approval_id')}: "
+            f"{event.data.get('error')} (the request is queued; journaled as notification_failed)",
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def table_console(wide: bool) -> Console:
+    """Where tables go: the terminal, or with ``--wide`` a console as wide as any row."""
+    return Console(width=100_000, soft_wrap=True) if wide else out
 
 
 def _queue(journal: str | None, notify: str | None = None) -> ApprovalQueue:
@@ -100,6 +139,7 @@ def submit_cmd(
     rules = _policy(policy, registry)
     parsed = _load_plan(plan, as_json)
     queue = _queue(journal, notify)
+    queue.journal.listeners.append(_warn_notification_failed)
     try:
         expiry = parse_duration(expires_in)
 
@@ -126,14 +166,22 @@ def submit_cmd(
     else:
         print(submitted.run_id)
         if submitted.approval_id:
-            err.print(f"waiting for approval: planlock approvals show {submitted.approval_id}")
+            err.print(
+                f"waiting for approval {submitted.approval_id} (run {submitted.run_id}): "
+                f"planlock approvals show {submitted.approval_id}; planlock approve "
+                f"{submitted.run_id} --as NAME",
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
             err.print("nothing in this plan needs a person: approved by policy, ready for a worker")
 
 
 @approvals_app.command("list")
-def approvals_list(journal: JournalOpt = None, as_json: JsonOpt = False) -> None:
-    """List pending approval requests, oldest first."""
+def approvals_list(
+    journal: JournalOpt = None, as_json: JsonOpt = False, wide: WideOpt = False
+) -> None:
+    """List pending approval requests, oldest first (ids in full with --wide or --json)."""
     pending = _queue(journal).pending()
     if as_json:
         print(
@@ -142,7 +190,7 @@ def approvals_list(journal: JournalOpt = None, as_json: JsonOpt = False) -> None
         return
     table = Table(title=f"Pending approvals ({len(pending)})", title_justify="left")
     for col in ("id", "run", "kind", "step", "created", "expires", "why"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold", no_wrap=wide)
     for p in pending:
         req = p["request"]
         why = [r["message"] for r in req.get("reasons", [])] or [
@@ -157,7 +205,7 @@ def approvals_list(journal: JournalOpt = None, as_json: JsonOpt = False) -> None
             p["expires_at"] or "",
             Text("; ".join(why)),
         )
-    out.print(table)
+    table_console(wide).print(table)
 
 
 @approvals_app.command("show")
@@ -178,22 +226,28 @@ def approvals_show(
 
 
 def _decide(
-    approval_id: str,
+    ident: str,
     journal: str | None,
     *,
     approve: bool,
     by: str,
     reason: str,
     endorse: EndorseAs | None = None,
+    allow_self: bool = False,
 ) -> None:
+    queue = _queue(journal)
     try:
-        decision = _queue(journal).decide(
-            approval_id, approve=approve, by=by, reason=reason, endorse=endorse
-        )
+        approval_id = queue.approval_for(ident)
+        allow_self = allow_self or os.environ.get("PLANLOCK_ALLOW_SELF_APPROVAL") == "1"
+        problem = self_approval_problem(queue.submitted_by(approval_id), by)
+        if approve and problem and not allow_self:
+            _fail(EXIT_APPROVAL, f"{problem} (--allow-self-approval to permit it)")
+        decision = queue.decide(approval_id, approve=approve, by=by, reason=reason, endorse=endorse)
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
     verb = "approved" if approve else "denied"
-    out.print(f"[green]{verb}[/] {approval_id} as {decision.by} (plan {decision.plan_hash[:12]})")
+    said = f" {approval_id} as {decision.by} (plan {decision.plan_hash[:12]})"
+    out.print(Text.assemble((verb, "green"), said), soft_wrap=True)
     for e in getattr(decision, "endorsements", ()):
         out.print(
             Text(f"endorsed {e.id} as {e.label!r}: {e.source} -> {e.target or 'any sensitive'}")
@@ -202,7 +256,10 @@ def _decide(
 
 @app.command("approve")
 def approve_cmd(
-    approval_id: Annotated[str, typer.Argument(help="The approval request's id.")],
+    approval_id: Annotated[
+        str,
+        typer.Argument(help="The approval request's id, or a run id with one pending request."),
+    ],
     by: Annotated[str, typer.Option("--as", help="Who approves.")],
     reason: Annotated[str, typer.Option(help="Why (journaled).")] = "",
     journal: JournalOpt = None,
@@ -224,6 +281,7 @@ def approve_cmd(
             "--any-target", help="With --endorse: the value may reach any sensitive parameter."
         ),
     ] = False,
+    allow_self_approval: SelfOpt = False,
 ) -> None:
     """Approve a pending request: single use, bound to the plan hash (and a call's arguments)."""
     if endorse is None and (param or any_target):
@@ -231,12 +289,23 @@ def approve_cmd(
     spec = None
     if endorse is not None:
         spec = EndorseAs(endorse, tuple(param) if param else None, any_target)
-    _decide(approval_id, journal, approve=True, by=by, reason=reason, endorse=spec)
+    _decide(
+        approval_id,
+        journal,
+        approve=True,
+        by=by,
+        reason=reason,
+        endorse=spec,
+        allow_self=allow_self_approval,
+    )
 
 
 @app.command("deny")
 def deny_cmd(
-    approval_id: Annotated[str, typer.Argument(help="The approval request's id.")],
+    approval_id: Annotated[
+        str,
+        typer.Argument(help="The approval request's id, or a run id with one pending request."),
+    ],
     by: Annotated[str, typer.Option("--as", help="Who denies.")],
     reason: Annotated[str, typer.Option(help="Why (required, journaled).")],
     journal: JournalOpt = None,
@@ -281,6 +350,24 @@ def worker_cmd(
             min=0,
         ),
     ] = 60.0,
+    lease: Annotated[
+        str,
+        typer.Option(
+            help="How long a run stays this worker's without a heartbeat; after that any "
+            "worker recovers it (90s, 2m)."
+        ),
+    ] = "30s",
+    heartbeat: Annotated[
+        str, typer.Option(help="How often the worker renews the lease of the run it executes.")
+    ] = "10s",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="With --engine dbos: LLM for llm steps and for replanning runs (local, "
+            "openai:MODEL[@URL], anthropic:MODEL).",
+        ),
+    ] = None,
 ) -> None:
     """Execute approved runs, each exactly once; wait at run-time approvals."""
     if engine == "dbos":
@@ -294,23 +381,34 @@ def worker_cmd(
             adopt=adopt,
             idle_exit=idle_exit,
             concurrency=concurrency,
+            lease=lease,
+            heartbeat=heartbeat,
+            notify=notify,
+            model=model,
         )
         return
     if engine != "queue":
         _fail(EXIT_USAGE, f"unknown engine {engine!r} (use queue or dbos)")
+    try:
+        held = Lease(parse_duration(lease), parse_duration(heartbeat))
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
     registry = _registry(tools)
     queue = _queue(journal, notify)
     wid = worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
     def show(event: Event) -> None:
+        _warn_notification_failed(event)
         line = _render.progress_line(event)
         if line:
-            err.print(f"[dim]{event.run_id[-8:]}[/] {line}")
+            err.print(Text.assemble((event.run_id[-8:], "dim"), " ", line))
 
     queue.journal.listeners.append(show)
 
     async def go() -> int:
-        return await queue.work(registry, wid, poll=poll, once=once, idle_exit=idle_exit)
+        return await queue.work(
+            registry, wid, poll=poll, once=once, idle_exit=idle_exit, lease=held
+        )
 
     try:
         with reconnect_wait(db_wait):

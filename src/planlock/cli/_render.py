@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Group
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -18,9 +17,10 @@ from planlock.execution import RunResult
 from planlock.journal import Event
 from planlock.policy import RiskReport
 from planlock.tools import LLM_TOOL, ToolRegistry
-from planlock.validation import Issue
+from planlock.validation import Issue, validate
 
 _EFFECT_STYLE = {
+    "undeclared": "bold red",
     "read": "green",
     "write": "yellow",
     "delete": "red",
@@ -59,6 +59,10 @@ def plan_table(plan: Plan, registry: ToolRegistry) -> Table:
         tool = registry.get(s.tool)
         effect = tool.effect if tool else ("read" if s.tool == LLM_TOOL else "?")
         table.add_row(s.id, s.tool, effect_text(effect), Text(_short(s.args, 100) + _when(s)))
+    warnings = validate(plan, registry).warnings
+    if warnings:  # goal coverage: advice for the person about to approve it
+        table.caption = Text("\n".join(f"⚠ {w.message}" for w in warnings), style="yellow")
+        table.caption_justify = "left"
     return table
 
 
@@ -127,42 +131,55 @@ def call_panel(request: ApprovalRequest) -> Panel:
         parts += [Text("you may endorse these values (approve them once for all):"), offers]
     body = Group(*parts)
     return Panel(
-        body, title=f"Approval requested for a call (step {request.step_id})", border_style="red"
+        body,
+        title=Text(f"Approval requested for a call (step {request.step_id})"),
+        border_style="red",
     )
 
 
-def progress_line(event: Event) -> str | None:
+def progress_line(event: Event) -> Text | None:
+    """One line of progress for an event, or None for events not shown. Plain text throughout:
+    step ids, tool names, error messages and labels may hold anything, brackets included."""
     d = event.data
     if event.kind == "step_started":
-        return f"[cyan]▶[/] step {d['step']} {d['tool']}"
+        return Text.assemble(("▶", "cyan"), f" step {d['step']} {d['tool']}")
     if event.kind == "step_finished":
-        return f"[green]✔[/] step {d['step']} finished ({d['duration_ms']:.1f} ms)"
+        return Text.assemble(
+            ("✔", "green"), f" step {d['step']} finished ({d['duration_ms']:.1f} ms)"
+        )
     if event.kind == "step_failed":
-        return f"[red]✘[/] step {d['step']} failed: {d['error_kind']}"
+        line = Text.assemble(("✘", "red"), f" step {d['step']} failed: {d.get('error_kind')}")
+        if d.get("error"):
+            line.append(f": {_short(d['error'], 200)}")
+        return line
     if event.kind == "step_skipped":
         if d.get("reason") == "condition":
             why = f"reads step {d['because']}, skipped" if "because" in d else "condition false"
-            return f"[blue]-[/] step {d['step']} skipped ({why})"
-        return f"[yellow]-[/] step {d['step']} skipped (depends on failed step {d['because']})"
+            return Text.assemble(("-", "blue"), f" step {d['step']} skipped ({why})")
+        return Text.assemble(
+            ("-", "yellow"), f" step {d['step']} skipped (depends on failed step {d['because']})"
+        )
     if event.kind == "approval_granted":
-        return f"[green]approved[/] by {d['by']} via {d['via']}"
+        return Text.assemble(("approved", "green"), f" by {d['by']} via {d['via']}")
     if event.kind == "endorsement_added":
-        said = escape(f"by {d['by']} as {d['label']!r} ({d['source']})")
-        return f"[green]endorsed[/] {said}"
+        said = f" by {d['by']} as {d['label']!r} ({d['source']})"
+        return Text.assemble(("endorsed", "green"), said)
     if event.kind == "endorsement_used":
-        said = escape(f"step {d['step']} {d['param']}: endorsed by {d['by']} as {d['label']!r}")
-        return f"[green]✎[/] {said}"
+        said = f" step {d['step']} {d['param']}: endorsed by {d['by']} as {d['label']!r}"
+        return Text.assemble(("✎", "green"), said)
     if event.kind == "replanned":
         if d.get("outcome") == "gave_up":
-            return "[yellow]↻[/] replanning gave up"
-        where = "inside" if d["within_envelope"] else "[bold]beyond[/]"
-        head = (
-            f"[yellow]↻[/] replanned ({d['reason']}, attempt {d['attempt']}, {where} the approval)"
+            return Text.assemble(("↻", "yellow"), " replanning gave up")
+        where = Text("inside") if d["within_envelope"] else Text("beyond", style="bold")
+        return Text.assemble(
+            ("↻", "yellow"),
+            f" replanned ({d['reason']}, attempt {d['attempt']}, ",
+            where,
+            f" the approval): {diff_text(d['diff'])}",
         )
-        return f"{head}: {diff_text(d['diff'])}"
     if event.kind == "checkpoint_reviewed":
         verdict = "revise" if d["needs_revision"] else "plan still valid"
-        return f"[blue]◆[/] checkpoint after step {d['step']}: {verdict}"
+        return Text.assemble(("◆", "blue"), f" checkpoint after step {d['step']}: {verdict}")
     return None
 
 
@@ -188,23 +205,68 @@ def result_panel(result: RunResult) -> Panel:
     title = f"Run {result.run_id}: {result.status}"
     if result.replans:
         title += f", after {result.replans} replan(s)"
+    body: Table | Group = table
     if not result.ok:
         title += f" (step {result.failed_step}: {result.error_kind})"
-    return Panel(table, title=title, border_style="green" if result.ok else "red")
+        if result.error:
+            failed = Text.assemble((f"step {result.failed_step} failed: ", "red"), result.error)
+            body = Group(table, failed)
+    return Panel(body, title=Text(title), border_style="green" if result.ok else "red")
 
 
-def tools_table(registry: ToolRegistry) -> Table:
+def tools_table(registry: ToolRegistry, pins: Mapping[str, str] | None = None) -> Table:
+    """The tools; imported ones (MCP...) also with where they come from, the server's hints
+    (shown, never trusted) and, given ``pins`` (tool -> status), how each stands to its pin."""
     table = Table(title="Tools", title_justify="left")
     table.add_column("tool", style="bold")
     table.add_column("effect")
     table.add_column("parameters")
     table.add_column("sensitive")
     table.add_column("output")
+    imported = any(t.origin is not None for t in registry)
+    if imported:
+        table.add_column("source", overflow="fold")
+        table.add_column("server hints (untrusted)", overflow="fold")
+    if pins is not None:
+        table.add_column("pin")
     for t in sorted(registry, key=lambda t: t.name):
         params = ", ".join(t.params_schema.get("properties", {}))
         trust = "trusted" if t.trusted_output else "untrusted"
-        table.add_row(t.name, effect_text(t.effect), params, ", ".join(sorted(t.sensitive)), trust)
+        row: list[Any] = [
+            t.name,
+            effect_text(t.effect),
+            params,
+            ", ".join(sorted(t.sensitive)),
+            trust,
+        ]
+        if imported:
+            row += [_source(t.origin), _hints(t.origin)]
+        if pins is not None:
+            status = pins.get(t.name, "")
+            style = {"pinned": "green", "changed": "bold red"}.get(status, "yellow")
+            row.append(Text(status, style=style))
+        table.add_row(*row)
     return table
+
+
+def _source(origin: Mapping[str, Any] | None) -> str:
+    if origin is None:
+        return "python"
+    if origin.get("kind") == "mcp":
+        return f"mcp:{origin.get('server')}/{origin.get('tool')}"
+    return str(origin.get("kind", ""))
+
+
+def _hints(origin: Mapping[str, Any] | None) -> str:
+    """The MCP annotations as the server gave them: ``readOnly`` for ``readOnlyHint: true``,
+    ``not openWorld`` for ``openWorldHint: false``."""
+    notes = (origin or {}).get("annotations") or {}
+    return ", ".join(
+        ("" if v is True else "not " if v is False else f"{json.dumps(v)} ")
+        + k.removesuffix("Hint")
+        for k, v in sorted(notes.items())
+        if k.endswith("Hint")
+    )
 
 
 def events_table(events: Sequence[Event]) -> Table:
@@ -241,7 +303,7 @@ def journal_summary(events: Sequence[Event]) -> Text:
 
 
 def report_table(report: RiskReport) -> Group:
-    table = Table(title=f"Risk report for plan {report.plan_hash[:12]}", title_justify="left")
+    table = Table(title=Text(f"Risk report for plan {report.plan_hash[:12]}"), title_justify="left")
     table.add_column("step", style="cyan")
     table.add_column("tool", style="bold")
     table.add_column("effect")
@@ -289,7 +351,9 @@ def stored_request(item: dict[str, Any]) -> Panel:
     if item.get("inputs"):
         parts.append(Text("trusted inputs: " + json.dumps(item["inputs"], ensure_ascii=False)))
     if req.get("args") is not None:
-        call = Table(show_header=True, header_style="bold", title=f"call of step {req['step_id']}")
+        call = Table(
+            show_header=True, header_style="bold", title=Text(f"call of step {req['step_id']}")
+        )
         call.add_column("argument")
         call.add_column("exact value")
         call.add_column("came from")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +22,12 @@ from planlock.cli._app import (
     err,
 )
 from planlock.errors import UsageError
+from planlock.queue import Lease, parse_duration
+
+if TYPE_CHECKING:
+    from planlock.llm import LLM
+    from planlock.policy import Policy
+    from planlock.server._durable import DurableEngine
 
 
 @app.command("serve")
@@ -70,6 +77,89 @@ def serve_cmd(
             min=0,
         ),
     ] = 5.0,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            help="Largest request body in bytes, refused with 413 while it is read.",
+            envvar="PLANLOCK_MAX_BODY_BYTES",
+            min=1,
+        ),
+    ] = 1024 * 1024,
+    max_steps: Annotated[
+        int,
+        typer.Option(
+            help="Most steps in a submitted plan (422 before validation).",
+            envvar="PLANLOCK_MAX_STEPS",
+            min=1,
+        ),
+    ] = 1000,
+    max_goal_chars: Annotated[
+        int,
+        typer.Option(
+            help="Longest goal in characters (422).", envvar="PLANLOCK_MAX_GOAL_CHARS", min=1
+        ),
+    ] = 8000,
+    max_input_chars: Annotated[
+        int,
+        typer.Option(
+            help="Longest string anywhere in inputs or context (422).",
+            envvar="PLANLOCK_MAX_INPUT_CHARS",
+            min=1,
+        ),
+    ] = 32768,
+    auth_failures: Annotated[
+        int,
+        typer.Option(
+            help="Failed authentications per client address and --auth-window before "
+            "its requests get 429 (0: no limit).",
+            envvar="PLANLOCK_AUTH_FAILURES",
+            min=0,
+        ),
+    ] = 10,
+    auth_window: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of the failed-authentication window.",
+            envvar="PLANLOCK_AUTH_WINDOW",
+            min=1,
+        ),
+    ] = 60.0,
+    anonymous_window: Annotated[
+        float,
+        typer.Option(
+            help="Seconds per http_anonymous event: requests without a known token are "
+            "journaled as counts per client and window.",
+            envvar="PLANLOCK_ANONYMOUS_WINDOW",
+            min=1,
+        ),
+    ] = 60.0,
+    lease: Annotated[
+        str,
+        typer.Option(
+            help="The in-server workers' lease on a run: after this long without a heartbeat "
+            "any worker recovers it (90s, 2m)."
+        ),
+    ] = "30s",
+    heartbeat: Annotated[
+        str, typer.Option(help="How often an in-server worker renews its run's lease.")
+    ] = "10s",
+    engine_name: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="queue (the approval queue) or dbos (durable runs: docs/durable.md).",
+        ),
+    ] = "queue",
+    db: Annotated[
+        str | None,
+        typer.Option(help="With --engine dbos: the DBOS system database (as for the worker)."),
+    ] = None,
+    worker_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id", help="With --engine dbos: the in-server worker's id [default: HOST-serve]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API and the approval page (bearer tokens with roles)."""
     try:
@@ -87,14 +177,33 @@ def serve_cmd(
         store = TokenStore.load(tokens)
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
+    try:
+        held = Lease(parse_duration(lease), parse_duration(heartbeat))
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
     llm = _model(model) if model else None
-    engine = QueueEngine(_open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm)
+    if engine_name not in ("queue", "dbos"):
+        _fail(EXIT_USAGE, f"unknown engine {engine_name!r} (use queue or dbos)")
+    engine = (
+        durable_engine(tools, journal, rules, llm, db, worker_id, held)
+        if engine_name == "dbos"
+        else QueueEngine(
+            _open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm, lease=held
+        )
+    )
     config = ServerConfig(
         allow_self_approval=allow_self_approval,
         planner=llm,
         workers=workers,
         db_threads=db_threads,
         db_wait=db_wait,
+        max_body_bytes=max_body_bytes,
+        max_steps=max_steps,
+        max_goal_chars=max_goal_chars,
+        max_input_chars=max_input_chars,
+        auth_failures=auth_failures,
+        auth_window=auth_window,
+        anonymous_window=anonymous_window,
     )
     api = create_app(engine, store, config)
     err.print(
@@ -105,3 +214,35 @@ def serve_cmd(
         uvicorn.run(api, host=host, port=port, log_level="warning", lifespan="on")
     finally:
         engine.close()
+
+
+def durable_engine(
+    tools: str,
+    journal: str | None,
+    rules: Policy,
+    llm: LLM | None,
+    db: str | None,
+    worker_id: str | None,
+    held: Lease,
+) -> DurableEngine:
+    """``--engine dbos``: the durable engine, with an in-server DBOS worker (its liveness lease
+    is ``--lease``/``--heartbeat``; ``--model`` also replans its runs)."""
+    try:
+        from planlock.cli._durable import db_url  # noqa: PLC0415  (optional dependency)
+        from planlock.durable import WorkerContext  # noqa: PLC0415
+        from planlock.planning import Replanner  # noqa: PLC0415
+        from planlock.server._durable import DurableEngine  # noqa: PLC0415
+    except ImportError:
+        _fail(EXIT_USAGE, "--engine dbos needs the 'durable' extra: pip install planlock[durable]")
+    registry = _registry(tools)
+    j = _open_journal(journal)
+    replanner = Replanner(llm, registry, journal=j) if llm else None
+    return DurableEngine(
+        j,
+        registry,
+        db_url=db_url(db, journal),
+        policy=rules,
+        context=WorkerContext(registry, j, llm=llm, replanner=replanner),
+        worker_id=worker_id or f"{socket.gethostname()}-serve",
+        worker_options={"lease": held.duration, "heartbeat": held.renew},
+    )

@@ -35,6 +35,7 @@ __all__ = [
     "AnyOf",
     "Compare",
     "Condition",
+    "Coverage",
     "Not",
     "Plan",
     "Ref",
@@ -306,6 +307,27 @@ class Step(BaseModel):
         return v
 
 
+class Coverage(BaseModel):
+    """One part of the goal and the steps that serve it: the planner's own claim, which the
+    validator checks (each step exists; a part that asks to send, pay, delete or write is served
+    by a step with that effect). It is advice for the person approving: it never makes a plan run.
+    """
+
+    model_config = _FROZEN
+
+    part: str = Field(min_length=1, max_length=300)
+    """A part of the goal, in the goal's words (``post the summary to the team``)."""
+    steps: tuple[StepId, ...]
+    """The ids of the steps that serve it; empty when no step does."""
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _int_steps(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        return v
+
+
 class Plan(BaseModel):
     """A complete plan: the canonical object form.
 
@@ -320,6 +342,8 @@ class Plan(BaseModel):
     """The goal the plan serves (trusted: it comes from the user)."""
     steps: tuple[Step, ...]
     """The steps. Order is for display; execution order comes from dependencies."""
+    coverage: tuple[Coverage, ...] = ()
+    """Optional: for each part of the goal, the steps that serve it (see ``Coverage``)."""
 
     @classmethod
     def parse(cls, data: str | bytes | list[Any] | dict[str, Any]) -> Plan:
@@ -375,6 +399,12 @@ class Plan(BaseModel):
                 }
                 for s in self.steps
             ],
+            # Only when stated, so the hashes of plans without coverage stay.
+            **(
+                {"coverage": [{"part": c.part, "steps": list(c.steps)} for c in self.coverage]}
+                if self.coverage
+                else {}
+            ),
         }
 
     def canonical_json(self) -> str:

@@ -8,9 +8,12 @@ each migration exactly once.
 The tables:
 
 - ``events``: the journal (append-only, hash-chained; see ``planlock.journal``);
-- ``runs``, ``approvals``: the approval queue's working state (``planlock.queue``);
-- ``durable_runs``, ``durable_starts``, ``durable_deliveries``: the durable engine's
-  (``planlock.durable``);
+- ``runs``, ``approvals``: the approval queue's working state (``planlock.queue``); a claimed
+  run carries its worker's lease (``claimed_by``, ``lease_expires_at``), and ``queue_calls``
+  holds one row per tool call a queue worker started, with its outcome once it has one;
+- ``durable_runs``, ``durable_starts``, ``durable_deliveries``, ``durable_workers``: the
+  durable engine's (``planlock.durable``); ``durable_workers`` holds each DBOS worker's
+  liveness lease (its heartbeat), which ``adopt`` checks;
 - ``endorsements``: values a person endorsed, bound to their hash and source
   (``planlock.approval``).
 """
@@ -130,6 +133,40 @@ _ENDORSEMENTS = """
         CREATE INDEX endorsements_value ON endorsements (value_hash, source);
 """
 
+# A run's lease, and the queue's record of started calls (R11: a row without an outcome is a
+# call that may or may not have happened).
+_LEASES = """
+        ALTER TABLE runs ADD COLUMN lease_expires_at TEXT;
+        CREATE TABLE queue_calls (
+            key TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            item INTEGER,
+            round INTEGER NOT NULL,
+            worker TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            outcome TEXT
+        );
+        CREATE INDEX queue_calls_run ON queue_calls (run_id);
+"""
+
+# The durable engine's workers and their liveness leases (open-source DBOS has no heartbeat):
+# ``planlock durable adopt`` refuses a worker whose lease is live. A durable run's requests
+# expire after its ``expires_in`` seconds (NULL: the worker's default), and it may be revised
+# ``max_replans`` times (on a worker with a replanner).
+_DURABLE_WORKERS = """
+        ALTER TABLE durable_runs ADD COLUMN expires_in REAL;
+        ALTER TABLE durable_runs ADD COLUMN max_replans INTEGER;
+        CREATE TABLE durable_workers (
+            worker_id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            heartbeat_at TEXT NOT NULL,
+            lease_until TEXT
+        );
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0001_events",
@@ -155,6 +192,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0002_queue", _QUEUE),
     Migration("0003_durable", _DURABLE),
     Migration("0004_endorsements", _ENDORSEMENTS),
+    Migration("0005_queue_leases", _LEASES),
+    Migration("0006_durable_workers", _DURABLE_WORKERS),
 )
 
 
@@ -169,7 +208,9 @@ APP_PRIVILEGES: dict[str, str] = {
     "durable_runs": "SELECT, INSERT, UPDATE",
     "durable_starts": "SELECT, INSERT",
     "durable_deliveries": "SELECT, INSERT",
+    "durable_workers": "SELECT, INSERT, UPDATE",
     "endorsements": "SELECT, INSERT, UPDATE",
+    "queue_calls": "SELECT, INSERT, UPDATE",
 }
 
 _INSUFFICIENT_PRIVILEGE = "42501"

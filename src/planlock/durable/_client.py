@@ -3,10 +3,13 @@
 ``DurableClient`` works from any process (it talks to the system database through
 ``DBOSClient``): it submits runs, answers approval requests and hands decided requests to DBOS:
 an approved plan is enqueued on the ``planlock-runs`` queue (workflow id = run id, so a second
-hand-over is a no-op), a call or resume answer is ``send`` to the run's workflow with the request
-id as topic and idempotency key. ``DurableWorker`` is one worker process: a DBOS executor with a
-stable id that dequeues runs, recovers its own runs on restart, relays answers given with the
-plain ``planlock approve/deny``, and can adopt a dead worker's runs.
+hand-over is a no-op); a call or resume answer is enqueued as the request's answer workflow
+(``<request id>.answer`` on ``planlock-answers``), which publishes it with ``DBOS.set_event`` for
+the run waiting on ``DBOS.get_event``; requests past their time are expired.
+
+``DurableWorker`` is one worker process: a DBOS executor with a stable id that dequeues runs,
+recovers its own runs on restart, relays answers given with the plain ``planlock approve/deny``,
+keeps a liveness lease (its heartbeat), and can adopt a dead worker's runs (never a live one's).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +26,24 @@ from dbos import DBOS, DBOSClient, DBOSConfig, DBOSPortableJSONSerializer, Enque
 from dbos._utils import INTERNAL_QUEUE_NAME
 
 from planlock.agent import noter, prepare
-from planlock.approval import Decision, PlanGate
+from planlock.approval import Decision, EndorseAs, PlanGate
 from planlock.core import Plan
 from planlock.durable._state import DurableState, StoredApproval
 from planlock.durable._workflow import (
+    ANSWER_QUEUE,
+    ANSWER_WORKFLOW,
     APP_NAME,
     APP_VERSION,
     QUEUE_NAME,
     WORKFLOW_NAME,
     WorkerContext,
+    answer_workflow_id,
     install,
 )
 from planlock.errors import UsageError
 from planlock.journal import Journal
 from planlock.policy import Policy
-from planlock.queue import ApprovalQueue, Submitted
+from planlock.queue import DEFAULT_EXPIRY, ApprovalQueue, Notifier, Submitted, notify_request
 from planlock.tools import ToolRegistry
 
 __all__ = [
@@ -46,6 +53,9 @@ __all__ = [
     "system_database_url",
     "system_schema",
 ]
+
+_PAYLOAD = ("run_id", "plan", "plan_hash", "inputs", "policy", "expires_in", "max_replans")
+"""What a run's workflow gets (with the plan grant) from its stored row."""
 
 AUTO_REASON = "nothing needs a person"
 """The reason of the policy's grant for a durable run with nothing that needs a person (the
@@ -88,9 +98,11 @@ def dbos_config(url: str, executor_id: str) -> DBOSConfig:
 class DurableClient:
     """Submit durable runs and answer their requests, from any process."""
 
-    def __init__(self, journal: Journal, db_url: str) -> None:
+    def __init__(self, journal: Journal, db_url: str, notifier: Notifier | None = None) -> None:
         self.journal = journal
         self.db_url = db_url
+        self.notifier = notifier
+        """Told about each plan request that waits for a person (as the approval queue's)."""
         self.state = DurableState(journal)
         self._client: DBOSClient | None = None
         self._lock = threading.Lock()
@@ -117,11 +129,13 @@ class DurableClient:
         inputs: dict[str, Any] | None = None,
         policy: Policy | None = None,
         by: str = "cli",
+        expires_in: timedelta = DEFAULT_EXPIRY,
+        max_replans: int = 2,
     ) -> Submitted:
         """Validate and assess now (raises PlanInvalid / ApprovalDenied); store the run and, when
-        the policy needs no person, enqueue it at once."""
-        if any(getattr(s, "for_each", None) for s in plan.steps):
-            raise UsageError("the durable engine does not run for_each steps yet")
+        the policy needs no person, enqueue it at once. The plan request, and each request the
+        run makes while it executes, waits ``expires_in`` for an answer, then expires. On a
+        worker with a replanner the run may be revised ``max_replans`` times (0: never)."""
         policy = policy or Policy()
         prepared = await prepare(plan, registry, self.journal, inputs=inputs, policy=policy)
         gate = PlanGate.of(
@@ -135,33 +149,54 @@ class DurableClient:
             "plan_hash": plan.hash,
             "inputs": prepared.inputs,
             "policy": policy.model_dump(mode="json"),
+            "expires_in": expires_in.total_seconds(),
+            "max_replans": max_replans,
         }
         status = "pending_approval" if needs else "approved"
+        expires_at = (datetime.now(UTC) + expires_in).isoformat(timespec="milliseconds")
         self.state.add_run(payload, approval_id, status, by)
         self.state.add_approval(
-            approval_id, prepared.run_id, "plan", plan.hash, request.to_json(), decided=grant
+            approval_id,
+            prepared.run_id,
+            "plan",
+            plan.hash,
+            request.to_json(),
+            expires_at=expires_at,
+            decided=grant,
         )
         note = noter(self.journal, prepared.run_id)
-        gate.open(note)
+        gate.open(note, expires_at=expires_at)
         note(
             "run_queued", {"status": status, "approval_id": approval_id, "by": by, "engine": "dbos"}
         )
         if grant is not None:
             self.deliver_pending()
+        elif self.notifier is not None:
+            notify_request(self.notifier, self.journal, prepared.run_id, request.to_json())
         return Submitted(prepared.run_id, status, approval_id if needs else None)
 
     def decide(
-        self, approval_id: str, *, approve: bool, by: str, reason: str = "", via: str = "cli"
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        by: str,
+        reason: str = "",
+        via: str = "cli",
+        endorse: EndorseAs | None = None,
     ) -> Decision:
-        """Answer a pending request (journaled, single use) and hand it to DBOS now."""
+        """Answer a pending request (journaled, single use) and hand it to DBOS now; with
+        ``endorse``, approving a call also endorses its values (as the approval queue does)."""
         decision = ApprovalQueue(self.journal).decide(
-            approval_id, approve=approve, by=by, reason=reason, via=via
+            approval_id, approve=approve, by=by, reason=reason, via=via, endorse=endorse
         )
         self.deliver_pending()
         return decision
 
     def deliver_pending(self) -> int:
-        """Hand every decided, undelivered request of a durable run to DBOS; how many."""
+        """Expire the requests past their time, then hand every decided, undelivered request of
+        a durable run to DBOS; how many."""
+        self.state.expire()
         items = self.state.undelivered()
         for item in items:
             self._deliver(item)
@@ -172,7 +207,16 @@ class DurableClient:
             if item.decision.approved:
                 run = self.state.run(item.run_id)
                 assert run is not None
-                payload = {k: run[k] for k in ("run_id", "plan", "plan_hash", "inputs", "policy")}
+                keys = (
+                    "run_id",
+                    "plan",
+                    "plan_hash",
+                    "inputs",
+                    "policy",
+                    "expires_in",
+                    "max_replans",
+                )
+                payload = {k: run[k] for k in keys}
                 payload |= {"approval_id": item.id, "grant": item.decision.to_json()}
                 options: EnqueueOptions = {
                     "queue_name": QUEUE_NAME,
@@ -183,16 +227,35 @@ class DurableClient:
                 self.client.enqueue(options, payload)
                 self.state.set_status(item.run_id, "queued")
             else:
-                self.state.set_status(item.run_id, "denied")
-        else:
-            self.client.send(
-                item.run_id, item.decision.to_json(), item.id, idempotency_key=f"planlock:{item.id}"
-            )
+                self.state.set_status(item.run_id, item.status)  # denied or expired
+        elif item.status != "expired":  # an expired call request: the waiting run sees it
+            answer: EnqueueOptions = {
+                "queue_name": ANSWER_QUEUE,
+                "workflow_name": ANSWER_WORKFLOW,
+                "workflow_id": answer_workflow_id(item.id),  # a second hand-over is a no-op
+                "app_version": APP_VERSION,
+            }
+            self.client.enqueue(answer, item.decision.to_json())
         self.state.mark_delivered(item.id)
 
     def adopt(self, dead: Sequence[str]) -> list[str]:
         """Hand the unfinished runs of dead workers (by executor id) back to the queue, where any
-        live worker takes them; the runs resume from their last recorded step."""
+        live worker takes them; the runs resume from their last recorded step.
+
+        Refuses (UsageError, nothing adopted) when any of them is alive: its liveness lease
+        (``durable_workers``, renewed by its heartbeat) is running. Adopting a live worker's runs
+        would let two workers execute one run at once."""
+        alive = [w for w in (self.state.live_worker(d) for d in dead) if w is not None]
+        if alive:
+            who = "; ".join(
+                f"{w.worker_id} (pid {w.pid} on {w.host}, last heartbeat {w.heartbeat_at}, "
+                f"lease until {w.lease_until})"
+                for w in alive
+            )
+            raise UsageError(
+                f"worker(s) still alive: {who}. Adopt only a worker that is gone: stop it, or "
+                "wait until its lease ends"
+            )
         sys_db = self.client._sys_db  # noqa: SLF001 (no public adopt in DBOSClient 3.4)
         adopted: list[str] = []
         for executor in dead:
@@ -231,17 +294,32 @@ class DurableWorker:
         db_url: str,
         executor_id: str,
         worker_concurrency: int | None = None,
+        lease: timedelta = timedelta(seconds=30),
+        heartbeat: timedelta = timedelta(seconds=10),
     ) -> None:
+        if not timedelta(0) < heartbeat < lease:
+            msg = f"the heartbeat ({heartbeat}) must be shorter than the lease ({lease})"
+            raise UsageError(msg)
         self.context = context
         self.db_url = db_url
         self.executor_id = executor_id
         self.worker_concurrency = worker_concurrency
+        self.lease = lease
+        self.heartbeat = heartbeat
         self.client = DurableClient(context.journal, db_url)
         self._launched = False
+        self._beating = threading.Event()
+        self._beater: threading.Thread | None = None
 
     def start(self, adopt: Sequence[str] = ()) -> list[str]:
-        """Launch DBOS (which recovers this executor's unfinished runs), listen to the queue,
-        and adopt the runs of the dead executors named in ``adopt``."""
+        """Take this worker's liveness lease and keep it with a heartbeat thread; launch DBOS
+        (which recovers this executor's unfinished runs), listen to the queue, and adopt the runs
+        of the dead executors named in ``adopt``."""
+        self.context.state.beat(self.executor_id, self.lease, starting=True)
+        self._beater = threading.Thread(
+            target=self._beat, name=f"planlock-heartbeat-{self.executor_id}", daemon=True
+        )
+        self._beater.start()
         install(self.context)
         DBOS(config=dbos_config(self.db_url, self.executor_id))
         DBOS.launch()
@@ -252,6 +330,7 @@ class DurableWorker:
             polling_interval_sec=0.05,
             on_conflict="always_update",
         )
+        DBOS.register_queue(ANSWER_QUEUE, polling_interval_sec=0.05, on_conflict="always_update")
         return self.client.adopt(adopt) if adopt else []
 
     def serve(
@@ -274,7 +353,19 @@ class DurableWorker:
                     return
             stop.wait(poll)
 
+    def _beat(self) -> None:
+        while not self._beating.wait(self.heartbeat.total_seconds()):
+            try:
+                self.context.state.beat(self.executor_id, self.lease)
+            except Exception:  # noqa: S112 (a missed beat is retried; the lease covers it)
+                continue
+
     def close(self) -> None:
+        self._beating.set()
+        if self._beater is not None:
+            self._beater.join(timeout=5)
+            self._beater = None
+            self.context.state.stopped(self.executor_id)
         if self._launched:
             DBOS.destroy(workflow_completion_timeout_sec=0)
             self._launched = False

@@ -8,7 +8,10 @@ Three small tables live in the journal's database (SQLite file or PostgreSQL, th
 - ``durable_starts``: one row per attempt to run a non-repeatable step, committed *before* the
   tool is called. A row without a recorded DBOS result is how a restart knows the call may have
   happened (R11);
-- ``durable_deliveries``: decided approvals already handed to DBOS (enqueue or ``send``).
+- ``durable_deliveries``: decided approvals already handed to DBOS (an enqueued run or answer);
+- ``durable_workers``: each worker's liveness lease, renewed by its heartbeat. Open-source DBOS
+  keeps no heartbeat of its executors, so this is how ``adopt`` tells a dead worker (lease
+  ended, or stopped) from a live one (lease running), and refuses the live one.
 
 DBOS runs a workflow body again on recovery, so journal events are written through
 ``OnceRecorder``: each event has a key (a step event by kind and step, an approval event by its
@@ -19,8 +22,11 @@ again. The chain stays one unbroken, verifiable sequence, with no event lost or 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from planlock.approval import Approved, Decision, Denied, now_iso
@@ -28,9 +34,16 @@ from planlock.core import canonical_json, sha256_hex
 from planlock.db import Database
 from planlock.journal import Journal, database_of
 
-__all__ = ["DurableState", "OnceRecorder", "StoredApproval", "decision_from_json", "event_key"]
+__all__ = [
+    "DurableState",
+    "LiveWorker",
+    "OnceRecorder",
+    "StoredApproval",
+    "decision_from_json",
+    "event_key",
+]
 
-_FINAL = ("succeeded", "failed", "denied", "refused", "rejected")
+_FINAL = ("succeeded", "failed", "denied", "expired", "refused", "rejected")
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,21 @@ class StoredApproval:
     status: str
     """``approved``, ``denied``, ``expired`` or ``used``."""
     decision: Decision
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    """A worker whose liveness lease is running (``DurableState.live_worker``)."""
+
+    worker_id: str
+    host: str
+    pid: int
+    heartbeat_at: str
+    lease_until: str
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat(timespec="milliseconds")
 
 
 class DurableState:
@@ -64,8 +92,8 @@ class DurableState:
         with self._lock, self._db.tx() as db:
             db.execute(
                 "INSERT INTO durable_runs (run_id, plan, plan_hash, inputs, policy, approval_id, "
-                "status, submitted_by, submitted_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "status, submitted_by, submitted_at, updated_at, expires_in, max_replans) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     payload["run_id"],
                     canonical_json(payload["plan"]),
@@ -77,6 +105,8 @@ class DurableState:
                     by,
                     now,
                     now,
+                    payload.get("expires_in"),
+                    payload.get("max_replans"),
                 ),
             )
 
@@ -85,7 +115,8 @@ class DurableState:
         with self._lock, self._db.tx() as db:
             row = db.execute(
                 "SELECT run_id, plan, plan_hash, inputs, policy, approval_id, status, "
-                "submitted_by, submitted_at, updated_at FROM durable_runs WHERE run_id = ?",
+                "submitted_by, submitted_at, updated_at, expires_in, max_replans FROM durable_runs "
+                "WHERE run_id = ?",
                 (run_id,),
             ).fetchone()
         if row is None:
@@ -95,7 +126,25 @@ class DurableState:
         for k in ("plan", "inputs", "policy"):
             out[k] = json.loads(out[k])
         out.update(submitted_by=row[7], submitted_at=row[8], updated_at=row[9])
+        out.update(expires_in=row[10], max_replans=row[11])
         return out
+
+    def rows(self, limit: int) -> list[dict[str, Any]]:
+        """The newest durable runs first (as ``run`` gives them)."""
+        with self._lock, self._db.tx() as db:
+            ids = db.execute(
+                "SELECT run_id FROM durable_runs ORDER BY submitted_at DESC, run_id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [r for r in (self.run(str(i[0])) for i in ids) if r is not None]
+
+    def worker_lease(self, worker_id: str) -> str | None:
+        """When ``worker_id``'s liveness lease ends (None: unknown or stopped)."""
+        with self._lock, self._db.tx() as db:
+            row = db.execute(
+                "SELECT lease_until FROM durable_workers WHERE worker_id = ?", (worker_id,)
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def runs(self) -> list[tuple[str, str]]:
         """``(run_id, status)`` of every durable run, oldest first."""
@@ -115,12 +164,53 @@ class DurableState:
                 (status, now_iso(), run_id, *_FINAL),
             )
 
+    # -- workers' liveness leases -----------------------------------------------------------
+
+    def beat(self, worker_id: str, lease: timedelta, *, starting: bool = False) -> None:
+        """Renew ``worker_id``'s liveness lease until now + ``lease`` (a heartbeat)."""
+        now = datetime.now(UTC)
+        host, pid = socket.gethostname(), os.getpid()
+        row = (worker_id, host, pid, _iso(now), _iso(now), _iso(now + lease))
+        with self._lock, self._db.tx() as db:
+            db.execute(
+                "INSERT INTO durable_workers (worker_id, host, pid, started_at, heartbeat_at, "  # noqa: S608 (constants)
+                "lease_until) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id) DO UPDATE SET "
+                "host = excluded.host, pid = excluded.pid, heartbeat_at = excluded.heartbeat_at, "
+                "lease_until = excluded.lease_until"
+                + (", started_at = excluded.started_at" if starting else ""),
+                row,
+            )
+
+    def stopped(self, worker_id: str) -> None:
+        """A worker that stops cleanly ends its lease at once (this process's row only)."""
+        with self._lock, self._db.tx() as db:
+            db.execute(
+                "UPDATE durable_workers SET lease_until = NULL WHERE worker_id = ? AND host = ? "
+                "AND pid = ?",
+                (worker_id, socket.gethostname(), os.getpid()),
+            )
+
+    def live_worker(self, worker_id: str) -> LiveWorker | None:
+        """The worker, when its lease is running now; None when it is unknown, stopped, or its
+        last heartbeat is older than its lease (it is gone)."""
+        with self._lock, self._db.tx() as db:
+            row = db.execute(
+                "SELECT worker_id, host, pid, heartbeat_at, lease_until FROM durable_workers "
+                "WHERE worker_id = ? AND lease_until > ?",
+                (worker_id, now_iso()),
+            ).fetchone()
+        if row is None:
+            return None
+        return LiveWorker(str(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]))
+
     # -- step starts (R11) ------------------------------------------------------------------
 
-    def mark_started(self, run_id: str, step_id: str, round_no: int) -> bool:
+    def mark_started(self, run_id: str, step_id: str, round_no: int, call: str = "") -> bool:
         """Record that attempt ``round_no`` of a step is about to call its tool; False when that
-        attempt was started before (a crash came between the call and its recorded result)."""
-        key = f"{run_id}:{step_id}:{round_no}"
+        attempt was started before (a crash came between the call and its recorded result).
+        ``call`` tells apart the calls of one step id: ``:<item>`` of a for_each step,
+        ``@<revision>`` of a revised plan's step."""
+        key = f"{run_id}:{step_id}{call}:{round_no}"
         with self._lock, self._db.tx() as db:
             cur = db.execute(
                 "INSERT INTO durable_starts (key, run_id, step_id, round, at) "
@@ -143,11 +233,12 @@ class DurableState:
         args_hash: str | None = None,
         expires_at: str | None = None,
         decided: Decision | None = None,
-    ) -> None:
-        """Store a request in the shared ``approvals`` table (once: the id is deterministic)."""
+    ) -> bool:
+        """Store a request in the shared ``approvals`` table (once: the id is deterministic);
+        True when this call stored it."""
         status = "pending" if decided is None else ("approved" if decided.approved else "denied")
         with self._lock, self._db.tx() as db:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO approvals (id, run_id, kind, plan_hash, step_id, args_hash, request, "
                 "status, created_at, expires_at, decided_by, decided_via, decided_at, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -168,6 +259,55 @@ class DurableState:
                     decided.reason if decided else None,
                 ),
             )
+            return cur.rowcount == 1
+
+    def expire(self) -> list[tuple[str, str]]:
+        """Mark durable runs' pending requests past their expiry ``expired`` and journal
+        ``approval_expired`` (once: whichever process expires a request first journals it, as
+        the approval queue does); a run whose plan request expired is ``expired``. Returns the
+        ``(approval id, run id)`` pairs this call expired."""
+        now = now_iso()
+        done: list[tuple[str, str]] = []
+        with self._lock, self._db.tx() as db:
+            rows = db.execute(
+                "SELECT a.id, a.run_id, a.kind FROM approvals a "
+                "JOIN durable_runs r ON r.run_id = a.run_id "
+                "WHERE a.status = 'pending' AND a.expires_at < ?",
+                (now,),
+            ).fetchall()
+            for approval_id, run_id, kind in rows:
+                cur = db.execute(
+                    "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'pending'",
+                    (approval_id,),
+                )
+                if cur.rowcount != 1:
+                    continue
+                done.append((str(approval_id), str(run_id)))
+                if kind == "plan":
+                    db.execute(
+                        "UPDATE durable_runs SET status = 'expired', updated_at = ? "
+                        "WHERE run_id = ?",
+                        (now, run_id),
+                    )
+        for approval_id, run_id in done:
+            self.journal.record(run_id, "approval_expired", {"id": approval_id})
+        return done
+
+    def answer(self, approval_id: str) -> tuple[str, str | None, Decision | None]:
+        """A stored request's status, expiry and, when decided, its decision."""
+        with self._lock, self._db.tx() as db:
+            row = db.execute(
+                "SELECT id, run_id, kind, status, plan_hash, step_id, args_hash, decided_by, "
+                "decided_via, decided_at, reason, expires_at FROM approvals WHERE id = ?",
+                (approval_id,),
+            ).fetchone()
+        if row is None:
+            raise KeyError(approval_id)
+        status, expires_at = str(row[3]), row[11]
+        if status in ("approved", "used", "denied"):
+            decided = _stored(row[:11]).decision
+            return status, expires_at, decided
+        return status, expires_at, None
 
     def mark_used(self, approval_id: str) -> None:
         with self._lock, self._db.tx() as db:
@@ -222,7 +362,7 @@ class DurableState:
 def _stored(row: Any) -> StoredApproval:
     aid, run_id, kind, status, plan_hash, step_id, args_hash, by, via, at, reason = row
     decision: Decision
-    if status == "approved":
+    if status in ("approved", "used"):
         decision = Approved(plan_hash, by, via, reason or "", at, step_id, args_hash)
     elif status == "denied":
         decision = Denied(
@@ -246,17 +386,21 @@ def decision_from_json(data: dict[str, Any]) -> Decision:
     return Denied(plan_hash, by, via, reason, at, step_id, args_hash)
 
 
-_STEP_EVENTS = frozenset(
-    {"step_started", "step_finished", "step_failed", "step_skipped", "step_retrying"}
-)
-
-
 def event_key(kind: str, data: dict[str, Any]) -> str:
-    """What makes an event the same event when a workflow body runs again."""
-    if kind in _STEP_EVENTS:
-        return f"{kind}|{data.get('step')}|{data.get('attempt') if kind == 'step_retrying' else ''}"
-    if kind.startswith("approval_") and (data.get("id") or data.get("step")):
-        return f"{kind}|{data.get('id')}|{data.get('step')}|{data.get('kind')}"
+    """What makes an event the same event when a workflow body runs again. A step event of a
+    revised plan carries the revision's number (``revision``), so a revised step that reuses a
+    failed step's id is a new event."""
+    step = data.get("step")
+    if "revision" in data:
+        step = f"{step}@{data['revision']}"
+    if kind == "step_started":
+        return f"{kind}|{step}|{data.get('item')}"
+    if kind == "step_retrying":
+        return f"{kind}|{step}|{data.get('item')}|{data.get('attempt')}"
+    if kind in ("step_finished", "step_failed", "step_skipped"):
+        return f"{kind}|{step}"
+    if kind.startswith("approval_") and (data.get("id") or step):
+        return f"{kind}|{data.get('id')}|{step}|{data.get('kind')}"
     if kind == "run_claimed":
         return f"{kind}|{data.get('worker')}"
     if kind == "run_finished":
@@ -270,8 +414,15 @@ class OnceRecorder:
     def __init__(self, journal: Journal, run_id: str) -> None:
         self.journal = journal
         self.run_id = run_id
-        self._seen = {event_key(e.kind, e.data) for e in journal.events(run_id)}
         self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self.reload()
+
+    def reload(self) -> None:
+        """Learn the events the run has now (a DBOS step may journal some directly)."""
+        seen = {event_key(e.kind, e.data) for e in self.journal.events(self.run_id)}
+        with self._lock:
+            self._seen |= seen
 
     async def __call__(self, kind: str, data: dict[str, Any]) -> None:
         self.record(kind, data)

@@ -5,12 +5,15 @@ How the DBOS pitfalls are handled:
 - **Versioning.** ``APP_VERSION`` is a constant derived from planlock's version (never DBOS's
   source hash), so editing code does not strand running plans; recovery only takes workflows of
   the same version.
-- **Determinism.** The workflow body is ``walk`` over the approved plan. Its parallel branches
-  finish in any order, so DBOS's call-order step numbers are not used: before walking, the body
-  reserves a fixed block of step ids for every plan step, in plan order (``_Slots``), and each
-  DBOS operation of a step (its call, its approval ``recv``, a resume decision and the retry)
-  runs at its reserved id. No clock, no LLM call in the body; in-step ``llm`` calls run inside
-  DBOS steps.
+- **Determinism.** The workflow body is ``walk`` over the approved plan (the in-process
+  engine's walk, with its conditions, ``for_each`` loops and checkpoints). Its parallel branches
+  finish in any order, so DBOS's call-order step numbers are not used inside a walk: before
+  walking, the body reserves a fixed block of step ids for every call, in plan order (see
+  ``_engine``), and each DBOS operation of a call (endorsement lookup, approval wait, tool call,
+  resume wait) runs at its reserved id. Between walks the body is sequential: a replan (the
+  replanner's LLM call, then validating, assessing and, beyond the approved envelope, a person's
+  answer) is two DBOS steps in call order, so a replay takes the recorded revision. No clock,
+  no LLM call in the body itself.
 - **At least once.** Tools get ``StepContext.idempotency_key`` (``run_id:step_id``). Before a tool
   that is not repeatable (not ``idempotent``, not a read) is called, a start row is committed; a
   restart that finds the row but no DBOS result does not call again: the run asks a person
@@ -25,336 +28,249 @@ How the DBOS pitfalls are handled:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
-from dbos import DBOS, StepOptions, StepReservation
-from dbos._dbos import _get_dbos_instance
+from dbos import DBOS, StepOptions
 
-from planlock._version import __version__
-from planlock.agent import Prepared, call_checker
-from planlock.approval import ApprovalRequest, Decision, Denied, admit_grant, binding_problem
+from planlock.agent import Prepared, Replanning, adopt, ask_revision, stop_at_checkpoint
+from planlock.approval import ApprovalRequest, Decision, admit_grant, settle_plan_answer
 from planlock.core import Plan
-from planlock.durable._state import DurableState, OnceRecorder, decision_from_json
-from planlock.errors import ApprovalMismatch, UsageError
-from planlock.execution import InProcessEngine, StepCall, StepOutcome, walk
-from planlock.journal import Journal
-from planlock.llm import LLM
+from planlock.durable._engine import (
+    ANSWER_QUEUE,
+    ANSWER_WORKFLOW,
+    APP_NAME,
+    APP_VERSION,
+    MAX_RESUMES,
+    QUEUE_NAME,
+    WORKFLOW_NAME,
+    DBOSEngine,
+    WorkerContext,
+    answer_workflow_id,
+    install,
+    wait_for_answer,
+    worker,
+)
+from planlock.durable._state import OnceRecorder, decision_from_json
+from planlock.errors import ApprovalDenied, ApprovalMismatch
+from planlock.execution import RunResult, walk
+from planlock.planning import Envelope, Revision
 from planlock.policy import Policy, assess
-from planlock.tools import LLM_TOOL, Tool, ToolRegistry
 from planlock.validation import analyse
 
 __all__ = [
+    "ANSWER_QUEUE",
+    "ANSWER_WORKFLOW",
     "APP_NAME",
     "APP_VERSION",
     "MAX_RESUMES",
     "QUEUE_NAME",
     "WORKFLOW_NAME",
-    "DBOSEngine",
     "WorkerContext",
+    "answer_workflow_id",
+    "install",
 ]
 
-APP_NAME = "planlock"
-WORKFLOW_REVISION = 1
-"""Bump when the workflow body's sequence of DBOS operations changes."""
-APP_VERSION = f"planlock-{__version__}-wf{WORKFLOW_REVISION}"
-QUEUE_NAME = "planlock-runs"
-WORKFLOW_NAME = "planlock.run"
-STEP_NAME = "planlock.step"
-MAX_RESUMES = 3
-"""How many times a person may let an interrupted, non-repeatable step run again."""
-_STEP_OPTIONS: StepOptions = {"name": STEP_NAME, "retries_allowed": False}
-
-
-@dataclass
-class WorkerContext:
-    """What a worker process gives the workflows it runs (tools, journal, LLM)."""
-
-    registry: ToolRegistry
-    journal: Journal
-    llm: LLM | None = None
-    retries: int = 2
-    step_timeout: float | None = None
-    concurrency: int = 16
-    expiry: timedelta = timedelta(days=7)
-    """How long a run-time request waits for an answer before it counts as denied."""
-    state: DurableState = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.state = DurableState(self.journal)
-
-
-_CURRENT: list[WorkerContext] = []
-
-
-def install(context: WorkerContext) -> None:
-    """Make ``context`` the one the workflows of this process use."""
-    _CURRENT[:] = [context]
-
-
-def _worker() -> WorkerContext:
-    if not _CURRENT:
-        raise UsageError("no durable worker is running in this process (see DurableWorker)")
-    return _CURRENT[0]
-
-
-def repeatable(tool: Tool) -> bool:
-    """Whether running the tool again after a crash is harmless: declared idempotent, a read,
-    or the quarantined LLM step (no effects)."""
-    return tool.idempotent or tool.effect == "read" or tool.name == LLM_TOOL
-
-
-@dataclass(frozen=True)
-class _Slots:
-    """The DBOS step ids reserved for one plan step, drawn in plan order before walking."""
-
-    approval: tuple[StepReservation, StepReservation]
-    calls: tuple[StepReservation, ...]
-    resumes: tuple[tuple[StepReservation, StepReservation], ...]
-
-    @classmethod
-    def reserve(cls) -> _Slots:
-        def pair() -> tuple[StepReservation, StepReservation]:
-            return DBOS.reserve_step(), DBOS.reserve_step()
-
-        approval = pair()
-        calls = tuple(DBOS.reserve_step() for _ in range(MAX_RESUMES + 1))
-        resumes = tuple(pair() for _ in range(MAX_RESUMES))
-        return cls(approval, calls, resumes)
-
-
-class DBOSEngine:
-    """An ``Engine`` for one run inside its DBOS workflow."""
-
-    def __init__(
-        self,
-        worker: WorkerContext,
-        prepared: Prepared,
-        slots: dict[str, _Slots],
-        record: OnceRecorder,
-    ) -> None:
-        self.worker = worker
-        self.prepared = prepared
-        self.slots = slots
-        self.recorder = record
-        self._checker = call_checker(prepared)
-
-    @property
-    def run_id(self) -> str:
-        return self.prepared.run_id
-
-    async def record(self, kind: str, data: dict[str, Any]) -> None:
-        self.recorder.record(kind, data)
-
-    def check_call(self, call: StepCall) -> ApprovalRequest | Denied | None:
-        """The run-time policy check, with a request id that is the same on every replay."""
-        verdict = self._checker(call)
-        if isinstance(verdict, ApprovalRequest):
-            return replace(verdict, id=f"{self.run_id}.{call.step.id}.call")
-        return verdict
-
-    async def run_step(self, call: StepCall) -> StepOutcome:
-        slots = self.slots[call.step.id]
-        out = await slots.calls[0].run_async(_STEP_OPTIONS, _run_tool, self, call, 0)
-        round_no = 0
-        while out.get("uncertain"):
-            if round_no >= MAX_RESUMES:
-                return StepOutcome(
-                    False, error_kind="interrupted", error="interrupted again; not retried"
-                )
-            decision = await self._ask_resume(call, round_no)
-            if not decision.approved:
-                why = f"interrupted; {decision.by} marked it failed: {decision.reason}"
-                return StepOutcome(False, error_kind="interrupted", error=why)
-            round_no += 1
-            out = await slots.calls[round_no].run_async(
-                _STEP_OPTIONS, _run_tool, self, call, round_no
-            )
-        return StepOutcome(
-            bool(out["ok"]),
-            output=out.get("output"),
-            error_kind=out.get("error_kind"),
-            error_type=out.get("error_type"),
-            error=out.get("error"),
-            attempts=int(out.get("attempts", 1)),
-        )
-
-    async def wait_for_approval(self, request: ApprovalRequest) -> Decision:
-        """Store the call request (``walk`` journaled it) and wait for the answer by ``recv``."""
-        assert request.step_id is not None
-        state = self.worker.state
-        state.add_approval(
-            request.id,
-            self.run_id,
-            "call",
-            request.plan_hash,
-            request.to_json(),
-            step_id=request.step_id,
-            args_hash=request.args_hash,
-            expires_at=self._expires_at(),
-        )
-        return await self._await_answer(request, self.slots[request.step_id].approval)
-
-    async def _ask_resume(self, call: StepCall, round_no: int) -> Decision:
-        sid = call.step.id
-        base = self.prepared.plan_request()
-        why = (
-            f"step {sid} (tool {call.step.tool.name}, not idempotent) was interrupted after it "
-            "started; it may or may not have taken effect. Approve to run it again, deny to mark "
-            "it failed."
-        )
-        request = ApprovalRequest(
-            self.run_id,
-            base.plan,
-            base.plan_hash,
-            base.report,
-            step_id=sid,
-            args_hash=call.args_hash,
-            args=call.args,
-            provenance=call.provenance,
-            id=f"{self.run_id}.{sid}.resume{round_no}",
-        )
-        reason = {"key": "resume_uncertain_step", "action": "require_approval", "message": why}
-        stored = {**request.to_json(), "kind": "resume", "round": round_no, "reasons": [reason]}
-        self.worker.state.add_approval(
-            request.id,
-            self.run_id,
-            "resume",
-            request.plan_hash,
-            stored,
-            step_id=sid,
-            args_hash=call.args_hash,
-            expires_at=self._expires_at(),
-        )
-        await self.record(
-            "approval_requested",
-            {
-                "kind": "resume",
-                "id": request.id,
-                "plan_hash": request.plan_hash,
-                "step": sid,
-                "args_hash": call.args_hash,
-                "round": round_no,
-                "reasons": [reason],
-            },
-        )
-        decision = await self._await_answer(request, self.slots[sid].resumes[round_no])
-        problem = binding_problem(decision, request)
-        if problem is not None:
-            await self.record("approval_refused", {**decision.to_json(), "problem": problem})
-            return request.deny("policy", "dbos", problem)
-        return decision
-
-    async def _await_answer(
-        self, request: ApprovalRequest, slot: tuple[StepReservation, StepReservation]
-    ) -> Decision:
-        state = self.worker.state
-        state.set_status(self.run_id, "waiting_approval")
-        workflow_id = DBOS.workflow_id
-        assert workflow_id is not None
-        # DBOS.recv numbers its operation by call order, which parallel branches do not fix;
-        # the system database's recv at the reserved ids is the same operation, made
-        # deterministic (dbos is pinned to 3.4.x).
-        sys_db = _get_dbos_instance()._sys_db  # noqa: SLF001
-        message = await sys_db.recv_async(
-            workflow_id,
-            slot[0].step_id,
-            slot[1].step_id,
-            request.id,
-            self.worker.expiry.total_seconds(),
-        )
-        state.set_status(self.run_id, "running")
-        if not isinstance(message, dict):
-            return request.deny("policy", "dbos", "the request expired without an answer")
-        decision = decision_from_json(message)
-        if decision.approved:
-            state.mark_used(request.id)
-            await self.record("approval_used", {"id": request.id, "step": request.step_id})
-        return decision
-
-    def _expires_at(self) -> str:
-        # Informational (shown in the queue); the wait itself is bounded by DBOS's durable timer.
-        return (datetime.now(UTC) + self.worker.expiry).isoformat(timespec="milliseconds")
-
-
-async def _run_tool(engine: DBOSEngine, call: StepCall, round_no: int) -> dict[str, Any]:
-    """The DBOS step: call the tool (with the in-process engine's timeouts and retries)."""
-    worker = engine.worker
-    if not repeatable(call.step.tool) and not worker.state.mark_started(
-        call.run_id, call.step.id, round_no
-    ):
-        return {"ok": False, "uncertain": True}
-    steps = InProcessEngine(
-        llm=worker.llm,
-        retries=worker.retries,
-        default_timeout=worker.step_timeout,
-        record=engine.recorder,
-    )
-    outcome = await steps.run_step(call)
-    return {
-        "ok": outcome.ok,
-        "output": outcome.output,
-        "error_kind": outcome.error_kind,
-        "error_type": outcome.error_type,
-        "error": outcome.error,
-        "attempts": outcome.attempts,
-    }
+_REVISE_OPTIONS: StepOptions = {"name": "planlock.revise", "retries_allowed": False}
+_ADOPT_OPTIONS: StepOptions = {"name": "planlock.adopt", "retries_allowed": False}
+_WAIT_OPTIONS: StepOptions = {"name": "planlock.wait", "retries_allowed": False}
 
 
 @DBOS.workflow(name=WORKFLOW_NAME)
 async def run_workflow(run: dict[str, Any]) -> dict[str, Any]:
-    """One planlock run. ``run`` holds the approved plan, inputs, policy and the plan grant."""
-    worker = _worker()
+    """One planlock run. ``run`` holds the approved plan, inputs, policy and the plan grant,
+    and the run's ``expires_in`` (seconds) and ``max_replans``."""
+    context = worker()
     run_id = str(run["run_id"])
-    record = OnceRecorder(worker.journal, run_id)
+    record = OnceRecorder(context.journal, run_id)
     plan = Plan.parse(run["plan"])
-    slots = {step.id: _Slots.reserve() for step in plan.steps}
     policy = Policy.model_validate(run["policy"])
     inputs = dict(run["inputs"])
-    analysis = analyse(plan, worker.registry, inputs=inputs)
+    analysis = analyse(plan, context.registry, inputs=inputs)
     if analysis.issues:
         issues = [i.to_json() for i in analysis.issues]
         record.record("plan_rejected", {"hash": plan.hash, "issues": issues, "by": "worker"})
-        return _finish(worker, record, "rejected")
+        return _finish(context, record, "rejected")
     prepared = Prepared(run_id, analysis, assess(analysis, policy=policy), policy, inputs)
     try:
         admit_grant(record.record, decision_from_json(run["grant"]), prepared.plan_request())
     except ApprovalMismatch:  # journaled, with the end of the run
-        worker.state.set_status(run_id, "refused")
+        context.state.set_status(run_id, "refused")
         return {"status": "refused"}
-    worker.state.mark_used(str(run["approval_id"]))
+    context.state.mark_used(str(run["approval_id"]))
     record.record("approval_used", {"id": run["approval_id"], "plan_hash": plan.hash})
     record.record("run_claimed", {"worker": DBOS.executor_id, "engine": "dbos"})
-    worker.state.set_status(run_id, "running")
-    engine = DBOSEngine(worker, prepared, slots, record)
-    result = await walk(
-        analysis,
-        inputs,
-        run_id=run_id,
-        run_step=engine.run_step,
-        wait_for_approval=engine.wait_for_approval,
-        record=engine.record,
-        check_call=engine.check_call,
-        concurrency=worker.concurrency,
-        trusted_steps=frozenset(s for s, c in analysis.steps.items() if c.tool.trusted_output),
-    )
+    context.state.set_status(run_id, "running")
+    expires_in = run.get("expires_in")
+    expiry = timedelta(seconds=float(expires_in)) if expires_in else None
+    max_replans = int(run.get("max_replans") or 0) if context.replanner is not None else 0
+    return await _execute(context, prepared, record, expiry, max_replans)
+
+
+async def _execute(
+    context: WorkerContext,
+    prepared: Prepared,
+    record: OnceRecorder,
+    expiry: timedelta | None,
+    max_replans: int,
+) -> dict[str, Any]:
+    """``planlock.agent.execute``'s loop on DBOS: walk; after a failure or at a checkpoint, while
+    the budget lasts, revise (a DBOS step), adopt the revision (a DBOS step) and walk again."""
+    current = prepared
+    approved = Envelope.of(prepared.analysis, prepared.report)
+    completed: dict[str, tuple[Any, frozenset[str]]] = {}
+    replans = 0
+    while True:
+        engine = DBOSEngine(context, current, record, expiry, revision=replans)
+        analysis = current.analysis
+        budget = replans < max_replans
+        result = await walk(
+            analysis,
+            current.inputs,
+            run_id=current.run_id,
+            run_step=engine.run_step,
+            wait_for_approval=engine.wait_for_approval,
+            record=engine.record,
+            check_call=engine.check_call,
+            concurrency=context.concurrency,
+            trusted_steps=frozenset(s for s, c in analysis.steps.items() if c.tool.trusted_output),
+            completed=completed,
+            pause_at_checkpoints=budget,
+        )
+        completed = {s: (v, frozenset(result.provenance[s])) for s, v in result.outputs.items()}
+        if not budget or result.status == "succeeded":
+            break
+        if result.status == "failed" and result.error_kind in ("denied", "approval_refused"):
+            break  # a person or the policy said no: that is not something to plan around
+        attempt = replans + 1
+        revision = _revision(
+            await DBOS.reserve_step().run_async(
+                _REVISE_OPTIONS, _revise, context, current, result, attempt
+            )
+        )
+        if result.status == "paused":
+            record.record(
+                "checkpoint_reviewed",
+                {"step": result.paused_at, "needs_revision": revision.needs_revision},
+            )
+            if not revision.needs_revision:
+                continue
+        if revision.gave_up:
+            record.record("replanned", {"attempt": attempt, "outcome": "gave_up"})
+            stop_at_checkpoint(result, "replan_gave_up", "the planner could not revise the plan")
+            break
+        adopted = await DBOS.reserve_step().run_async(
+            _ADOPT_OPTIONS, _adopt, context, current, revision, result, approved, attempt
+        )
+        record.reload()  # the step journaled the revision's events itself
+        if adopted.get("plan") is None:
+            stop_at_checkpoint(result, "replan_rejected", "the revision could not be used")
+            break
+        revised = _prepared(context, current, adopted["plan"])
+        if adopted.get("ask"):
+            refused = await _authorize(engine, revised, record, attempt)
+            if refused is not None:  # journaled with the end of the run
+                context.state.set_status(current.run_id, refused)
+                return {"status": refused, "replans": replans}
+        if adopted["beyond"]:
+            approved = Envelope.of(revised.analysis, revised.report)
+        current = revised
+        replans += 1
+    result.replans = replans
     return _finish(
-        worker,
+        context,
         record,
         result.status,
         failed_step=result.failed_step,
         error_kind=result.error_kind,
         steps=result.statuses,
+        replans=replans,
     )
 
 
+def _revision(data: dict[str, Any]) -> Revision:
+    steps = tuple(data.get("new_steps") or ())
+    return Revision(bool(data["needs_revision"]), steps, data.get("gave_up"))
+
+
+def _prepared(context: WorkerContext, current: Prepared, plan: dict[str, Any]) -> Prepared:
+    """The adopted revision, validated and assessed again (deterministic; nothing journaled)."""
+    analysis = analyse(Plan.parse(plan), context.registry, inputs=current.inputs)
+    report = assess(analysis, policy=current.policy)
+    return Prepared(current.run_id, analysis, report, current.policy, current.inputs)
+
+
+async def _revise(
+    context: WorkerContext, current: Prepared, result: RunResult, attempt: int
+) -> dict[str, Any]:
+    """The DBOS step that asks the replanner (its answer is recorded for replays)."""
+    assert context.replanner is not None
+    replanning = Replanning(context.replanner, context.registry)
+    revision = await ask_revision(replanning, current, result, attempt)
+    return {
+        "needs_revision": revision.needs_revision,
+        "new_steps": list(revision.new_steps),
+        "gave_up": revision.gave_up,
+    }
+
+
+class _AskPerson(Exception):
+    pass
+
+
+def _ask_person(request: ApprovalRequest) -> Decision:
+    raise _AskPerson(request.plan.canonical())
+
+
+async def _adopt(
+    context: WorkerContext,
+    current: Prepared,
+    revision: Revision,
+    result: RunResult,
+    approved: Envelope,
+    attempt: int,
+) -> dict[str, Any]:
+    """The DBOS step that validates and assesses a revision (``planlock.agent``'s ``adopt``,
+    journaled as in process). Returns the revised plan (None when it cannot be used), whether
+    the approved envelope grew, and ``ask`` when the revision reaches beyond it: then the
+    body asks a person (``_authorize``), so the wait is not inside this step."""
+    assert context.replanner is not None
+    replanning = Replanning(context.replanner, context.registry, _ask_person)
+    try:
+        out = await adopt(current, revision, result, replanning, approved, attempt, context.journal)
+    except _AskPerson as asked:
+        return {"plan": asked.args[0], "beyond": True, "ask": True}
+    if out is None:
+        return {"plan": None}
+    revised, envelope = out
+    return {"plan": revised.plan.canonical(), "beyond": envelope is not approved}
+
+
+async def _authorize(
+    engine: DBOSEngine, revised: Prepared, record: OnceRecorder, attempt: int
+) -> str | None:
+    """A revision beyond the approved envelope, stored for a person (kind ``revision``, in
+    ``planlock approvals list``, notified) and answered as a call request is: the wait is a
+    DBOS step. None when approved; ``denied`` or ``refused`` (journaled, the run ends)."""
+    request = replace(revised.plan_request(), id=f"{engine.run_id}.replan{attempt}")
+    await engine.store(request, "revision", {**request.to_json(), "kind": "revision"})
+    out = await DBOS.reserve_step().run_async(_WAIT_OPTIONS, wait_for_answer, engine, request)
+    decision = await engine.take_answer(request, out)
+    record.reload()  # the answer may have been journaled by the process that decided it
+    try:
+        settle_plan_answer(record.record, request, decision)
+    except ApprovalDenied:
+        return "denied"
+    except ApprovalMismatch:
+        return "refused"
+    return None
+
+
 def _finish(
-    worker: WorkerContext, record: OnceRecorder, status: str, **details: Any
+    context: WorkerContext, record: OnceRecorder, status: str, **details: Any
 ) -> dict[str, Any]:
     data = {"status": status, **details}
-    if "steps" in details:
-        data["replans"] = 0
     record.record("run_finished", data)
-    worker.state.set_status(record.run_id, status)
+    context.state.set_status(record.run_id, status)
     return data

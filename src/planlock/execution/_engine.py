@@ -3,7 +3,7 @@
 ``walk`` (in ``_walk``) is the one engine-agnostic DAG walk. An engine gives it three things:
 *run a step*, *wait for an approval* and *record an event*. ``InProcessEngine`` runs steps in this
 process (the default, and what unit tests use); the DBOS engine (``_durable``) runs each step as a
-durable DBOS step and waits for approvals with ``DBOS.recv``.
+durable DBOS step and waits for approvals in a DBOS step (``DBOS.get_event``).
 """
 
 from __future__ import annotations

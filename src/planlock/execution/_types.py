@@ -101,5 +101,8 @@ RunStep = Callable[[StepCall], Awaitable[StepOutcome]]
 WaitForApproval = Callable[[ApprovalRequest], Awaitable[Decision]]
 Record = Callable[[str, dict[str, Any]], Awaitable[None]]
 Lookup = Callable[[Ref], tuple[Any, Sources]]
-CheckCall = Callable[[StepCall], "ApprovalRequest | Denied | None"]
-"""Decides a concrete call: None runs it, a Denied stops it, a request asks for approval."""
+CheckCall = Callable[
+    [StepCall], "ApprovalRequest | Denied | Awaitable[ApprovalRequest | Denied | None] | None"
+]
+"""Decides a concrete call: None runs it, a Denied stops it, a request asks for approval. An
+engine may decide asynchronously (the DBOS engine looks endorsements up in a durable step)."""

@@ -9,6 +9,8 @@ the steps that read its output are skipped (journaled ``step_skipped``), which i
 
 from __future__ import annotations
 
+import inspect
+import json
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -16,6 +18,7 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
+from planlock import telemetry
 from planlock.approval import ApprovalRequest, Denied, binding_problem
 from planlock.core import (
     ConditionTypeError,
@@ -251,9 +254,26 @@ class _Walk:
     async def _call_once(
         self, step: CompiledStep, look: Lookup, item: int | None, count: int | None
     ) -> Done | None:
-        """Resolve, check (policy, approval), run one call; None when the step failed."""
+        """Resolve, check (policy, approval), run one call, in an ``execute_tool`` span (when
+        spans are recorded); None when the step failed."""
+        tool = step.tool
+        with telemetry.tool_span(tool.name, step.id, item, self.run_id, tool.effect) as span:
+            return await self._call_traced(step, look, item, count, span)
+
+    async def _call_traced(
+        self,
+        step: CompiledStep,
+        look: Lookup,
+        item: int | None,
+        count: int | None,
+        span: telemetry.Span,
+    ) -> Done | None:
         call = await self._resolve(step, look, item)
-        if call is None or not await self._allowed(call):
+        if call is None:
+            return None
+        if span is not telemetry.NOOP_SPAN and telemetry.capture_content():
+            span.set({"gen_ai.tool.call.arguments": _json(call.args)})
+        if not await self._allowed(call):
             return None
         event: dict[str, Any] = {
             "step": step.id,
@@ -270,6 +290,8 @@ class _Walk:
         if not outcome.ok:
             await self._fail(step.id, outcome)
             return None
+        if span is not telemetry.NOOP_SPAN and telemetry.capture_content():
+            span.set({"gen_ai.tool.call.result": _json(outcome.output)})
         return outcome, output_sources(step, call.provenance.values())
 
     async def _run_loop(self, step: CompiledStep, loop: Ref) -> Done | None:
@@ -332,7 +354,8 @@ class _Walk:
         """Run-time policy (R6, R7): a denial stops the call; a request waits for an answer
         bound to this exact call. Journaling the answer is the waiter's job (the queue records
         it when a person decides); the binding check is made here, for every engine."""
-        check = self.check_call(call) if self.check_call else None
+        verdict = self.check_call(call) if self.check_call else None
+        check = await verdict if inspect.isawaitable(verdict) else verdict
         if check is None:
             return True
         sid = call.step.id
@@ -456,6 +479,10 @@ def _check_choice(call: StepCall, outcome: StepOutcome) -> StepOutcome:
     if problem is None:
         return outcome
     return StepOutcome(False, error_kind="invalid_choice", error=problem, attempts=outcome.attempts)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _call_request_event(request: ApprovalRequest) -> dict[str, Any]:

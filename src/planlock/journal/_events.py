@@ -49,6 +49,7 @@ EventKind = Literal[
     "run_finished",
     "run_queued",
     "run_claimed",
+    "run_requeued",
     "approval_used",
     "approval_expired",
     "notification_sent",
@@ -56,11 +57,13 @@ EventKind = Literal[
     "replanned",
     "checkpoint_reviewed",
     "http_request",
+    "http_anonymous",
     "request_failed",
     "endorsement_added",
     "endorsement_used",
     "endorsement_revoked",
     "checkpoint",
+    "planning_progress",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 GENESIS = "0" * 64

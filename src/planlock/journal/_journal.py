@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from planlock import telemetry
+from planlock.db import redact
 from planlock.journal._anchor import (
     CHECKPOINT_RUN,
     Anchor,
@@ -20,6 +23,21 @@ from planlock.journal._events import GENESIS, Event, Head, VerifyReport, verify_
 from planlock.journal._stores import JournalStore, MemoryStore, open_store
 
 __all__ = ["Journal"]
+
+_log = logging.getLogger("planlock.journal")
+_MILESTONES = frozenset(
+    {
+        "run_started",
+        "run_finished",
+        "run_claimed",
+        "step_failed",
+        "approval_requested",
+        "approval_granted",
+        "approval_denied",
+        "replanned",
+    }
+)
+"""Events logged at INFO (``-v``); every other event is logged at DEBUG (``-vv``)."""
 
 
 @runtime_checkable
@@ -52,10 +70,16 @@ class Journal:
         ``postgresql://`` DSN (see ``PostgresStore``). Without ``anchoring``, it is read from
         the environment (``Anchoring.from_env``: ``PLANLOCK_ANCHOR_KEY``...)."""
         anchoring = Anchoring.from_env() if anchoring is None else anchoring
-        return cls(open_store(path), anchoring)
+        journal = cls(open_store(path), anchoring)
+        _log.info("journal: %s", redact(path) if isinstance(path, str) else path)
+        return journal
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
         event = self.store.append(run_id, kind, data)
+        level = logging.INFO if kind in _MILESTONES else logging.DEBUG
+        if _log.isEnabledFor(level):
+            _log.log(level, "run %s #%d %s %s", run_id, event.seq, kind, _brief(data))
+        telemetry.note(run_id, kind, data)
         for listener in self.listeners:
             listener(event)
         if kind != "checkpoint" and self.anchoring.enabled:
@@ -116,3 +140,9 @@ class Journal:
             return verify_events(self.store.events())
         anchors = read_anchors(anchor) if isinstance(anchor, str | Path) else list(anchor or ())
         return check_anchored(self.events(), anchors, key)
+
+
+def _brief(data: dict[str, Any]) -> str:
+    """An event's data in one short line for the log (the journal holds all of it)."""
+    keys = ("step", "tool", "status", "error_kind", "error", "by", "reason", "attempt")
+    return " ".join(f"{k}={data[k]!r}"[:120] for k in keys if data.get(k) is not None)

@@ -2,19 +2,25 @@
 
 Structured output is a forced tool call: the request offers one tool, ``answer``, whose
 ``input_schema`` is the requested JSON Schema, and ``tool_choice`` forces it; the tool call's
-input is the reply. The key comes from ``api_key`` or ``$ANTHROPIC_API_KEY``.
+input is the reply. The key comes from ``api_key`` or ``$ANTHROPIC_API_KEY``. A reply cut at
+``max_tokens``, one that ended otherwise than asked (no answer tool call), and a call past the
+request's ``timeout_s`` are ``LLMCutOff``; progress reports
+the phase and, when done, the usage.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
-import time
 from typing import Any
+
+import anyio
 
 from planlock.errors import LLMError
 from planlock.llm._base import LLMReply, LLMRequest
+from planlock.llm._stream import Meter
 
 __all__ = ["AnthropicLLM"]
 
@@ -89,17 +95,22 @@ class AnthropicLLM:
         import anthropic  # noqa: PLC0415
 
         body = self.build_request(request)
-        started = time.perf_counter()
+        meter = Meter(self.name, request, max_tokens=body["max_tokens"], streams=False)
+        meter.enter("writing")  # the server reads and writes; it says nothing until done
+        meter.report(force=True)
+        left = meter.remaining_s()
         try:
-            if self.client is not None:
-                response = await self.client.messages.create(**body)
-            else:
-                # A client per call: its connections belong to this call's event loop and are
-                # closed with it (the CLI runs each planner call in its own loop).
-                async with anthropic.AsyncAnthropic(**self._options) as client:
-                    response = await client.messages.create(**body)
+            with anyio.move_on_after(math.inf if left is None else left) as scope:
+                if self.client is not None:
+                    response = await self.client.messages.create(**body)
+                else:
+                    # A client per call: its connections belong to this call's event loop and
+                    # are closed with it (the CLI runs each planner call in its own loop).
+                    async with anthropic.AsyncAnthropic(**self._options) as client:
+                        response = await client.messages.create(**body)
         except anthropic.APITimeoutError:
-            raise LLMError(self.name, "the request timed out") from None
+            meter.finish(reason="timeout")
+            raise meter.cut_off("timeout", detail="the request timed out") from None
         except anthropic.APIConnectionError as exc:
             raise LLMError(self.name, f"cannot reach the server: {exc}") from None
         except anthropic.AuthenticationError as exc:
@@ -108,12 +119,30 @@ class AnthropicLLM:
             raise LLMError(self.name, f"HTTP {exc.status_code}: {exc.message}") from None
         except anthropic.AnthropicError as exc:
             raise LLMError(self.name, f"{type(exc).__name__}: {exc}") from None
-        latency = time.perf_counter() - started
+        if scope.cancelled_caught:
+            meter.finish(reason="timeout")
+            raise meter.cut_off("timeout", detail="the request timed out")
         stop = str(getattr(response, "stop_reason", None))
         blocks = list(getattr(response, "content", None) or [])
+        usage = response.usage
+        input_tokens = int(getattr(usage, "input_tokens", 0) or 0)
+        output_tokens = int(getattr(usage, "output_tokens", 0) or 0)
+        model = str(getattr(response, "model", None) or self.model)
+        meter.finish(output_tokens, {"max_tokens": "length"}.get(stop, stop))
+        if stop == "max_tokens":
+            meter.parts = [_partial(blocks)]
+            raise meter.cut_off(
+                "length",
+                input_tokens=input_tokens,
+                model=model,
+                detail=f"stop_reason='max_tokens': the token limit of {body['max_tokens']}",
+            )
+        done = ("tool_use",) if request.json_schema is not None else ("end_turn", "stop_sequence")
+        if stop not in done:
+            meter.parts = [_partial(blocks)]
+            detail = f"stop_reason={stop!r}"
+            raise meter.cut_off(stop, input_tokens=input_tokens, model=model, detail=detail)
         if request.json_schema is not None:
-            if stop != "tool_use":
-                raise LLMError(self.name, f"the reply did not finish (stop_reason={stop!r})")
             calls = [b for b in blocks if getattr(b, "type", None) == "tool_use"]
             if not calls or calls[0].name != ANSWER_TOOL:
                 raise LLMError(self.name, "malformed reply: no call of the answer tool")
@@ -122,19 +151,27 @@ class AnthropicLLM:
                 payload = payload.get("value", payload)
             text = json.dumps(payload, ensure_ascii=False)
         else:
-            if stop not in ("end_turn", "stop_sequence"):
-                raise LLMError(self.name, f"the reply did not finish (stop_reason={stop!r})")
             text = "".join(getattr(b, "text", "") for b in blocks if b.type == "text")
-        usage = response.usage
         return LLMReply(
             text=text,
-            model=str(getattr(response, "model", None) or self.model),
-            input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
-            latency_s=latency,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_s=meter.elapsed_s,
             finish_reason=stop,
             extra={"cached_tokens": int(getattr(usage, "cache_read_input_tokens", 0) or 0)},
         )
+
+
+def _partial(blocks: list[Any]) -> str:
+    """What a cut-off reply holds: its text, or the (partial) input of its tool call."""
+    parts: list[str] = []
+    for block in blocks:
+        if getattr(block, "type", None) == "tool_use":
+            parts.append(json.dumps(getattr(block, "input", None), ensure_ascii=False))
+        else:
+            parts.append(str(getattr(block, "text", "") or ""))
+    return "".join(parts)
 
 
 def _object_schema(schema: dict[str, Any]) -> dict[str, Any]:

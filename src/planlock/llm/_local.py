@@ -8,13 +8,17 @@ against the hash pinned here. A mismatch is refused. Any other GGUF file can be 
 ``LocalLLM("/path/model.gguf")`` or ``--model local:/path/model.gguf``.
 
 Decoding is constrained by the request's JSON Schema (llguidance, compact JSON), greedy
-(temperature 0), and a reply that did not stop normally (``finish_reason != "stop"``) is an error.
+(temperature 0), and streamed: it stops at the token limit, at the request's time limit and on
+degenerate repetition (``_stream``), each an ``LLMCutOff`` carrying the partial reply, as is any
+other reply that did not stop normally. Progress (loading, reading the prompt,
+writing, tokens per second) goes to the request's ``on_progress``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 import threading
@@ -29,6 +33,7 @@ import anyio.to_thread
 
 from planlock.errors import LLMError
 from planlock.llm._base import LLMReply, LLMRequest
+from planlock.llm._stream import REPORT_EVERY_S, Meter
 
 __all__ = ["DEFAULT_MODEL", "LocalLLM", "ModelFile", "default_cache_dir", "ensure_model"]
 
@@ -263,41 +268,112 @@ class LocalLLM:
         return body
 
     async def complete(self, request: LLMRequest) -> LLMReply:
+        """Stream the reply, stopping at the token limit, the time limit (``request.timeout_s``,
+        model loading included) or degenerate repetition; report progress while it runs."""
+        meter = Meter(self.name, request, max_tokens=request.max_tokens or self.max_tokens)
         if self._server is None:
+            meter.enter("loading")
+            meter.report(force=True)
             await anyio.to_thread.run_sync(self.load)
-        body = self.build_request(request)
-        started = time.perf_counter()
-        try:
-            raw = await anyio.to_thread.run_sync(self._server.handle_chat_completions, body)
-        except (RuntimeError, ValueError) as exc:
-            raise LLMError(self.name, f"request refused: {exc}") from None
-        latency = time.perf_counter() - started
-        return self.parse_reply(raw, latency)
+        meter.enter("reading")
+        meter.report(force=True)
+        body = self.build_request(request) | {
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "return_progress": True,
+        }
+        got: dict[str, Any] = {}
 
-    def parse_reply(self, raw: Any, latency: float) -> LLMReply:
-        if not isinstance(raw, dict) or not raw.get("choices"):
-            error = raw.get("error") if isinstance(raw, dict) else raw
-            if isinstance(error, dict):
-                error = error.get("message", error)
-            raise LLMError(self.name, f"no reply: {error}")
-        choice = raw["choices"][0]
-        text = (choice.get("message") or {}).get("content") or ""
-        usage = raw.get("usage") or {}
-        finish = str(choice.get("finish_reason"))
-        if finish != "stop":
-            n = usage.get("completion_tokens", "?")
-            msg = f"the reply did not finish (finish_reason={finish!r}) after {n} tokens"
-            raise LLMError(self.name, msg)
+        def on_chunk(chunk: Any) -> bool:  # in the worker thread: no callbacks from here
+            try:
+                return _take(chunk, meter, got)
+            except Exception as exc:  # a malformed chunk ends the call
+                got["error"] = f"malformed stream chunk: {type(exc).__name__}: {exc}"
+                return True
+
+        failed: list[Exception] = []
+
+        async def tick() -> None:
+            while True:
+                try:
+                    meter.report()
+                except Exception as exc:  # the caller's callback: stop, then raise it as is
+                    failed.append(exc)
+                    meter.abandoned = True
+                    return
+                await anyio.sleep(REPORT_EVERY_S)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(tick)
+                left = meter.remaining_s()
+                with anyio.move_on_after(left if left is not None else math.inf) as scope:
+                    # Abandoned on the time limit: the next chunk tells llama.cpp to stop.
+                    await anyio.to_thread.run_sync(
+                        self._stream, body, on_chunk, got, abandon_on_cancel=True
+                    )
+                tg.cancel_scope.cancel()
+        finally:
+            # However this call ends (a failing progress callback, the caller cancelling),
+            # a generation still running is stopped at its next chunk.
+            meter.abandoned = True
+        if failed:
+            raise failed[0]
+        if scope.cancelled_caught:
+            meter.check_time()
+            meter.stop("timeout", f"the time limit of {meter.timeout_s:g} s was reached")
+        return self._reply(meter, got)
+
+    def _stream(self, body: dict[str, Any], on_chunk: Any, got: dict[str, Any]) -> None:
+        try:
+            self._server.handle_chat_completions(body, on_chunk)
+        except (RuntimeError, ValueError) as exc:
+            got.setdefault("error", f"request refused: {exc}")
+
+    def _reply(self, meter: Meter, got: dict[str, Any]) -> LLMReply:
+        if "error" in got and meter.stop_reason is None:
+            meter.finish(reason="error")
+            raise LLMError(self.name, got["error"])
+        usage = got.get("usage") or {}
         details = usage.get("prompt_tokens_details") or {}
+        input_tokens = int(usage.get("prompt_tokens") or meter.prompt_tokens or 0)
+        finish = meter.stop_reason or str(got.get("finish"))
+        tokens = int(usage["completion_tokens"]) if "completion_tokens" in usage else None
+        meter.finish(tokens, finish)
+        if finish != "stop":  # length, timeout, repetition, or the stream just ended
+            raise meter.cut_off(finish, input_tokens=input_tokens, model=self.model_label)
         return LLMReply(
-            text=text,
+            text=meter.text,
             model=self.model_label,
-            input_tokens=int(usage.get("prompt_tokens", 0)),
-            output_tokens=int(usage.get("completion_tokens", 0)),
-            latency_s=latency,
+            input_tokens=input_tokens,
+            output_tokens=meter.tokens,
+            latency_s=meter.elapsed_s,
             finish_reason=finish,
             extra={"cached_tokens": int(details.get("cached_tokens", 0))},
         )
+
+
+def _take(chunk: Any, meter: Meter, got: dict[str, Any]) -> bool:
+    """Take one streamed chunk; True to stop the stream."""
+    if not isinstance(chunk, dict):
+        got["error"] = f"no reply: {chunk}"
+        return True
+    if "error" in chunk or "choices" not in chunk:
+        error = chunk.get("error", chunk)
+        if isinstance(error, dict):
+            error = error.get("message", error)
+        got["error"] = f"no reply: {error}"
+        return True
+    if progress := chunk.get("prompt_progress"):
+        meter.prompt(progress.get("total"), progress.get("processed"))
+    if usage := chunk.get("usage"):
+        got["usage"] = usage
+    for choice in chunk["choices"]:
+        if content := (choice.get("delta") or {}).get("content"):
+            meter.feed(content)
+        if reason := choice.get("finish_reason"):
+            got["finish"] = reason
+    return meter.check_time() or meter.abandoned
 
 
 def _cores() -> int:

@@ -4,17 +4,24 @@ With ``base_url`` it also serves any OpenAI-compatible server: vLLM, Ollama, lla
 (``--model openai:qwen@http://127.0.0.1:8080/v1``). Structured output uses ``response_format``
 with a JSON Schema. The key comes from ``api_key`` or ``$OPENAI_API_KEY``; a server that needs no
 key (a local one) gets a placeholder.
+
+A reply that did not stop normally (``finish_reason`` ``length`` at ``max_tokens``, or another
+reason) and a call past the request's ``timeout_s`` (or the client's timeout) are ``LLMCutOff``;
+progress reports the phase and, when done, the usage.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
-import time
 from typing import Any
+
+import anyio
 
 from planlock.errors import LLMError
 from planlock.llm._base import LLMReply, LLMRequest
+from planlock.llm._stream import Meter
 
 __all__ = ["OpenAILLM"]
 
@@ -79,17 +86,22 @@ class OpenAILLM:
         import openai  # noqa: PLC0415
 
         body = self.build_request(request)
-        started = time.perf_counter()
+        meter = Meter(self.name, request, max_tokens=body["max_tokens"], streams=False)
+        meter.enter("writing")  # the server reads and writes; it says nothing until done
+        meter.report(force=True)
+        left = meter.remaining_s()
         try:
-            if self.client is not None:
-                response = await self.client.chat.completions.create(**body)
-            else:
-                # A client per call: its connections belong to this call's event loop and are
-                # closed with it (the CLI runs each planner call in its own loop).
-                async with openai.AsyncOpenAI(**self._options) as client:
-                    response = await client.chat.completions.create(**body)
+            with anyio.move_on_after(math.inf if left is None else left) as scope:
+                if self.client is not None:
+                    response = await self.client.chat.completions.create(**body)
+                else:
+                    # A client per call: its connections belong to this call's event loop and
+                    # are closed with it (the CLI runs each planner call in its own loop).
+                    async with openai.AsyncOpenAI(**self._options) as client:
+                        response = await client.chat.completions.create(**body)
         except openai.APITimeoutError:
-            raise LLMError(self.name, "the request timed out") from None
+            meter.finish(reason="timeout")
+            raise meter.cut_off("timeout", detail="the request timed out") from None
         except openai.APIConnectionError as exc:
             raise LLMError(self.name, f"cannot reach the server: {exc}") from None
         except openai.AuthenticationError as exc:
@@ -98,26 +110,33 @@ class OpenAILLM:
             raise LLMError(self.name, f"HTTP {exc.status_code}: {exc.message}") from None
         except openai.OpenAIError as exc:
             raise LLMError(self.name, f"{type(exc).__name__}: {exc}") from None
-        latency = time.perf_counter() - started
+        if scope.cancelled_caught:
+            meter.finish(reason="timeout")
+            raise meter.cut_off("timeout", detail="the request timed out")
         choices = getattr(response, "choices", None)
         if not choices:
             raise LLMError(self.name, "malformed reply: no choices")
         choice = choices[0]
         finish = str(choice.finish_reason)
         text = choice.message.content if choice.message is not None else None
-        if finish != "stop":
-            raise LLMError(self.name, f"the reply did not finish (finish_reason={finish!r})")
+        usage = response.usage
+        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        meter.parts = [text or ""]
+        meter.finish(output_tokens, finish)
+        model = str(response.model or self.model)
+        if finish != "stop":  # length, content_filter, ...: an incomplete reply
+            raise meter.cut_off(finish, input_tokens=input_tokens, model=model)
         if not isinstance(text, str):
             refusal = getattr(choice.message, "refusal", None)
             raise LLMError(self.name, f"no text in the reply{f': {refusal}' if refusal else ''}")
-        usage = response.usage
         details = getattr(usage, "prompt_tokens_details", None)
         return LLMReply(
             text=text,
-            model=str(response.model or self.model),
-            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            latency_s=latency,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_s=meter.elapsed_s,
             finish_reason=finish,
             extra={"cached_tokens": int(getattr(details, "cached_tokens", 0) or 0)},
         )

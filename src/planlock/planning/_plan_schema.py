@@ -3,8 +3,10 @@
 A planner's reply is constrained by ``plan_schema``: each step's ``tool`` is a ``const`` and its
 ``args`` follow that tool's own argument schema, with ``{{...}}`` placeholders allowed wherever a
 value is expected, so a constrained backend cannot name an unknown tool. A step's ``when`` follows
-the condition model's own schema (``planlock.core.Condition``, hoisted as ``when__<name>``). The
-schema also allows ``{"cannot_plan": "<why>"}`` for a goal the tools cannot serve.
+the condition model's own schema (``planlock.core.Condition``, hoisted as ``when__<name>``). With
+``coverage``, the reply also states, after its steps, which steps serve each part of the goal
+(``planlock.core.Coverage``'s own schema). The schema also allows ``{"cannot_plan": "<why>"}`` for
+a goal the tools cannot serve.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from planlock.core import MAX_ITEMS_CAP, STEP_ID_PATTERN, Condition, types_of
+from planlock.core import MAX_ITEMS_CAP, STEP_ID_PATTERN, Condition, Coverage, types_of
 from planlock.tools import LLM_STEP_TOOL, Tool, ToolRegistry
 
 __all__ = ["LIST_PLACEHOLDER_SCHEMA", "PLACEHOLDER_SCHEMA", "TEXT_PATTERN", "plan_schema"]
@@ -52,6 +54,7 @@ def plan_schema(
     max_steps: int | None = None,
     loops: bool = True,
     conditions: bool = True,
+    coverage: bool = False,
 ) -> dict[str, Any]:
     """The JSON Schema a planner's reply must follow, generated from ``registry``.
 
@@ -61,7 +64,8 @@ def plan_schema(
     ``llm`` step; ``cannot_plan`` allows ``{"cannot_plan": "<why>"}`` as the whole reply;
     ``max_steps`` bounds the number of steps (and so a runaway generation); ``loops`` offers
     ``for_each``/``max_items`` and ``conditions`` offers ``when`` (small models tend to fill in
-    every optional field they see).
+    every optional field they see). ``coverage`` requires, after the steps, a non-empty
+    ``coverage`` list: each part of the goal with the ids of the steps that serve it.
     """
     defs: dict[str, Any] = {}
     tools = sorted(registry, key=lambda t: t.name)
@@ -77,6 +81,9 @@ def plan_schema(
     }
     if max_steps is not None:
         steps["properties"]["steps"]["maxItems"] = max_steps
+    if coverage:
+        steps["properties"]["coverage"] = _coverage_schema(max_steps)
+        steps["required"] = ["steps", "coverage"]
     root: dict[str, Any]
     if cannot_plan:
         refusal = {
@@ -91,6 +98,18 @@ def plan_schema(
     if defs:
         root["$defs"] = defs
     return root
+
+
+def _coverage_schema(max_steps: int | None) -> dict[str, Any]:
+    """The schema of the ``coverage`` list, generated from ``Coverage`` (after the steps, so the
+    ids it cites were written first)."""
+    item = _clean(TypeAdapter(Coverage).json_schema(), "")
+    item.pop("description", None)
+    out: dict[str, Any] = {"type": "array", "minItems": 1, "items": item}
+    if max_steps is not None:
+        out["maxItems"] = max_steps
+        item["properties"]["steps"]["maxItems"] = max_steps
+    return out
 
 
 def _when_schema(defs: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,9 @@ from planlock.validation import Issue
 __all__ = [
     "PLANNER_SYSTEM",
     "context_shape",
+    "coverage_message",
     "describe_tools",
+    "planner_system",
     "repair_hints",
     "repair_message",
     "tool_of",
@@ -30,7 +32,7 @@ __all__ = [
 
 _REF_STEP = re.compile(r"\{\{steps\.([A-Za-z0-9_-]+)\.output")
 
-PLANNER_SYSTEM = """\
+_TEMPLATE = """\
 You are the planner of a tool-using agent. You write the whole plan before anything runs: the \
 tools run later, exactly as you wrote them, and you never see their outputs.
 
@@ -59,20 +61,43 @@ or in with a list of values; combine with {"all": [...]}, {"any": [...]}, {"not"
 The ref names a boolean, a number or an enum, e.g. an "llm" step's answer with output_schema \
 {"type": "boolean"}. If it does not hold, the step and the steps using its output are skipped.
 - If the goal needs something no listed tool does, answer {"cannot_plan": "<why>"} instead.
-
+<coverage_rule>
 Example, with other tools. Goal: "Tell the owner of repository {{repo.name}} how many issues \
 are open." Trusted context: {{repo.name}} (string).
 {"steps": [{"id": "1", "tool": "get_repository", "args": {"name": "{{repo.name}}"}}, \
 {"id": "2", "tool": "count_open_issues", "args": {"repository_id": "{{steps.1.output.id}}"}}, \
 {"id": "3", "tool": "send_message", "args": {"to": "{{steps.1.output.owner}}", \
-"text": "Open issues: {{steps.2.output}}"}}]}
+"text": "Open issues: {{steps.2.output}}"}}]<coverage_example>}
 Goal: "Order a pizza." With no tool that orders food: {"cannot_plan": "no tool orders food"}
 
 Tools:
 """
 
 
-PLANNER_SYSTEM = PLANNER_SYSTEM.replace("<cap>", str(MAX_ITEMS_CAP))
+_TEMPLATE = _TEMPLATE.replace("<cap>", str(MAX_ITEMS_CAP))
+
+COVERAGE_RULE = """\
+- After the steps, "coverage" lists each part of the goal, in the goal's words, with the ids of \
+the steps that do it: {"part": "<part of the goal>", "steps": ["<id>", ...]}. Every action the \
+goal asks for (send, post, tell, pay, delete, save, create...) needs a step whose tool has that \
+effect.
+"""
+COVERAGE_EXAMPLE = (
+    ', "coverage": [{"part": "how many issues are open", "steps": ["1", "2"]}, '
+    '{"part": "tell the owner", "steps": ["3"]}]'
+)
+
+
+def planner_system(*, coverage: bool = False) -> str:
+    """The planner's instructions (without the tool list); ``coverage`` asks for the coverage
+    list (``Plan.coverage``) after the steps."""
+    return _TEMPLATE.replace("<coverage_rule>", COVERAGE_RULE if coverage else "").replace(
+        "<coverage_example>", COVERAGE_EXAMPLE if coverage else ""
+    )
+
+
+PLANNER_SYSTEM = planner_system()
+"""The planner's instructions without the coverage list."""
 
 
 def describe_tools(registry: ToolRegistry, *, llm_step: bool = True) -> str:
@@ -189,6 +214,16 @@ def repair_message(issues: tuple[Issue, ...], hints: list[str]) -> str:
     return (
         f"That plan is invalid:\n{lines}\n{notes}"
         "Answer again with the whole corrected plan as JSON, using only the listed tools."
+    )
+
+
+def coverage_message(warnings: tuple[Issue, ...]) -> str:
+    """The message that sends back a valid plan that may not serve the whole goal."""
+    lines = "\n".join(f"- {w.path}: {w.message}" for w in warnings)
+    return (
+        f"That plan may not do everything the goal asks:\n{lines}\n"
+        "Answer again with the whole plan as JSON, with a step for every action the goal asks "
+        "for and its coverage, or with cannot_plan if no listed tool can do it."
     )
 
 

@@ -23,7 +23,7 @@ from pydantic_core import to_jsonable_python
 
 from planlock.errors import LLMError
 from planlock.journal import Journal, llm_called
-from planlock.llm import LLM, LLMReply, LLMRequest, Message
+from planlock.llm import LLM, LLMReply, LLMRequest, Message, call_model
 from planlock.planning._plan_schema import plan_schema
 from planlock.planning._prompt import describe_tools
 from planlock.tools import StepContext, Tool, ToolRegistry
@@ -196,7 +196,7 @@ async def react(
 async def _complete(llm: LLM, request: LLMRequest) -> LLMReply:
     started = time.perf_counter()
     try:
-        reply = await llm.complete(request)
+        reply = await call_model(llm, request)
     except LLMError:
         raise
     except Exception as exc:

@@ -24,12 +24,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from planlock import telemetry
 from planlock.core import Plan
 from planlock.errors import LLMError
 from planlock.execution import RunResult
 from planlock.journal import Journal, llm_called
-from planlock.llm import LLM, LLMRequest, Message
+from planlock.llm import LLM, LLMRequest, Message, call_model
 from planlock.planning._plan_schema import plan_schema
+from planlock.planning._planner import plan_attributes
 from planlock.planning._prompt import context_shape, describe_tools
 from planlock.policy import RiskReport
 from planlock.tools import LLM_TOOL, ToolRegistry
@@ -272,7 +274,9 @@ class Replanner:
             json_schema=schema,
             max_tokens=self.max_tokens,
         )
-        reply = await self.llm.complete(request)
+        attributes = plan_attributes(self.llm, run_id, purpose)
+        with telemetry.span("plan", attributes, kind="plan", run_id=run_id):
+            reply = await call_model(self.llm, request)
         if self.journal is not None:
             event = llm_called(purpose, self.llm, request, reply, attempt=attempt)
             self.journal.record(run_id, "llm_called", event)

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import jsonschema
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planlock.errors import UsageError
@@ -70,6 +68,8 @@ class Rule(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> Rule:
         if self.args is not None:
+            import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
             try:
                 jsonschema.Draft202012Validator.check_schema(self.args)
             except jsonschema.SchemaError as exc:
@@ -107,6 +107,11 @@ class Policy(BaseModel):
 
     @model_validator(mode="after")
     def _fill(self) -> Policy:
+        if self.effects.get(UNDECLARED) == "allow":  # type: ignore[call-overload]
+            raise ValueError(
+                "effects.undeclared cannot be 'allow': a tool that declares no effect always "
+                "needs a person (declare the tool's effect instead)"
+            )
         merged: dict[Any, Action] = {**_default_effects(), **self.effects}
         object.__setattr__(self, "effects", merged)
         return self
@@ -119,12 +124,20 @@ class Policy(BaseModel):
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read policy {p}: {exc.strerror}") from None
-        try:
-            data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
-        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-            raise UsageError(
-                f"policy {p} is not valid {p.suffix.lstrip('.').upper()}: {exc}"
-            ) from None
+        if p.suffix == ".toml":
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise UsageError(f"policy {p} is not valid TOML: {exc}") from None
+        else:
+            import yaml  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise UsageError(
+                    f"policy {p} is not valid {p.suffix.lstrip('.').upper()}: {exc}"
+                ) from None
         return cls.from_data(data or {}, registry, source=str(p))
 
     @classmethod
@@ -256,7 +269,7 @@ def evaluate(
             looked_at = [p for p in args if needed is None or p in needed]
             if not all(known(p) for p in looked_at):
                 undecided = True  # depends on values only the run will know
-            elif not jsonschema.Draft202012Validator(rule.args).is_valid(dict(args)):
+            elif not _validator(rule.args).is_valid(dict(args)):
                 continue
         if rule.untrusted is not None or rule.chosen is not None:
             hit, message = _flow_hit(rule, args, untrusted, chosen, describe, label)
@@ -281,12 +294,18 @@ def evaluate(
             reasons.append(Reason(key, rule.action, message, at_call=True, certain=False))
         else:
             definite.append(Reason(key, rule.action, label))
-    if definite:
+    if tool.effect == UNDECLARED:
+        # The floor no rule or effect setting lowers: at least a person, and at least what the
+        # policy asks for its most dangerous declared effect (a policy that denies ``pay`` denies
+        # an undeclared tool too). It stands even beside a rule that allows the tool.
+        action = max(("require_approval", *policy.effects.values()), key=_RANK.__getitem__)
+        reasons.extend(definite)
+        reasons.append(Reason(f"effect:{UNDECLARED}", action, "declares no effect"))
+    elif definite:
         reasons.extend(definite)
     else:
         action = policy.effects.get(cast("EffectName", tool.effect), "require_approval")
-        what = "declares no effect" if tool.effect == UNDECLARED else f"effect '{tool.effect}'"
-        reasons.append(Reason(f"effect:{tool.effect}", action, what))
+        reasons.append(Reason(f"effect:{tool.effect}", action, f"effect '{tool.effect}'"))
     for p in sorted(tool.sensitive):
         if p in chosen and p not in flow_overrides:
             message = (
@@ -353,3 +372,9 @@ def _sources(
 ) -> str:
     labels = sorted({s for p in params for s in untrusted[p]})
     return "from " + ", ".join(describe(s) for s in labels)
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
+    return jsonschema.Draft202012Validator(schema)

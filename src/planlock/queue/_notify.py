@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import httpx
+from planlock.journal import Journal
 
-__all__ = ["Notifier", "WebhookNotifier", "approval_message"]
+__all__ = ["Notifier", "WebhookNotifier", "approval_message", "notify_request"]
 
 
 class Notifier(Protocol):
@@ -27,6 +27,8 @@ class WebhookNotifier:
         self.timeout = timeout
 
     def notify(self, message: dict[str, Any]) -> None:
+        import httpx  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
         response = httpx.post(self.url, json=message, timeout=self.timeout)
         response.raise_for_status()
 
@@ -42,11 +44,10 @@ def approval_message(
     an anchor key is set) goes into ``planlock.journal_head``: a receiver that keeps these has
     anchors outside the database (one per line is an anchor file for ``journal verify
     --anchor``)."""
-    what = (
-        f"call to step {request['step_id']}"
-        if request["kind"] == "call"
-        else f"plan {request['plan_hash'][:12]}"
-    )
+    what = {
+        "call": f"call to step {request.get('step_id')}",
+        "resume": f"resume of interrupted step {request.get('step_id')}",
+    }.get(request["kind"], f"plan {request['plan_hash'][:12]}")
     reasons = [r["message"] for r in request.get("reasons", [])] or [
         r["message"] for s in request["report"]["steps"] for r in s["reasons"]
     ]
@@ -68,3 +69,19 @@ def approval_message(
             "journal_head": journal_head,
         },
     }
+
+
+def notify_request(
+    notifier: Notifier, journal: Journal, run_id: str, request: dict[str, Any]
+) -> None:
+    """Notify about a stored request (with the journal's head) and journal the outcome
+    (``notification_sent``, or ``notification_failed``: a failure must not lose the request)."""
+    try:
+        head = journal.signed_head().to_json()
+        notifier.notify(approval_message(request, journal_head=head))
+    except Exception as exc:
+        journal.record(
+            run_id, "notification_failed", {"approval_id": request["id"], "error": str(exc)}
+        )
+    else:
+        journal.record(run_id, "notification_sent", {"approval_id": request["id"]})

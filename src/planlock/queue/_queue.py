@@ -23,7 +23,7 @@ from planlock.approval import PlanGate
 from planlock.core import Plan
 from planlock.db import Database
 from planlock.policy import Policy
-from planlock.queue._decide import QueueDecisions
+from planlock.queue._runs import QueueRuns
 from planlock.queue._store import DEFAULT_EXPIRY, iso
 from planlock.queue._worker import QueueWorker
 from planlock.tools import ToolRegistry
@@ -41,9 +41,10 @@ class Submitted:
     approval_id: str | None
 
 
-class ApprovalQueue(QueueDecisions, QueueWorker):
+class ApprovalQueue(QueueRuns, QueueWorker):
     """Runs waiting for approval or a worker, and approval requests, in a journal's database:
-    submit here, decide (``_decide``), work (``_worker``), read (``_store``)."""
+    submit here, decide (``_decide``), work (``_worker``), list and recover runs (``_runs``),
+    read (``_store``)."""
 
     async def submit(
         self,

@@ -11,12 +11,11 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from planlock.agent import noter
 from planlock.approval import SQLEndorsements, now_iso
 from planlock.db import Database, transact
 from planlock.errors import UsageError
 from planlock.journal import Journal, database_of
-from planlock.queue._notify import Notifier, approval_message
+from planlock.queue._notify import Notifier, notify_request
 
 __all__ = ["DEFAULT_EXPIRY", "QueueStore", "iso", "parse_duration"]
 
@@ -64,16 +63,8 @@ class QueueStore:
         return None if row is None else row[0]
 
     async def _notify(self, run_id: str, request: dict[str, Any]) -> None:
-        if self.notifier is None:
-            return
-        note = noter(self.journal, run_id)
-        try:
-            head = self.journal.signed_head().to_json()
-            self.notifier.notify(approval_message(request, journal_head=head))
-        except Exception as exc:  # a notifier failure must not lose the request
-            note("notification_failed", {"approval_id": request["id"], "error": str(exc)})
-        else:
-            note("notification_sent", {"approval_id": request["id"]})
+        if self.notifier is not None:
+            notify_request(self.notifier, self.journal, run_id, request)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -94,9 +85,11 @@ class QueueStore:
                 if cur.rowcount != 1:
                     continue  # another process expired it first (and journals it)
                 expired.append((approval_id, run_id))
+                # A run waiting at a run-time request stays with its worker, which reads the
+                # expiry as a denial of that call (and recovers it, if the worker died).
                 db.execute(
-                    "UPDATE runs SET status = 'expired' WHERE run_id = ? AND status IN "
-                    "('pending_approval', 'waiting_approval')",
+                    "UPDATE runs SET status = 'expired' WHERE run_id = ? "
+                    "AND status = 'pending_approval'",
                     (run_id,),
                 )
             return expired

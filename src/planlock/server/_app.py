@@ -1,36 +1,55 @@
 """``planlock serve``: the HTTP approval service (FastAPI). Thin: it calls an ``Engine``.
 
 Every ``/api`` route needs a bearer token whose caller holds one of the route's roles (``x-roles``
-in the OpenAPI schema; ``admin`` may do everything). Every request, refused ones included, is
-journaled as an ``http_request`` event naming the caller, under the run it concerns (or under
-``http`` when it concerns none); a request that fails unexpectedly is also journaled as
-``request_failed`` and answered with a generic 500. Every response carries security headers
-(no framing, no sniffing, no referrer) and ``/api`` responses are not cached.
+in the OpenAPI schema; ``admin`` may do everything); failed authentications are rate-limited per
+client address. A submitter sees only their own runs, an approver also the runs that asked a
+person. Every request with a known token, refused ones included, is journaled as an
+``http_request`` event naming the caller, under the run it concerns (or under ``http`` when it
+concerns none); the others are counted per client and window (``http_anonymous``). A request that
+fails unexpectedly is also journaled as ``request_failed`` and answered with a generic 500. Bodies
+and what they hold have limits (``ServerConfig``). Every response carries security headers (no
+framing, no sniffing, no referrer) and ``/api`` responses are not cached.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, cast
 
 import anyio
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Security
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from planlock.approval import EndorseAs, Endorsement
 from planlock.core import Plan
-from planlock.errors import ApprovalDenied, CannotPlan, LLMError, PlanInvalid, UsageError
-from planlock.llm import LLM
+from planlock.errors import (
+    ApprovalDenied,
+    CannotPlan,
+    DatabaseUnavailable,
+    LLMError,
+    PlanInvalid,
+    UsageError,
+)
+from planlock.journal import Journal
 from planlock.planning import Planner
+from planlock.queue import self_approval_problem
 from planlock.server._auth import Caller, Role, TokenStore
-from planlock.server._engine import Engine
+from planlock.server._config import ServerConfig
+from planlock.server._engine import Engine, RunScope
+from planlock.server._guard import FailureLimiter, require
+from planlock.server._limits import (
+    BodyLimit,
+    LimitExceeded,
+    check_goal,
+    check_plan,
+    check_values,
+)
 from planlock.server._middleware import HTTP_RUN, JournalRequests, SecurityHeaders
 from planlock.server._models import (
     ApprovalDetail,
@@ -51,44 +70,32 @@ from planlock.server._models import (
     VerifyOut,
 )
 from planlock.server._offload import Offload
+from planlock.server._tally import AnonymousTally
 from planlock.server._views import (
     approval_detail,
     approval_summary,
     event_out,
     run_detail,
+    run_events,
     run_summary,
+    shown,
 )
 
 __all__ = ["HTTP_RUN", "ServerConfig", "create_app", "openapi_document"]
 
 WEB = Path(__file__).parent / "web"
+MAX_SEQ = 2**63 - 1
+"""The largest seq a journal can hold (SQLite's INTEGER, PostgreSQL's bigint): a larger
+``after`` or ``Last-Event-ID`` is a 422, not a database error."""
+_log = logging.getLogger(__name__)
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """How the service behaves beyond its engine and tokens."""
-
-    allow_self_approval: bool = False
-    """Whether an approver may approve a run they submitted themselves (default: no)."""
-    planner: LLM | None = None
-    """The model that plans submitted goals (``--model``); without one, goals are refused."""
-    workers: int = 1
-    """Workers executing approved runs inside the server (0: leave it to ``planlock worker``)."""
-    sse_poll: float = 0.1
-    """Seconds between journal reads while streaming a run's events."""
-    db_threads: int = 16
-    """Worker threads for the requests' database work (off the event loop), at most."""
-    db_wait: float = 5.0
-    """Seconds a request waits for a database that went away before it is answered 503."""
-    retry_after: int = 2
-    """The ``Retry-After`` (seconds) of a 503 sent while the database is unreachable."""
-
-
-_bearer = HTTPBearer(auto_error=False, description="A token from the server's token file.")
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "A malformed Authorization header."},
     401: {"model": ErrorOut, "description": "Missing or unknown bearer token."},
     403: {"model": ErrorOut, "description": "The caller's roles do not allow this."},
+    429: {"model": ErrorOut, "description": "Too many failed authentications: see Retry-After."},
     503: {
         "model": ErrorOut,
         "description": "The database is unreachable (or, for a goal, no planner model).",
@@ -103,27 +110,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _require(allowed: frozenset[Role]) -> Callable[..., Awaitable[Caller]]:
-    async def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-    ) -> Caller:
-        if credentials is None:
-            raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-        tokens: TokenStore = request.app.state.tokens
-        caller = tokens.identify(credentials.credentials)
-        if caller is None:
-            raise HTTPException(401, "unknown bearer token", {"WWW-Authenticate": "Bearer"})
-        request.state.caller = caller
-        if not caller.may(allowed):
-            have = ", ".join(sorted(caller.roles)) or "no role"
-            need = " or ".join(sorted(allowed))
-            raise HTTPException(403, f"{caller.name} has {have}; this needs {need}")
-        return caller
-
-    return dependency
-
-
 def roles(*names: Role, errors: tuple[int, ...] = (), stream: bool = False) -> dict[str, Any]:
     """Route options: who may call it (admin always may), and its documented errors."""
     allowed = frozenset((*names, "admin"))
@@ -136,7 +122,7 @@ def roles(*names: Role, errors: tuple[int, ...] = (), stream: bool = False) -> d
     for code in errors:
         responses.setdefault(code, {"model": ErrorOut})
     return {
-        "dependencies": [Depends(_require(allowed))],
+        "dependencies": [Depends(require(allowed))],
         "openapi_extra": {"x-roles": sorted(allowed)},
         "responses": responses,
     }
@@ -147,17 +133,46 @@ def _caller(request: Request) -> Caller:
     return caller
 
 
+def _scope(caller: Caller) -> RunScope | None:
+    """The runs ``caller`` may see (None: all, for an admin)."""
+    if "admin" in caller.roles:
+        return None
+    return RunScope(submitted_by=caller.name, asked="approver" in caller.roles)
+
+
+async def _flush_every_window(tally: AnonymousTally, off: Offload) -> None:
+    """Journal each window's anonymous counts when it ends, even if no request follows."""
+    while True:
+        await anyio.sleep(tally.seconds_to_next_window() + 0.01)
+        try:
+            await off.call(tally.flush, before=tally.window_start())
+        except Exception:  # a journal that cannot write now must not stop the server
+            _log.exception("could not journal the anonymous requests' counts")
+
+
 def create_app(engine: Engine, tokens: TokenStore, config: ServerConfig | None = None) -> FastAPI:
     """The service over ``engine``; workers (``config.workers``) run while the app runs."""
     config = config or ServerConfig()
+
+    tally = AnonymousTally(
+        cast("Journal", getattr(engine, "journal", None)),  # None: only for openapi_document
+        HTTP_RUN,
+        window=config.anonymous_window,
+        path_chars=config.journal_path_chars,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             if config.workers:
                 tg.start_soon(engine.work, config.workers)
+            tg.start_soon(_flush_every_window, tally, _app.state.offload)
             yield
             tg.cancel_scope.cancel()
+        try:
+            tally.flush()  # the window under way, counted so far
+        except DatabaseUnavailable:
+            _log.warning("the anonymous requests' last counts not journaled: no database")
 
     app = FastAPI(
         title="planlock",
@@ -172,6 +187,9 @@ def create_app(engine: Engine, tokens: TokenStore, config: ServerConfig | None =
     app.state.tokens = tokens
     app.state.config = config
     app.state.offload = Offload(config.db_threads, config.db_wait)
+    app.state.tally = tally
+    app.state.limiter = FailureLimiter(config.auth_failures, config.auth_window)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # inside: its 413 is journaled
     app.add_middleware(JournalRequests)
     app.add_middleware(SecurityHeaders)  # outside the journaling: it sees the 500s it sends
     _errors(app)
@@ -203,6 +221,11 @@ def _errors(app: FastAPI) -> None:
     async def invalid_plan(_request: Request, exc: PlanInvalid) -> JSONResponse:
         issues = [i.to_json() for i in exc.issues]
         body = {"detail": f"the plan is invalid: {len(issues)} issue(s)", "issues": issues}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(LimitExceeded)
+    async def too_large(_request: Request, exc: LimitExceeded) -> JSONResponse:
+        body = {"detail": f"over this server's limits: {exc}", "issues": exc.issues}
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(ApprovalDenied)
@@ -240,11 +263,15 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig, off: Offload) ->
     @app.post("/api/runs", status_code=201, **roles("submitter", errors=(422,)))
     async def submit_plan(request: Request, body: PlanIn) -> SubmittedOut:
         """Validate and assess a plan, and queue it (for approval when a person must see it)."""
+        check_plan(body.plan, config.max_steps, config.max_goal_chars)
+        check_values(body.inputs, "$.inputs", config.max_input_chars)
         return await queue_plan(request, Plan.parse(body.plan), body.inputs)
 
     @app.post("/api/goals", status_code=201, **roles("submitter", errors=(422, 502, 503)))
     async def submit_goal(request: Request, body: GoalIn) -> SubmittedOut:
         """Plan a goal with the server's planner model, then queue the plan like a submitted one."""
+        check_goal(body.goal, config.max_goal_chars)
+        check_values(body.context, "$.context", config.max_input_chars)
         if config.planner is None:
             raise HTTPException(503, "this server has no planner model (start it with --model)")
         planner = Planner(config.planner, engine.registry, journal=engine.journal)
@@ -258,27 +285,28 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig, off: Offload) ->
 
     @app.get("/api/runs", **roles("submitter", "approver"))
     async def list_runs(
+        request: Request,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[RunSummary]:
-        """The newest runs first."""
-        return [run_summary(r) for r in await off.call(engine.runs, limit)]
+        """The newest runs the caller may see, newest first: a submitter their own, an approver
+        also every run that asked a person for approval, an admin every run."""
+        runs = await off.call(engine.runs, limit, _scope(_caller(request)))
+        return [run_summary(r) for r in runs]
 
     async def find_run(request: Request, run_id: str) -> dict[str, Any]:
         request.state.run_id = run_id
         row = await off.call(engine.run, run_id)
-        if row is None:
+        scope = _scope(_caller(request))
+        if row is None or (scope is not None and not scope.holds(row)):
             request.state.run_id = None
-            raise HTTPException(404, f"no run {run_id}")
+            raise HTTPException(404, f"no run {run_id}")  # another's run: as if there were none
         return row
 
     @app.get("/api/runs/{run_id}", **roles("submitter", "approver", errors=(404,)))
     async def show_run(request: Request, run_id: str) -> RunDetail:
         """A run: its plan, inputs, approval requests and journal events."""
         row = await find_run(request, run_id)
-        events = [
-            e for e in await off.call(engine.journal.events, run_id) if e.kind != "http_request"
-        ]
-        return run_detail(row, events)
+        return run_detail(row, run_events(await off.call(engine.journal.events, run_id)))
 
     @app.get(
         "/api/runs/{run_id}/events",
@@ -288,10 +316,14 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig, off: Offload) ->
     async def stream_run(
         request: Request,
         run_id: str,
-        after: Annotated[int, Query(ge=0, description="Only events with a greater seq.")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=MAX_SEQ, description="Only events with a greater seq.")
+        ] = 0,
         last_event_id: Annotated[
             int | None,
-            Header(ge=0, description="Sent by a reconnecting EventSource: like ``after``."),
+            Header(
+                ge=0, le=MAX_SEQ, description="Sent by a reconnecting EventSource: like ``after``."
+            ),
         ] = None,
     ) -> StreamingResponse:
         """The run's journal events as Server-Sent Events (``id`` = seq, ``event`` = kind,
@@ -340,8 +372,9 @@ def _routes(app: FastAPI, engine: Engine, config: ServerConfig, off: Offload) ->
                 f"{item['plan_hash'][:12]} (args {str(item['args_hash'])[:12]}), not what you "
                 "saw: reload it and decide again",
             )
-        if approve and item["submitted_by"] == caller.name and not config.allow_self_approval:
-            raise HTTPException(403, f"{caller.name} submitted this run and may not approve it")
+        problem = self_approval_problem(item["submitted_by"], caller.name)
+        if approve and problem and not config.allow_self_approval:
+            raise HTTPException(403, problem)
         try:
             decision = await off.call(
                 engine.decide,
@@ -436,6 +469,8 @@ async def _sse(
     while True:
         for event in await off.call(engine.journal.events, run_id, after=last):
             last = event.seq
+            if not shown(event):  # exactly what the run view leaves out
+                continue
             data = json.dumps(event_out(event).model_dump(), separators=(",", ":"))
             yield f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n"
             if event.kind == "run_finished":

@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import threading
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -24,10 +25,10 @@ from planlock.errors import DatabaseUnavailable, UsageError
 from planlock.journal import Journal, database_of
 from planlock.llm import LLM
 from planlock.policy import Policy
-from planlock.queue import ApprovalQueue, Submitted
+from planlock.queue import ApprovalQueue, Lease, Submitted
 from planlock.tools import ToolRegistry
 
-__all__ = ["Engine", "QueueEngine"]
+__all__ = ["Engine", "QueueEngine", "RunScope"]
 
 _RUN_COLUMNS = (
     "run_id",
@@ -36,10 +37,32 @@ _RUN_COLUMNS = (
     "submitted_by",
     "submitted_at",
     "claimed_by",
+    "lease_expires_at",
     "finished_at",
     "plan",
     "inputs",
 )
+
+
+POLICY_VIA = ("auto", "policy")
+"""``decided_via`` of the policy's own answers (its grant, its denial): requests no person was
+asked to decide."""
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """Which runs a caller may see: those ``submitted_by`` them, and with ``asked`` also every
+    run that has asked a person for approval (what an approver may decide): a request pending,
+    answered by a person or expired, not one the policy granted by itself."""
+
+    submitted_by: str
+    asked: bool = False
+
+    def holds(self, run: dict[str, Any]) -> bool:
+        """Whether ``run`` (as ``Engine.run`` returns it) is in this scope."""
+        if run["submitted_by"] == self.submitted_by:
+            return True
+        return self.asked and any(a["decided_via"] not in POLICY_VIA for a in run["approvals"])
 
 
 class Engine(Protocol):
@@ -86,8 +109,8 @@ class Engine(Protocol):
         """Revoke an endorsement (UsageError if unknown or revoked already)."""
         ...
 
-    def runs(self, limit: int) -> list[dict[str, Any]]:
-        """The newest runs first."""
+    def runs(self, limit: int, scope: RunScope | None = None) -> list[dict[str, Any]]:
+        """The newest runs first (only those in ``scope``; None: every run)."""
         ...
 
     def run(self, run_id: str) -> dict[str, Any] | None:
@@ -111,6 +134,7 @@ class QueueEngine:
         tools_spec: str = "",
         llm: LLM | None = None,
         poll: float = 0.2,
+        lease: Lease | None = None,
     ) -> None:
         self.journal = journal
         self.registry = registry
@@ -118,6 +142,9 @@ class QueueEngine:
         self.tools_spec = tools_spec
         self.llm = llm
         self.poll = poll
+        self.lease = lease or Lease()
+        """The in-server workers' lease on a run (a dead server's runs are recovered by any
+        worker once it expires)."""
         self.queue = ApprovalQueue(journal)
         self._db = database_of(journal.store)
         """A second connection, for the reads the queue has no method for (runs)."""
@@ -170,11 +197,20 @@ class QueueEngine:
             self.queue.endorsements, endorsement_id, by=by, journal=self.journal
         )
 
-    def runs(self, limit: int) -> list[dict[str, Any]]:
+    def runs(self, limit: int, scope: RunScope | None = None) -> list[dict[str, Any]]:
+        where = ""
+        params: tuple[Any, ...] = ()
+        if scope is not None:
+            asked = (
+                "EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.run_id "
+                "AND (a.decided_via IS NULL OR a.decided_via NOT IN (?, ?)))"
+            )
+            where = f"WHERE submitted_by = ? OR (? = 1 AND {asked}) "
+            params = (scope.submitted_by, int(scope.asked), *POLICY_VIA)
         rows = self._db.execute(
-            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs "  # noqa: S608 (constant column list)
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs {where}"  # noqa: S608 (constants)
             "ORDER BY submitted_at DESC, run_id DESC LIMIT ?",
-            (limit,),
+            (*params, limit),
         ).fetchall()
         return [_run_row(r) for r in rows]
 
@@ -224,7 +260,7 @@ class QueueEngine:
         while True:
             try:
                 outcome = await self.queue.work_one(
-                    self.registry, worker_id, llm=self.llm, poll=self.poll
+                    self.registry, worker_id, llm=self.llm, poll=self.poll, lease=self.lease
                 )
                 down = False
             except DatabaseUnavailable as exc:  # keep serving: try again once it is back

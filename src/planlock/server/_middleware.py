@@ -1,10 +1,12 @@
-"""ASGI middleware of the approval service: every request journaled (``http_request``), every
-unexpected exception journaled (``request_failed``) and answered with a generic 500, a database
-that went away answered with 503 and ``Retry-After``, and the security headers on every
+"""ASGI middleware of the approval service: every request journaled (``http_request`` for a
+known caller; ``http_anonymous``, in aggregate, for the others), every unexpected exception
+journaled (``request_failed``) and answered with a generic 500, a database that went away
+answered with 503 and ``Retry-After``, and the security headers on every
 response."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +20,7 @@ from planlock.errors import DatabaseUnavailable
 from planlock.server._auth import Caller
 from planlock.server._engine import Engine
 from planlock.server._offload import Offload
+from planlock.server._tally import AnonymousTally, cut
 
 __all__ = ["HTTP_RUN", "SECURITY_HEADERS", "JournalRequests", "SecurityHeaders"]
 
@@ -33,8 +36,9 @@ _log = logging.getLogger(__name__)
 
 
 class JournalRequests:
-    """ASGI middleware: journal every HTTP request as ``http_request`` with its caller; journal
-    an unexpected exception as ``request_failed`` and answer it with a generic 500."""
+    """ASGI middleware: journal every HTTP request of a known caller as ``http_request``, and
+    count the others in the app's ``AnonymousTally``; journal an unexpected exception as
+    ``request_failed`` and answer it with a generic 500."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -52,22 +56,38 @@ class JournalRequests:
             found: Caller | None = state.get("caller")
             return found
 
-        def request_data(status: int) -> dict[str, Any]:
+        tally: AnonymousTally = scope["app"].state.tally
+        client = str((scope.get("client") or ["?"])[0])[:64]
+
+        def request_data(status: int) -> dict[str, Any] | None:
+            """The ``http_request`` event's data; None for a request without a known token."""
             who = caller()
+            if who is None:
+                return None
             return {
                 "method": scope["method"],
-                "path": scope["path"],
+                "path": cut(scope["path"], tally.path_chars),
                 "status": status,
-                "caller": who.name if who else None,
-                "roles": sorted(who.roles) if who else [],
-                "client": (scope.get("client") or ["?"])[0],
+                "caller": who.name,
+                "roles": sorted(who.roles),
+                "client": client,
             }
+
+        def count(status: int) -> None:
+            """Count an anonymous request (journaled per client and window)."""
+            tally.add(client, scope["method"], scope["path"], status)
 
         async def sending(message: Any) -> None:
             if message["type"] == "http.response.start":
                 run = state.get("run_id") or HTTP_RUN
                 data = request_data(message["status"])
-                await off.call(engine.journal.record, run, "http_request", data)
+                if data is not None:
+                    await off.call(engine.journal.record, run, "http_request", data)
+                else:  # no known token: counted, journaled per client and window
+                    try:
+                        await off.call(count, message["status"])
+                    except DatabaseUnavailable:  # counted; journaled with a later window
+                        _log.warning("http_anonymous not journaled: the database is unreachable")
                 started.append(message["status"])
             await send(message)
 
@@ -77,7 +97,7 @@ class JournalRequests:
         except DatabaseUnavailable as exc:
             if started:
                 raise
-            await self._unavailable(scope, receive, send, exc, state, request_data)
+            await self._unavailable(scope, receive, send, exc, state, request_data, count)
         except Exception as exc:
             route = scope.get("route")
             _log.exception("%s %s failed", scope["method"], scope["path"])
@@ -107,22 +127,29 @@ class JournalRequests:
         send: Any,
         exc: DatabaseUnavailable,
         state: dict[str, Any],
-        request_data: Callable[[int], dict[str, Any]],
+        request_data: Callable[[int], dict[str, Any] | None],
+        count: Callable[[int], None],
     ) -> None:
         """The database is unreachable: answer 503 with ``Retry-After``, and journal the request
-        if the database is back already (one attempt, no waiting)."""
+        (a known caller's; an anonymous one is counted in the tally) if the database is back
+        already (one attempt, no waiting)."""
         app = scope["app"]
         engine: Engine = app.state.engine
         retry_after = str(app.state.config.retry_after)
         _log.warning("%s %s: %s", scope["method"], scope["path"], exc)
-        data = {**request_data(503), "error": type(exc).__name__}
-        try:
+        data = request_data(503)
+
+        def note() -> None:
             with reconnect_wait(0):
-                await anyio.to_thread.run_sync(
-                    engine.journal.record, state.get("run_id") or HTTP_RUN, "http_request", data
-                )
-        except DatabaseUnavailable:
-            pass  # the journal is in that database: nothing to record it in
+                if data is None:
+                    count(503)
+                else:
+                    run = state.get("run_id") or HTTP_RUN
+                    error = {**data, "error": type(exc).__name__}
+                    engine.journal.record(run, "http_request", error)
+
+        with contextlib.suppress(DatabaseUnavailable):  # the journal is in that database
+            await anyio.to_thread.run_sync(note)
         body = {"detail": "the database is unreachable; retry later"}
         response = JSONResponse(body, status_code=503, headers={"Retry-After": retry_after})
         await response(scope, receive, send)

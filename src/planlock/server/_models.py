@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from planlock.server._limits import json_problem
 
 __all__ = [
     "ApprovalDetail",
@@ -40,18 +41,19 @@ __all__ = [
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
+    @field_validator("*")
+    @classmethod
+    def json_safe(cls, value: Any, info: ValidationInfo) -> Any:
+        """Every field of every request body: JSON that can be hashed and journaled."""
+        return _finite(value, f"$.{info.field_name}")
+
 
 def _finite(value: Any, where: str) -> Any:
-    """``value`` unchanged, unless it holds ``NaN`` or an infinity: Python's JSON parser accepts
-    them, but they are not JSON and nothing downstream can hash them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where} is {value}: not a JSON number")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _finite(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _finite(item, f"{where}[{i}]")
+    """``value`` unchanged, unless it cannot be hashed and journaled as JSON (``NaN``, an
+    infinity, a lone surrogate) or is nested deeper than ``MAX_DEPTH``."""
+    problem = json_problem(value, where)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -67,23 +69,14 @@ class PlanIn(_In):
     inputs: dict[str, Any] = Field(default_factory=dict)
     """Trusted inputs the plan's placeholders refer to."""
 
-    @field_validator("plan", "inputs")
-    @classmethod
-    def finite_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        return _finite(value, f"$.{info.field_name}")
-
 
 class GoalIn(_In):
     """A goal for the server's planner model; the plan it writes is queued like a submitted one."""
 
-    goal: str = Field(min_length=1, max_length=4000)
+    goal: str = Field(min_length=1)
+    """What to do (at most the server's ``max_goal_chars``, 8,000 by default)."""
     context: dict[str, Any] = Field(default_factory=dict)
     """Trusted context: becomes the run's inputs (the planner sees names and shapes only)."""
-
-    @field_validator("context")
-    @classmethod
-    def finite_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        return _finite(value, f"$.{info.field_name}")
 
 
 class DecisionIn(_In):
@@ -240,6 +233,9 @@ class ApprovalDetail(ApprovalSummary):
     provenance: dict[str, list[str]] | None
     endorsable: list[EndorsableOut] = Field(default_factory=list)
     """For a call request: the values an approver may endorse with their approval."""
+    warnings: list[IssueOut] = Field(default_factory=list)
+    """Goal coverage: the parts of the goal that no step of the plan seems to serve (advice for
+    the approver; they do not make the plan invalid)."""
 
 
 class DecisionOut(_Out):
@@ -276,13 +272,19 @@ class EndorseOut(DecisionOut):
 class RunSummary(_Out):
     run_id: str
     status: str
-    """``pending_approval``, ``approved``, ``running``, ``waiting_approval``, ``succeeded``,
-    ``failed``, ``denied``, ``refused``, ``rejected`` or ``expired``."""
+    """``pending_approval``, ``approved``, ``running``, ``waiting_approval``,
+    ``waiting_resume``, ``succeeded``, ``failed``, ``denied``, ``refused``, ``rejected`` or
+    ``expired``."""
+    state: str
+    """What ``planlock runs`` shows: queued, awaiting approval, running, stranded (a worker holds
+    it and its lease expired), waiting for resume, done, failed, denied or expired."""
     plan_hash: str
     goal: str
     submitted_by: str
     submitted_at: str
     claimed_by: str | None
+    lease_expires_at: str | None
+    """When the lease of the worker holding the run expires (renewed while it runs)."""
     finished_at: str | None
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from planlock.approval import now_iso
 from planlock.core import Plan
 from planlock.journal import Event
+from planlock.queue import run_state
 from planlock.server._models import (
     ApprovalDetail,
     ApprovalSummary,
@@ -14,6 +16,7 @@ from planlock.server._models import (
     GraphEdge,
     GraphNode,
     GraphOut,
+    IssueOut,
     ReportOut,
     RunDetail,
     RunSummary,
@@ -21,7 +24,31 @@ from planlock.server._models import (
 from planlock.tools import ToolRegistry
 from planlock.validation import analyse
 
-__all__ = ["approval_detail", "approval_summary", "event_out", "graph", "run_detail", "run_summary"]
+__all__ = [
+    "AUDIT_KINDS",
+    "approval_detail",
+    "approval_summary",
+    "event_out",
+    "graph",
+    "run_detail",
+    "run_events",
+    "run_summary",
+    "shown",
+]
+
+AUDIT_KINDS = frozenset({"http_request", "http_anonymous", "request_failed"})
+"""Events about the service's requests (who looked at or decided a run, from which address):
+in the journal, never in a run's view or its event stream."""
+
+
+def shown(event: Event) -> bool:
+    """Whether a run's view and its event stream show ``event``."""
+    return event.kind not in AUDIT_KINDS
+
+
+def run_events(events: list[Event]) -> list[Event]:
+    """The events a run's view shows (the stream filters with the same ``shown``)."""
+    return [e for e in events if shown(e)]
 
 
 def _why(item: dict[str, Any]) -> list[str]:
@@ -83,7 +110,10 @@ def graph(plan: dict[str, Any], report: dict[str, Any], registry: ToolRegistry) 
 
 
 def approval_detail(item: dict[str, Any], registry: ToolRegistry) -> ApprovalDetail:
+    """An approval request in full, with the plan's graph and its goal-coverage warnings (computed
+    with the registry the service runs plans with)."""
     request = item["request"]
+    warnings = analyse(Plan.parse(request["plan"]), registry).warnings
     return ApprovalDetail(
         **approval_summary(item).model_dump(),
         decided_by=item["decided_by"],
@@ -96,6 +126,7 @@ def approval_detail(item: dict[str, Any], registry: ToolRegistry) -> ApprovalDet
         args=request.get("args"),
         provenance=request.get("provenance"),
         endorsable=[EndorsableOut.model_validate(o) for o in request.get("endorsable") or []],
+        warnings=[IssueOut.model_validate(w.to_json()) for w in warnings],
     )
 
 
@@ -103,11 +134,13 @@ def run_summary(row: dict[str, Any]) -> RunSummary:
     return RunSummary(
         run_id=row["run_id"],
         status=row["status"],
+        state=run_state(row["status"], row.get("lease_expires_at"), now_iso()),
         plan_hash=row["plan_hash"],
         goal=row["goal"],
         submitted_by=row["submitted_by"],
         submitted_at=row["submitted_at"],
         claimed_by=row["claimed_by"],
+        lease_expires_at=row.get("lease_expires_at"),
         finished_at=row["finished_at"],
     )
 

@@ -1,7 +1,9 @@
 """planlock.tools: tools and the registry: typed functions with effects, sensitive parameters and
-trusted output; the quarantined ``llm`` step tool.
+trusted output; the quarantined ``llm`` step tool; tools imported from MCP servers (pinned),
+LangChain and pydantic-ai (whose packages are imported only when used).
 """
 
+from planlock.tools._adapters import from_langchain, from_pydantic_ai
 from planlock.tools._llmstep import (
     LLM_STEP_TOOL,
     NotEnoughInformation,
@@ -10,6 +12,7 @@ from planlock.tools._llmstep import (
     quarantined_call,
 )
 from planlock.tools._loader import load_tools
+from planlock.tools._mcp import McpTool, McpToolset, PinStatus, load_toolset, mcp_tools
 from planlock.tools._registry import (
     EFFECTS,
     LLM_TOOL,
@@ -20,20 +23,29 @@ from planlock.tools._registry import (
     effect_rank,
     make_tool,
 )
+from planlock.tools._schema_tool import schema_tool
 
 __all__ = [
     "EFFECTS",
     "LLM_STEP_TOOL",
     "LLM_TOOL",
     "UNDECLARED",
+    "McpTool",
+    "McpToolset",
     "NotEnoughInformation",
+    "PinStatus",
     "StepContext",
     "Tool",
     "ToolRegistry",
     "check_llm_step",
     "choice_problem",
     "effect_rank",
+    "from_langchain",
+    "from_pydantic_ai",
     "load_tools",
+    "load_toolset",
     "make_tool",
+    "mcp_tools",
     "quarantined_call",
+    "schema_tool",
 ]

@@ -13,11 +13,9 @@ import json
 import time
 from typing import Any
 
-import jsonschema
-
 from planlock.core import Lit, Template
 from planlock.errors import LLMError
-from planlock.llm import LLM, LLMReply, LLMRequest, Message
+from planlock.llm import LLM, LLMReply, LLMRequest, Message, call_model
 from planlock.tools._registry import LLM_TOOL, Tool, make_tool
 
 __all__ = [
@@ -75,6 +73,8 @@ def check_llm_step(
             out.append(("llm_step_placeholder", f"{base}.args.{name}", msg))
     schema = args.get("output_schema")
     if isinstance(schema, dict) and isinstance(compiled.get("output_schema"), Lit):
+        import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
         try:
             jsonschema.Draft202012Validator.check_schema(schema)
         except jsonschema.SchemaError as exc:
@@ -110,9 +110,11 @@ async def quarantined_call(llm: LLM, args: dict[str, Any]) -> tuple[Any, LLMRequ
         json_schema=constrained,
     )
     start = time.perf_counter()
-    reply = await llm.complete(request)
+    reply = await call_model(llm, request)
     if reply.latency_s == 0.0:
         reply = LLMReply(**{**_fields(reply), "latency_s": time.perf_counter() - start})
+    import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
     try:
         data = json.loads(reply.text)
         jsonschema.validate(data, wrapped)

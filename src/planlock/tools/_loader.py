@@ -1,20 +1,28 @@
-"""Load a ToolRegistry named as ``module.path:attr`` or ``path/to/file.py:attr``."""
+"""Load a ToolRegistry named as ``module.path:attr`` or ``path/to/file.py:attr``, or the MCP tools
+of a ``.toml`` tools file (see ``planlock.tools._mcp``)."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 
 from planlock.errors import ToolsNotFound
+from planlock.tools._mcp import mcp_tools
 from planlock.tools._registry import ToolRegistry
 
 __all__ = ["load_tools"]
 
+_log = logging.getLogger("planlock.tools")
+
 
 def load_tools(spec: str) -> ToolRegistry:
-    """The registry named by ``spec``; the attribute may also be a function returning one."""
+    """The registry named by ``spec``; the attribute may also be a function returning one. A
+    ``.toml`` file declares MCP servers: their tools, each checked against its pin."""
+    if spec.endswith(".toml"):
+        return mcp_tools(spec)
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise ToolsNotFound(f"tools must be module.path:attr or file.py:attr, got {spec!r}")
@@ -44,4 +52,5 @@ def load_tools(spec: str) -> ToolRegistry:
         obj = obj()
     if not isinstance(obj, ToolRegistry):
         raise ToolsNotFound(f"{spec} is a {type(obj).__name__}, not a ToolRegistry")
+    _log.info("tools: %d from %s (%s)", len(obj), spec, ", ".join(sorted(t.name for t in obj)))
     return obj

@@ -12,7 +12,7 @@ import re
 import typing
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import docstring_parser
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
@@ -21,6 +21,8 @@ from planlock.core import normalize_path
 from planlock.errors import UsageError
 
 __all__ = ["EFFECTS", "Effect", "StepContext", "Tool", "ToolRegistry"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 Effect = Literal["read", "write", "delete", "send", "pay"]
 EFFECTS: tuple[str, ...] = typing.get_args(Effect)
@@ -85,6 +87,13 @@ class Tool:
     ``recipient`` of every item of a list output); normalized dotted patterns, ``*`` for any list
     index. A value at or below such a path carries a trusted provenance; the rest stays
     untrusted."""
+    output_schema: Mapping[str, Any] | None = None
+    """JSON Schema of the output when there is no return type to derive it from (a tool from an
+    MCP server, LangChain or pydantic-ai); used to type references, not enforced here."""
+    origin: Mapping[str, Any] | None = None
+    """Where a tool that is not a local function came from (an MCP server and the tool's pinned
+    definition, with the server's annotations; a LangChain or pydantic-ai tool): shown in
+    ``describe()`` and journaled with the plan. Informative only: nothing here is trusted."""
 
     @property
     def is_async(self) -> bool:
@@ -99,7 +108,7 @@ class Tool:
     def returns_schema(self) -> dict[str, Any]:
         """JSON Schema of the return value (``{}``, i.e. anything, when undeclared)."""
         if self.returns is None:
-            return {}
+            return dict(self.output_schema or {})
         return self.returns.json_schema(mode="serialization")
 
     @property
@@ -118,6 +127,7 @@ class Tool:
             "idempotent": self.idempotent,
             "parameters": self.params_schema,
             "returns": self.returns_schema,
+            **({"origin": dict(self.origin)} if self.origin is not None else {}),
         }
 
 
@@ -161,8 +171,10 @@ class ToolRegistry:
         self._tools[tool.name] = tool
         return tool
 
+    # The decorator returns the function itself, so both forms keep its exact type: a type
+    # checker sees the real signature of a decorated tool (tests/test_cli_conventions.py).
     @overload
-    def tool(self, fn: Callable[..., Any]) -> Callable[..., Any]: ...
+    def tool(self, fn: _F) -> _F: ...
     @overload
     def tool(
         self,
@@ -174,7 +186,7 @@ class ToolRegistry:
         trusted_output: bool | Sequence[str] = False,
         idempotent: bool = False,
         timeout: float | None = None,
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
+    ) -> Callable[[_F], _F]: ...
 
     def tool(
         self,

@@ -2,6 +2,13 @@
 JSON path (R2), and provenance: the labels a value carries and which of them are trusted (R5).
 """
 
+from planlock.validation._coverage import (
+    ACTION_VERBS,
+    COVERAGE_WARNINGS,
+    FITS,
+    asked_effects,
+    check_coverage,
+)
 from planlock.validation._fields import expand_items, is_number, item_ref
 from planlock.validation._provenance import (
     BRANCH,
@@ -19,14 +26,19 @@ from planlock.validation._types import Analysis, CompiledStep, ValidationReport
 from planlock.validation._validate import Issue, analyse, validate
 
 __all__ = [
+    "ACTION_VERBS",
     "BRANCH",
     "CHOSEN",
+    "COVERAGE_WARNINGS",
+    "FITS",
     "Analysis",
     "CompiledStep",
     "Issue",
     "ValidationReport",
     "analyse",
     "arg_labels",
+    "asked_effects",
+    "check_coverage",
     "chosen_labels",
     "expand_items",
     "input_labels",

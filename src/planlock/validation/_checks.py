@@ -11,7 +11,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema
 from pydantic import ValidationError
 
 from planlock.core import (
@@ -187,6 +186,8 @@ def _literal_errors(
             return [(_loc(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
         return []
     sub = {**pschema, "$defs": root.get("$defs", {})} if isinstance(pschema, dict) else {}
+    import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
     validator = jsonschema.Draft202012Validator(sub)
     return [(_loc(tuple(e.absolute_path)), e.message) for e in validator.iter_errors(value)]
 

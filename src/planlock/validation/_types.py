@@ -14,10 +14,12 @@ __all__ = ["Analysis", "CompiledStep", "ValidationReport"]
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """The result of validation: ``ok`` when there are no issues."""
+    """The result of validation: ``ok`` when there are no issues. ``warnings`` never make a plan
+    invalid: they are advice for the person approving it (goal coverage: ``_coverage``)."""
 
     plan_hash: str
     issues: tuple[Issue, ...]
+    warnings: tuple[Issue, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -57,6 +59,8 @@ class Analysis:
 
     plan: Plan
     issues: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    """Advice that does not make the plan invalid (parts of the goal no step serves)."""
     steps: dict[str, CompiledStep] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     dependents: dict[str, list[str]] = field(default_factory=dict)

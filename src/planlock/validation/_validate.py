@@ -16,6 +16,7 @@ from typing import Any
 from planlock.core import Check, Issue, Plan, Ref, Template, compile_value, condition_refs, refs_of
 from planlock.tools import LLM_STEP_TOOL, LLM_TOOL, Tool, ToolRegistry, check_llm_step
 from planlock.validation._checks import check_args, check_ref, ref_types
+from planlock.validation._coverage import check_coverage
 from planlock.validation._fields import expand_items
 from planlock.validation._loops import check_choices, check_loop
 from planlock.validation._order import order_steps
@@ -26,6 +27,7 @@ from planlock.validation._when import check_when
 __all__ = ["Analysis", "CompiledStep", "Issue", "ValidationReport", "analyse", "validate"]
 
 _STEP_POS = re.compile(r"^\$\.steps\[(\d+)\]")
+_LAST = 1 << 30
 
 
 def validate(
@@ -36,13 +38,14 @@ def validate(
     max_steps: int | None = None,
     forbidden_tools: frozenset[str] | set[str] = frozenset(),
 ) -> ValidationReport:
-    """Check a plan against a registry and return every issue.
+    """Check a plan against a registry and return every issue (and every warning: parts of the
+    goal that no step seems to serve, which do not make the plan invalid).
 
     ``inputs`` are the trusted input values the plan will run with; when given, references to
     inputs are checked (names and paths). The executor always checks them before running.
     """
     a = analyse(plan, registry, inputs=inputs, max_steps=max_steps, forbidden_tools=forbidden_tools)
-    return ValidationReport(plan.hash, tuple(a.issues))
+    return ValidationReport(plan.hash, tuple(a.issues), tuple(a.warnings))
 
 
 def analyse(
@@ -182,6 +185,9 @@ def analyse(
                 frozenset(d for d in reads if d in known_deps),
             )
 
+    cover_issues, cover_warnings = check_coverage(plan, tools)
+    issues.extend(cover_issues)
+    a.warnings.extend(cover_warnings)
     order_steps(a, index, deps)
     for sid in a.order:  # dependencies first: a step's marks include those of what it reads
         a.steps[sid] = replace(a.steps[sid], marks=branch_marks(a.steps, a.steps[sid]))
@@ -190,6 +196,8 @@ def analyse(
 
 
 def _issue_key(issue: Issue) -> tuple[int, str]:
-    """Issues in plan order: by step position, then path."""
+    """Issues in plan order: by step position, then path (the coverage list after the steps)."""
+    if issue.path.startswith("$.coverage"):
+        return (_LAST, issue.path)
     m = _STEP_POS.match(issue.path)
     return (int(m.group(1)) if m else -1, issue.path)

@@ -15,8 +15,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema
-
 from planlock.core import (
     ORDER_OPS,
     Check,
@@ -100,6 +98,8 @@ def _schema_issues(test: Comparison, sub: Any, root: dict[str, Any]) -> list[Iss
         msg = f"'{test.op}' compares numbers; '{{{{{text}}}}}' has type {'/'.join(sorted(plain))}"
         return [Issue("condition_type_mismatch", f"{where}.op", msg)]
     schema = {**sub, "$defs": root.get("$defs", {})} if isinstance(sub, dict) else {}
+    import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
     validator = jsonschema.Draft202012Validator(schema)
     literals = test.value if test.op == "in" else (test.value,)
     out: list[Issue] = []

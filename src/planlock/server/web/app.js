@@ -202,6 +202,8 @@ async function showApproval(id) {
     el("div", { class: "facts" }, "run ", el("code", {}, d.run_id), " · plan ", el("code", { "data-testid": "plan-hash" }, d.plan_hash.slice(0, 16)),
       ` · submitted by ${d.submitted_by ?? "?"} · ${d.kind} request · expires ${(d.expires_at || "").slice(0, 16).replace("T", " ")}`),
     el("ul", { class: "why", "data-testid": "why" }, ...d.why.map((w) => el("li", {}, w))),
+    ...((d.warnings || []).length ? [el("h4", {}, "The plan may not serve the whole goal"),
+      el("ul", { class: "why", "data-testid": "warnings" }, ...d.warnings.map((w) => el("li", {}, `⚠ ${w.message}`)))] : []),
     ...call,
     el("div", { class: "cols" },
       el("div", {}, el("h4", {}, "Dependency graph"), graphBox),
