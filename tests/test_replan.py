@@ -363,6 +363,11 @@ def test_cli_run_replans_shows_it_and_journal_show_renders_the_diff(
     result = runner.invoke(app, [*args, "--model", "scripted", "--max-replans", "1"])
     assert result.exit_code == 0, result.output
     assert "replanned (error, attempt 1, inside the approval): -1, +2 fetch" in result.output
+    from planlock.cli._app import out
+
+    # Wide enough for the diff column whatever terminal the test run has (under xdist, a
+    # console in some worker was seen fixed at 80 columns).
+    monkeypatch.setattr(out, "_width", 250)  # restored to None (read from the terminal) after
     shown = runner.invoke(app, ["journal", "show", "--journal", str(db)], env={"COLUMNS": "250"})
     assert "error: -1, +2 fetch" in shown.output
     assert "1 run(s), 1 replan(s) (1.00 per run); 1 run(s) needed a replan (100%)" in shown.output

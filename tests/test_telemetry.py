@@ -364,7 +364,12 @@ def test_without_a_tracer_nothing_of_opentelemetry_is_imported() -> None:
 
 
 def test_an_exporter_that_is_not_installed_is_reported_and_the_run_goes_on() -> None:
-    done = run_script(SCRIPT, OTEL_TRACES_EXPORTER="no-such-exporter")
+    # planlock logs it (the library's loggers stay silent until the application configures
+    # logging, as the CLI's -v does); the script configures logging like an application would.
+    configured = SCRIPT.replace(
+        "import sys\n", "import sys\nimport logging\nlogging.basicConfig()\n", 1
+    )
+    done = run_script(configured, OTEL_TRACES_EXPORTER="no-such-exporter")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("succeeded")
     assert "could not be configured" in done.stderr
