@@ -104,7 +104,7 @@ def test_a_part_with_no_step_is_uncovered_and_not_repeated_for_the_goal() -> Non
     data = {"steps": READS, "coverage": [{"part": "post a summary to the team", "steps": []}]}
     report = validate(parse(data), team_tools())
     assert codes(report.warnings) == [("uncovered_part", "$.coverage[0]")]
-    assert report.warnings[0].message == "no step serves 'post a summary to the team'"
+    assert report.warnings[0].message == "no step serves 'post a summary to the team' (effect send)"
 
 
 def test_a_cited_step_that_does_not_exist_is_an_issue() -> None:
@@ -264,8 +264,10 @@ def test_a_plan_missing_its_notify_step_is_flagged_and_repaired() -> None:
     assert repair[2].content == json.dumps(NO_POST)
     assert "may not do everything the goal asks" in repair[3].content
     assert "$.coverage[2]: 'post a summary to the team' asks to post" in repair[3].content
-    # Refusing may be the right answer to a coverage warning: the refusal is offered again.
-    assert "cannot_plan" in json.dumps(llm.requests[1].json_schema)
+    assert "Note: the tools that can send: notify." in repair[3].content  # from the registry
+    # A tool can do it, so this is a repair, not a question whether to refuse.
+    assert "cannot_plan" not in json.dumps(llm.requests[1].json_schema)
+    assert "cannot_plan" not in repair[3].content
     kinds = [e.kind for e in journal.events()]
     assert kinds == ["llm_called", "plan_rejected", "llm_called", "plan_created"]
     rejected = journal.events()[1].data
@@ -299,10 +301,15 @@ def test_a_repair_that_goes_wrong_does_not_lose_the_valid_plan() -> None:
     assert [bool(a.issues) for a in planner.attempts] == [False, True, True]
 
 
-def test_a_coverage_repair_may_be_answered_with_cannot_plan() -> None:
-    llm = ScriptedLLM([NO_POST, {"cannot_plan": "no tool posts"}])
+def test_when_no_tool_can_do_the_missing_part_refusing_is_offered_again() -> None:
+    goal = "Read plan.txt and pay the invoice."
+    reads = {"steps": READS[1:], "coverage": [{"part": "pay the invoice", "steps": []}]}
+    llm = ScriptedLLM([reads, {"cannot_plan": "no tool pays"}])
     with pytest.raises(planlock.CannotPlan):
-        plan_with(Planner(llm, team_tools()))
+        plan_with(Planner(llm, team_tools()), goal)
+    assert "cannot_plan" in json.dumps(llm.requests[1].json_schema)
+    assert "or with cannot_plan if no listed tool can do it" in llm.requests[1].messages[3].content
+    assert "Note:" not in llm.requests[1].messages[3].content
 
 
 def test_an_unknown_cited_step_is_repaired_like_any_issue() -> None:

@@ -6,8 +6,9 @@ registry; an invalid plan is sent back with every issue and regenerated, at most
 ``max_attempts`` times. Each call is bounded by ``max_tokens`` and ``timeout_s``; a reply cut off
 there, or stopped for degenerate repetition (``LLMCutOff``), is repaired the same way, with a
 message saying what happened. A valid plan with coverage warnings (a part of the goal that no step
-seems to serve, ``validation._coverage``) is sent back too, with the refusal offered again; when
-the attempts run out, the valid plan with the fewest warnings is returned, with its warnings
+seems to serve, ``validation._coverage``) is sent back too, naming the registered tools that can
+do what is missing, and offering the refusal again only when no tool can; when the attempts run
+out, the valid plan with the fewest warnings is returned, with its warnings
 (``Planner.warnings``). The heuristic advises: it never invalidates a plan, though the model may
 answer the repair with ``cannot_plan``. Every call is journaled, its progress too
 (``planning_progress``).
@@ -49,6 +50,7 @@ from planlock.planning._cutoff import cut_off_advice, cut_off_issue, cut_off_mes
 from planlock.planning._plan_schema import plan_schema
 from planlock.planning._prompt import (
     context_shape,
+    coverage_hints,
     coverage_message,
     describe_tools,
     planner_system,
@@ -269,9 +271,10 @@ class Planner:
             if issues:
                 hints = repair_hints(plan_, issues, self.registry)
                 repair = repair_message(issues, hints)
-            else:  # only coverage warnings: refusing may be the right answer now
-                repair = coverage_message(warnings)
-                judged = False
+            else:  # only coverage warnings: name the tools that can; refusing if none can
+                hints, refusal = coverage_hints(warnings, self.registry)
+                repair = coverage_message(warnings, hints, refusal=refusal)
+                judged = not refusal
             messages += [Message("assistant", reply.text), Message("user", repair)]
         if best is not None:  # a later repair went wrong: the earlier valid plan stands
             return self._created(run_id, *best)

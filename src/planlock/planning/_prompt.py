@@ -16,11 +16,12 @@ from typing import Any
 
 from planlock.core import MAX_ITEMS_CAP, Plan
 from planlock.tools import LLM_STEP_TOOL, LLM_TOOL, Tool, ToolRegistry
-from planlock.validation import Issue
+from planlock.validation import Issue, fitting_tools, warned_effect
 
 __all__ = [
     "PLANNER_SYSTEM",
     "context_shape",
+    "coverage_hints",
     "coverage_message",
     "describe_tools",
     "planner_system",
@@ -217,14 +218,31 @@ def repair_message(issues: tuple[Issue, ...], hints: list[str]) -> str:
     )
 
 
-def coverage_message(warnings: tuple[Issue, ...]) -> str:
-    """The message that sends back a valid plan that may not serve the whole goal."""
+def coverage_message(warnings: tuple[Issue, ...], hints: list[str], *, refusal: bool) -> str:
+    """The message that sends back a valid plan that may not serve the whole goal: the warnings,
+    the registry's tools that can do what is missing, and (``refusal``) the option to refuse."""
     lines = "\n".join(f"- {w.path}: {w.message}" for w in warnings)
+    notes = "".join(f"Note: {h}.\n" for h in hints)
+    end = ", or with cannot_plan if no listed tool can do it." if refusal else "."
     return (
-        f"That plan may not do everything the goal asks:\n{lines}\n"
+        f"That plan may not do everything the goal asks:\n{lines}\n{notes}"
         "Answer again with the whole plan as JSON, with a step for every action the goal asks "
-        "for and its coverage, or with cannot_plan if no listed tool can do it."
+        f"for and its coverage{end}"
     )
+
+
+def coverage_hints(warnings: tuple[Issue, ...], registry: ToolRegistry) -> tuple[list[str], bool]:
+    """For coverage warnings: which registered tools can do each missing effect, and whether
+    refusing should be offered (some part asks for an effect no tool has, or for none known)."""
+    hints: list[str] = []
+    refusal = False
+    for effect in dict.fromkeys(warned_effect(w) for w in warnings):
+        names = fitting_tools(effect, registry) if effect is not None else []
+        if names:
+            hints.append(f"the tools that can {effect}: {', '.join(names)}")
+        else:
+            refusal = True
+    return hints, refusal
 
 
 def repair_hints(plan: Plan | None, issues: tuple[Issue, ...], registry: ToolRegistry) -> list[str]:

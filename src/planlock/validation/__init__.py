@@ -8,6 +8,8 @@ from planlock.validation._coverage import (
     FITS,
     asked_effects,
     check_coverage,
+    fitting_tools,
+    warned_effect,
 )
 from planlock.validation._fields import expand_items, is_number, item_ref
 from planlock.validation._provenance import (
@@ -41,6 +43,7 @@ __all__ = [
     "check_coverage",
     "chosen_labels",
     "expand_items",
+    "fitting_tools",
     "input_labels",
     "is_number",
     "item_ref",
@@ -50,4 +53,5 @@ __all__ = [
     "static_provenance",
     "untrusted_labels",
     "validate",
+    "warned_effect",
 ]

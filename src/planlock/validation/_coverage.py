@@ -23,12 +23,20 @@ attempts, and the plan view and the approval view show it to the person deciding
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from planlock.core import Issue, Plan
 from planlock.tools import UNDECLARED, Tool
 
-__all__ = ["ACTION_VERBS", "COVERAGE_WARNINGS", "FITS", "asked_effects", "check_coverage"]
+__all__ = [
+    "ACTION_VERBS",
+    "COVERAGE_WARNINGS",
+    "FITS",
+    "asked_effects",
+    "check_coverage",
+    "fitting_tools",
+    "warned_effect",
+]
 
 ACTION_VERBS: Mapping[str, frozenset[str]] = {
     "send": frozenset(
@@ -56,6 +64,7 @@ FITS: Mapping[str, frozenset[str]] = {
 COVERAGE_WARNINGS = frozenset({"uncovered_part", "uncovered_goal"})
 """The warning codes of this check."""
 
+_EFFECT_NOTE = re.compile(r"\(effect (\w+)\)")
 _QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|«[^»]*»")
 _CLAUSE = re.compile(r"[.,;:!?()\n]+|\b(?:and|then|also|but)\b", re.IGNORECASE)
 _WORD = re.compile(r"[a-z][a-z-]*")
@@ -88,6 +97,17 @@ def _fits(tool: Tool, effect: str) -> bool:
     return tool.effect == UNDECLARED or tool.effect in FITS[effect]
 
 
+def fitting_tools(effect: str, tools: Iterable[Tool]) -> list[str]:
+    """The names of the tools (e.g. a registry's) that can serve a part asking for ``effect``."""
+    return sorted(t.name for t in tools if _fits(t, effect))
+
+
+def warned_effect(warning: Issue) -> str | None:
+    """The effect a coverage warning says is missing (None: the part asks for no known one)."""
+    m = _EFFECT_NOTE.search(warning.message)
+    return m.group(1) if m and m.group(1) in FITS else None
+
+
 def _names(step_ids: Sequence[str]) -> str:
     return ", ".join(step_ids)
 
@@ -112,7 +132,8 @@ def check_coverage(plan: Plan, tools: Mapping[str, Tool | None]) -> tuple[list[I
         asked = asked_effects(cov.part)
         if not cov.steps:
             flagged.update(asked)
-            msg = f"no step serves '{cov.part}'"
+            effects = ", ".join(f"effect {e}" for e in asked)
+            msg = f"no step serves '{cov.part}'" + (f" ({effects})" if effects else "")
             warnings.append(Issue("uncovered_part", base, msg))
             continue
         served = [t for t in (tools[s] for s in known) if t is not None]
