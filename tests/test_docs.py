@@ -1,9 +1,12 @@
-"""The README's examples run: Python blocks in one namespace, console sessions through the CLI."""
+"""The README's examples run: each Python block alone, console sessions through the CLI."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,12 +31,35 @@ def fresh_desk() -> Iterator[None]:
     demo.desk.reset()
 
 
-def test_readme_python_examples_run() -> None:
-    python = blocks("python")
-    assert len(python) >= 4
-    namespace: dict[str, object] = {"__name__": "readme"}
-    for code in python:
-        exec(compile(code, "README.md", "exec"), namespace)
+def python_blocks() -> list[tuple[int, str]]:
+    """Each ```python block of the README with the line its code starts on."""
+    return [
+        (README.count("\n", 0, m.start(1)) + 1, m.group(1))
+        for m in re.finditer(r"```python\n(.*?)```", README, flags=re.DOTALL)
+    ]
+
+
+def test_readme_has_its_python_examples() -> None:
+    assert len(python_blocks()) >= 15
+
+
+@pytest.mark.parametrize(
+    "code", [code for _, code in python_blocks()], ids=[f"line{n}" for n, _ in python_blocks()]
+)
+def test_readme_python_example_runs_alone(code: str, tmp_path: Path) -> None:
+    """A reader copies one block: it runs in a fresh interpreter, with nothing from the others."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLANLOCK_", "OTEL_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_readme_console_sessions_match_the_cli(

@@ -47,6 +47,27 @@ def submit(base: str, goal: str) -> dict[str, Any]:
     return body
 
 
+def every_node_in_view(page: Any) -> None:
+    """Every step of the graph lies inside the graph box's visible area (within its border and
+    scrollbars), with nothing to scroll to: none is cut off, as the send step was."""
+    view = page.locator("#graph-box").evaluate(
+        """b => { const r = b.getBoundingClientRect();
+                  return { x: r.x + b.clientLeft, y: r.y + b.clientTop, width: b.clientWidth,
+                           height: b.clientHeight, scroll: b.scrollWidth - b.clientWidth }; }"""
+    )
+    nodes = page.get_by_test_id("graph").locator("[data-node]")
+    assert nodes.count() >= 4
+    for i in range(nodes.count()):
+        node = nodes.nth(i).bounding_box()
+        assert node is not None
+        where = (nodes.nth(i).get_attribute("data-node"), node, view)
+        assert view["x"] <= node["x"] + 0.5, where
+        assert node["x"] + node["width"] <= view["x"] + view["width"] + 0.5, where
+        assert view["y"] <= node["y"] + 0.5, where
+        assert node["y"] + node["height"] <= view["y"] + view["height"] + 0.5, where
+    assert view["scroll"] <= 0, view
+
+
 def approve_in_the_page(base: str, screenshot: Path | None = None) -> dict[str, Any]:
     """Submit three plans, approve the first one in the page, watch it finish live."""
     from playwright.sync_api import expect, sync_playwright
@@ -71,6 +92,10 @@ def approve_in_the_page(base: str, screenshot: Path | None = None) -> dict[str, 
             graph = page.get_by_test_id("graph")
             expect(graph.locator("[data-node]")).to_have_count(4)
             expect(graph.locator("[data-edge]")).to_have_count(2)
+            every_node_in_view(page)
+            page.set_viewport_size({"width": 1024, "height": 900})  # a narrower graph box
+            every_node_in_view(page)
+            page.set_viewport_size({"width": 1440, "height": 900})
             expect(page.get_by_test_id("steps").locator("tbody tr")).to_have_count(4)
             expect(page.get_by_test_id("plan-hash")).to_have_text(first["plan_hash"][:16])
             expect(page.get_by_test_id("why")).to_contain_text("send_email")

@@ -101,7 +101,11 @@ function drawGraph(graph) {
   }
   const levels = Object.keys(byLevel).length || 1;
   const width = PAD * 2 + levels * W + (levels - 1) * GX, height = PAD * 2 + rows * H + (rows - 1) * GY;
-  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "plan dependency graph", "data-testid": "graph" });
+  // Scaled to the box's width (never above its natural size, never below half of it: a wider
+  // graph scrolls, its scrollbars styled so they stay visible), so no step hides off to the side.
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "plan dependency graph", "data-testid": "graph" });
+  root.style.maxWidth = `${width}px`;
+  root.style.minWidth = `${Math.ceil(width / 2)}px`;
   const defs = svg("defs");
   const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
   marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#7a8394" }));
