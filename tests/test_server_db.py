@@ -156,7 +156,8 @@ def test_a_slow_query_does_not_stall_the_other_requests(registry: ToolRegistry) 
     anyio.run(go)
     others = [t for name, t in done.items() if name != "slow"]
     assert done["slow"] >= slow
-    assert max(others) < slow / 2, (max(others), done["slow"])  # not queued behind it
+    # Queued behind it, each would take at least ~1.45 s; the margin absorbs a loaded machine.
+    assert max(others) < slow * 0.8, (max(others), done["slow"])  # not queued behind it
 
 
 def test_database_threads_are_bounded(registry: ToolRegistry) -> None:
