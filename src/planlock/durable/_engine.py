@@ -172,7 +172,14 @@ def answer_workflow_id(approval_id: str) -> str:
     return f"{approval_id}.answer"
 
 
-@DBOS.workflow(name=ANSWER_WORKFLOW)
+MAX_RECOVERIES = 100_000
+"""How often DBOS may recover one run before it gives up on it (its default is 100). A worker
+that crashes over and over (a crash loop, a supervisor restarting it) must not dead-letter the
+runs it holds: what guards the side effects is planlock's own rule (an interrupted
+non-idempotent call waits for a person's ``resume``, at most ``MAX_RESUMES`` times)."""
+
+
+@DBOS.workflow(name=ANSWER_WORKFLOW, max_recovery_attempts=MAX_RECOVERIES)
 async def answer_workflow(decision: dict[str, Any]) -> dict[str, Any]:
     """Publish a decision (``Approved``/``Denied`` as JSON) as this workflow's event; the run
     waiting for it reads it with ``DBOS.get_event`` (public API, with a timeout)."""

@@ -42,6 +42,7 @@ from planlock.durable._engine import (
     ANSWER_WORKFLOW,
     APP_NAME,
     APP_VERSION,
+    MAX_RECOVERIES,
     MAX_RESUMES,
     QUEUE_NAME,
     WORKFLOW_NAME,
@@ -77,7 +78,7 @@ _ADOPT_OPTIONS: StepOptions = {"name": "planlock.adopt", "retries_allowed": Fals
 _WAIT_OPTIONS: StepOptions = {"name": "planlock.wait", "retries_allowed": False}
 
 
-@DBOS.workflow(name=WORKFLOW_NAME)
+@DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=MAX_RECOVERIES)
 async def run_workflow(run: dict[str, Any]) -> dict[str, Any]:
     """One planlock run. ``run`` holds the approved plan, inputs, policy and the plan grant,
     and the run's ``expires_in`` (seconds) and ``max_replans``."""
