@@ -5,6 +5,7 @@ is a 4xx, never a 500."""
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +47,21 @@ def test_a_thousand_anonymous_requests_with_long_paths_grow_the_journal_under_10
     grown = journal_bytes(journal)
     print(f"\n1,000 anonymous requests: the journal grew by {grown:,} bytes")  # noqa: T201
     assert grown < 10 * 1024, grown
-    (tally,) = anonymous(journal)  # one client, one window (a second if a minute turned)
-    assert tally["client"] == "testclient"
-    assert tally["requests"] == 1001
+    tallies = anonymous(journal)  # one client; one window, or two if a minute turned meanwhile
+    assert 1 <= len(tallies) <= 2
+    assert all(t["client"] == "testclient" for t in tallies)
+    assert sum(t["requests"] for t in tallies) == 1001
     statuses.append(429)  # sam's own request from the locked-out address
-    assert tally["statuses"] == {str(s): statuses.count(s) for s in set(statuses)}
-    assert set(tally["statuses"]) == {"401", "404", "429"}  # 404: /api/<hex> is no route
-    assert all(len(p) <= 128 for p in tally["paths"])
-    assert len(tally["paths"]) == 8
-    assert sum(tally["paths"].values()) + tally["other_paths"] == 1001
+    counted: Counter[str] = Counter()
+    for t in tallies:
+        counted.update(t["statuses"])
+    assert counted == Counter({str(s): statuses.count(s) for s in set(statuses)})
+    assert set(counted) == {"401", "404", "429"}  # 404: /api/<hex> is no route
+    for t in tallies:
+        assert all(len(p) <= 128 for p in t["paths"])
+        assert len(t["paths"]) <= 8
+        assert sum(t["paths"].values()) + t["other_paths"] == t["requests"]
+    assert max(len(t["paths"]) for t in tallies) == 8  # each window keeps its first 8 paths
     assert not [e for e in journal.events() if e.kind == "http_request" and not e.data["caller"]]
     assert journal.verify().ok
 
