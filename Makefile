@@ -50,7 +50,7 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/pytest -q -n $(JOBS)
 
 unit-fast: $(VENV)/.installed-dev
-	$(BIN)/pytest -q -m "not integration and not slow"
+	$(BIN)/pytest -q -n 2 -m "not integration and not slow"
 
 ## Performance benchmarks (ratios against baselines measured in the same run).
 bench: $(VENV)/.installed-dev
