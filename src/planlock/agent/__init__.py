@@ -1,6 +1,6 @@
 """planlock.agent: the one place that knows the order: plan, validate, approve, execute, replan."""
 
-from planlock.agent._calls import call_checker, in_process_waiter
+from planlock.agent._calls import call_checker, in_process_waiter, resume_request
 from planlock.agent._prepare import Prepared, authorize, noter, prepare, recorder
 from planlock.agent._replan import Replanning, adopt, ask_revision, stop_at_checkpoint
 from planlock.agent._run import execute, run, run_sync
@@ -17,6 +17,7 @@ __all__ = [
     "noter",
     "prepare",
     "recorder",
+    "resume_request",
     "run",
     "run_sync",
     "stop_at_checkpoint",

@@ -6,6 +6,7 @@ settled (``call_checker``), and how a run in process waits for a call's answer
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ulid import ULID
 
@@ -30,7 +31,7 @@ from planlock.journal import Journal
 from planlock.policy import evaluate
 from planlock.validation import label_trust
 
-__all__ = ["call_checker", "in_process_waiter"]
+__all__ = ["call_checker", "in_process_waiter", "resume_request"]
 
 
 def call_checker(
@@ -141,3 +142,33 @@ def in_process_waiter(
         return decision
 
     return wait
+
+
+def resume_request(
+    prepared: Prepared, call: StepCall, round_no: int, request_id: str
+) -> tuple[ApprovalRequest, dict[str, Any]]:
+    """The request a durable engine stores when a non-idempotent call was interrupted after it
+    started (R11): the request, and its stored form (kind ``resume``, the round, the reason)."""
+    sid = call.step.id
+    base = prepared.plan_request()
+    why = (
+        f"step {sid} (tool {call.step.tool.name}, not idempotent) was interrupted after it "
+        "started; it may or may not have taken effect. Approve to run it again, deny to mark "
+        "it failed."
+    )
+    request = ApprovalRequest(
+        prepared.run_id,
+        base.plan,
+        base.plan_hash,
+        base.report,
+        step_id=sid,
+        args_hash=call.args_hash,
+        args=call.args,
+        provenance=call.provenance,
+        id=request_id,
+    )
+    reason = {"key": "resume_uncertain_step", "action": "require_approval", "message": why}
+    stored = {**request.to_json(), "kind": "resume", "round": round_no, "reasons": [reason]}
+    if call.item is not None:
+        stored["item"] = call.item
+    return request, stored

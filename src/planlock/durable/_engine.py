@@ -19,7 +19,7 @@ import anyio
 from dbos import DBOS, StepOptions, StepReservation
 
 from planlock._version import __version__
-from planlock.agent import Prepared
+from planlock.agent import Prepared, resume_request
 from planlock.approval import (
     ApprovalRequest,
     Decision,
@@ -287,27 +287,8 @@ class DBOSEngine:
 
     async def _ask_resume(self, call: StepCall, round_no: int) -> Decision:
         sid = call.step.id
-        base = self.prepared.plan_request()
-        why = (
-            f"step {sid} (tool {call.step.tool.name}, not idempotent) was interrupted after it "
-            "started; it may or may not have taken effect. Approve to run it again, deny to mark "
-            "it failed."
-        )
-        request = ApprovalRequest(
-            self.run_id,
-            base.plan,
-            base.plan_hash,
-            base.report,
-            step_id=sid,
-            args_hash=call.args_hash,
-            args=call.args,
-            provenance=call.provenance,
-            id=f"{self.run_id}.{sid}{self.suffix(call, '.')}.resume{round_no}",
-        )
-        reason = {"key": "resume_uncertain_step", "action": "require_approval", "message": why}
-        stored = {**request.to_json(), "kind": "resume", "round": round_no, "reasons": [reason]}
-        if call.item is not None:
-            stored["item"] = call.item
+        request_id = f"{self.run_id}.{sid}{self.suffix(call, '.')}.resume{round_no}"
+        request, stored = resume_request(self.prepared, call, round_no, request_id)
         await self.store(request, "resume", stored)
         await self.record(
             "approval_requested",
@@ -319,7 +300,7 @@ class DBOSEngine:
                 "item": call.item,
                 "args_hash": call.args_hash,
                 "round": round_no,
-                "reasons": [reason],
+                "reasons": stored["reasons"],
             },
         )
         slot = self.slots[sid, call.item].resumes[round_no]

@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 import anyio
 
-from planlock.agent import Prepared
+from planlock.agent import Prepared, resume_request
 from planlock.approval import ApprovalRequest, Approved, Decision, Denied, binding_problem, now_iso
 from planlock.core import canonical_json, sha256_hex
 from planlock.db import Database, transact
@@ -310,27 +310,9 @@ class RunCalls:
 
     async def _ask_resume(self, call: StepCall, round_no: int) -> Decision:
         sid = call.step.id
-        base = self.prepared.plan_request()
-        why = (
-            f"step {sid} (tool {call.step.tool.name}, not idempotent) was interrupted after it "
-            "started; it may or may not have taken effect. Approve to run it again, deny to mark "
-            "it failed."
+        request, stored = resume_request(
+            self.prepared, call, round_no, f"{self._base(call, '.')}.resume{round_no}"
         )
-        request = ApprovalRequest(
-            self.run_id,
-            base.plan,
-            base.plan_hash,
-            base.report,
-            step_id=sid,
-            args_hash=call.args_hash,
-            args=call.args,
-            provenance=call.provenance,
-            id=f"{self._base(call, '.')}.resume{round_no}",
-        )
-        reason = {"key": "resume_uncertain_step", "action": "require_approval", "message": why}
-        stored = {**request.to_json(), "kind": "resume", "round": round_no, "reasons": [reason]}
-        if call.item is not None:
-            stored["item"] = call.item
         if self._store(request, "resume", stored):
             await self._notify(stored)
         self.record.record(
@@ -343,7 +325,7 @@ class RunCalls:
                 "item": call.item,
                 "args_hash": call.args_hash,
                 "round": round_no,
-                "reasons": [reason],
+                "reasons": stored["reasons"],
             },
         )
         decision = await self._await(request, "waiting_resume")
