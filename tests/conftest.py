@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,6 +31,10 @@ TIERS = ("model", "postgres", "browser", "slow")
 # COLUMNS when the console is built (at import): a test could then not widen the CLI's output
 # with ``env={"COLUMNS": ...}``. Without it, the width is read at each print, as in a shell.
 os.environ.pop("COLUMNS", None)
+
+# The embedded model's on-disk prefix cache goes to a directory of this session (each xdist
+# worker its own), never the user's cache: a test starts from no cached prefix.
+os.environ["PLANLOCK_PREFIX_CACHE"] = tempfile.mkdtemp(prefix="planlock-test-prefix-")
 
 
 MODEL_FILES = frozenset({"tests/test_local_model.py", "tests/test_replan_local.py"})

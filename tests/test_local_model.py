@@ -178,6 +178,43 @@ def test_a_prompt_beyond_the_context_is_an_error(local_llm: LocalLLM) -> None:
 
 
 @pytest.mark.integration
+def test_a_fresh_model_restores_the_prompt_prefix_from_disk(
+    local_llm: LocalLLM, tmp_path: Path
+) -> None:
+    """Two model instances stand for two processes: the second reads only what follows the
+    prefix the first saved; another prefix is a miss. (``local_llm`` ensures the model file.)"""
+    system = "You answer yes or no about the tools below.\n" + "\n".join(
+        f"- tool_{i}(name: string) -> string: looks up record {i} by name." for i in range(40)
+    )
+
+    def ask(llm: LocalLLM, system_text: str, question: str) -> Any:
+        messages = (Message("system", system_text), Message("user", question))
+        request = LLMRequest(messages, "test", {"type": "boolean"}, max_tokens=8)
+        return anyio.run(llm.complete, request)
+
+    first = LocalLLM(prefix_cache=tmp_path)
+    try:
+        missed = ask(first, system, "Is there a tool_3?")
+    finally:
+        first.close()
+    assert missed.extra["prefix_cache"] == "miss"
+    assert len(list(tmp_path.glob("prefix-*.bin"))) == 1
+    second = LocalLLM(prefix_cache=tmp_path)
+    try:
+        hit = ask(second, system, "Is there a tool_7?")
+        # Another tool list is another key (a miss, saved); the tokens it shares with what the
+        # model holds are still reused by llama.cpp itself.
+        other = ask(second, system + "\n- drop(name: string): deletes it.", "Is there a drop?")
+    finally:
+        second.close()
+    assert hit.extra["prefix_cache"] == "restored"
+    assert hit.extra["cached_tokens"] >= hit.input_tokens - 20, "only the question was read"
+    assert hit.text in ("true", "false")
+    assert other.extra["prefix_cache"] == "miss"
+    assert len(list(tmp_path.glob("prefix-*.bin"))) == 2
+
+
+@pytest.mark.integration
 def test_a_quarantined_llm_step_runs_on_the_local_model(local_llm: LocalLLM) -> None:
     desk = demo.HelpDesk.sample()
     registry = demo.build_registry(desk)

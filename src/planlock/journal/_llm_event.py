@@ -32,7 +32,8 @@ def llm_called(
     ``json_schema_sha256`` (the SHA-256 of the requested reply schema's canonical JSON). With a
     ``reply``: its text (``reply``), ``model``, ``input_tokens``, ``output_tokens``,
     ``cached_tokens`` (None when the backend does not report it), ``finish_reason`` and
-    ``latency_s`` (the reply's, unless ``latency_s`` is given). With an ``error``: its text, and
+    ``latency_s`` (the reply's, unless ``latency_s`` is given), and ``prefix_cache`` when the
+    backend has one (``restored``, ``miss``, ...). With an ``error``: its text, and
     ``latency_s`` when given. ``extra`` adds the caller's context (``step``, ``attempt``,
     ``turn``, ...); it may not replace any of the fields above.
     """
@@ -51,6 +52,8 @@ def llm_called(
             "cached_tokens": reply.extra.get("cached_tokens"),
             "finish_reason": reply.finish_reason,
         }
+        if "prefix_cache" in reply.extra:  # the embedded model's on-disk prefix cache
+            data["prefix_cache"] = reply.extra["prefix_cache"]
         if latency_s is None:
             latency_s = reply.latency_s
     if error is not None:

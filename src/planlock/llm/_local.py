@@ -11,7 +11,8 @@ Decoding is constrained by the request's JSON Schema (llguidance, compact JSON),
 (temperature 0), and streamed: it stops at the token limit, at the request's time limit and on
 degenerate repetition (``_stream``), each an ``LLMCutOff`` carrying the partial reply, as is any
 other reply that did not stop normally. Progress (loading, reading the prompt,
-writing, tokens per second) goes to the request's ``on_progress``.
+writing, tokens per second) goes to the request's ``on_progress``. A long system message (the
+planner's instructions and tool list) is cached on disk across processes (``_prefix``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import anyio.to_thread
 
 from planlock.errors import LLMError
 from planlock.llm._base import LLMReply, LLMRequest
+from planlock.llm._prefix import PrefixCache, PrefixStatus, prefix_cache_from_env
 from planlock.llm._stream import REPORT_EVERY_S, Meter
 
 __all__ = ["DEFAULT_MODEL", "LocalLLM", "ModelFile", "default_cache_dir", "ensure_model"]
@@ -176,6 +178,7 @@ class LocalLLM:
         cache_prompt: bool = True,
         compact_json: bool = True,
         poll: int = 0,
+        prefix_cache: bool | Path | None = None,
     ) -> None:
         self.model_path = Path(model_path) if model_path is not None else None
         self.name = "local" if model_path is None else f"local:{model_path}"
@@ -188,10 +191,15 @@ class LocalLLM:
         """Constrain to compact JSON (about half the tokens of pretty-printed JSON)."""
         self.poll = poll
         """llama.cpp's busy-wait level (0-100); 0 sleeps, which holds up on a busy machine."""
+        self.prefix_cache_setting = prefix_cache
+        """False: no prefix cache; a path: the cache there; None: ``$PLANLOCK_PREFIX_CACHE``,
+        else on, under ``$PLANLOCK_CACHE/prefix``."""
+        self.prefix_cache: PrefixCache | None = None
         self.api_key = secrets.token_hex(16)
         self.load_seconds: float | None = None
         self._server: Any = None
         self._lock = threading.Lock()
+        self._call_lock = threading.Lock()
 
     @property
     def model_label(self) -> str:
@@ -229,12 +237,27 @@ class LocalLLM:
             params.verbosity = 0
             params.offline = True  # never reach for a model hub
             params.api_keys = [self.api_key]
+            cache = prefix_cache_from_env(
+                default_cache_dir, self._identity(path, xlc), setting=self.prefix_cache_setting
+            )
+            if cache is not None:
+                params.slot_save_path = str(cache.directory) + os.sep
             started = time.perf_counter()
             try:
                 self._server = xlc.Server(params)
             except (RuntimeError, ValueError) as exc:
                 raise LLMError(self.name, f"cannot load {path}: {exc}") from None
             self.load_seconds = time.perf_counter() - started
+            self.prefix_cache = cache
+
+    def _identity(self, path: Path, xlc: Any) -> str:
+        """The model and runtime a cached prefix belongs to."""
+        if self.model_path is None:
+            model = f"sha256:{DEFAULT_MODEL.sha256}"
+        else:
+            st = path.stat()
+            model = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        return f"{model}|xllamacpp {getattr(xlc, '__version__', '?')}|n_ctx {self.n_ctx}"
 
     @property
     def base_url(self) -> str:
@@ -325,10 +348,27 @@ class LocalLLM:
         return self._reply(meter, got)
 
     def _stream(self, body: dict[str, Any], on_chunk: Any, got: dict[str, Any]) -> None:
-        try:
-            self._server.handle_chat_completions(body, on_chunk)
-        except (RuntimeError, ValueError) as exc:
-            got.setdefault("error", f"request refused: {exc}")
+        cache, prefix = self.prefix_cache, _system_text(body)
+        status: PrefixStatus = "off"
+        with self._call_lock:  # one call at a time holds the model's one slot
+            if cache is not None:
+                status = cache.before(self._slots(), prefix)
+            got["prefix_cache"] = status
+            try:
+                self._server.handle_chat_completions(body, on_chunk)
+            except (RuntimeError, ValueError) as exc:
+                got.setdefault("error", f"request refused: {exc}")
+            if cache is None:
+                return
+            # Saved only when the prompt was read whole and the call ended on its own: an
+            # abandoned call may still be running in llama.cpp.
+            if got.get("finish") in ("stop", "length") and "error" not in got:
+                cache.after(self._slots(), prefix, status)
+            else:
+                cache.forget()
+
+    def _slots(self) -> _Slots:
+        return _Slots(self._server.listening_address, self.api_key)
 
     def _reply(self, meter: Meter, got: dict[str, Any]) -> LLMReply:
         if "error" in got and meter.stop_reason is None:
@@ -349,8 +389,45 @@ class LocalLLM:
             output_tokens=meter.tokens,
             latency_s=meter.elapsed_s,
             finish_reason=finish,
-            extra={"cached_tokens": int(details.get("cached_tokens", 0))},
+            extra={
+                "cached_tokens": int(details.get("cached_tokens", 0)),
+                "prefix_cache": got.get("prefix_cache", "off"),
+            },
         )
+
+
+def _system_text(body: dict[str, Any]) -> str | None:
+    messages = body.get("messages") or []
+    if messages and messages[0].get("role") == "system":
+        return str(messages[0].get("content"))
+    return None
+
+
+class _Slots:
+    """llama.cpp's slot save/restore, through the embedded server's own endpoint."""
+
+    def __init__(self, base: str, api_key: str) -> None:
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+
+    def _action(self, action: str, filename: str) -> dict[str, Any]:
+        import httpx  # noqa: PLC0415  (only when the cache is used)
+
+        reply = httpx.post(
+            f"{self.base}/slots/0?action={action}",
+            json={"filename": filename},
+            headers=self.headers,
+            timeout=120,
+        )
+        reply.raise_for_status()
+        data: dict[str, Any] = reply.json()
+        return data
+
+    def save(self, filename: str) -> None:
+        self._action("save", filename)
+
+    def restore(self, filename: str) -> int:
+        return int(self._action("restore", filename).get("n_restored", 0))
 
 
 def _take(chunk: Any, meter: Meter, got: dict[str, Any]) -> bool:
