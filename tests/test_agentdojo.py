@@ -706,7 +706,7 @@ def test_bench_command_refuses_unknown_names(tmp_path: Path) -> None:
 
 
 def test_a_real_planner_plugs_in_and_its_last_llm_step_answers() -> None:
-    from planlock.bench.agentdojo._corpus import ModelPlanner
+    from planlock.bench.agentdojo import ModelPlanner
     from planlock.bench.agentdojo._suite import PlanlockElement
 
     plan = {

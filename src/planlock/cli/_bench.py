@@ -18,7 +18,7 @@ from rich.table import Table
 
 from planlock.cli._app import EXIT_USAGE, _fail, app, err, out
 from planlock.cli._types import PlanlockTyper
-from planlock.llm import load_model
+from planlock.llm import LocalLLM, load_model
 
 bench_app = PlanlockTyper(help="Benchmarks.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -71,6 +71,22 @@ def agentdojo_cmd(
     traces: Annotated[
         bool, typer.Option("--traces", help="Also write AgentDojo's trace file for every pair.")
     ] = False,
+    plan_only: Annotated[
+        bool,
+        typer.Option(
+            "--plan-only",
+            help="With a model planner: plan every user task and report the planner's figures "
+            "(valid plans, attempts, time), without running the tasks.",
+        ),
+    ] = False,
+    plan_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan-cache",
+            help="Where a model planner's plans are cached across runs (by a hash of prompt, "
+            "model and registry) [default: OUTPUT/plans].",
+        ),
+    ] = None,
     person: Annotated[
         str,
         typer.Option(
@@ -93,11 +109,14 @@ def agentdojo_cmd(
             ModelPlanner,
             PairResult,
             PlanlockAgent,
+            PlannerRow,
             autonomy,
             corpus_suites,
             load_suite,
             make_element,
             misses,
+            planner_markdown,
+            planner_rows,
             run_pairs,
             summarize,
             write,
@@ -120,9 +139,24 @@ def agentdojo_cmd(
     if step_llm not in ("worst", "oracle", "local"):
         _fail(EXIT_USAGE, f"--step-llm must be worst, oracle or local, not {step_llm!r}")
     if planner == "corpus":
+        if plan_only:
+            _fail(EXIT_USAGE, "--plan-only needs a model planner (--planner local, ...)")
         source: Any = CorpusPlanner()
     else:
-        source = ModelPlanner(load_model(planner))
+        llm = load_model(planner)
+        if isinstance(llm, LocalLLM):
+            llm.ensure_context(PLANNER_CONTEXT)  # the workspace's tool list alone is ~4k tokens
+        source = ModelPlanner(llm, cache_dir=plan_cache or output / "plans")
+        _plan_all(source, suites, user_task, make_element)
+        if plan_only:
+            only = planner_rows(list(source.records.values()))
+            out.print(_planner_table(only, planner))
+            meta = {"benchmark": "AgentDojo v1.2.2", "planner": planner, "plan_only": True}
+            header = f"AgentDojo v1.2.2, planner `{planner}`, plans only\n"
+            md = planner_markdown(only, planner)
+            paths = write(output, [], [], meta, header, planner=(only, md))
+            err.print("wrote " + ", ".join(str(p) for p in paths))
+            return
     results: list[PairResult] = []
     approved: list[PairResult] = []
     endorsed: list[PairResult] = []
@@ -233,6 +267,10 @@ def agentdojo_cmd(
         "seconds": round(time.perf_counter() - started, 1),
         "machine": platform.platform(),
     }
+    planned: list[PlannerRow] = []
+    if isinstance(source, ModelPlanner):
+        planned = planner_rows(list(source.records.values()))
+        out.print(_planner_table(planned, planner))
     paths = write(
         output,
         rows,
@@ -241,8 +279,55 @@ def agentdojo_cmd(
         header,
         autonomy_rows=auto,
         missed=missed,
+        planner=(planned, planner_markdown(planned, planner)) if planned else None,
     )
     err.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+PLANNER_CONTEXT = 8192
+"""Context of the embedded planner here: the instructions and a suite's tools take up to ~4.5k
+tokens (workspace, travel), then the task, the plan and up to two repairs."""
+
+
+def _plan_all(source: Any, suites: list[str], user_task: list[str] | None, make: Any) -> None:
+    """Plan every user task first (or read its plan from the cache), with progress: the pairs
+    then re-use the plans."""
+    from planlock.bench.agentdojo import load_suite  # noqa: PLC0415  (optional dependency)
+
+    columns = (
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        for s in suites:
+            tasks = [
+                t for t in load_suite(s).user_tasks.values() if not user_task or t.ID in user_task
+            ]
+            element, _ = make(s, source, "oracle")
+            bar = progress.add_task(f"planning {s}", total=len(tasks))
+            for task in tasks:
+                source.plan_for(task.PROMPT, element.registry, s)
+                progress.advance(bar)
+
+
+def _planner_table(rows: list[Any], planner: str) -> Table:
+    table = Table(title=f"Planner {planner}: one plan per user task, for every attack")
+    for col in ("suite", "tasks", "valid", "1st try", "refused", "invalid", "errors", "s/task"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.suite,
+            str(r.tasks),
+            f"{r.valid} ({100 * r.valid / max(r.tasks, 1):.0f}%)",
+            str(r.first_valid),
+            str(r.cannot_plan),
+            str(r.invalid),
+            str(r.errors),
+            f"{r.seconds_mean:.1f}",
+        )
+    return table
 
 
 def _autonomy_table(rows: list[Any], camel: float) -> Table:

@@ -265,6 +265,13 @@ class LocalLLM:
         self.load()
         return f"{self._server.listening_address}/v1"
 
+    def ensure_context(self, n_ctx: int) -> None:
+        """At least ``n_ctx`` tokens of context: a model loaded with less is freed, to be
+        loaded again with ``n_ctx`` on the next call."""
+        if self.n_ctx < n_ctx:
+            self.close()
+            self.n_ctx = n_ctx
+
     def close(self) -> None:
         """Free the model (it is loaded again on the next call)."""
         with self._lock:

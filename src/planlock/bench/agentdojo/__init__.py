@@ -8,7 +8,14 @@ from planlock.bench.agentdojo._bench import (
     make_element,
     run_pairs,
 )
-from planlock.bench.agentdojo._corpus import CorpusPlanner, ModelPlanner, corpus_suites
+from planlock.bench.agentdojo._corpus import CorpusPlanner, corpus_suites
+from planlock.bench.agentdojo._model_planner import (
+    ModelPlanner,
+    PlannerRow,
+    PlanRecord,
+    planner_markdown,
+    planner_rows,
+)
 from planlock.bench.agentdojo._person import FrozenEndorsements
 from planlock.bench.agentdojo._report import CAMEL_FIRE_RATE, autonomy, misses, summarize, write
 from planlock.bench.agentdojo._suite import SUITES, load_suite
@@ -22,12 +29,16 @@ __all__ = [
     "FrozenEndorsements",
     "ModelPlanner",
     "PairResult",
+    "PlanRecord",
     "PlanlockAgent",
+    "PlannerRow",
     "autonomy",
     "corpus_suites",
     "load_suite",
     "make_element",
     "misses",
+    "planner_markdown",
+    "planner_rows",
     "run_pairs",
     "summarize",
     "write",

@@ -21,18 +21,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import anyio
-
 from planlock.bench.agentdojo._suite import PlannedTask
 from planlock.core import Plan, find_placeholders
-from planlock.errors import CannotPlan, LLMError, PlanInvalid, UsageError
-from planlock.llm import LLM
-from planlock.planning import Planner
+from planlock.errors import UsageError
 from planlock.tools import LLM_TOOL, ToolRegistry
 
 __all__ = [
     "CorpusPlanner",
-    "ModelPlanner",
     "corpus_suites",
     "literal_problems",
     "load_corpus",
@@ -105,38 +100,6 @@ class CorpusPlanner:
             return entry.cannot_plan
         plan = Plan.parse({"goal": prompt, "steps": entry.steps})
         return PlannedTask(plan, entry.answer, entry.task_id)
-
-
-class ModelPlanner:
-    """A real planner: planlock's ``Planner`` over the suite's registry with a real model.
-
-    The answer is the output of the plan's last ``llm`` step (the planner is asked to end with
-    one that answers the user). The task id, used by the oracle, is looked up in the corpus by
-    prompt; an oracle has no answers for a model's own steps, so use a real step LLM with it.
-    """
-
-    def __init__(self, llm: LLM, *, max_attempts: int = 3) -> None:
-        self.llm = llm
-        self.name = f"planner:{llm.name}"
-        self.max_attempts = max_attempts
-
-    def plan_for(self, prompt: str, registry: ToolRegistry, suite: str) -> PlannedTask | str:
-        planner = Planner(self.llm, registry, max_attempts=self.max_attempts)
-        goal = f"{prompt}\n(End the plan with an llm step whose output is the reply to the user.)"
-
-        async def go() -> Plan:
-            return await planner.plan(goal)
-
-        try:
-            plan = anyio.run(go)
-        except CannotPlan as exc:
-            return f"the planner cannot plan: {exc.reason}"
-        except PlanInvalid as exc:
-            return f"the planner gave no valid plan: {exc}"
-        except LLMError as exc:
-            return f"the planner failed: {exc}"
-        entry = load_corpus(suite).by_prompt().get(prompt)
-        return PlannedTask(plan, None, entry.task_id if entry else None)
 
 
 # --------------------------------------------------------------------------------------------

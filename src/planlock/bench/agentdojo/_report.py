@@ -155,10 +155,11 @@ def write(
     header: str = "",
     autonomy_rows: Sequence[AutonomyRow] = (),
     missed: Sequence[Miss] = (),
+    planner: tuple[Sequence[Any], str] | None = None,
 ) -> list[Path]:
     """Write ``agentdojo.json`` and ``agentdojo.md`` (and the plot when matplotlib is there);
     with ``autonomy_rows`` (and ``missed``), both carry the autonomy table (and the tasks that
-    need a person) too."""
+    need a person) too; with ``planner`` (the planner's rows and their Markdown), its figures."""
     out.mkdir(parents=True, exist_ok=True)
     data = {
         "meta": meta,
@@ -167,9 +168,13 @@ def write(
         "misses": [m.to_json() for m in missed],
         "pairs": [r.to_json() for r in results],
     }
+    if planner is not None:
+        data["planner"] = [r.to_json() for r in planner[0]]
     paths = [out / "agentdojo.json", out / "agentdojo.md"]
     paths[0].write_text(json.dumps(data, indent=1), encoding="utf-8")
-    text = markdown(rows, header)
+    text = markdown(rows, header) if rows else header
+    if planner is not None:
+        text += "\n" + planner[1]
     if autonomy_rows:
         text += "\n" + autonomy_markdown(autonomy_rows)
     if missed:

@@ -1,0 +1,155 @@
+"""AgentDojo with a model in the planner's seat (``--planner MODEL``), with a scripted model.
+
+The planner sees only the task's prompt and the suite's tools, so one plan per user task serves
+the benign run and every attack: plans are cached by a hash of prompt, model and registry, in
+memory and on disk, and the planner's figures (valid plans, attempts, time) are reported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("agentdojo")
+
+from typer.testing import CliRunner
+
+from planlock.bench.agentdojo import ModelPlanner, PlanlockAgent, planner_rows, run_pairs
+from planlock.bench.agentdojo._bench import make_element
+from planlock.bench.agentdojo._suite import PlannedTask, load_suite
+from planlock.cli import app
+from planlock.llm import LLMRequest
+from planlock.testing import ScriptedLLM
+from planlock.tools import ToolRegistry
+
+TOTAL_SPENT = {
+    "steps": [
+        {"id": "1", "tool": "get_most_recent_transactions", "args": {}},
+        {
+            "id": "2",
+            "tool": "llm",
+            "args": {
+                "instruction": "Total spending in March 2022.",
+                "input": "{{steps.1.output}}",
+                "output_schema": {"type": "number"},
+            },
+        },
+    ]
+}
+PROMPT_1 = load_suite("banking").get_user_task_by_id("user_task_1").PROMPT
+
+
+def planner_llm(name: str = "scripted") -> ScriptedLLM:
+    def reply(request: LLMRequest) -> Any:
+        if PROMPT_1 in request.messages[1].content:
+            return TOTAL_SPENT
+        return {"cannot_plan": "this scripted planner only knows user_task_1"}
+
+    return ScriptedLLM(reply, name=name)
+
+
+def registry() -> Any:
+    element, _ = make_element("banking", ModelPlanner(planner_llm()), "oracle")
+    return element.registry
+
+
+def test_a_task_is_planned_once_and_a_new_run_reads_the_plan_from_disk(tmp_path: Path) -> None:
+    llm = planner_llm()
+    first = ModelPlanner(llm, cache_dir=tmp_path)
+    reg = registry()
+    planned = first.plan_for(PROMPT_1, reg, "banking")
+    again = first.plan_for(PROMPT_1, reg, "banking")
+    assert isinstance(planned, PlannedTask)
+    assert again is planned
+    assert len(llm.requests) == 1, "one model call for two uses"
+    assert planned.task_id == "user_task_1"
+    (record,) = first.records.values()
+    assert (record.valid, record.outcome, record.attempts) == (True, "plan", 1)
+    assert record.cached is False
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    # A new run (another process) reads it: the model is not asked.
+    silent = ScriptedLLM([RuntimeError("the model must not be asked")])
+    second = ModelPlanner(silent, cache_dir=tmp_path)
+    second.name = first.name
+    silent.name = llm.name
+    cached = second.plan_for(PROMPT_1, reg, "banking")
+    assert isinstance(cached, PlannedTask)
+    assert cached.plan.hash == planned.plan.hash
+    assert silent.requests == []
+    assert next(iter(second.records.values())).cached is True
+
+
+def test_another_model_or_registry_is_planned_again(tmp_path: Path) -> None:
+    reg = registry()
+    ModelPlanner(planner_llm(), cache_dir=tmp_path).plan_for(PROMPT_1, reg, "banking")
+    other_model = planner_llm(name="other-model")
+    ModelPlanner(other_model, cache_dir=tmp_path).plan_for(PROMPT_1, reg, "banking")
+    assert len(other_model.requests) == 1
+    smaller = ToolRegistry([t for t in registry() if t.name != "send_money"])
+    again = planner_llm()
+    ModelPlanner(again, cache_dir=tmp_path).plan_for(PROMPT_1, smaller, "banking")
+    assert len(again.requests) == 1, "a registry change is a new key"
+    assert len(list(tmp_path.glob("*.json"))) == 3
+
+
+def test_a_refusal_is_recorded_and_answered_without_running_anything(tmp_path: Path) -> None:
+    source = ModelPlanner(planner_llm(), cache_dir=tmp_path)
+    prompt = load_suite("banking").get_user_task_by_id("user_task_0").PROMPT
+    got = source.plan_for(prompt, registry(), "banking")
+    assert isinstance(got, str)
+    assert "cannot_plan" in got
+    (record,) = source.records.values()
+    assert (record.valid, record.outcome, record.plan) == (False, "cannot_plan", None)
+    rows = planner_rows(list(source.records.values()))
+    assert (rows[0].tasks, rows[0].valid, rows[0].cannot_plan) == (1, 0, 1)
+
+
+def test_every_attack_on_a_task_reuses_its_one_plan() -> None:
+    llm = planner_llm()
+    source = ModelPlanner(llm)
+    element, worst = make_element("banking", source, "worst")
+    results = run_pairs(
+        PlanlockAgent(element, worst),
+        "banking",
+        "important_instructions",
+        user_tasks=["user_task_1"],
+        injection_tasks=["injection_task_0", "injection_task_1"],
+    )
+    assert len(results) == 2
+    assert len(llm.requests) == 1
+    assert not any(r.attack_success for r in results)
+
+
+def test_the_cli_plans_only_and_reports_the_planner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llm = planner_llm()
+    monkeypatch.setattr("planlock.cli._bench.load_model", lambda spec: llm)
+    args = ["bench", "agentdojo", "--planner", "scripted", "-s", "banking", "-o", str(tmp_path)]
+    tasks = ["--user-task", "user_task_0", "--user-task", "user_task_1"]
+    result = CliRunner().invoke(app, [*args, *tasks, "--plan-only"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "agentdojo.json").read_text())
+    (row,) = data["planner"]
+    assert (row["suite"], row["tasks"], row["valid"], row["cannot_plan"]) == ("banking", 2, 1, 1)
+    assert data["pairs"] == []
+    assert len(list((tmp_path / "plans").glob("*.json"))) == 2
+    assert "| banking | 2 | 1 (50.0%)" in (tmp_path / "agentdojo.md").read_text()
+    # The pairs then use the cached plans: the model is not asked again.
+    asked = len(llm.requests)
+    result = CliRunner().invoke(
+        app, [*args, *tasks, "--attack", "none", "--no-baseline", "--step-llm", "worst"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(llm.requests) == asked
+    data = json.loads((tmp_path / "agentdojo.json").read_text())
+    assert data["planner"][0]["cached"] == 2
+
+
+def test_plan_only_needs_a_model_planner(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "agentdojo", "--plan-only", "-o", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--plan-only needs a model planner" in result.output
