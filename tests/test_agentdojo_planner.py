@@ -130,11 +130,18 @@ def test_the_cli_plans_only_and_reports_the_planner(
     monkeypatch.setattr("planlock.cli._bench.load_model", lambda spec: llm)
     args = ["bench", "agentdojo", "--planner", "scripted", "-s", "banking", "-o", str(tmp_path)]
     tasks = ["--user-task", "user_task_0", "--user-task", "user_task_1"]
-    result = CliRunner().invoke(app, [*args, *tasks, "--plan-only"])
+    result = CliRunner().invoke(app, [*args, *tasks, "--plan-only", "--price", "2", "8"])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "agentdojo.json").read_text())
     (row,) = data["planner"]
     assert (row["suite"], row["tasks"], row["valid"], row["cannot_plan"]) == ("banking", 2, 1, 1)
+    # The cost estimate is the backend's token counts at the given prices.
+    records = [json.loads(f.read_text()) for f in (tmp_path / "plans").glob("*.json")]
+    tokens_in = sum(r["input_tokens"] for r in records)
+    tokens_out = sum(r["output_tokens"] for r in records)
+    assert (row["input_tokens"], row["output_tokens"]) == (tokens_in, tokens_out)
+    assert tokens_in > 1000
+    assert row["cost_usd"] == round((2 * tokens_in + 8 * tokens_out) / 1e6, 4)
     assert data["pairs"] == []
     assert len(list((tmp_path / "plans").glob("*.json"))) == 2
     assert "| banking | 2 | 1 (50.0%)" in (tmp_path / "agentdojo.md").read_text()

@@ -259,6 +259,29 @@ def test_the_openai_backend_plans_through_llama_cpps_server(local_llm: LocalLLM)
 
 
 @pytest.mark.integration
+def test_the_frontier_recipe_plans_agentdojo_through_an_openai_compatible_server(
+    local_llm: LocalLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/agentdojo-results.md's recipe for a planner behind an API key (``openai:MODEL``),
+    run against llama.cpp's OpenAI-compatible server on 127.0.0.1 instead of a paid one."""
+    pytest.importorskip("agentdojo")
+    monkeypatch.setenv("OPENAI_API_KEY", local_llm.api_key)
+    spec = f"openai:qwen@{local_llm.base_url}"
+    args = ["bench", "agentdojo", "--planner", spec, "-s", "banking", "-o", str(tmp_path)]
+    args += ["--user-task", "user_task_1", "--plan-only", "--price", "2", "8"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((tmp_path / "agentdojo.json").read_text())["planner"]
+    assert row["tasks"] == 1
+    assert row["input_tokens"] > 1000, "the suite's tools were in the prompt"
+    assert row["cost_usd"] == round((2 * row["input_tokens"] + 8 * row["output_tokens"]) / 1e6, 4)
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "plans").glob("*.json")]
+    assert record["outcome"] in ("plan", "cannot_plan", "invalid"), record["detail"]
+    if record["valid"]:
+        assert any(s["tool"] == "get_most_recent_transactions" for s in record["plan"]["steps"])
+
+
+@pytest.mark.integration
 def test_the_embedded_server_refuses_a_wrong_key(local_llm: LocalLLM) -> None:
     llm = OpenAILLM("qwen", base_url=local_llm.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(LLMError, match=r"authentication failed|HTTP 401"):

@@ -87,6 +87,14 @@ def agentdojo_cmd(
             "model and registry) [default: OUTPUT/plans].",
         ),
     ] = None,
+    price: Annotated[
+        tuple[float, float] | None,
+        typer.Option(
+            "--price",
+            help="The planner model's price, USD per million input and output tokens (e.g. "
+            "--price 2 8): the report estimates the planning cost from the token counts.",
+        ),
+    ] = None,
     person: Annotated[
         str,
         typer.Option(
@@ -149,9 +157,15 @@ def agentdojo_cmd(
         source = ModelPlanner(llm, cache_dir=plan_cache or output / "plans")
         _plan_all(source, suites, user_task, make_element)
         if plan_only:
-            only = planner_rows(list(source.records.values()))
+            only = planner_rows(list(source.records.values()), price)
             out.print(_planner_table(only, planner))
-            meta = {"benchmark": "AgentDojo v1.2.2", "planner": planner, "plan_only": True}
+            meta = {
+                "benchmark": "AgentDojo v1.2.2",
+                "planner": planner,
+                "plan_only": True,
+                "price_usd_per_mtok": price,
+                "machine": platform.platform(),
+            }
             header = f"AgentDojo v1.2.2, planner `{planner}`, plans only\n"
             md = planner_markdown(only, planner)
             paths = write(output, [], [], meta, header, planner=(only, md))
@@ -264,12 +278,13 @@ def agentdojo_cmd(
         "suites": suites,
         "attacks": [a or "none" for a in attacks],
         "person": person,
+        "price_usd_per_mtok": price,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": platform.platform(),
     }
     planned: list[PlannerRow] = []
     if isinstance(source, ModelPlanner):
-        planned = planner_rows(list(source.records.values()))
+        planned = planner_rows(list(source.records.values()), price)
         out.print(_planner_table(planned, planner))
     paths = write(
         output,
@@ -314,7 +329,8 @@ def _plan_all(source: Any, suites: list[str], user_task: list[str] | None, make:
 
 def _planner_table(rows: list[Any], planner: str) -> Table:
     table = Table(title=f"Planner {planner}: one plan per user task, for every attack")
-    for col in ("suite", "tasks", "valid", "1st try", "refused", "invalid", "errors", "s/task"):
+    cols = ["suite", "tasks", "valid", "1st try", "refused", "invalid", "errors", "s/task"]
+    for col in [*cols, "tokens in/out", "est. USD"]:
         table.add_column(col)
     for r in rows:
         table.add_row(
@@ -326,6 +342,8 @@ def _planner_table(rows: list[Any], planner: str) -> Table:
             str(r.invalid),
             str(r.errors),
             f"{r.seconds_mean:.1f}",
+            f"{r.input_tokens:,}/{r.output_tokens:,}",
+            "-" if r.cost_usd is None else f"{r.cost_usd:.2f}",
         )
     return table
 

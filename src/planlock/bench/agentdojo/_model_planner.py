@@ -188,13 +188,21 @@ class PlannerRow:
     cached: int
     """Tasks whose plan was read from the disk cache (planned in an earlier run)."""
     output_tokens_mean: float
+    input_tokens: int = 0
+    """Total prompt tokens of the tasks planned (all attempts), as the backend counted them."""
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    """``input_tokens`` and ``output_tokens`` at the prices given (USD per million tokens)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def planner_rows(records: Sequence[PlanRecord]) -> list[PlannerRow]:
-    """Per suite, then ``all``: valid-plan rate, outcomes and planning time."""
+def planner_rows(
+    records: Sequence[PlanRecord], prices: tuple[float, float] | None = None
+) -> list[PlannerRow]:
+    """Per suite, then ``all``: valid-plan rate, outcomes, planning time and tokens; with
+    ``prices`` (USD per million input and output tokens), the estimated cost."""
     suites = sorted({r.suite for r in records})
     groups = [(s, [r for r in records if r.suite == s]) for s in suites]
     if len(suites) > 1:
@@ -202,6 +210,11 @@ def planner_rows(records: Sequence[PlanRecord]) -> list[PlannerRow]:
     rows = []
     for suite, group in groups:
         seconds = [r.seconds for r in group]
+        tokens_in = sum(r.input_tokens for r in group)
+        tokens_out = sum(r.output_tokens for r in group)
+        cost = None
+        if prices is not None:
+            cost = round((tokens_in * prices[0] + tokens_out * prices[1]) / 1e6, 4)
         rows.append(
             PlannerRow(
                 suite=suite,
@@ -219,6 +232,9 @@ def planner_rows(records: Sequence[PlanRecord]) -> list[PlannerRow]:
                 output_tokens_mean=round(statistics.fmean(r.output_tokens for r in group), 1)
                 if group
                 else 0.0,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                cost_usd=cost,
             )
         )
     return rows
@@ -233,15 +249,17 @@ def planner_markdown(rows: Sequence[PlannerRow], planner: str) -> str:
         "",
         (
             "| suite | tasks | valid plans | valid on 1st attempt | refused | invalid | errors "
-            "| with coverage warnings | s/task (mean, median) | s total | from cache |"
+            "| with coverage warnings | s/task (mean, median) | s total | from cache "
+            "| tokens in, out | est. cost (USD) |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         share = f"{100 * r.valid / r.tasks:.1f}%" if r.tasks else "-"
         lines.append(
             f"| {r.suite} | {r.tasks} | {r.valid} ({share}) | {r.first_valid} | {r.cannot_plan} "
             f"| {r.invalid} | {r.errors} | {r.warned} | {r.seconds_mean}, {r.seconds_median} "
-            f"| {r.seconds_total} | {r.cached} |"
+            f"| {r.seconds_total} | {r.cached} | {r.input_tokens:,}, {r.output_tokens:,} "
+            f"| {'-' if r.cost_usd is None else f'{r.cost_usd:.2f}'} |"
         )
     return "\n".join(lines) + "\n"
