@@ -201,3 +201,34 @@ def test_requeue_refuses_a_live_lease_unless_forced(site: Any) -> None:
     assert reap(fork_worker(site.journal, "w2", LONG, once=True)) == 0
     assert site.queue.run_status(run_id) == "succeeded"
     assert json.loads(json.dumps(site.queue.runs()))[0]["state"] == "done"
+
+
+def test_a_resume_request_is_listed_shown_and_answered_over_http(site: Any) -> None:
+    """``GET /api/approvals`` answered 500 while a resume request was pending (its kind was not
+    in the schema): found by the serve crash suite."""
+    from fastapi.testclient import TestClient
+    from test_server_support import TOKENS, auth
+
+    from planlock.server import QueueEngine, ServerConfig, TokenStore, create_app
+
+    run_id = killed_mid_run(site, "send:after")
+    worker = fork_worker(site.journal, "w1", LONG, once=True)
+    wait_for(lambda: site.queue.run(run_id)["state"] == "waiting for resume")
+    engine = QueueEngine(Journal.open(site.journal), registry)
+    app = create_app(engine, TokenStore.from_tokens(TOKENS), ServerConfig(workers=0))
+    with TestClient(app) as c:
+        listed = c.get("/api/approvals", headers=auth("alice"))
+        assert listed.status_code == 200, listed.text
+        (item,) = listed.json()
+        assert (item["kind"], item["run_id"], item["step_id"]) == ("resume", run_id, "s")
+        assert item["why"][0].startswith("step s (tool send, not idempotent) was interrupted")
+        shown = c.get(f"/api/approvals/{item['id']}", headers=auth("alice"))
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["kind"] == "resume"
+        body = {"plan_hash": item["plan_hash"], "args_hash": item["args_hash"], "reason": "sent"}
+        denied = c.post(f"/api/approvals/{item['id']}/deny", json=body, headers=auth("alice"))
+        assert denied.status_code == 200, denied.text
+    engine.close()
+    assert reap(worker) == 0
+    assert site.count("send")[f"{run_id}:s"] == 1  # not sent again
+    assert site.queue.run_status(run_id) == "failed"
