@@ -157,7 +157,11 @@ def serve_cmd(
     worker_id: Annotated[
         str | None,
         typer.Option(
-            "--id", help="With --engine dbos: the in-server worker's id [default: HOST-serve]."
+            "--id",
+            help="This server's id: its worker N is ID:http-N, and a server restarted with the "
+            "same id takes its own unfinished runs back at once; no two live servers may share "
+            "one (with --engine dbos: the in-server DBOS worker's id) "
+            "[default: HOST:PORT; dbos: HOST-serve].",
         ),
     ] = None,
 ) -> None:
@@ -184,11 +188,19 @@ def serve_cmd(
     llm = _model(model) if model else None
     if engine_name not in ("queue", "dbos"):
         _fail(EXIT_USAGE, f"unknown engine {engine_name!r} (use queue or dbos)")
+    listener = _listen(host, port)  # before any worker starts: the port is this server's
+    bound = int(listener.getsockname()[1])
     engine = (
         durable_engine(tools, journal, rules, llm, db, worker_id, held)
         if engine_name == "dbos"
         else QueueEngine(
-            _open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm, lease=held
+            _open_journal(journal),
+            registry,
+            policy=rules,
+            tools_spec=tools,
+            llm=llm,
+            lease=held,
+            server_id=worker_id or f"{socket.gethostname()}:{bound}",
         )
     )
     config = ServerConfig(
@@ -206,14 +218,32 @@ def serve_cmd(
         anonymous_window=anonymous_window,
     )
     api = create_app(engine, store, config)
+    shown = f"[{host}]" if ":" in host else host
     err.print(
-        f"planlock serve: http://{host}:{port}/ ({len(store)} token(s), {workers} worker(s))",
+        f"planlock serve: http://{shown}:{bound}/ ({len(store)} token(s), {workers} worker(s))",
         highlight=False,
     )
     try:
-        uvicorn.run(api, host=host, port=port, log_level="warning", lifespan="on")
+        uvicorn.run(api, fd=listener.fileno(), log_level="warning", lifespan="on")
     finally:
         engine.close()
+        listener.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound now. The workers start only once the app does,
+    after this: a second server started on a port already served fails here, before any of its
+    workers could take the first one's runs as its own (the default id is ``HOST:PORT``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)  # listening: with SO_REUSEADDR a mere bind would not hold the port
+    except OSError as exc:
+        sock.close()
+        _fail(1, f"cannot listen on {host}:{port}: {exc.strerror}")  # uvicorn's exit code for it
+    return sock
 
 
 def durable_engine(
