@@ -216,13 +216,21 @@ def operator(
 
 
 def check_crash_outcome(
-    journal_spec: str | Path, queue: ApprovalQueue, runs: list[str], effects: Path
+    journal_spec: str | Path,
+    queue: ApprovalQueue,
+    runs: list[str],
+    effects: Path,
+    *,
+    refused_ok: bool = False,
 ) -> Counter[str]:
     """After a crash suite: every run finished exactly once (one ``run_finished``, its status in
     the table), each step event once, no call after its step's result was journaled, at most
     one send per run (exactly one if it succeeded; a failed run failed only at an interrupted
     send), idempotent writes applied once per key, at least half the runs succeeded, and the
-    journal verifies. Returns the recoveries by reason (``run_claimed``'s ``reason``)."""
+    journal verifies. With ``refused_ok``, a run may end ``refused`` because its grant is not in
+    the journal (its decision was committed, and its decider killed before journaling it): then
+    it called nothing. Returns the recoveries by reason (``run_claimed``'s ``reason``), and
+    ``refused`` runs."""
     journal = Journal.open(journal_spec)
     assert journal.verify().ok
     by_run: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
@@ -251,7 +259,14 @@ def check_crash_outcome(
                 recovered[d["reason"]] += 1
         sends = len(made.get(f"{run_id}:s", []))
         assert sends <= 1, f"{run_id}: sent {sends} times"
-        if finished["status"] == "succeeded":
+        if finished["status"] == "refused" and refused_ok:
+            (refusal,) = [d for k, d, _ in evs if k == "approval_refused"]
+            assert refusal["problem"].endswith("does not match the journal"), refusal
+            assert kinds["approval_granted"] == 0, run_id
+            assert kinds["step_started"] == 0, run_id
+            assert not any(key.startswith(f"{run_id}:") for key in made), run_id
+            recovered["refused"] += 1
+        elif finished["status"] == "succeeded":
             assert sends == 1, run_id
         else:  # only an interrupted send a person declined to repeat (it was sent), or one
             # interrupted again after every allowed resume
@@ -261,7 +276,8 @@ def check_crash_outcome(
             assert (declined and sends == 1) or kinds["approval_used"] >= MAX_RESUMES + 1
     assert final["succeeded"] >= len(runs) // 2, final
     puts = Counter(k for k, t, _ in calls(effects) if t == "put")
-    assert effects_applied(effects) == len(puts) == 2 * len(runs)  # once per key, however often
+    expected = 2 * (len(runs) - recovered["refused"])
+    assert effects_applied(effects) == len(puts) == expected  # once per key, however often
     sends = sum(len(made.get(f"{r}:s", [])) for r in runs)
     sys.stderr.write(
         f"  recoveries {dict(recovered)}; put calls {sum(puts.values())} for {len(puts)} keys "
