@@ -19,7 +19,7 @@ import pytest
 from test_queue_support import ALLOW as ALLOW_ALL
 from test_queue_support import calls, fork_worker, plan, reap, registry
 
-from planlock import Journal, Plan, UsageError
+from planlock import Journal, Plan, Policy, UsageError
 from planlock.queue import ApprovalQueue, Lease
 from planlock.queue._notify import approval_message
 
@@ -232,3 +232,42 @@ def test_a_resume_request_is_listed_shown_and_answered_over_http(site: Any) -> N
     assert reap(worker) == 0
     assert site.count("send")[f"{run_id}:s"] == 1  # not sent again
     assert site.queue.run_status(run_id) == "failed"
+
+
+def test_a_decider_killed_right_after_its_commit_leaves_its_answer_journaled(site: Any) -> None:
+    """The answer and its journal event are one transaction. Before, the event was written
+    after the commit: the serve crash suite killed the server between the two, and the worker
+    refused the approved run (its grant was not in the journal, R7)."""
+    import os
+    import signal
+
+    from test_queue_support import fork
+
+    ask = Policy.model_validate({"effects": {"write": "allow", "send": "require_approval"}})
+
+    async def go() -> Any:
+        return await site.queue.submit(Plan.parse(plan("d", width=1)), registry, policy=ask)
+
+    submitted = anyio.run(go)
+    assert submitted.approval_id is not None
+
+    def decide_then_die() -> None:
+        queue = ApprovalQueue(Journal.open(site.journal))
+        transact = queue._transact
+
+        def then_die(body: Any, committed: Any) -> Any:
+            out = transact(body, committed)
+            if body.__name__ == "answer":  # committed: die before anything else happens
+                os.kill(os.getpid(), signal.SIGKILL)
+            return out
+
+        queue._transact = then_die  # type: ignore[method-assign,assignment]
+        queue.decide(submitted.approval_id, approve=True, by="alice")
+
+    assert reap(fork(decide_then_die)) is None  # killed
+    granted = events(site, submitted.run_id, "approval_granted")
+    assert [g["id"] for g in granted] == [submitted.approval_id]
+    assert reap(fork_worker(site.journal, "w1", LONG, once=True)) == 0
+    assert site.queue.run_status(submitted.run_id) == "succeeded"
+    assert site.count("send")[f"{submitted.run_id}:s"] == 1
+    assert site.queue.journal.verify().ok

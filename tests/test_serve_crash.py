@@ -58,10 +58,6 @@ WORKERS = 3
 POLICY = '{"effects": {"write": "allow", "send": "require_approval"}}'
 """The send needs a person: each run is submitted, then approved over HTTP."""
 COMMAND = typer.main.get_command(app)
-ENDED = (*FINAL, "refused")
-"""A run can also end refused: when the server dies after committing a person's approval and
-before journaling it, the worker finds no ``approval_granted`` in the journal for the grant and
-refuses it (R7: the table alone never lets a plan run)."""
 FLAGS = ("put:before", "put:after", "send:before", "send:after")
 """Kill points inside a tool (``test_queue_support._crash``): the server kills itself there."""
 
@@ -259,7 +255,7 @@ def test_sigkill_of_serve_at_random_points_loses_and_repeats_nothing(
         while time.monotonic() < deadline:
             h.approve()
             operator(h.queue, effects, answers, only_resumes=False)
-            if sum(statuses(h.queue)[s] for s in ENDED) == len(_all_runs(h.queue)):
+            if sum(statuses(h.queue)[s] for s in FINAL) == len(_all_runs(h.queue)):
                 break
             time.sleep(0.05)
     finally:
@@ -280,9 +276,11 @@ def test_sigkill_of_serve_at_random_points_loses_and_repeats_nothing(
     )
     assert h.stats["kills_with_work"] >= KILLS
     assert set(h.acknowledged) <= set(runs)  # every 201 was stored
-    assert sum(final[s] for s in ENDED) == len(runs), final  # 0 stranded, 0 left behind
+    assert sum(final[s] for s in FINAL) == len(runs), final  # 0 stranded, 0 left behind
     assert held_by(h.queue, "%") == 0
-    recovered = check_crash_outcome(journal_spec, h.queue, runs, effects, refused_ok=True)
+    # Each run is killed 3-6 times on average (the queue suite's, about once): more of them are
+    # cut between a send and its recorded result, which a person then marks failed.
+    recovered = check_crash_outcome(journal_spec, h.queue, runs, effects, succeeded=0.3)
     assert recovered["restart"] > 0
     assert recovered["lease expired"] > 0
     for point in (*(f"in a tool: {f}" for f in FLAGS), "during a submit request"):
