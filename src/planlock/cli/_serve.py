@@ -188,21 +188,6 @@ def serve_cmd(
     llm = _model(model) if model else None
     if engine_name not in ("queue", "dbos"):
         _fail(EXIT_USAGE, f"unknown engine {engine_name!r} (use queue or dbos)")
-    listener = _listen(host, port)  # before any worker starts: the port is this server's
-    bound = int(listener.getsockname()[1])
-    engine = (
-        durable_engine(tools, journal, rules, llm, db, worker_id, held)
-        if engine_name == "dbos"
-        else QueueEngine(
-            _open_journal(journal),
-            registry,
-            policy=rules,
-            tools_spec=tools,
-            llm=llm,
-            lease=held,
-            server_id=worker_id or f"{socket.gethostname()}:{bound}",
-        )
-    )
     config = ServerConfig(
         allow_self_approval=allow_self_approval,
         planner=llm,
@@ -217,17 +202,32 @@ def serve_cmd(
         auth_window=auth_window,
         anonymous_window=anonymous_window,
     )
-    api = create_app(engine, store, config)
-    shown = f"[{host}]" if ":" in host else host
-    err.print(
-        f"planlock serve: http://{shown}:{bound}/ ({len(store)} token(s), {workers} worker(s))",
-        highlight=False,
-    )
-    try:
-        uvicorn.run(api, fd=listener.fileno(), log_level="warning", lifespan="on")
-    finally:
-        engine.close()
-        listener.close()
+    with _listen(host, port) as listener:  # before any worker starts: the port is this server's
+        bound = int(listener.getsockname()[1])
+        engine = (
+            durable_engine(tools, journal, rules, llm, db, worker_id, held)
+            if engine_name == "dbos"
+            else QueueEngine(
+                _open_journal(journal),
+                registry,
+                policy=rules,
+                tools_spec=tools,
+                llm=llm,
+                lease=held,
+                server_id=worker_id or f"{socket.gethostname()}:{bound}",
+            )
+        )
+        try:
+            api = create_app(engine, store, config)
+            shown = f"[{host}]" if ":" in host else host
+            err.print(
+                f"planlock serve: http://{shown}:{bound}/ ({len(store)} token(s), "
+                f"{workers} worker(s))",
+                highlight=False,
+            )
+            uvicorn.run(api, fd=listener.fileno(), log_level="warning", lifespan="on")
+        finally:
+            engine.close()
 
 
 def _listen(host: str, port: int) -> socket.socket:
