@@ -7,9 +7,9 @@ submitter and an approver use its HTTP API: plans need a person (the send), so e
 submitted, waits, and is approved over HTTP. The test kills the server with SIGKILL, either at a
 random moment (a timer, often while a request is in flight) or from inside a tool: before or
 after a ``put`` or a ``send``, after the effect and before its result is recorded. It restarts
-the server on the same port at once: with the same id (the default, ``HOST:PORT``), it takes its
-own runs back at once; one time in five with a new ``--id``, so the old id's runs wait for their
-lease (1 s) to expire. A "person" answers resume requests by the effect log.
+the server on the same port at once: with the same id (the default, ``HOST:ADDRESS:PORT``), it
+takes its own runs back at once; one time in five with a new ``--id``, so the old id's runs wait
+for their lease (1 s) to expire. A "person" answers resume requests by the effect log.
 
 Afterwards (``check_crash_outcome``, as for the queue workers' suite): every run in the table
 finished exactly once, none is stranded, no send happened twice, writes were applied once per
@@ -98,7 +98,7 @@ class Harness:
         self.stats: Counter[str] = Counter()
         self.acknowledged: list[str] = []  # run ids the API answered 201 for
         self.pid = 0
-        self.server_id = f"{socket.gethostname()}:{port}"
+        self.server_id = f"{socket.gethostname()}:127.0.0.1:{port}"
         self.generation = 0
         self.in_request = ""
         self.killed_during = ""
@@ -111,7 +111,7 @@ class Harness:
         port = self.port if port is None else port
         args += ["--journal", self.spec, "--policy", str(policy), "--port", str(port)]
         args += ["--workers", str(WORKERS), "--lease", "1s", "--heartbeat", "0.25s"]
-        if self.server_id != f"{socket.gethostname()}:{self.port}":
+        if self.server_id != f"{socket.gethostname()}:127.0.0.1:{self.port}":
             args += ["--id", self.server_id]
         return args
 
@@ -237,7 +237,7 @@ def test_sigkill_of_serve_at_random_points_loses_and_repeats_nothing(
             elif held:
                 points["between calls or waiting (timer)"] += 1
             if h.killed_during:
-                points[f"during a {h.killed_during} request"] += 1
+                points[f"during the {h.killed_during} request"] += 1
             if not held and not h.killed_during:
                 points["idle"] += 1
             h.stats["kills_with_work"] += bool(held or h.killed_during)
@@ -248,7 +248,7 @@ def test_sigkill_of_serve_at_random_points_loses_and_repeats_nothing(
                 h.server_id = f"crash-{h.generation}"
                 h.stats["restarts_with_a_new_id"] += 1
             elif h.server_id.startswith("crash-"):
-                h.server_id = f"{socket.gethostname()}:{h.port}"  # back to the default id
+                h.server_id = f"{socket.gethostname()}:127.0.0.1:{h.port}"  # the default id again
             h.start()
         h.stats["kill_phase_ms"] = int((time.monotonic() - started) * 1000)
         deadline = time.monotonic() + 120
@@ -283,7 +283,8 @@ def test_sigkill_of_serve_at_random_points_loses_and_repeats_nothing(
     recovered = check_crash_outcome(journal_spec, h.queue, runs, effects, succeeded=0.3)
     assert recovered["restart"] > 0
     assert recovered["lease expired"] > 0
-    for point in (*(f"in a tool: {f}" for f in FLAGS), "during a submit request"):
+    requests = ("during the submit request", "during the approve request")
+    for point in (*(f"in a tool: {f}" for f in FLAGS), *requests):
         assert points[point] > 0, (point, points)
     assert points["in a tool call (timer)"] + points["between calls or waiting (timer)"] > 0
 

@@ -166,8 +166,8 @@ def test_a_limit_that_makes_no_sense_is_a_usage_error(bad: dict[str, Any]) -> No
 def test_serve_names_its_workers_after_its_port_or_its_id(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Worker N is ``HOST:PORT:http-N`` (``--id``: ``ID:http-N``), the same at every start: a
-    restarted server takes its own runs back at once (tests/test_serve_crash.py)."""
+    """Worker N is ``HOST:ADDRESS:PORT:http-N`` (``--id``: ``ID:http-N``), the same at every
+    start: a restarted server takes its own runs back at once (tests/test_serve_crash.py)."""
     import uvicorn
     from typer.testing import CliRunner
 
@@ -179,7 +179,8 @@ def test_serve_names_its_workers_after_its_port_or_its_id(
     args = ["serve", "--tools", "planlock.demo:registry", "--tokens", str(tmp_path / "tokens.toml")]
     args += ["--journal", str(tmp_path / "j.db")]
     port = free_port()
-    for extra, prefix in (([], f"{socket.gethostname()}:{port}"), (["--id", "blue"], "blue")):
+    default = f"{socket.gethostname()}:127.0.0.1:{port}"
+    for extra, prefix in (([], default), (["--id", "blue"], "blue")):
         result = CliRunner().invoke(app, [*args, "--port", str(port), *extra])
         assert result.exit_code == 0, result.output
         api, kw = started.pop()
@@ -191,7 +192,7 @@ def test_serve_names_its_workers_after_its_port_or_its_id(
 def test_a_second_serve_on_a_port_in_use_exits_before_its_workers_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Its default id is the live one's (``HOST:PORT``): had its workers started, they would
+    """Its default id is the live one's (``HOST:ADDRESS:PORT``): had its workers started, they would
     have taken the live server's runs as their own."""
     import uvicorn
     from typer.testing import CliRunner

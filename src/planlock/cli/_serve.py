@@ -161,7 +161,7 @@ def serve_cmd(
             help="This server's id: its worker N is ID:http-N, and a server restarted with the "
             "same id takes its own unfinished runs back at once; no two live servers may share "
             "one (with --engine dbos: the in-server DBOS worker's id) "
-            "[default: HOST:PORT; dbos: HOST-serve].",
+            "[default: HOST:ADDRESS:PORT; dbos: HOST-serve].",
         ),
     ] = None,
 ) -> None:
@@ -203,7 +203,7 @@ def serve_cmd(
         anonymous_window=anonymous_window,
     )
     with _listen(host, port) as listener:  # before any worker starts: the port is this server's
-        bound = int(listener.getsockname()[1])
+        bound = int(listener.getsockname()[1])  # --port 0: the port the system chose
         engine = (
             durable_engine(tools, journal, rules, llm, db, worker_id, held)
             if engine_name == "dbos"
@@ -214,7 +214,7 @@ def serve_cmd(
                 tools_spec=tools,
                 llm=llm,
                 lease=held,
-                server_id=worker_id or f"{socket.gethostname()}:{bound}",
+                server_id=worker_id or default_server_id(listener),
             )
         )
         try:
@@ -233,7 +233,7 @@ def serve_cmd(
 def _listen(host: str, port: int) -> socket.socket:
     """The server's listening socket, bound now. The workers start only once the app does,
     after this: a second server started on a port already served fails here, before any of its
-    workers could take the first one's runs as its own (the default id is ``HOST:PORT``)."""
+    workers could take the first one's runs as its own (``default_server_id``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
@@ -244,6 +244,15 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.close()
         _fail(1, f"cannot listen on {host}:{port}: {exc.strerror}")  # uvicorn's exit code for it
     return sock
+
+
+def default_server_id(listener: socket.socket) -> str:
+    """``HOST:ADDRESS:PORT`` of the bound socket: the same at every start of a server on the
+    same address and port, and no other live server on this host can have it (the system lets
+    one socket listen on an address and port; the wildcard address conflicts with every one)."""
+    address, port = listener.getsockname()[:2]
+    shown = f"[{address}]" if ":" in address else address
+    return f"{socket.gethostname()}:{shown}:{port}"
 
 
 def durable_engine(

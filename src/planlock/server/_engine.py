@@ -149,9 +149,9 @@ class QueueEngine:
         self.server_id = server_id or f"{socket.gethostname()}:{os.getpid()}"
         """Worker N of this server is ``SERVER_ID:http-N``. A server restarted with the same id
         takes its own workers' unfinished runs back at once (as ``planlock worker --id`` does);
-        so no two live servers may share one (``planlock serve`` defaults to ``HOST:PORT``, the
-        port it holds). The default here, ``HOST:PID``, is unique but new at each start: a dead
-        server's runs then wait for their leases to expire."""
+        so no two live servers may share one (``planlock serve`` defaults to
+        ``HOST:ADDRESS:PORT``, the address and port it holds). The default here, ``HOST:PID``,
+        is unique but new at each start: a dead server's runs then wait for their leases."""
         self.queue = ApprovalQueue(journal)
         self._db = database_of(journal.store)
         """A second connection, for the reads the queue has no method for (runs)."""
