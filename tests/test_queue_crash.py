@@ -22,45 +22,32 @@ import signal
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from test_queue_support import ALLOW, PAUSE, calls, fork_worker, plan, registry
+from test_queue_support import (
+    ALLOW,
+    FINAL,
+    PAUSE,
+    check_crash_outcome,
+    fork_worker,
+    held_by,
+    operator,
+    plan,
+    registry,
+    statuses,
+)
 
 from planlock import Journal, Plan
-from planlock.queue import MAX_RESUMES, ApprovalQueue, Lease
+from planlock.queue import ApprovalQueue, Lease
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KILLS = int(os.environ.get("PLANLOCK_QUEUE_CRASH_KILLS", "200"))
 WORKERS = 4
 LEASE = Lease(timedelta(seconds=1), timedelta(seconds=0.25))
-HELD = ("running", "waiting_approval", "waiting_resume")
-FINAL = ("succeeded", "failed")
-
-
-def held_by(queue: ApprovalQueue, worker: str) -> int:
-    marks = ", ".join("?" for _ in HELD)
-    sql = f"SELECT COUNT(*) FROM runs WHERE claimed_by = ? AND status IN ({marks})"
-    return int(queue._db.execute(sql, (worker, *HELD)).fetchone()[0])
-
-
-def statuses(queue: ApprovalQueue) -> Counter[str]:
-    rows = queue._db.execute("SELECT status FROM runs").fetchall()
-    return Counter(str(r[0]) for r in rows)
-
-
-def operator(queue: ApprovalQueue, effects: Path, answers: Counter[str]) -> None:
-    """Answer resume requests like a person: run the send again only if it did not happen."""
-    sent = Counter(k for k, t, _ in calls(effects) if t == "send")
-    for item in queue.pending():
-        assert item["kind"] == "resume", item
-        again = sent[f"{item['run_id']}:{item['step_id']}"] == 0
-        queue.decide(item["id"], approve=again, by="operator", reason="checked the effect log")
-        answers["resume:yes" if again else "resume:no"] += 1
 
 
 def test_sigkill_of_queue_workers_at_random_points_loses_and_repeats_nothing(
@@ -130,62 +117,6 @@ def test_sigkill_of_queue_workers_at_random_points_loses_and_repeats_nothing(
     assert stats["kills_in_flight"] >= KILLS
     assert sum(final[s] for s in FINAL) == len(runs), final  # 0 stranded, 0 left behind
 
-    journal = Journal.open(journal_spec)
-    assert journal.verify().ok
-    by_run: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
-    for e in journal.events():
-        by_run.setdefault(e.run_id, []).append((e.kind, e.data, e.at))
-    made: dict[str, list[float]] = {}
-    for key, _, when in calls(effects):
-        made.setdefault(key, []).append(when)
-    recovered: Counter[str] = Counter()
-    for run_id in runs:
-        evs = by_run[run_id]
-        kinds = Counter(k for k, _, _ in evs)
-        assert kinds["run_finished"] == 1, run_id
-        (finished,) = [d for k, d, _ in evs if k == "run_finished"]
-        assert queue.run_status(run_id) == finished["status"]
-        for kind in ("step_started", "step_finished", "step_failed", "step_skipped"):
-            steps = Counter(d["step"] for k, d, _ in evs if k == kind)
-            assert set(steps.values()) <= {1}, (run_id, kind, steps)
-        for k, d, at in evs:
-            if k == "step_finished":  # finished: never called again
-                late = [t for t in made.get(f"{run_id}:{d['step']}", []) if t > _ts(at)]
-                assert not late, f"{run_id}:{d['step']} was called after it finished"
-            if k == "run_claimed" and "reason" in d:
-                recovered[d["reason"]] += 1
-        sends = len(made.get(f"{run_id}:s", []))
-        assert sends <= 1, f"{run_id}: sent {sends} times"
-        if finished["status"] == "succeeded":
-            assert sends == 1, run_id
-        else:  # only an interrupted send a person declined to repeat (it was sent), or one
-            # interrupted again after every allowed resume
-            failed = [d for k, d, _ in evs if k == "step_failed"]
-            assert [(d["step"], d["error_kind"]) for d in failed] == [("s", "interrupted")]
-            declined = any(k == "approval_denied" for k, _, _ in evs)
-            assert (declined and sends == 1) or kinds["approval_used"] >= MAX_RESUMES + 1
+    recovered = check_crash_outcome(journal_spec, queue, runs, effects)
     assert recovered["restart"] > 0
     assert recovered["lease expired"] > 0
-    assert final["succeeded"] >= len(runs) // 2, final
-    puts = Counter(k for k, t, _ in calls(effects) if t == "put")
-    applied = effects_applied(effects)
-    assert applied == len(puts) == 2 * len(runs)  # once per key, however often called
-    sends = sum(len(made.get(f"{r}:s", [])) for r in runs)
-    sys.stderr.write(
-        f"  recoveries {dict(recovered)}; put calls {sum(puts.values())} for {len(puts)} keys "
-        f"(repeated: {sum(n - 1 for n in puts.values())}); sends {sends}\n"
-    )
-
-
-def effects_applied(effects: Path) -> int:
-    import sqlite3
-
-    db = sqlite3.connect(effects)
-    try:
-        return int(db.execute("SELECT COUNT(*) FROM applied").fetchone()[0])
-    finally:
-        db.close()
-
-
-def _ts(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()

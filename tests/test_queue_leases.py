@@ -19,7 +19,7 @@ import pytest
 from test_queue_support import ALLOW as ALLOW_ALL
 from test_queue_support import calls, fork_worker, plan, reap, registry
 
-from planlock import Journal, Plan, UsageError
+from planlock import Journal, Plan, Policy, UsageError
 from planlock.queue import ApprovalQueue, Lease
 from planlock.queue._notify import approval_message
 
@@ -201,3 +201,73 @@ def test_requeue_refuses_a_live_lease_unless_forced(site: Any) -> None:
     assert reap(fork_worker(site.journal, "w2", LONG, once=True)) == 0
     assert site.queue.run_status(run_id) == "succeeded"
     assert json.loads(json.dumps(site.queue.runs()))[0]["state"] == "done"
+
+
+def test_a_resume_request_is_listed_shown_and_answered_over_http(site: Any) -> None:
+    """``GET /api/approvals`` answered 500 while a resume request was pending (its kind was not
+    in the schema): found by the serve crash suite."""
+    from fastapi.testclient import TestClient
+    from test_server_support import TOKENS, auth
+
+    from planlock.server import QueueEngine, ServerConfig, TokenStore, create_app
+
+    run_id = killed_mid_run(site, "send:after")
+    worker = fork_worker(site.journal, "w1", LONG, once=True)
+    wait_for(lambda: site.queue.run(run_id)["state"] == "waiting for resume")
+    engine = QueueEngine(Journal.open(site.journal), registry)
+    app = create_app(engine, TokenStore.from_tokens(TOKENS), ServerConfig(workers=0))
+    with TestClient(app) as c:
+        listed = c.get("/api/approvals", headers=auth("alice"))
+        assert listed.status_code == 200, listed.text
+        (item,) = listed.json()
+        assert (item["kind"], item["run_id"], item["step_id"]) == ("resume", run_id, "s")
+        assert item["why"][0].startswith("step s (tool send, not idempotent) was interrupted")
+        shown = c.get(f"/api/approvals/{item['id']}", headers=auth("alice"))
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["kind"] == "resume"
+        body = {"plan_hash": item["plan_hash"], "args_hash": item["args_hash"], "reason": "sent"}
+        denied = c.post(f"/api/approvals/{item['id']}/deny", json=body, headers=auth("alice"))
+        assert denied.status_code == 200, denied.text
+    engine.close()
+    assert reap(worker) == 0
+    assert site.count("send")[f"{run_id}:s"] == 1  # not sent again
+    assert site.queue.run_status(run_id) == "failed"
+
+
+def test_a_decider_killed_right_after_its_commit_leaves_its_answer_journaled(site: Any) -> None:
+    """The answer and its journal event are one transaction. Before, the event was written
+    after the commit: the serve crash suite killed the server between the two, and the worker
+    refused the approved run (its grant was not in the journal, R7)."""
+    import os
+    import signal
+
+    from test_queue_support import fork
+
+    ask = Policy.model_validate({"effects": {"write": "allow", "send": "require_approval"}})
+
+    async def go() -> Any:
+        return await site.queue.submit(Plan.parse(plan("d", width=1)), registry, policy=ask)
+
+    submitted = anyio.run(go)
+    assert submitted.approval_id is not None
+
+    def decide_then_die() -> None:
+        queue = ApprovalQueue(Journal.open(site.journal))
+        transact = queue._transact
+
+        def then_die(body: Any, committed: Any) -> Any:
+            out = transact(body, committed)
+            if body.__name__ == "answer":  # committed: die before anything else happens
+                os.kill(os.getpid(), signal.SIGKILL)
+            return out
+
+        queue._transact = then_die  # type: ignore[method-assign,assignment]
+        queue.decide(submitted.approval_id, approve=True, by="alice")
+
+    assert reap(fork(decide_then_die)) is None  # killed
+    granted = events(site, submitted.run_id, "approval_granted")
+    assert [g["id"] for g in granted] == [submitted.approval_id]
+    assert reap(fork_worker(site.journal, "w1", LONG, once=True)) == 0
+    assert site.queue.run_status(submitted.run_id) == "succeeded"
+    assert site.count("send")[f"{submitted.run_id}:s"] == 1
+    assert site.queue.journal.verify().ok

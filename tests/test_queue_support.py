@@ -4,7 +4,9 @@ Every effectful call appends a row to an effects database (``$PLANLOCK_TEST_EFFE
 log of calls, keyed by the step's idempotency key, so a test counts how many times each side
 effect really happened. A tool kills its own process (SIGKILL) when the file
 ``$PLANLOCK_TEST_CRASH_FLAG`` exists and names it (``send:before``, ``send:after``,
-``put:after``): once, the flag is removed first. (No tests here.)
+``put:after``): once, the flag is removed first. And the crash suites' bookkeeping: what the
+workers hold, a "person" answering resume requests, and the checks after the kills. (No tests
+here.)
 """
 
 from __future__ import annotations
@@ -13,14 +15,19 @@ import os
 import random
 import signal
 import sqlite3
+import sys
 import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from planlock import Journal, Policy, StepContext, ToolRegistry
-from planlock.queue import ApprovalQueue, Lease
+from planlock.errors import UsageError
+from planlock.queue import MAX_RESUMES, ApprovalQueue, Lease
 
 registry = ToolRegistry()
 PAUSE = {"seconds": 0.0}
@@ -138,6 +145,19 @@ def calls(effects: Path) -> list[tuple[str, str, float]]:
         db.close()
 
 
+def fork(body: Callable[[], None]) -> int:
+    """``body`` in a forked child (exit 0 when it returns, 1 when it raises); its pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            body()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
 def fork_worker(
     journal: str, worker_id: str, lease: Lease, *, once: bool = False, poll: float = 0.02
 ) -> int:
@@ -170,3 +190,113 @@ def reap(pid: int, timeout: float = 60) -> int | None:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     raise TimeoutError(f"worker {pid} did not finish")
+
+
+# -- the crash suites' bookkeeping (tests/test_queue_crash.py, tests/test_serve_crash.py) -------
+
+HELD = ("running", "waiting_approval", "waiting_resume")
+"""A run some worker holds (its lease)."""
+FINAL = ("succeeded", "failed")
+
+
+def held_by(queue: ApprovalQueue, worker: str) -> int:
+    """How many runs ``worker`` holds (``worker`` may be an SQL LIKE pattern)."""
+    marks = ", ".join("?" for _ in HELD)
+    sql = f"SELECT COUNT(*) FROM runs WHERE claimed_by LIKE ? AND status IN ({marks})"
+    return int(queue._db.execute(sql, (worker, *HELD)).fetchone()[0])
+
+
+def statuses(queue: ApprovalQueue) -> Counter[str]:
+    rows = queue._db.execute("SELECT status FROM runs").fetchall()
+    return Counter(str(r[0]) for r in rows)
+
+
+def operator(
+    queue: ApprovalQueue, effects: Path, answers: Counter[str], *, only_resumes: bool = True
+) -> None:
+    """Answer resume requests like a person: run the send again only if it did not happen.
+    ``only_resumes``: no other request may be pending (else they are left to the caller)."""
+    sent = Counter(k for k, t, _ in calls(effects) if t == "send")
+    for item in queue.pending():
+        if item["kind"] != "resume":
+            assert not only_resumes, item
+            continue
+        again = sent[f"{item['run_id']}:{item['step_id']}"] == 0
+        try:
+            queue.decide(item["id"], approve=again, by="operator", reason="checked the effect log")
+        except UsageError:  # expired or answered meanwhile (the caller may answer too)
+            continue
+        answers["resume:yes" if again else "resume:no"] += 1
+
+
+def check_crash_outcome(
+    journal_spec: str | Path,
+    queue: ApprovalQueue,
+    runs: list[str],
+    effects: Path,
+    *,
+    succeeded: float = 0.5,
+) -> Counter[str]:
+    """After a crash suite: every run finished exactly once (one ``run_finished``, its status in
+    the table), each step event once, no call after its step's result was journaled, at most
+    one send per run (exactly one if it succeeded; a failed run failed only at an interrupted
+    send), idempotent writes applied once per key, at least the ``succeeded`` share of the runs
+    succeeded, and the journal verifies. Returns the recoveries by reason (``run_claimed``'s
+    ``reason``)."""
+    journal = Journal.open(journal_spec)
+    assert journal.verify().ok
+    by_run: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
+    for e in journal.events():
+        by_run.setdefault(e.run_id, []).append((e.kind, e.data, e.at))
+    made: dict[str, list[float]] = {}
+    for key, _, when in calls(effects):
+        made.setdefault(key, []).append(when)
+    recovered: Counter[str] = Counter()
+    final: Counter[str] = Counter()
+    for run_id in runs:
+        evs = by_run[run_id]
+        kinds = Counter(k for k, _, _ in evs)
+        assert kinds["run_finished"] == 1, run_id
+        (finished,) = [d for k, d, _ in evs if k == "run_finished"]
+        assert queue.run_status(run_id) == finished["status"]
+        final[finished["status"]] += 1
+        for kind in ("step_started", "step_finished", "step_failed", "step_skipped"):
+            steps = Counter(d["step"] for k, d, _ in evs if k == kind)
+            assert set(steps.values()) <= {1}, (run_id, kind, steps)
+        for k, d, at in evs:
+            if k == "step_finished":  # finished: never called again
+                late = [t for t in made.get(f"{run_id}:{d['step']}", []) if t > _ts(at)]
+                assert not late, f"{run_id}:{d['step']} was called after it finished"
+            if k == "run_claimed" and "reason" in d:
+                recovered[d["reason"]] += 1
+        sends = len(made.get(f"{run_id}:s", []))
+        assert sends <= 1, f"{run_id}: sent {sends} times"
+        if finished["status"] == "succeeded":
+            assert sends == 1, run_id
+        else:  # only an interrupted send a person declined to repeat (it was sent), or one
+            # interrupted again after every allowed resume
+            failed = [d for k, d, _ in evs if k == "step_failed"]
+            assert [(d["step"], d["error_kind"]) for d in failed] == [("s", "interrupted")]
+            declined = any(k == "approval_denied" for k, _, _ in evs)
+            assert (declined and sends == 1) or kinds["approval_used"] >= MAX_RESUMES + 1
+    assert final["succeeded"] >= succeeded * len(runs), final
+    puts = Counter(k for k, t, _ in calls(effects) if t == "put")
+    assert effects_applied(effects) == len(puts) == 2 * len(runs)  # once per key, however often
+    sends = sum(len(made.get(f"{r}:s", [])) for r in runs)
+    sys.stderr.write(
+        f"  recoveries {dict(recovered)}; put calls {sum(puts.values())} for {len(puts)} keys "
+        f"(repeated: {sum(n - 1 for n in puts.values())}); sends {sends}\n"
+    )
+    return recovered
+
+
+def effects_applied(effects: Path) -> int:
+    db = sqlite3.connect(effects)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM applied").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from test_server_support import TOKENS, TOKENS_TOML, auth, make_app
+from test_server_support import TOKENS, TOKENS_TOML, auth, free_port, make_app
 
 from planlock import ToolRegistry, UsageError
 from planlock.server._app import ServerConfig, openapi_document
@@ -142,6 +143,7 @@ def test_serve_takes_its_limits_from_options_and_the_environment(
     tokens.write_text(TOKENS_TOML)
     args = ["serve", "--tools", "planlock.demo:registry", "--tokens", str(tokens)]
     args += ["--journal", str(tmp_path / "j.db"), "--max-body-bytes", "2048", "--max-steps", "7"]
+    args += ["--port", "0"]
     env = {"PLANLOCK_MAX_GOAL_CHARS": "99", "PLANLOCK_AUTH_FAILURES": "3"}
     result = CliRunner().invoke(app, [*args, "--anonymous-window", "5"], env=env)
     assert result.exit_code == 0, result.output
@@ -159,3 +161,55 @@ def test_serve_takes_its_limits_from_options_and_the_environment(
 def test_a_limit_that_makes_no_sense_is_a_usage_error(bad: dict[str, Any]) -> None:
     with pytest.raises(UsageError):
         ServerConfig(**bad)
+
+
+def test_serve_names_its_workers_after_its_port_or_its_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker N is ``HOST:ADDRESS:PORT:http-N`` (``--id``: ``ID:http-N``), the same at every
+    start: a restarted server takes its own runs back at once (tests/test_serve_crash.py)."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from planlock.cli import app
+
+    started: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda api, **kw: started.append((api, kw)))
+    (tmp_path / "tokens.toml").write_text(TOKENS_TOML)
+    args = ["serve", "--tools", "planlock.demo:registry", "--tokens", str(tmp_path / "tokens.toml")]
+    args += ["--journal", str(tmp_path / "j.db")]
+    port = free_port()
+    default = f"{socket.gethostname()}:127.0.0.1:{port}"
+    for extra, prefix in (([], default), (["--id", "blue"], "blue")):
+        result = CliRunner().invoke(app, [*args, "--port", str(port), *extra])
+        assert result.exit_code == 0, result.output
+        api, kw = started.pop()
+        assert api.state.engine.worker_id(1) == f"{prefix}:http-1"
+        assert "fd" in kw  # uvicorn serves the socket bound before
+        assert "port" not in kw
+
+
+def test_a_second_serve_on_a_port_in_use_exits_before_its_workers_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its default id is the live one's (``HOST:ADDRESS:PORT``): had its workers started, they would
+    have taken the live server's runs as their own."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from planlock.cli import app
+
+    started: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda api, **_kw: started.append(api))
+    (tmp_path / "tokens.toml").write_text(TOKENS_TOML)
+    with socket.socket() as live:
+        live.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        port = live.getsockname()[1]
+        args = ["serve", "--tools", "planlock.demo:registry", "--tokens"]
+        args += [str(tmp_path / "tokens.toml"), "--journal", str(tmp_path / "j.db")]
+        result = CliRunner().invoke(app, [*args, "--port", str(port)])
+    assert result.exit_code == 1, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in " ".join(result.output.split())
+    assert started == []  # no app, so no worker

@@ -157,7 +157,11 @@ def serve_cmd(
     worker_id: Annotated[
         str | None,
         typer.Option(
-            "--id", help="With --engine dbos: the in-server worker's id [default: HOST-serve]."
+            "--id",
+            help="This server's id: its worker N is ID:http-N, and a server restarted with the "
+            "same id takes its own unfinished runs back at once; no two live servers may share "
+            "one (with --engine dbos: the in-server DBOS worker's id) "
+            "[default: HOST:ADDRESS:PORT; dbos: HOST-serve].",
         ),
     ] = None,
 ) -> None:
@@ -184,13 +188,6 @@ def serve_cmd(
     llm = _model(model) if model else None
     if engine_name not in ("queue", "dbos"):
         _fail(EXIT_USAGE, f"unknown engine {engine_name!r} (use queue or dbos)")
-    engine = (
-        durable_engine(tools, journal, rules, llm, db, worker_id, held)
-        if engine_name == "dbos"
-        else QueueEngine(
-            _open_journal(journal), registry, policy=rules, tools_spec=tools, llm=llm, lease=held
-        )
-    )
     config = ServerConfig(
         allow_self_approval=allow_self_approval,
         planner=llm,
@@ -205,15 +202,57 @@ def serve_cmd(
         auth_window=auth_window,
         anonymous_window=anonymous_window,
     )
-    api = create_app(engine, store, config)
-    err.print(
-        f"planlock serve: http://{host}:{port}/ ({len(store)} token(s), {workers} worker(s))",
-        highlight=False,
-    )
+    with _listen(host, port) as listener:  # before any worker starts: the port is this server's
+        bound = int(listener.getsockname()[1])  # --port 0: the port the system chose
+        engine = (
+            durable_engine(tools, journal, rules, llm, db, worker_id, held)
+            if engine_name == "dbos"
+            else QueueEngine(
+                _open_journal(journal),
+                registry,
+                policy=rules,
+                tools_spec=tools,
+                llm=llm,
+                lease=held,
+                server_id=worker_id or default_server_id(listener),
+            )
+        )
+        try:
+            api = create_app(engine, store, config)
+            shown = f"[{host}]" if ":" in host else host
+            err.print(
+                f"planlock serve: http://{shown}:{bound}/ ({len(store)} token(s), "
+                f"{workers} worker(s))",
+                highlight=False,
+            )
+            uvicorn.run(api, fd=listener.fileno(), log_level="warning", lifespan="on")
+        finally:
+            engine.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound now. The workers start only once the app does,
+    after this: a second server started on a port already served fails here, before any of its
+    workers could take the first one's runs as its own (``default_server_id``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
     try:
-        uvicorn.run(api, host=host, port=port, log_level="warning", lifespan="on")
-    finally:
-        engine.close()
+        sock.bind((host, port))
+        sock.listen(2048)  # listening: with SO_REUSEADDR a mere bind would not hold the port
+    except OSError as exc:
+        sock.close()
+        _fail(1, f"cannot listen on {host}:{port}: {exc.strerror}")  # uvicorn's exit code for it
+    return sock
+
+
+def default_server_id(listener: socket.socket) -> str:
+    """``HOST:ADDRESS:PORT`` of the bound socket: the same at every start of a server on the
+    same address and port, and no other live server on this host can have it (the system lets
+    one socket listen on an address and port; the wildcard address conflicts with every one)."""
+    address, port = listener.getsockname()[:2]
+    shown = f"[{address}]" if ":" in address else address
+    return f"{socket.gethostname()}:{shown}:{port}"
 
 
 def durable_engine(

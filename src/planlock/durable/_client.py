@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfig, DBOSPortableJSONSerializer, EnqueueOptions
-from dbos._utils import INTERNAL_QUEUE_NAME
 
 from planlock.agent import noter, prepare
 from planlock.approval import Decision, EndorseAs, PlanGate
@@ -245,27 +244,44 @@ class DurableClient:
         Refuses (UsageError, nothing adopted) when any of them is alive: its liveness lease
         (``durable_workers``, renewed by its heartbeat) is running. Adopting a live worker's runs
         would let two workers execute one run at once."""
-        alive = [w for w in (self.state.live_worker(d) for d in dead) if w is not None]
-        if alive:
-            who = "; ".join(
-                f"{w.worker_id} (pid {w.pid} on {w.host}, last heartbeat {w.heartbeat_at}, "
-                f"lease until {w.lease_until})"
-                for w in alive
-            )
-            raise UsageError(
-                f"worker(s) still alive: {who}. Adopt only a worker that is gone: stop it, or "
-                "wait until its lease ends"
-            )
-        sys_db = self.client._sys_db  # noqa: SLF001 (no public adopt in DBOSClient 3.4)
         adopted: list[str] = []
-        for executor in dead:
-            pending = sys_db.get_pending_workflows(executor, APP_VERSION)
-            adopted.extend(
-                p.workflow_id
-                for p in pending
-                if sys_db.reenqueue_for_recovery(p.workflow_id, [executor], INTERNAL_QUEUE_NAME)
-            )
+        with self.state.adopting(dead) as alive:  # a second adopt waits: none resumes a run twice
+            if alive:
+                who = "; ".join(
+                    f"{w.worker_id} (pid {w.pid} on {w.host}, last heartbeat {w.heartbeat_at}, "
+                    f"lease until {w.lease_until})"
+                    for w in alive
+                )
+                raise UsageError(
+                    f"worker(s) still alive: {who}. Adopt only a worker that is gone: stop it, "
+                    "or wait until its lease ends"
+                )
+            for executor in dead:
+                adopted.extend(w for w in self._pending(executor) if self._hand_back(w, executor))
         return adopted
+
+    def _pending(self, executor: str) -> list[str]:
+        """The unfinished workflows (runs, answers) DBOS holds for ``executor``."""
+        found = self.client.list_workflows(
+            status="PENDING",
+            executor_id=executor,
+            app_version=APP_VERSION,
+            load_input=False,
+            load_output=False,
+        )
+        return [w.workflow_id for w in found]
+
+    def _hand_back(self, workflow_id: str, executor: str) -> bool:
+        """Put one of a dead executor's workflows back on its queue (``resume_workflow``), if it
+        is still that executor's and unfinished: a live worker that took it since then (its
+        executor id is on it now) keeps it."""
+        found = self.client.list_workflows(
+            workflow_ids=[workflow_id], load_input=False, load_output=False
+        )
+        if not found or found[0].status != "PENDING" or found[0].executor_id != executor:
+            return False
+        self.client.resume_workflow(workflow_id, queue_name=found[0].queue_name)
+        return True
 
     def result(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """Wait for a run's workflow to finish and return its summary."""

@@ -25,6 +25,8 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -194,14 +196,15 @@ class DurableState:
         """The worker, when its lease is running now; None when it is unknown, stopped, or its
         last heartbeat is older than its lease (it is gone)."""
         with self._lock, self._db.tx() as db:
-            row = db.execute(
-                "SELECT worker_id, host, pid, heartbeat_at, lease_until FROM durable_workers "
-                "WHERE worker_id = ? AND lease_until > ?",
-                (worker_id, now_iso()),
-            ).fetchone()
-        if row is None:
-            return None
-        return LiveWorker(str(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]))
+            return _live_worker(db, worker_id)
+
+    @contextmanager
+    def adopting(self, worker_ids: Sequence[str]) -> Iterator[list[LiveWorker]]:
+        """Hold the adopt lock (one adopt at a time, in any process) while the body hands the
+        workers' runs over; yields those of ``worker_ids`` that are alive (checked under it)."""
+        with self._lock, self._db.tx() as db:
+            db.serialize("adopt")
+            yield [w for w in (_live_worker(db, i) for i in worker_ids) if w is not None]
 
     # -- step starts (R11) ------------------------------------------------------------------
 
@@ -436,3 +439,14 @@ class OnceRecorder:
             self._seen.add(key)
         self.journal.record(self.run_id, kind, data)
         return True
+
+
+def _live_worker(db: Database, worker_id: str) -> LiveWorker | None:
+    row = db.execute(
+        "SELECT worker_id, host, pid, heartbeat_at, lease_until FROM durable_workers "
+        "WHERE worker_id = ? AND lease_until > ?",
+        (worker_id, now_iso()),
+    ).fetchone()
+    if row is None:
+        return None
+    return LiveWorker(str(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]))

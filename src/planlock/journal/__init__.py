@@ -27,6 +27,7 @@ from planlock.journal._stores import (
     SQLiteStore,
     SQLStore,
     database_of,
+    insert_event,
     open_store,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "chain_next",
     "check_anchored",
     "database_of",
+    "insert_event",
     "llm_called",
     "open_store",
     "read_anchors",

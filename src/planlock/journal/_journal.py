@@ -76,6 +76,14 @@ class Journal:
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
         event = self.store.append(run_id, kind, data)
+        self.recorded(event)
+        return event
+
+    def recorded(self, event: Event) -> None:
+        """Tell the log, telemetry, listeners and anchoring about an event that is stored: one
+        ``record`` stored, or one ``insert_event`` stored in a caller's transaction that
+        committed."""
+        run_id, kind, data = event.run_id, event.kind, event.data
         level = logging.INFO if kind in _MILESTONES else logging.DEBUG
         if _log.isEnabledFor(level):
             _log.log(level, "run %s #%d %s %s", run_id, event.seq, kind, _brief(data))
@@ -86,7 +94,6 @@ class Journal:
             self._unanchored = True
             if event.seq % self.anchoring.every == 0:
                 self.anchor()
-        return event
 
     def events(self, run_id: str | None = None, after: int = 0) -> list[Event]:
         return list(self.store.events(run_id, after))

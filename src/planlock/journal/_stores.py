@@ -108,22 +108,7 @@ class SQLStore:
         database, the COMMIT went through; else it runs again on the new head."""
 
         def insert(db: Database) -> Event:
-            db.serialize("append")
-            row = db.execute(_HEAD).fetchone()
-            event = chain_next(tuple(row) if row else None, run_id, kind, data)
-            db.execute(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.seq,
-                    event.run_id,
-                    event.kind,
-                    event.at,
-                    canonical_json(event.data),
-                    event.prev_hash,
-                    event.hash,
-                ),
-            )
-            return event
+            return insert_event(db, run_id, kind, data)
 
         def stored(event: Event) -> bool:
             row = self._db.execute("SELECT hash FROM events WHERE seq = ?", (event.seq,)).fetchone()
@@ -169,6 +154,28 @@ class PostgresStore(SQLStore):
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         super().__init__(PostgresDB(dsn), dsn)
+
+
+def insert_event(db: Database, run_id: str, kind: str, data: dict[str, Any]) -> Event:
+    """Chain and insert the next event inside the caller's transaction of ``db`` (a connection
+    to the journal's database): the event is kept exactly when the caller's other writes are.
+    Once it committed, pass it to ``Journal.recorded``."""
+    db.serialize("append")
+    row = db.execute(_HEAD).fetchone()
+    event = chain_next(tuple(row) if row else None, run_id, kind, data)
+    db.execute(
+        "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.seq,
+            event.run_id,
+            event.kind,
+            event.at,
+            canonical_json(event.data),
+            event.prev_hash,
+            event.hash,
+        ),
+    )
+    return event
 
 
 def open_store(spec: str | Path) -> JournalStore:

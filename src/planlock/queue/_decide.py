@@ -8,7 +8,6 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from planlock.agent import noter
 from planlock.approval import (
     Approved,
     Decision,
@@ -26,6 +25,7 @@ from planlock.approval import (
 from planlock.core import canonical_json, sha256_hex
 from planlock.db import Database
 from planlock.errors import UsageError
+from planlock.journal import Event, insert_event
 from planlock.queue._store import QueueStore
 
 __all__ = ["QueueDecisions"]
@@ -77,6 +77,7 @@ class QueueDecisions(QueueStore):
             raise UsageError("only an approval can endorse")
         self._expire()
         at = now_iso()
+        journaled: list[Event] = []
 
         def answer(db: Database) -> tuple[str, str, str | None, Decision, tuple[Endorsement, ...]]:
             row = db.execute(
@@ -109,6 +110,15 @@ class QueueDecisions(QueueStore):
                     "UPDATE runs SET status = ? WHERE run_id = ?",
                     ("approved" if approve else "denied", run_id),
                 )
+            # The answer is journaled in the same transaction: a decider killed after it
+            # committed cannot leave a decision the journal lacks (a grant the worker, which
+            # checks it against the journal, would refuse).
+            journaled.clear()
+
+            def note(event_kind: str, data: dict[str, Any]) -> None:
+                journaled.append(insert_event(db, run_id, event_kind, data))
+
+            record_answer(note, decision, request_id=approval_id, final=kind == "plan")
             return run_id, kind, step_id, decision, made
 
         def committed(_: Any) -> bool:
@@ -118,9 +128,9 @@ class QueueDecisions(QueueStore):
 
         answered: tuple[str, str, str | None, Decision, tuple[Endorsement, ...]]
         answered = self._transact(answer, committed)
-        run_id, kind, step_id, decision, made = answered
-        note = noter(self.journal, run_id)
-        record_answer(note, decision, request_id=approval_id, final=kind == "plan")
+        run_id, _, step_id, decision, made = answered
+        for event in journaled:
+            self.journal.recorded(event)
         for e in made:
             record_added(self.journal, run_id, e, step=step_id)
         if made and isinstance(decision, Approved):

@@ -135,6 +135,7 @@ class QueueEngine:
         llm: LLM | None = None,
         poll: float = 0.2,
         lease: Lease | None = None,
+        server_id: str | None = None,
     ) -> None:
         self.journal = journal
         self.registry = registry
@@ -145,6 +146,12 @@ class QueueEngine:
         self.lease = lease or Lease()
         """The in-server workers' lease on a run (a dead server's runs are recovered by any
         worker once it expires)."""
+        self.server_id = server_id or f"{socket.gethostname()}:{os.getpid()}"
+        """Worker N of this server is ``SERVER_ID:http-N``. A server restarted with the same id
+        takes its own workers' unfinished runs back at once (as ``planlock worker --id`` does);
+        so no two live servers may share one (``planlock serve`` defaults to
+        ``HOST:ADDRESS:PORT``, the address and port it holds). The default here, ``HOST:PID``,
+        is unique but new at each start: a dead server's runs then wait for their leases."""
         self.queue = ApprovalQueue(journal)
         self._db = database_of(journal.store)
         """A second connection, for the reads the queue has no method for (runs)."""
@@ -234,15 +241,18 @@ class QueueEngine:
         cancelled where it stands, as before) and their threads end."""
         stop = threading.Event()
         limiter = anyio.CapacityLimiter(max(1, workers))
-        host = f"{socket.gethostname()}:{os.getpid()}"
         async with anyio.create_task_group() as tg:
             for i in range(workers):
-                job = partial(anyio.run, self._worker_thread, f"{host}:http-{i}", stop)
+                job = partial(anyio.run, self._worker_thread, self.worker_id(i), stop)
                 tg.start_soon(partial(anyio.to_thread.run_sync, job, limiter=limiter))
             try:
                 await anyio.sleep_forever()
             finally:
                 stop.set()
+
+    def worker_id(self, index: int) -> str:
+        """The id of in-server worker ``index`` (0-based): stable for a given ``server_id``."""
+        return f"{self.server_id}:http-{index}"
 
     async def _worker_thread(self, worker_id: str, stop: threading.Event) -> None:
         async with anyio.create_task_group() as tg:

@@ -202,8 +202,10 @@ class EndorsableOut(_Out):
 class ApprovalSummary(_Out):
     id: str
     run_id: str
-    kind: Literal["plan", "call"]
-    """``plan``: approve the whole plan; ``call``: approve one call at run time."""
+    kind: Literal["plan", "call", "resume", "revision"]
+    """``plan``: approve the whole plan; ``call``: approve one call at run time; ``resume``: run
+    again a non-idempotent call that was interrupted after it started (deny: it is marked
+    failed); ``revision``: a replanned run's revision beyond the approved envelope."""
     status: str
     """``pending``, ``approved``, ``denied``, ``used`` or ``expired``."""
     plan_hash: str
