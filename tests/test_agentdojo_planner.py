@@ -160,3 +160,15 @@ def test_plan_only_needs_a_model_planner(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "agentdojo", "--plan-only", "-o", str(tmp_path)])
     assert result.exit_code == 2
     assert "--plan-only needs a model planner" in result.output
+
+
+def test_a_failed_model_call_is_not_cached(tmp_path: Path) -> None:
+    broken = ScriptedLLM([RuntimeError("request exceeds the available context size")] * 3)
+    got = ModelPlanner(broken, cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking")
+    assert isinstance(got, str)
+    assert "error" in got
+    llm = planner_llm(name="scripted")
+    llm.name = broken.name
+    again = ModelPlanner(llm, cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking")
+    assert isinstance(again, PlannedTask), "planned again, not read back as a failure"
+    assert len(llm.requests) == 1

@@ -299,7 +299,7 @@ def agentdojo_cmd(
     err.print("wrote " + ", ".join(str(p) for p in paths))
 
 
-PLANNER_CONTEXT = 8192
+PLANNER_CONTEXT = 12288
 """Context of the embedded planner here: the instructions and a suite's tools take up to ~4.5k
 tokens (workspace, travel), then the task, the plan and up to two repairs."""
 

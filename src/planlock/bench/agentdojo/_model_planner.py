@@ -4,9 +4,9 @@ The planner sees the task's prompt and the suite's tools only, never a tool outp
 per user task serves the benign run and every attack. Plans are cached by a SHA-256 of the
 planner model's name, its instructions and tool list (the registry, rendered), the reply schema
 and the prompt: in memory for a run, and on disk (``cache_dir``) across runs, so a suite is
-planned once and the pairs re-use it. What the planner did for each task (valid plan or not,
-attempts, tokens, planning time, whether it came from the cache) is kept in ``records`` for the
-report.
+planned once and the pairs re-use it (a task whose model call failed is planned again). What
+the planner did for each task (valid plan or not, attempts, tokens, planning time, whether it
+came from the cache) is kept in ``records`` for the report.
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ class ModelPlanner:
             record = PlanRecord(**data)
         except (OSError, ValueError, TypeError):
             return None  # absent or unreadable: plan again
-        if record.suite != suite or record.prompt != prompt:
-            return None
+        if record.suite != suite or record.prompt != prompt or record.outcome == "error":
+            return None  # a failed model call (cut off, out of context) is tried again
         record.cached = True
         return record
 
