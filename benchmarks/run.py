@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/run.py --quick    # smoke run, a few seconds
     .venv/bin/python benchmarks/run.py --json out.json
 
-Three benchmarks, each compared with a baseline measured in the same run (the machines are
+First the comparison of ``compare.py`` (planlock per step and makespan against a hand-written
+asyncio runner and LangGraph, on chain, fan-out and diamond DAGs; ``--no-compare`` skips it),
+then three benchmarks, each compared with a baseline measured in the same run (the machines are
 shared and noisy, so absolute numbers from another run are not comparable):
 
 1. executor overhead per step: 1,000-step chains and fan-outs of no-op tools, in-memory and
@@ -37,6 +39,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from compare import print_compare
 
 # Without src/planlock/py.typed, `mypy benchmarks/run.py` sees planlock as untyped; with it (or
 # when src/ is checked too) the import is typed. The ignore keeps both cases clean.
@@ -1039,6 +1042,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="a fast smoke run (smaller, fewer reps)"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--no-compare", action="store_true", help="skip the asyncio-floor and LangGraph comparison"
+    )
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     meta = metadata(cfg)
@@ -1049,6 +1055,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(load_note(meta["load_before"]), end="\n\n")
     registry = build_registry()
     started = time.perf_counter()
+    compared = ([], []) if args.no_compare else print_compare(cfg.quick)
     with tempfile.TemporaryDirectory(prefix="planlock-bench-") as tmp:
         stores = Stores(Path(tmp))
         try:
@@ -1073,6 +1080,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         results = {
             "meta": {**meta, "seconds": round(elapsed, 1), "load_after": load_average()},
+            "compare": [asdict(r) for r in compared[0]],
+            "compare_makespan": [asdict(r) for r in compared[1]],
             "overhead": [r.to_json() for r in overhead],
             "breakdown": {**asdict(breakdown), "scaling": breakdown.scaling},
             "makespan": [r.to_json() for r in dags],
