@@ -63,11 +63,16 @@ MAX_ITEMS_CAP = 100
 """The largest ``max_items`` a ``for_each`` step may declare."""
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+"""One encoder for every canonical form: ``json.dumps`` with these options builds a new one per
+call, which costs more than encoding a journal event."""
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no insignificant whitespace: the form that is hashed."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return _CANONICAL.encode(value)
 
 
 def sha256_hex(text: str) -> str:

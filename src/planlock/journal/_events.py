@@ -25,7 +25,9 @@ __all__ = [
     "EventKind",
     "Head",
     "VerifyReport",
+    "chain_hash",
     "chain_next",
+    "now",
     "row_event",
     "verify_events",
 ]
@@ -66,6 +68,7 @@ EventKind = Literal[
     "planning_progress",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
+_KINDS = frozenset(EVENT_KINDS)
 GENESIS = "0" * 64
 
 
@@ -97,14 +100,46 @@ def _content_hash(
     return sha256_hex(canonical_json(body))
 
 
-def chain_next(last: tuple[int, str] | None, run_id: str, kind: str, data: dict[str, Any]) -> Event:
-    """The event that follows ``last`` (its seq and hash)."""
-    if kind not in EVENT_KINDS:
+def chain_hash(seq: int, run_id: str, kind: str, at: str, data_json: str, prev: str) -> str:
+    """``_content_hash`` from the data's canonical JSON, already written (the SQL stores keep
+    that text): the same bytes, since the body's keys sorted are at, data, kind, prev_hash,
+    run_id, seq, and a nested value is written as it is alone. Serializes the data once."""
+    enc = canonical_json
+    body = (
+        f'{{"at":{enc(at)},"data":{data_json},"kind":{enc(kind)},'
+        f'"prev_hash":{enc(prev)},"run_id":{enc(run_id)},"seq":{int(seq)}}}'
+    )
+    return sha256_hex(body)
+
+
+def now() -> str:
+    """An event's ``at``: ISO 8601 UTC with microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def chain_next(
+    last: tuple[int, str] | None,
+    run_id: str,
+    kind: str,
+    data: dict[str, Any],
+    *,
+    at: str | None = None,
+    data_json: str | None = None,
+) -> Event:
+    """The event that follows ``last`` (its seq and hash). ``at`` defaults to now; ``data_json``
+    (``canonical_json(data)``, when the caller has it) saves serializing the data again.
+
+    The event is built without Pydantic validation (``model_construct``): its fields are made
+    here, and ``kind`` is checked against ``EVENT_KINDS``."""
+    if kind not in _KINDS:
         raise UsageError(f"unknown event kind '{kind}'")
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    at = datetime.now(UTC).isoformat(timespec="microseconds")
-    digest = _content_hash(seq, run_id, kind, at, data, prev)
-    return Event(seq=seq, run_id=run_id, kind=kind, at=at, data=data, prev_hash=prev, hash=digest)
+    at = at if at is not None else now()
+    text = data_json if data_json is not None else canonical_json(data)
+    digest = chain_hash(seq, run_id, kind, at, text, prev)
+    return Event.model_construct(
+        seq=seq, run_id=run_id, kind=kind, at=at, data=dict(data), prev_hash=prev, hash=digest
+    )
 
 
 def row_event(seq: int, rid: str, kind: Any, at: str, data: str, prev: str, digest: str) -> Event:

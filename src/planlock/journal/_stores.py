@@ -29,11 +29,13 @@ from planlock.db import (
     transact,
 )
 from planlock.errors import UsageError
-from planlock.journal._events import GENESIS, Event, Head, chain_next, row_event
+from planlock.journal._events import GENESIS, Event, Head, chain_next, now, row_event
 
 __all__ = [
+    "Batching",
     "JournalStore",
     "MemoryStore",
+    "Pending",
     "PostgresStore",
     "SQLStore",
     "SQLiteStore",
@@ -43,10 +45,17 @@ __all__ = [
 
 
 _HEAD = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+_ROWS_PER_INSERT = 100
+"""Rows per multi-row INSERT of a batch (7 parameters each: within SQLite's oldest limit, 999)."""
+
+
+Pending = tuple[str, str, dict[str, Any], str]
+"""An event not yet appended: run id, kind, data, and ``at`` (when it was recorded)."""
 
 
 class JournalStore(Protocol):
-    """Where events live. Two methods; ``append`` must be atomic with respect to the chain."""
+    """Where events live. Two methods; ``append`` must be atomic with respect to the chain.
+    A store may also have ``append_many`` (``Batching``): several events, one transaction."""
 
     def append(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
         """Chain and store a new event; return it."""
@@ -55,6 +64,12 @@ class JournalStore(Protocol):
     def events(self, run_id: str | None = None, after: int = 0) -> Iterator[Event]:
         """Events in order, optionally of one run, with seq greater than ``after``."""
         ...
+
+
+class Batching(Protocol):
+    """A store that appends several events at once: in one transaction, all or none."""
+
+    def append_many(self, events: list[Pending]) -> list[Event]: ...
 
 
 class MemoryStore:
@@ -70,6 +85,15 @@ class MemoryStore:
             event = chain_next(last, run_id, kind, data)
             self._events.append(event)
             return event
+
+    def append_many(self, events: list[Pending]) -> list[Event]:
+        with self._lock:
+            out: list[Event] = []
+            for run_id, kind, data, at in events:
+                last = (self._events[-1].seq, self._events[-1].hash) if self._events else None
+                out.append(chain_next(last, run_id, kind, data, at=at))
+                self._events.append(out[-1])
+            return out
 
     def events(self, run_id: str | None = None, after: int = 0) -> Iterator[Event]:
         for e in list(self._events[after:]):
@@ -106,29 +130,39 @@ class SQLStore:
         """Chain and insert the next event. On PostgreSQL, when the connection is lost, the
         append is resolved, not re-sent blindly: if the event (its seq and hash) is in the
         database, the COMMIT went through; else it runs again on the new head."""
+        return self.append_many([(run_id, kind, data, now())])[0]
 
-        def insert(db: Database) -> Event:
+    def append_many(self, events: list[Pending]) -> list[Event]:
+        """Chain and insert events in one transaction (one lock, one head read, one commit):
+        all of them or none. The data of each is serialized once, for its hash and its row."""
+        texts = [canonical_json(data) for _, _, data, _ in events]
+
+        def insert(db: Database) -> list[Event]:
             db.serialize("append")
             row = db.execute(_HEAD).fetchone()
-            event = chain_next(tuple(row) if row else None, run_id, kind, data)
-            db.execute(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.seq,
-                    event.run_id,
-                    event.kind,
-                    event.at,
-                    canonical_json(event.data),
-                    event.prev_hash,
-                    event.hash,
-                ),
-            )
-            return event
+            last = tuple(row) if row else None
+            out: list[Event] = []
+            for (run_id, kind, data, at), text in zip(events, texts, strict=True):
+                event = chain_next(last, run_id, kind, data, at=at, data_json=text)
+                last = (event.seq, event.hash)
+                out.append(event)
+            rows = [
+                (e.seq, e.run_id, e.kind, e.at, text, e.prev_hash, e.hash)
+                for e, text in zip(out, texts, strict=True)
+            ]
+            for i in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[i : i + _ROWS_PER_INSERT]
+                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                db.execute(f"INSERT INTO events VALUES {values}", [v for r in chunk for v in r])  # noqa: S608
+            return out
 
-        def stored(event: Event) -> bool:
-            row = self._db.execute("SELECT hash FROM events WHERE seq = ?", (event.seq,)).fetchone()
-            return row is not None and row[0] == event.hash
+        def stored(out: list[Event]) -> bool:
+            last = out[-1]
+            row = self._db.execute("SELECT hash FROM events WHERE seq = ?", (last.seq,)).fetchone()
+            return row is not None and row[0] == last.hash
 
+        if not events:
+            return []
         with self._lock:
             return transact(self._db, insert, committed=stored)
 
