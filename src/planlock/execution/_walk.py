@@ -449,7 +449,7 @@ class _Walk:
             status=outcome_status,
             outputs={sid: v for sid, (v, _) in self.outputs.items() if sid in steps},
             statuses={sid: self.status.get(sid, idle) for sid in self.analysis.order},
-            plan_hash=self.analysis.plan.hash,
+            plan_hash=self.analysis.plan_hash,
             provenance={sid: sorted(s) for sid, (_, s) in self.outputs.items() if sid in steps},
             skipped=dict(self.skipped),
             paused_at=(

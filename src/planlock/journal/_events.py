@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -138,7 +138,13 @@ def chain_next(
     text = data_json if data_json is not None else canonical_json(data)
     digest = chain_hash(seq, run_id, kind, at, text, prev)
     return Event.model_construct(
-        seq=seq, run_id=run_id, kind=kind, at=at, data=dict(data), prev_hash=prev, hash=digest
+        seq=seq,
+        run_id=run_id,
+        kind=cast("EventKind", kind),
+        at=at,
+        data=dict(data),
+        prev_hash=prev,
+        hash=digest,
     )
 
 

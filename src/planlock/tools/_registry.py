@@ -145,6 +145,9 @@ class ToolRegistry:
 
     def __init__(self, tools: Iterator[Tool] | list[Tool] | None = None) -> None:
         self._tools: dict[str, Tool] = {}
+        self.version = 0
+        """Tools added so far: what was validated against this registry is valid while it is
+        unchanged (``planlock.validation`` keeps analyses by it)."""
         for t in tools or ():
             self.add(t)
 
@@ -169,6 +172,7 @@ class ToolRegistry:
         if tool.name in self._tools:
             raise UsageError(f"a tool named '{tool.name}' is already registered")
         self._tools[tool.name] = tool
+        self.version += 1
         return tool
 
     # The decorator returns the function itself, so both forms keep its exact type: a type

@@ -2,6 +2,7 @@
 JSON path (R2), and provenance: the labels a value carries and which of them are trusted (R5).
 """
 
+from planlock.validation._cache import analysis_of, clear_analyses, validate
 from planlock.validation._coverage import (
     ACTION_VERBS,
     COVERAGE_WARNINGS,
@@ -25,7 +26,7 @@ from planlock.validation._provenance import (
     untrusted_labels,
 )
 from planlock.validation._types import Analysis, CompiledStep, ValidationReport
-from planlock.validation._validate import Issue, analyse, validate
+from planlock.validation._validate import Issue, analyse
 
 __all__ = [
     "ACTION_VERBS",
@@ -38,10 +39,12 @@ __all__ = [
     "Issue",
     "ValidationReport",
     "analyse",
+    "analysis_of",
     "arg_labels",
     "asked_effects",
     "check_coverage",
     "chosen_labels",
+    "clear_analyses",
     "expand_items",
     "fitting_tools",
     "input_labels",

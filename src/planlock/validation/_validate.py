@@ -24,28 +24,10 @@ from planlock.validation._provenance import branch_marks
 from planlock.validation._types import Analysis, CompiledStep, ValidationReport
 from planlock.validation._when import check_when
 
-__all__ = ["Analysis", "CompiledStep", "Issue", "ValidationReport", "analyse", "validate"]
+__all__ = ["Analysis", "CompiledStep", "Issue", "ValidationReport", "analyse"]
 
 _STEP_POS = re.compile(r"^\$\.steps\[(\d+)\]")
 _LAST = 1 << 30
-
-
-def validate(
-    plan: Plan,
-    registry: ToolRegistry,
-    *,
-    inputs: Mapping[str, Any] | None = None,
-    max_steps: int | None = None,
-    forbidden_tools: frozenset[str] | set[str] = frozenset(),
-) -> ValidationReport:
-    """Check a plan against a registry and return every issue (and every warning: parts of the
-    goal that no step seems to serve, which do not make the plan invalid).
-
-    ``inputs`` are the trusted input values the plan will run with; when given, references to
-    inputs are checked (names and paths). The executor always checks them before running.
-    """
-    a = analyse(plan, registry, inputs=inputs, max_steps=max_steps, forbidden_tools=forbidden_tools)
-    return ValidationReport(plan.hash, tuple(a.issues), tuple(a.warnings))
 
 
 def analyse(
