@@ -45,15 +45,17 @@ def call_checker(
     endorsement used is journaled through ``note`` (``endorsement_used``)."""
     is_trusted, describe = label_trust(prepared.analysis)
     steps = prepared.analysis.steps
-    fixed: dict[str, Verdict | None] = {}
-    """Per step, the verdict when the call's values cannot change it (``fixed_verdict``)."""
+    fixed: dict[tuple[str, frozenset[str]], Verdict | None] = {}
+    """Per tool and marks, the verdict when the call's values cannot change it
+    (``fixed_verdict``): the policy compiled once per plan."""
 
     def check(call: StepCall) -> ApprovalRequest | Denied | None:
         step = call.step
         tool = step.tool
-        if step.id not in fixed:
-            fixed[step.id] = fixed_verdict(prepared.policy, tool, is_trusted, describe, step.marks)
-        verdict = fixed[step.id]
+        key = (tool.name, step.marks)
+        if key not in fixed:
+            fixed[key] = fixed_verdict(prepared.policy, tool, is_trusted, describe, step.marks)
+        verdict = fixed[key]
         if verdict is not None and not verdict.concerns:
             return None  # allowed whatever the values: no request, no endorsement to settle
         if verdict is None:

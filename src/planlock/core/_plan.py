@@ -6,6 +6,7 @@ JSON path); checking it against a tool registry is the validator's job (``_valid
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -106,12 +107,16 @@ class Ref:
 
 def normalize_path(text: str) -> str:
     """``a[*].b`` and ``[0].b`` written as dotted segments: ``a.*.b``, ``0.b``."""
+    if "[" not in text:
+        return text
     out = _BRACKET.sub(lambda m: "." + m.group(1), text)
     return out[1:] if out.startswith(".") and text.startswith("[") else out
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ref(body: str) -> Ref | str:
-    """Parse a placeholder body; return the Ref, or a message saying why it is malformed."""
+    """Parse a placeholder body; return the Ref, or a message saying why it is malformed.
+    (Cached: a plan names the same outputs again and again, and a Ref is immutable.)"""
     text = body
     body = normalize_path(body)
     if not _REF_BODY.match(body):
@@ -136,6 +141,23 @@ def parse_ref(body: str) -> Ref | str:
             return f"malformed placeholder '{{{{{text}}}}}': expected input.<name>[.<path>]"
         return Ref("input", parts[1], tuple(parts[2:]), text)
     return Ref("input", parts[0], tuple(parts[1:]), text)
+
+
+def scan_placeholders(text: str) -> tuple[list[Ref | str], bool, bool]:
+    """One pass over a string argument: its placeholders (Refs, or messages for malformed
+    ones, as ``find_placeholders``), whether it is exactly one placeholder (``whole``), and
+    whether it has any (else it is a literal)."""
+    matches = list(_PLACEHOLDER.finditer(text))
+    found: list[Ref | str] = [parse_ref(m.group(1)) for m in matches]
+    rest, pos = [], 0
+    for m in matches:
+        rest.append(text[pos : m.start()])
+        pos = m.end()
+    rest.append(text[pos:])
+    if _OPEN.search("".join(rest)):
+        found.append("unbalanced '{{' in a string argument (write a literal '{{' as '\\{{')")
+    whole = len(matches) == 1 and matches[0].span() == (0, len(text))
+    return found, whole, bool(matches)
 
 
 def find_placeholders(text: str) -> list[Ref | str]:

@@ -15,10 +15,9 @@ from typing import Any
 
 from planlock.core._plan import (
     Ref,
-    find_placeholders,
+    scan_placeholders,
     split_interpolation,
     unescape,
-    whole_placeholder,
 )
 
 __all__ = [
@@ -70,15 +69,14 @@ def compile_value(value: Any, path: str, problems: list[tuple[str, str]]) -> Tem
     if isinstance(value, str):
         if "{" not in value and "}" not in value:
             return Lit(value)
-        found = find_placeholders(value)
+        found, whole, _ = scan_placeholders(value)
         if not found:
             return Lit(unescape(value))
         bad = [f for f in found if isinstance(f, str)]
         if bad:
             problems.extend((path, m) for m in bad)
             return Lit(value)
-        body = whole_placeholder(value)
-        if body is not None:
+        if whole:
             (ref,) = found
             assert isinstance(ref, Ref)
             return Whole(ref)

@@ -7,6 +7,7 @@ Each check appends ``Issue`` objects with their JSON paths; ``analyse`` calls th
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -180,16 +181,22 @@ def _literal_errors(
     """Errors for a literal: Pydantic (strict JSON mode, as at call time) for a whole parameter,
     JSON Schema for a piece of a parameter that also holds placeholders."""
     if top and pname in tool.param_adapters:
-        try:
-            tool.param_adapters[pname].validate_json(json.dumps(value), strict=True)
-        except ValidationError as exc:
-            return [(_loc(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
-        return []
+        return list(_adapter_errors(tool.param_adapters[pname], json.dumps(value)))
     sub = {**pschema, "$defs": root.get("$defs", {})} if isinstance(pschema, dict) else {}
     import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
 
     validator = jsonschema.Draft202012Validator(sub)
     return [(_loc(tuple(e.absolute_path)), e.message) for e in validator.iter_errors(value)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _adapter_errors(adapter: Any, text: str) -> tuple[tuple[str, str], ...]:
+    """A literal checked by a parameter's adapter (cached: plans repeat their literals)."""
+    try:
+        adapter.validate_json(text, strict=True)
+    except ValidationError as exc:
+        return tuple((_loc(e["loc"]), e["msg"]) for e in exc.errors(include_url=False))
+    return ()
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

@@ -172,7 +172,9 @@ def analyse(
     a.warnings.extend(cover_warnings)
     order_steps(a, index, deps)
     for sid in a.order:  # dependencies first: a step's marks include those of what it reads
-        a.steps[sid] = replace(a.steps[sid], marks=branch_marks(a.steps, a.steps[sid]))
+        marks = branch_marks(a.steps, a.steps[sid])
+        if marks:
+            a.steps[sid] = replace(a.steps[sid], marks=marks)
     a.issues.sort(key=_issue_key)
     return a
 
