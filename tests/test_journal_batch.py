@@ -55,21 +55,15 @@ def test_an_event_keeps_its_own_copy_of_the_data() -> None:
     assert Journal(store).verify().ok
 
 
-def batch() -> list[tuple[str, str, dict[str, Any], str]]:
+Item = tuple[str, str, dict[str, Any], str, str | None]
+
+
+def batch() -> list[Item]:
+    at = "2026-12-05T03:00:00.00000{}+00:00"
     return [
-        ("r1", "run_started", {"goal": "g", "inputs": {}}, "2026-12-05T03:00:00.000001+00:00"),
-        (
-            "r1",
-            "step_started",
-            {"step": "a", "args": {"x": "é"}},
-            "2026-12-05T03:00:00.000002+00:00",
-        ),
-        (
-            "r1",
-            "step_finished",
-            {"step": "a", "output": [1, 2.5]},
-            "2026-12-05T03:00:00.000003+00:00",
-        ),
+        ("r1", "run_started", {"goal": "g", "inputs": {}}, at.format(1), None),
+        ("r1", "step_started", {"step": "a", "args": {"x": "é"}}, at.format(2), None),
+        ("r1", "step_finished", {"step": "a", "output": [1, 2.5]}, at.format(3), None),
     ]
 
 
@@ -81,11 +75,155 @@ def test_append_many_is_the_chain_of_single_appends(kind: str, tmp_path: Path) -
     one, many = make("one"), make("many")
     last = None
     singles = []
-    for run_id, k, data, at in batch():
+    for run_id, k, data, at, _ in batch():
         singles.append(chain_next(last, run_id, k, data, at=at))
         last = (singles[-1].seq, singles[-1].hash)
-        one.append_many([(run_id, k, data, at)])
+        one.append_many([(run_id, k, data, at, None)])
     batched = many.append_many(batch())
     assert [e.hash for e in batched] == [e.hash for e in singles]
     assert [e.hash for e in many.events()] == [e.hash for e in one.events()]
     assert Journal(many).verify().ok
+
+
+# --------------------------------------------------------------------------------------------
+# Group commit
+
+
+class CountingStore(SQLiteStore):
+    """An SQLite journal that counts its transactions and can say what was durable when."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[list[str]] = []
+
+    def append_many(self, events: list[Any]) -> list[Any]:
+        self.batches.append([kind for _, kind, *_ in events])
+        return super().append_many(events)
+
+    def durable(self) -> list[str]:
+        return [e.kind for e in self.events()]
+
+
+@pytest.mark.anyio
+async def test_events_of_one_loop_turn_share_a_transaction(tmp_path: Path) -> None:
+    import anyio
+
+    store = CountingStore(tmp_path / "j.db")
+    journal = Journal(store)
+
+    async def start(i: int) -> None:
+        await journal.commit("r", "step_started", {"step": str(i)})
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(start, i)
+    assert len(store.batches) == 1
+    assert len(store.durable()) == 20
+    assert journal.verify().ok
+
+
+@pytest.mark.anyio
+async def test_a_waited_event_is_durable_with_everything_recorded_before_it(
+    tmp_path: Path,
+) -> None:
+    """The guarantee: when ``commit`` returns, its event and every event deferred before it
+    are in the database, in order; a deferred event alone is not waited for."""
+    store = CountingStore(tmp_path / "j.db")
+    journal = Journal(store)
+    journal.defer("r", "step_finished", {"step": "a"})
+    assert store.durable() == []  # not yet: nobody waits for it
+    await journal.commit("r", "step_started", {"step": "b"})
+    assert store.durable() == ["step_finished", "step_started"]
+    assert store.batches == [["step_finished", "step_started"]]
+
+
+@pytest.mark.anyio
+async def test_a_deferred_event_is_committed_within_the_window(tmp_path: Path) -> None:
+    import anyio
+
+    from planlock.journal._group import WINDOW
+
+    store = CountingStore(tmp_path / "j.db")
+    journal = Journal(store)
+    seen: list[str] = []
+    journal.listeners.append(lambda e: seen.append(e.kind))
+    journal.defer("r", "step_finished", {"step": "a"})
+    assert seen == []  # listeners hear of an event once it is durable
+    await anyio.sleep(WINDOW * 5)
+    assert store.durable() == ["step_finished"]
+    assert seen == ["step_finished"]
+
+
+@pytest.mark.anyio
+async def test_a_synchronous_record_keeps_the_order(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "j.db")
+    journal = Journal(store)
+    journal.defer("r", "step_finished", {"step": "a"})
+    journal.record("r", "endorsement_used", {"step": "b"})  # the plan-approval path
+    assert store.durable() == ["step_finished", "endorsement_used"]
+
+
+@pytest.mark.anyio
+async def test_a_bad_event_fails_its_caller_not_the_batch(tmp_path: Path) -> None:
+    from planlock import UsageError
+
+    store = CountingStore(tmp_path / "j.db")
+    journal = Journal(store)
+    journal.defer("r", "step_finished", {"step": "a"})
+    with pytest.raises(UsageError):
+        journal.defer("r", "not_a_kind", {})
+    with pytest.raises(TypeError):
+        await journal.commit("r", "step_started", {"x": object()})
+    await journal.commit("r", "step_started", {"step": "b"})
+    assert store.durable() == ["step_finished", "step_started"]
+
+
+@pytest.mark.anyio
+async def test_a_failed_batch_fails_its_waiters_and_is_reported(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "j.db")
+    journal = Journal(store)
+    store.close()  # every append now fails
+    with pytest.raises(Exception, match="closed"):
+        await journal.commit("r", "step_started", {"step": "a"})
+    journal.defer("r", "step_finished", {"step": "a"})
+    with pytest.raises(Exception, match="closed"):
+        journal.flush()
+
+
+def test_without_an_event_loop_every_event_is_appended_at_once(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "j.db")
+    journal = Journal(store)
+    journal.defer("r", "step_finished", {"step": "a"})
+    assert store.durable() == ["step_finished"]
+
+
+@pytest.mark.anyio
+async def test_a_run_waits_for_step_started_before_the_tool_runs(tmp_path: Path) -> None:
+    """Attack on the guarantee: whatever the tool sees, its step_started (and the outcome of the
+    step it reads) is already in the database."""
+    from planlock import Plan, ToolRegistry, approve_all, run
+
+    store = CountingStore(tmp_path / "j.db")
+    journal = Journal(store)
+    reg = ToolRegistry()
+    durable_at_call: list[list[str]] = []
+
+    @reg.tool(effect="read")
+    async def probe(x: int = 0) -> int:
+        durable_at_call.append(store.durable())
+        return x + 1
+
+    steps: list[dict[str, Any]] = [{"id": "a", "tool": "probe"}]
+    steps.append({"id": "b", "tool": "probe", "args": {"x": "{{steps.a.output}}"}})
+    result = await run(
+        Plan.parse({"goal": "g", "steps": steps}), reg, journal=journal, approver=approve_all()
+    )
+    assert result.ok
+    first, second = durable_at_call
+    assert first[-1] == "step_started"
+    assert second[-3:] == ["step_started", "step_finished", "step_started"]
+    kinds = store.durable()
+    assert kinds[-1] == "run_finished"
+    assert kinds.count("step_finished") == 2
+    assert len(store.batches) < len(kinds)  # some events shared a transaction
+    assert journal.verify().ok

@@ -58,9 +58,21 @@ class Prepared:
         return ApprovalRequest(self.run_id, self.plan, self.plan_hash, self.report, id=approval_id)
 
 
+OUTCOMES = frozenset({"step_finished", "step_failed", "step_skipped", "step_retrying"})
+"""Events the walk does not wait for (``Journal.defer``): what a step produced. Each is durable
+before anything depends on it: the walk waits for the next ``step_started`` (every event recorded
+before it is committed with it, in order) before a tool runs, and for ``run_finished``."""
+
+
 def recorder(journal: Journal, run_id: str) -> Record:
+    """The walk's journal writer: outcomes deferred, every other event waited for (with an SQL
+    journal, both are group-committed: one transaction for the events of one loop turn)."""
+
     async def record(kind: str, data: dict[str, Any]) -> None:
-        journal.record(run_id, kind, data)
+        if kind in OUTCOMES:
+            journal.defer(run_id, kind, data)
+        else:
+            await journal.commit(run_id, kind, data)
 
     return record
 

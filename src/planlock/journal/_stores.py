@@ -45,12 +45,14 @@ __all__ = [
 
 
 _HEAD = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+_HEAD_AT = "SELECT seq, hash, at FROM events ORDER BY seq DESC LIMIT 1"
 _ROWS_PER_INSERT = 100
 """Rows per multi-row INSERT of a batch (7 parameters each: within SQLite's oldest limit, 999)."""
 
 
-Pending = tuple[str, str, dict[str, Any], str]
-"""An event not yet appended: run id, kind, data, and ``at`` (when it was recorded)."""
+Pending = tuple[str, str, dict[str, Any], str, str | None]
+"""An event not yet appended: run id, kind, data, ``at`` (when it was recorded), and the data's
+canonical JSON when it was written already (None: the store writes it)."""
 
 
 class JournalStore(Protocol):
@@ -89,9 +91,9 @@ class MemoryStore:
     def append_many(self, events: list[Pending]) -> list[Event]:
         with self._lock:
             out: list[Event] = []
-            for run_id, kind, data, at in events:
+            for run_id, kind, data, at, text in events:
                 last = (self._events[-1].seq, self._events[-1].hash) if self._events else None
-                out.append(chain_next(last, run_id, kind, data, at=at))
+                out.append(chain_next(last, run_id, kind, data, at=at, data_json=text))
                 self._events.append(out[-1])
             return out
 
@@ -108,6 +110,9 @@ class MemoryStore:
 
 class SQLStore:
     """The journal in a SQL database (``planlock.db``), with every planlock table beside it."""
+
+    group_commit = True
+    """``Journal.commit`` and ``Journal.defer`` batch events into one transaction (``_group``)."""
 
     spec: str | Path
     """What opens another connection to the same database (``planlock.db.connect``)."""
@@ -130,20 +135,24 @@ class SQLStore:
         """Chain and insert the next event. On PostgreSQL, when the connection is lost, the
         append is resolved, not re-sent blindly: if the event (its seq and hash) is in the
         database, the COMMIT went through; else it runs again on the new head."""
-        return self.append_many([(run_id, kind, data, now())])[0]
+        return self.append_many([(run_id, kind, data, now(), None)])[0]
 
     def append_many(self, events: list[Pending]) -> list[Event]:
         """Chain and insert events in one transaction (one lock, one head read, one commit):
         all of them or none. The data of each is serialized once, for its hash and its row."""
-        texts = [canonical_json(data) for _, _, data, _ in events]
+        texts = [text if text is not None else canonical_json(d) for _, _, d, _, text in events]
 
         def insert(db: Database) -> list[Event]:
             db.serialize("append")
-            row = db.execute(_HEAD).fetchone()
-            last = tuple(row) if row else None
+            row = db.execute(_HEAD_AT).fetchone()
+            last = (row[0], row[1]) if row else None
+            latest = str(row[2]) if row else ""
             out: list[Event] = []
-            for (run_id, kind, data, at), text in zip(events, texts, strict=True):
-                event = chain_next(last, run_id, kind, data, at=at, data_json=text)
+            for (run_id, kind, data, at, _), text in zip(events, texts, strict=True):
+                # ``at`` was taken when the event was recorded; another process may have
+                # committed a later one meanwhile: the times stay in seq order.
+                latest = max(latest, at)
+                event = chain_next(last, run_id, kind, data, at=latest, data_json=text)
                 last = (event.seq, event.hash)
                 out.append(event)
             rows = [

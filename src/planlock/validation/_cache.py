@@ -13,8 +13,9 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from planlock.core import Plan, canonical_json, condition_refs, refs_of
+from planlock.core import Plan, canonical_json, condition_refs, parse_ref, refs_of
 from planlock.tools import ToolRegistry
+from planlock.validation._checks import clear_literal_checks
 from planlock.validation._types import Analysis, ValidationReport
 from planlock.validation._validate import analyse
 
@@ -103,6 +104,9 @@ def _reads_inputs(a: Analysis) -> bool:
 
 
 def clear_analyses() -> None:
-    """Forget every kept analysis (benchmarks measure the cold path with it)."""
+    """Forget every kept analysis, parsed reference and checked literal (benchmarks measure
+    the cost of a plan seen for the first time with it)."""
     with _lock:
         _cache.clear()
+    parse_ref.cache_clear()
+    clear_literal_checks()

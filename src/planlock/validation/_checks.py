@@ -32,7 +32,7 @@ from planlock.core import (
 from planlock.tools import Tool
 from planlock.validation._fields import schema_at
 
-__all__ = ["check_args", "check_ref", "ref_types"]
+__all__ = ["check_args", "check_ref", "clear_literal_checks", "ref_types"]
 
 
 def check_ref(
@@ -197,6 +197,10 @@ def _adapter_errors(adapter: Any, text: str) -> tuple[tuple[str, str], ...]:
     except ValidationError as exc:
         return tuple((_loc(e["loc"]), e["msg"]) for e in exc.errors(include_url=False))
     return ()
+
+
+def clear_literal_checks() -> None:
+    _adapter_errors.cache_clear()
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
