@@ -52,6 +52,7 @@ from typing import Any, TypedDict
 import anyio
 
 import planlock  # type: ignore[import-untyped, unused-ignore]
+from planlock.validation import clear_analyses  # type: ignore[import-untyped, unused-ignore]
 
 CONCURRENCY = 100
 DIAMOND_WIDTH = 8
@@ -195,11 +196,23 @@ async def asyncio_floor(shape: Shape) -> float:
     return time.perf_counter() - start
 
 
+class NoWaitJournal(planlock.Journal):  # type: ignore[misc, unused-ignore]
+    """What the durability guarantee costs: a journal that never waits for an event to be
+    durable (every event group-committed within the window, none before its side effect).
+    Measured, not offered: planlock's journals wait for step_started and run_finished."""
+
+    async def commit(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        self.defer(run_id, kind, data)
+
+
 async def planlock_run(
-    plan: planlock.Plan, reg: planlock.ToolRegistry, store: Any
+    plan: planlock.Plan,
+    reg: planlock.ToolRegistry,
+    store: Any,
+    journal_class: type[planlock.Journal] = planlock.Journal,
 ) -> tuple[float, float]:
     """Wall time of planlock.run, and of its startup (run_started to the first step_started)."""
-    journal = planlock.Journal(store)
+    journal = journal_class(store)
     gc.collect()
     start = time.perf_counter()
     result = await planlock.run(
@@ -208,6 +221,7 @@ async def planlock_run(
     elapsed = time.perf_counter() - start
     if not result.ok:
         raise RuntimeError(f"planlock run failed at {result.failed_step}: {result.error}")
+    journal.flush()  # only NoWaitJournal may hold some
     events = journal.events()
     started = [e for e in events if e.kind == "step_started"]
     if len(started) != len(plan.steps):
@@ -278,7 +292,19 @@ async def langgraph_run(shape: Shape, sqlite: Path | None) -> float:
 # The comparison
 
 
-SYSTEMS = ("floor", "planlock-memory", "planlock-sqlite", "langgraph-memory", "langgraph-sqlite")
+SYSTEMS = (
+    "floor",
+    "planlock-memory",
+    "planlock-memory-cold",
+    "planlock-sqlite",
+    "planlock-sqlite-nowait",
+    "langgraph-memory",
+    "langgraph-sqlite",
+)
+"""``-cold``: the plan's analysis is not reused (``clear_analyses`` before the run), as for a plan
+run without having been validated first. ``-nowait``: ``NoWaitJournal``."""
+PLANLOCK = 5
+"""The systems before LangGraph's."""
 
 
 @dataclass
@@ -297,7 +323,7 @@ async def per_step(n: int, reps: int, tmp: Path) -> list[Row]:
     lg = langgraph_available()
     cases = [(s, s.plan()) for s in shapes(n)]
     times: dict[tuple[str, str], list[float]] = {}
-    systems = SYSTEMS if lg else SYSTEMS[:3]
+    systems = SYSTEMS if lg else SYSTEMS[:PLANLOCK]
     count = 0
     for _ in range(reps):  # interleaved: every system once per repetition
         for shape, plan in cases:
@@ -325,12 +351,17 @@ async def run_system(
     """One run of ``shape`` by ``system``; ``db``: a new file for the SQLite runs."""
     if system == "floor":
         return await asyncio_floor(shape)
-    if system == "planlock-memory":
+    if system.startswith("planlock-memory"):
+        if system.endswith("-cold"):
+            clear_analyses()
         return (await planlock_run(plan, reg, planlock.MemoryStore()))[0]
-    if system == "planlock-sqlite":
+    if system.startswith("planlock-sqlite"):
         store = planlock.SQLiteStore(db)
+        lazy = system.endswith("-nowait")
         try:
-            return (await planlock_run(plan, reg, store))[0]
+            return (
+                await planlock_run(plan, reg, store, NoWaitJournal if lazy else planlock.Journal)
+            )[0]
         finally:
             store.close()
     return await langgraph_run(shape, db if system == "langgraph-sqlite" else None)
@@ -395,33 +426,44 @@ def report_per_step(rows: Sequence[Row], reps: int) -> str:
         "steps",
         "floor us",
         "planlock mem us",
+        "cold",
         "planlock sqlite us",
+        "no-wait",
         "LangGraph mem us",
         "LangGraph sqlite us",
         "mem x floor",
+        "cold x floor",
         "mem / LG mem",
         "sqlite / LG sqlite",
         "sqlite / mem",
+        "guarantee us",
     ]
+    nan = float("nan")
     body = [
         [
             r.shape,
             str(r.steps),
             _cell(r.us["floor"]),
             _cell(r.us["planlock-memory"]),
+            _cell(r.us["planlock-memory-cold"]),
             _cell(r.us["planlock-sqlite"]),
-            _cell(r.us.get("langgraph-memory", float("nan"))),
-            _cell(r.us.get("langgraph-sqlite", float("nan"))),
+            _cell(r.us["planlock-sqlite-nowait"]),
+            _cell(r.us.get("langgraph-memory", nan)),
+            _cell(r.us.get("langgraph-sqlite", nan)),
             _cell(r.ratio("planlock-memory", "floor")) + "x",
+            _cell(r.ratio("planlock-memory-cold", "floor")) + "x",
             _cell(r.ratio("planlock-memory", "langgraph-memory"), 2) + "x",
             _cell(r.ratio("planlock-sqlite", "langgraph-sqlite"), 2) + "x",
             _cell(r.ratio("planlock-sqlite", "planlock-memory"), 2) + "x",
+            _cell(r.us["planlock-sqlite"] - r.us["planlock-sqlite-nowait"]),
         ]
         for r in rows
     ]
     return (
         f"0a. Per step against the asyncio floor and LangGraph (no-op async tools, "
-        f"concurrency={CONCURRENCY}, medians of {reps}, interleaved)\n" + _table(headers, body)
+        f"concurrency={CONCURRENCY}, medians of {reps}, interleaved; cold: without reusing "
+        "the analysis; no-wait: SQLite journal that never waits for durability; guarantee: "
+        "what waiting costs per step)\n" + _table(headers, body)
     )
 
 

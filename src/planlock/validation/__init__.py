@@ -2,7 +2,6 @@
 JSON path (R2), and provenance: the labels a value carries and which of them are trusted (R5).
 """
 
-from planlock.validation._cache import analysis_of, clear_analyses, validate
 from planlock.validation._coverage import (
     ACTION_VERBS,
     COVERAGE_WARNINGS,
@@ -26,7 +25,7 @@ from planlock.validation._provenance import (
     untrusted_labels,
 )
 from planlock.validation._types import Analysis, CompiledStep, ValidationReport
-from planlock.validation._validate import Issue, analyse
+from planlock.validation._validate import Issue, analyse, analysis_of, clear_analyses, validate
 
 __all__ = [
     "ACTION_VERBS",
