@@ -227,3 +227,20 @@ async def test_a_run_waits_for_step_started_before_the_tool_runs(tmp_path: Path)
     assert kinds.count("step_finished") == 2
     assert len(store.batches) < len(kinds)  # some events shared a transaction
     assert journal.verify().ok
+
+
+def test_an_event_built_directly_is_a_normal_event() -> None:
+    from pydantic import ValidationError
+
+    from planlock import Event
+    from planlock.journal import _events
+
+    assert _events._event is _events._constructed  # this Pydantic's layout is the one checked
+    event = chain_next(None, "r", "step_started", {"step": "a"}, at="t")
+    same = Event.model_construct(**event.model_dump())
+    assert event == same
+    assert event.model_dump() == same.model_dump()
+    assert event.model_dump_json() == same.model_dump_json()
+    assert Event.model_validate(event.model_dump()) == event
+    with pytest.raises(ValidationError):
+        event.seq = 2  # type: ignore[misc]  # frozen, as before

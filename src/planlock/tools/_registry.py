@@ -95,8 +95,9 @@ class Tool:
     definition, with the server's annotations; a LangChain or pydantic-ai tool): shown in
     ``describe()`` and journaled with the plan. Informative only: nothing here is trusted."""
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
+        """Whether ``fn`` is a coroutine function (asked on every call; ``fn`` never changes)."""
         return inspect.iscoroutinefunction(self.fn)
 
     @property
