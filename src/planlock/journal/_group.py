@@ -15,6 +15,7 @@ on it starts, and before the run reports it (``run_finished`` waits).
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,10 @@ class Group:
         """Held while a batch is taken and committed: one writer at a time, in order."""
         self._pending: list[Pending] = []
         self._waiters: list[_Waiter] = []
-        self._soon = False
-        self._timer = False
+        self._soon: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        """Loops with a flush scheduled at the end of their current turn."""
+        self._timer: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        """Loops with a flush scheduled within ``WINDOW``."""
         self._lost: BaseException | None = None
 
     def add(self, item: Pending, loop: asyncio.AbstractEventLoop, wait: bool) -> Any:
@@ -65,15 +68,17 @@ class Group:
             if wait:
                 future = loop.create_future()
                 self._waiters.append((loop, future, threading.get_ident()))
-                if not self._soon:  # at the end of this loop turn: whoever recorded joins in
-                    self._soon = True
-                    loop.call_soon(self._scheduled)
-            elif not self._timer and not self._soon:
-                self._timer = True
-                loop.call_later(WINDOW, self._scheduled)
+                if loop not in self._soon:  # at the end of this turn: whoever records joins in
+                    self._soon.add(loop)
+                    loop.call_soon(self._scheduled, self._soon, loop)
+            elif loop not in self._timer:
+                self._timer.add(loop)
+                loop.call_later(WINDOW, self._scheduled, self._timer, loop)
             return future
 
-    def _scheduled(self) -> None:
+    def _scheduled(self, flag: weakref.WeakSet[asyncio.AbstractEventLoop], loop: Any) -> None:
+        with self.lock:
+            flag.discard(loop)
         try:
             self.flush()
         except Exception:  # reported to the waiters; kept for the next caller when none
@@ -83,7 +88,6 @@ class Group:
         """Commit what is pending (and ``extra`` after it) in one transaction; return the
         events of ``extra``. On failure every waiter of the batch gets the error."""
         with self.lock:
-            self._soon = self._timer = False
             batch, waiters = self._pending, self._waiters
             self._pending, self._waiters = [], []
             if extra:
