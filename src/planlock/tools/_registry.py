@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from planlock.core import normalize_path
 from planlock.errors import UsageError
+from planlock.tools._native import plain_json_args
 
 __all__ = ["EFFECTS", "Effect", "StepContext", "Tool", "ToolRegistry"]
 
@@ -99,6 +100,12 @@ class Tool:
     def is_async(self) -> bool:
         """Whether ``fn`` is a coroutine function (asked on every call; ``fn`` never changes)."""
         return inspect.iscoroutinefunction(self.fn)
+
+    @functools.cached_property
+    def plain_args(self) -> bool:
+        """Whether the arguments validate the same as Python values as from JSON text
+        (``_native``): then a call checks them without the JSON round trip."""
+        return plain_json_args(self.args_model, self.context_param)
 
     @property
     def params_schema(self) -> dict[str, Any]:
