@@ -7,7 +7,6 @@ Each check appends ``Issue`` objects with their JSON paths; ``analyse`` calls th
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -181,7 +180,9 @@ def _literal_errors(
     """Errors for a literal: Pydantic (strict JSON mode, as at call time) for a whole parameter,
     JSON Schema for a piece of a parameter that also holds placeholders."""
     if top and pname in tool.param_adapters:
-        return list(_adapter_errors(tool.param_adapters[pname], json.dumps(value)))
+        # Keyed by repr, which tells apart every two JSON values json.dumps does (and is
+        # cheaper to write); the JSON text is written only to check a literal not seen yet.
+        return list(_adapter_errors(tool.param_adapters[pname], repr(value), value))
     sub = {**pschema, "$defs": root.get("$defs", {})} if isinstance(pschema, dict) else {}
     import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
 
@@ -189,9 +190,21 @@ def _literal_errors(
     return [(_loc(tuple(e.absolute_path)), e.message) for e in validator.iter_errors(value)]
 
 
-@functools.lru_cache(maxsize=1024)
-def _adapter_errors(adapter: Any, text: str) -> tuple[tuple[str, str], ...]:
+def _adapter_errors(adapter: Any, key: str, value: Any) -> tuple[tuple[str, str], ...]:
     """A literal checked by a parameter's adapter (cached: plans repeat their literals)."""
+    found = _checked.get((adapter, key))
+    if found is None:
+        if len(_checked) >= _CHECKED_MAX:
+            _checked.clear()  # a bound, not a policy: plans repeat a few literals
+        found = _checked[adapter, key] = _check_literal(adapter, json.dumps(value))
+    return found
+
+
+_checked: dict[tuple[Any, str], tuple[tuple[str, str], ...]] = {}
+_CHECKED_MAX = 1024
+
+
+def _check_literal(adapter: Any, text: str) -> tuple[tuple[str, str], ...]:
     try:
         adapter.validate_json(text, strict=True)
     except ValidationError as exc:
@@ -200,7 +213,7 @@ def _adapter_errors(adapter: Any, text: str) -> tuple[tuple[str, str], ...]:
 
 
 def clear_literal_checks() -> None:
-    _adapter_errors.cache_clear()
+    _checked.clear()
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

@@ -279,7 +279,8 @@ def analysis_of(
     analysis.__dict__["plan_hash"] = plan_hash  # the cached property, known already
     if given != "\0":
         with _lock:
-            _cache[key if _reads_inputs(analysis) else blind] = (registry, analysis)
+            blind_ok = given is None or not _reads_inputs(analysis)
+            _cache[blind if blind_ok else key] = (registry, analysis)
             while len(_cache) > _SIZE:
                 _cache.popitem(last=False)
     return analysis
@@ -287,16 +288,21 @@ def analysis_of(
 
 def _reads_inputs(a: Analysis) -> bool:
     """Whether the analysis may depend on the inputs given: it has issues (some steps may not
-    be compiled) or a step reads a trusted input."""
-    if a.issues or len(a.steps) != len(a.plan.steps):
-        return True
-    for step in a.steps.values():
-        refs = [r for t in step.args.values() for r in refs_of(t)]
-        refs += condition_refs(step.when) if step.when is not None else ()
-        refs += (step.for_each,) if step.for_each is not None else ()
-        if any(r.source == "input" for r in refs):
-            return True
-    return False
+    be compiled) or a step reads a trusted input. Kept with the analysis."""
+    if "reads_inputs" not in a.memo:
+        a.memo["reads_inputs"] = (
+            bool(a.issues)
+            or len(a.steps) != len(a.plan.steps)
+            or any(map(_reads_input, a.steps.values()))
+        )
+    return bool(a.memo["reads_inputs"])
+
+
+def _reads_input(step: CompiledStep) -> bool:
+    refs = [r for t in step.args.values() for r in refs_of(t)]
+    refs += condition_refs(step.when) if step.when is not None else ()
+    refs += (step.for_each,) if step.for_each is not None else ()
+    return any(r.source == "input" for r in refs)
 
 
 def clear_analyses() -> None:
