@@ -244,3 +244,31 @@ def test_an_event_built_directly_is_a_normal_event() -> None:
     assert Event.model_validate(event.model_dump()) == event
     with pytest.raises(ValidationError):
         event.seq = 2  # type: ignore[misc]  # frozen, as before
+
+
+@pytest.mark.anyio
+async def test_group_commit_on_postgresql(pg_schema: str) -> None:
+    """The same batch, one transaction, the same chain, on PostgreSQL (a multi-row INSERT of
+    more rows than one statement takes)."""
+    import anyio
+
+    from planlock import PostgresStore
+
+    store = PostgresStore(pg_schema)
+    journal = Journal(store)
+    try:
+
+        async def start(i: int) -> None:
+            await journal.commit("r", "step_started", {"step": str(i)})
+
+        async with anyio.create_task_group() as tg:
+            for i in range(150):
+                tg.start_soon(start, i)
+        journal.defer("r", "step_finished", {"step": "0"})
+        await journal.commit("r", "run_finished", {"status": "succeeded"})
+        kinds = [e.kind for e in journal.events()]
+        assert kinds.count("step_started") == 150
+        assert kinds[-2:] == ["step_finished", "run_finished"]
+        assert journal.verify().ok
+    finally:
+        journal.close()
