@@ -272,3 +272,23 @@ async def test_group_commit_on_postgresql(pg_schema: str) -> None:
         assert journal.verify().ok
     finally:
         journal.close()
+
+
+@given(
+    value=st.dictionaries(st.text(), json_values, max_size=5) | st.lists(json_values, max_size=5)
+)
+def test_canonical_json_is_json_dumps_with_the_canonical_options(value: Any) -> None:
+    """The hash of every event and plan depends on these bytes (R7, R10)."""
+    import json
+
+    expected = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    assert canonical_json(value) == expected
+
+
+def test_canonical_json_still_refuses_what_json_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        canonical_json({"x": float("nan")})
+    with pytest.raises(TypeError):
+        canonical_json({"x": object()})

@@ -71,8 +71,24 @@ _CANONICAL = json.JSONEncoder(
 call, which costs more than encoding a journal event."""
 
 
+def _c_encoder() -> Any:
+    """CPython's C encoder with the canonical options, made once: ``encode`` makes one per call.
+    Without the check for circular references (JSON values have none; one would end in a
+    RecursionError instead of a ValueError). None where the C encoder is missing."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    strings = json.encoder.encode_basestring
+    return make(None, _CANONICAL.default, strings, None, ":", ",", True, False, False)
+
+
+_C_ENCODER = _c_encoder()
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no insignificant whitespace: the form that is hashed."""
+    if _C_ENCODER is not None and type(value) in (dict, list):
+        return "".join(_C_ENCODER(value, 0))
     return _CANONICAL.encode(value)
 
 
