@@ -29,3 +29,35 @@ def test_a_placeholder_deep_inside_is_still_found() -> None:
     bad: list[tuple[str, str]] = []
     compile_value({"k": ["{{ not a ref! }}"]}, "$.a", bad)
     assert [p for p, _ in bad] == ["$.a.k[0]"]
+
+
+def test_type_checks_decided_once_per_plan_still_tell_steps_apart() -> None:
+    """The memo of check_args is keyed by the output schema, the path and the parameter: a
+    string output into an int parameter is refused every time, an int output never."""
+    from planlock import Plan, ToolRegistry, validate
+
+    reg = ToolRegistry()
+
+    @reg.tool(effect="read")
+    def text() -> str:
+        return "a"
+
+    @reg.tool(effect="read")
+    def number() -> int:
+        return 1
+
+    @reg.tool(effect="read")
+    def use(n: int) -> int:
+        return n
+
+    steps: list[dict[str, object]] = [{"id": "t", "tool": "text"}, {"id": "n", "tool": "number"}]
+    for i in range(3):
+        steps.append({"id": f"bad{i}", "tool": "use", "args": {"n": "{{steps.t.output}}"}})
+        steps.append({"id": f"ok{i}", "tool": "use", "args": {"n": "{{steps.n.output}}"}})
+    issues = validate(Plan.parse({"goal": "g", "steps": steps}), reg).issues
+    assert [(i.code, i.path) for i in issues] == [
+        ("type_mismatch", f"$.steps[{2 + 2 * i}].args.n") for i in range(3)
+    ]
+    assert all(
+        "'{{steps.t.output}}' has type string; expected integer" in i.message for i in issues
+    )

@@ -81,7 +81,10 @@ def check_args(
     returns: Mapping[str, dict[str, Any]],
     inputs: Mapping[str, Any] | None,
     issues: list[Issue],
+    memo: dict[Any, Any] | None = None,
 ) -> None:
+    """``memo``: one dict for the whole plan, to decide each (output schema, path, parameter)
+    once (plans pass the same kind of value to the same parameter again and again)."""
     schema = tool.params_schema
     props: dict[str, Any] = schema.get("properties", {})
     for pname in args:
@@ -97,7 +100,16 @@ def check_args(
         if pname not in props:
             continue
         _check_template(
-            t, props[pname], schema, tool, pname, f"{base}.args.{pname}", returns, inputs, issues
+            t,
+            props[pname],
+            schema,
+            tool,
+            pname,
+            f"{base}.args.{pname}",
+            returns,
+            inputs,
+            issues,
+            memo=memo,
         )
 
 
@@ -113,19 +125,29 @@ def _check_template(
     issues: list[Issue],
     *,
     top: bool = True,
+    memo: dict[Any, Any] | None = None,
 ) -> None:
     if isinstance(t, Lit):
         for loc, msg in _literal_errors(t.value, tool, pname, pschema, root, top):
             issues.append(Issue("invalid_arg", path + loc, msg))
     elif isinstance(t, Whole):
-        vtypes = ref_types(t.ref, returns, inputs)
-        if not accepts_types(pschema, vtypes, root):
-            want = sorted(types_of(pschema, root) or [])
-            got = "/".join(sorted(vtypes or []))
-            msg = f"'{{{{{t.ref.text}}}}}' has type {got}; expected {'/'.join(want)}"
+        # A top-level parameter schema and an output schema live as long as the analysis, so
+        # their ids are a safe key for its memo (sub-schemas may be built on the fly: not kept).
+        kept = memo if top and t.ref.source == "step" else None
+        mismatch = _mismatch(t.ref, pschema, root, returns, inputs, kept)
+        if mismatch is not None:
+            got, want = mismatch
+            msg = f"'{{{{{t.ref.text}}}}}' has type {got}; expected {want}"
             issues.append(Issue("type_mismatch", path, msg))
     elif isinstance(t, Interp):
-        if not accepts_types(pschema, {"string"}, root):
+        key = ("string", id(pschema), id(root))
+        if memo is not None and top and key in memo:
+            takes = memo[key]
+        else:
+            takes = accepts_types(pschema, {"string"}, root)
+            if memo is not None and top:
+                memo[key] = takes
+        if not takes:
             msg = "a string with placeholders renders to a string; this parameter does not take one"
             issues.append(Issue("type_mismatch", path, msg))
     elif isinstance(t, Obj):
@@ -172,6 +194,29 @@ def _check_template(
                     issues,
                     top=False,
                 )
+
+
+def _mismatch(
+    ref: Ref,
+    pschema: Any,
+    root: dict[str, Any],
+    returns: Mapping[str, dict[str, Any]],
+    inputs: Mapping[str, Any] | None,
+    memo: dict[Any, Any] | None,
+) -> tuple[str, str] | None:
+    """The types a reference has and the parameter takes, when it does not take them."""
+    key = ("ref", id(returns.get(ref.name)), ref.path, id(pschema), id(root))
+    if memo is not None and key in memo:
+        found: tuple[str, str] | None = memo[key]
+        return found
+    vtypes = ref_types(ref, returns, inputs)
+    found = None
+    if not accepts_types(pschema, vtypes, root):
+        want = sorted(types_of(pschema, root) or [])
+        found = ("/".join(sorted(vtypes or [])), "/".join(want))
+    if memo is not None:
+        memo[key] = found
+    return found
 
 
 def _literal_errors(

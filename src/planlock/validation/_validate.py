@@ -93,6 +93,7 @@ def analyse(
             tools[s.id] = tool
 
     returns: dict[str, dict[str, Any]] = {}
+    memo: dict[Any, Any] = {}  # what check_args decided once for the whole plan
     for sid, tool in tools.items():
         if tool is None:
             continue
@@ -163,7 +164,7 @@ def analyse(
             step_deps.add(dep)
         choices: tuple[tuple[str | None, Ref], ...] = ()
         if tool is not None:
-            check_args(s.args, checked, tool, base, returns, inputs, issues)
+            check_args(s.args, checked, tool, base, returns, inputs, issues, memo)
             if tool is LLM_STEP_TOOL:
                 issues.extend(Issue(c, p, m) for c, p, m in check_llm_step(s.args, compiled, base))
                 choices, found = check_choices(s.args, compiled, base, tools, returns, loops)
