@@ -56,7 +56,8 @@ def check_ref(
                     f"'{{{{{ref.text}}}}}' refers to unknown step '{ref.name}'",
                 )
             )
-        elif ref.name in returns and schema_at(returns[ref.name], ref.path) is None:
+        # (With no path the output itself is named: at_path never returns None for it.)
+        elif ref.path and ref.name in returns and schema_at(returns[ref.name], ref.path) is None:
             msg = f"'{{{{{ref.text}}}}}': no such path on the return type of step '{ref.name}'"
             issues.append(Issue("bad_ref_path", path, msg))
         return
