@@ -28,7 +28,7 @@ from planlock.approval import (
 from planlock.errors import ApprovalRequired
 from planlock.execution import StepCall
 from planlock.journal import Journal
-from planlock.policy import evaluate
+from planlock.policy import Verdict, evaluate, fixed_verdict
 from planlock.validation import label_trust
 
 __all__ = ["call_checker", "in_process_waiter", "resume_request"]
@@ -45,18 +45,29 @@ def call_checker(
     endorsement used is journaled through ``note`` (``endorsement_used``)."""
     is_trusted, describe = label_trust(prepared.analysis)
     steps = prepared.analysis.steps
+    fixed: dict[tuple[str, frozenset[str]], Verdict | None] = {}
+    """Per tool and marks, the verdict when the call's values cannot change it
+    (``fixed_verdict``): the policy compiled once per plan."""
 
     def check(call: StepCall) -> ApprovalRequest | Denied | None:
-        tool = call.step.tool
-        verdict = evaluate(
-            prepared.policy,
-            tool,
-            call.args,
-            call.provenance,
-            is_trusted,
-            describe,
-            decided_by=call.step.marks,
-        )
+        step = call.step
+        tool = step.tool
+        key = (tool.name, step.marks)
+        if key not in fixed:
+            fixed[key] = fixed_verdict(prepared.policy, tool, is_trusted, describe, step.marks)
+        verdict = fixed[key]
+        if verdict is not None and not verdict.concerns:
+            return None  # allowed whatever the values: no request, no endorsement to settle
+        if verdict is None:
+            verdict = evaluate(
+                prepared.policy,
+                tool,
+                call.args,
+                call.provenance,
+                is_trusted,
+                describe,
+                decided_by=step.marks,
+            )
         base = prepared.plan_request()
         if verdict.action == "deny":
             why = "; ".join(r.message for r in verdict.concerns if r.action == "deny")

@@ -27,7 +27,7 @@ from planlock.errors import ApprovalRequired, PlanInvalid
 from planlock.journal import Journal
 from planlock.policy import Policy, RiskReport, assess
 from planlock.tools import ToolRegistry
-from planlock.validation import Analysis, analyse
+from planlock.validation import Analysis, analysis_of
 
 __all__ = ["Prepared", "ask_in_process", "authorize", "noter", "prepare", "recorder"]
 
@@ -48,19 +48,31 @@ class Prepared:
     def plan(self) -> Plan:
         return self.analysis.plan
 
-    @functools.cached_property
+    @property
     def plan_hash(self) -> str:
-        """The plan's hash, computed once (it is asked for on every call check)."""
-        return self.plan.hash
+        """The plan's hash, computed once per analysis (it is asked for on every call check)."""
+        return self.analysis.plan_hash
 
     def plan_request(self, approval_id: str = "") -> ApprovalRequest:
         """The plan's approval request (``approval_id``: the id an engine stores it under)."""
         return ApprovalRequest(self.run_id, self.plan, self.plan_hash, self.report, id=approval_id)
 
 
+OUTCOMES = frozenset({"step_finished", "step_failed", "step_skipped", "step_retrying"})
+"""Events the walk does not wait for (``Journal.defer``): what a step produced. Each is durable
+before anything depends on it: the walk waits for the next ``step_started`` (every event recorded
+before it is committed with it, in order) before a tool runs, and for ``run_finished``."""
+
+
 def recorder(journal: Journal, run_id: str) -> Record:
+    """The walk's journal writer: outcomes deferred, every other event waited for (with an SQL
+    journal, both are group-committed: one transaction for the events of one loop turn)."""
+
     async def record(kind: str, data: dict[str, Any]) -> None:
-        journal.record(run_id, kind, data)
+        if kind in OUTCOMES:
+            journal.defer(run_id, kind, data)
+        else:
+            await journal.commit(run_id, kind, data)
 
     return record
 
@@ -94,7 +106,8 @@ async def prepare(
     if announce:
         note("run_started", {"goal": plan.goal, "inputs": inputs, "plan_hash": plan_hash})
         note("plan_created", {"plan": plan.canonical(), "hash": plan_hash})
-    analysis = analyse(plan, registry, inputs=inputs, max_steps=max_steps)
+    # Reused when this plan was validated with this registry already (``analysis_of``).
+    analysis = analysis_of(plan, registry, plan_hash=plan_hash, inputs=inputs, max_steps=max_steps)
     if analysis.issues:
         issues = [i.to_json() for i in analysis.issues]
         note("plan_rejected", {"hash": plan_hash, "issues": issues})

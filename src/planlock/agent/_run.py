@@ -57,18 +57,21 @@ async def execute(
     Traced as the run's ``invoke_workflow`` span (or in it, when ``run`` opened it)."""
     with telemetry.workflow(prepared.run_id) as span:
         span.set({"planlock.plan_hash": prepared.plan_hash})
-        return await _execute(
-            prepared,
-            grant,
-            journal,
-            wait_for_approval=wait_for_approval,
-            llm=llm,
-            concurrency=concurrency,
-            retries=retries,
-            step_timeout=step_timeout,
-            replanning=replanning,
-            endorsements=endorsements,
-        )
+        try:
+            return await _execute(
+                prepared,
+                grant,
+                journal,
+                wait_for_approval=wait_for_approval,
+                llm=llm,
+                concurrency=concurrency,
+                retries=retries,
+                step_timeout=step_timeout,
+                replanning=replanning,
+                endorsements=endorsements,
+            )
+        finally:
+            journal.flush()  # an outcome not yet durable (the walk was cancelled, or raised)
 
 
 async def _execute(

@@ -6,6 +6,7 @@ JSON path); checking it against a tool registry is the validator's job (``_valid
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -63,11 +64,32 @@ MAX_ITEMS_CAP = 100
 """The largest ``max_items`` a ``for_each`` step may declare."""
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+"""One encoder for every canonical form: ``json.dumps`` with these options builds a new one per
+call, which costs more than encoding a journal event."""
+
+
+def _c_encoder() -> Any:
+    """CPython's C encoder with the canonical options, made once: ``encode`` makes one per call.
+    Without the check for circular references (JSON values have none; one would end in a
+    RecursionError instead of a ValueError). None where the C encoder is missing."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    strings = json.encoder.encode_basestring
+    return make(None, _CANONICAL.default, strings, None, ":", ",", True, False, False)
+
+
+_C_ENCODER = _c_encoder()
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no insignificant whitespace: the form that is hashed."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    if _C_ENCODER is not None and type(value) in (dict, list):
+        return "".join(_C_ENCODER(value, 0))
+    return _CANONICAL.encode(value)
 
 
 def sha256_hex(text: str) -> str:
@@ -101,12 +123,16 @@ class Ref:
 
 def normalize_path(text: str) -> str:
     """``a[*].b`` and ``[0].b`` written as dotted segments: ``a.*.b``, ``0.b``."""
+    if "[" not in text:
+        return text
     out = _BRACKET.sub(lambda m: "." + m.group(1), text)
     return out[1:] if out.startswith(".") and text.startswith("[") else out
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ref(body: str) -> Ref | str:
-    """Parse a placeholder body; return the Ref, or a message saying why it is malformed."""
+    """Parse a placeholder body; return the Ref, or a message saying why it is malformed.
+    (Cached: a plan names the same outputs again and again, and a Ref is immutable.)"""
     text = body
     body = normalize_path(body)
     if not _REF_BODY.match(body):
@@ -131,6 +157,23 @@ def parse_ref(body: str) -> Ref | str:
             return f"malformed placeholder '{{{{{text}}}}}': expected input.<name>[.<path>]"
         return Ref("input", parts[1], tuple(parts[2:]), text)
     return Ref("input", parts[0], tuple(parts[1:]), text)
+
+
+def scan_placeholders(text: str) -> tuple[list[Ref | str], bool, bool]:
+    """One pass over a string argument: its placeholders (Refs, or messages for malformed
+    ones, as ``find_placeholders``), whether it is exactly one placeholder (``whole``), and
+    whether it has any (else it is a literal)."""
+    matches = list(_PLACEHOLDER.finditer(text))
+    found: list[Ref | str] = [parse_ref(m.group(1)) for m in matches]
+    rest, pos = [], 0
+    for m in matches:
+        rest.append(text[pos : m.start()])
+        pos = m.end()
+    rest.append(text[pos:])
+    if _OPEN.search("".join(rest)):
+        found.append("unbalanced '{{' in a string argument (write a literal '{{' as '\\{{')")
+    whole = len(matches) == 1 and matches[0].span() == (0, len(text))
+    return found, whole, bool(matches)
 
 
 def find_placeholders(text: str) -> list[Ref | str]:

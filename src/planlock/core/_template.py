@@ -15,10 +15,9 @@ from typing import Any
 
 from planlock.core._plan import (
     Ref,
-    find_placeholders,
+    scan_placeholders,
     split_interpolation,
     unescape,
-    whole_placeholder,
 )
 
 __all__ = [
@@ -70,19 +69,22 @@ def compile_value(value: Any, path: str, problems: list[tuple[str, str]]) -> Tem
     if isinstance(value, str):
         if "{" not in value and "}" not in value:
             return Lit(value)
-        found = find_placeholders(value)
+        found, whole, _ = scan_placeholders(value)
         if not found:
             return Lit(unescape(value))
         bad = [f for f in found if isinstance(f, str)]
         if bad:
             problems.extend((path, m) for m in bad)
             return Lit(value)
-        body = whole_placeholder(value)
-        if body is not None:
+        if whole:
             (ref,) = found
             assert isinstance(ref, Ref)
             return Whole(ref)
         return Interp(tuple(split_interpolation(value)))
+    if isinstance(value, dict | list):
+        plain = _plain(value)  # no placeholder anywhere in it: one literal, without recursing
+        if plain is not _BRACES:
+            return Lit(plain)
     if isinstance(value, dict):
         items = tuple((k, compile_value(v, f"{path}.{k}", problems)) for k, v in value.items())
         if all(isinstance(t, Lit) for _, t in items):
@@ -94,6 +96,33 @@ def compile_value(value: Any, path: str, problems: list[tuple[str, str]]) -> Tem
             return Lit([t.value for t in arr if isinstance(t, Lit)])
         return Arr(arr)
     return Lit(value)
+
+
+_BRACES = object()
+
+
+def _plain(value: Any) -> Any:
+    """A copy of a list or dict none of whose strings holds ``{`` or ``}`` (what compiling it
+    item by item makes: one literal), or ``_BRACES`` when one does."""
+    if isinstance(value, str):
+        return _BRACES if "{" in value or "}" in value else value
+    if isinstance(value, list):
+        items = []
+        for v in value:
+            c = _plain(v)
+            if c is _BRACES:
+                return _BRACES
+            items.append(c)
+        return items
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            c = _plain(v)
+            if c is _BRACES:
+                return _BRACES
+            out[k] = c
+        return out
+    return value
 
 
 def refs_of(t: Template) -> Iterator[Ref]:

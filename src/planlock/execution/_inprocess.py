@@ -100,7 +100,10 @@ class InProcessEngine:
 
     async def _call(self, call: StepCall, tool: Tool, attempt: int) -> Any:
         try:
-            validated = tool.args_model.model_validate_json(json.dumps(call.args), strict=True)
+            if tool.plain_args:  # the same checks as from JSON, without writing and parsing it
+                validated = tool.args_model.model_validate(call.args, strict=True)
+            else:
+                validated = tool.args_model.model_validate_json(json.dumps(call.args), strict=True)
         except ValidationError as exc:
             raise _ArgsInvalid(_short(exc)) from None
         kwargs = {name: getattr(validated, name) for name in tool.args_model.model_fields}

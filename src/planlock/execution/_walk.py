@@ -10,16 +10,17 @@ the steps that read its output are skipped (journaled ``step_skipped``), which i
 from __future__ import annotations
 
 import inspect
-import json
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from planlock import telemetry
-from planlock.approval import ApprovalRequest, Denied, binding_problem
+from planlock.approval import Denied, binding_problem
 from planlock.core import (
     ConditionTypeError,
     Ref,
@@ -30,6 +31,7 @@ from planlock.core import (
     resolve,
     walk_path,
 )
+from planlock.execution._calls import call_request_event, check_choice, to_json_text
 from planlock.execution._types import (
     CheckCall,
     Lookup,
@@ -40,7 +42,6 @@ from planlock.execution._types import (
     StepOutcome,
     WaitForApproval,
 )
-from planlock.tools import choice_problem
 from planlock.validation import (
     Analysis,
     CompiledStep,
@@ -127,7 +128,11 @@ class _Walk:
         self.check_call = check_call
         self.trusted_steps = trusted_steps
         self.pause_at_checkpoints = pause_at_checkpoints
-        self.limiter = anyio.CapacityLimiter(max(1, concurrency))
+        self.concurrency = max(1, concurrency)
+        self.ready: deque[str] = deque()
+        """Steps whose inputs have all settled, not yet taken by a worker."""
+        self.workers = 0
+        self.tg: anyio.abc.TaskGroup
         self.outputs: dict[str, tuple[Any, Sources]] = dict(completed or {})
         self.status: dict[str, str] = {sid: "finished" for sid in self.outputs if sid in self.steps}
         self.pending = {sid: len(s.deps) for sid, s in self.steps.items()}
@@ -143,39 +148,63 @@ class _Walk:
         """The values each step's condition read, when it held (journaled with the call)."""
 
     async def run(self) -> RunResult:
+        self.ready.extend(
+            sid for sid in self.analysis.order if self.pending[sid] == 0 and sid not in self.status
+        )
         async with anyio.create_task_group() as tg:
-            for sid in self.analysis.order:
-                if self.pending[sid] == 0 and sid not in self.status:
-                    tg.start_soon(self._step, sid, tg)
+            self.tg = tg
+            self._hire(keep=0)
         return self._result()
 
     # ----------------------------------------------------------------------------------------
-    # A step: run it (once, or once per item), finish it, start the steps it unblocked
+    # Workers: at most ``concurrency``, each taking ready steps until none is left (a chain runs
+    # in one worker, with no task per step); a step that becomes ready gets a new worker when
+    # every worker is busy and the limit allows one, else the next worker free takes it.
 
-    async def _step(self, sid: str, tg: anyio.abc.TaskGroup) -> None:
+    def _hire(self, keep: int) -> None:
+        """Start a worker for each ready step beyond the ``keep`` the caller takes itself."""
+        while len(self.ready) > keep and self.workers < self.concurrency:
+            self.workers += 1
+            self.tg.start_soon(self._worker, self.ready.popleft())
+
+    async def _worker(self, sid: str) -> None:
+        try:
+            while True:
+                await self._step(sid)
+                self._hire(keep=1)
+                if not self.ready:
+                    return
+                sid = self.ready.popleft()
+                await anyio.lowlevel.checkpoint()  # other tasks run (and a cancellation lands)
+        finally:
+            self.workers -= 1
+
+    # ----------------------------------------------------------------------------------------
+    # A step: run it (once, or once per item), finish it, make ready the steps it unblocked
+
+    async def _step(self, sid: str) -> None:
         step = self.steps[sid]
-        async with self.limiter:
-            started = time.perf_counter()
-            if step.when is not None and not await self._condition_holds(step):
-                if self.status.get(sid) == "skipped":
-                    await self._skip_readers(sid, tg)
-                return
-            if step.for_each is not None:
-                done = await self._run_loop(step, step.for_each)
-            else:
-                done = await self._call_once(step, self._lookup, None, None)
-            if done is None:
-                return
-            await self._finish(step, done, started)
+        started = time.perf_counter()
+        if step.when is not None and not await self._condition_holds(step):
+            if self.status.get(sid) == "skipped":
+                await self._skip_readers(sid)
+            return
+        if step.for_each is not None:
+            done = await self._run_loop(step, step.for_each)
+        else:
+            done = await self._call_once(step, self._lookup, None, None)
+        if done is None:
+            return
+        await self._finish(step, done, started)
         for nxt in self.analysis.dependents.get(sid, ()):
-            self._settled(nxt, tg)
+            self._settled(nxt)
 
-    def _settled(self, nxt: str, tg: anyio.abc.TaskGroup) -> None:
+    def _settled(self, nxt: str) -> None:
         """One input of ``nxt`` has settled (finished, or skipped without ``nxt`` reading it):
-        start ``nxt`` when it waits for nothing else."""
+        ``nxt`` is ready when it waits for nothing else."""
         self.pending[nxt] -= 1
         if self.pending[nxt] == 0 and nxt not in self.status and not self.paused:
-            tg.start_soon(self._step, nxt, tg)
+            self.ready.append(nxt)
 
     # ----------------------------------------------------------------------------------------
     # Conditions: evaluated just before the step would run
@@ -215,7 +244,7 @@ class _Walk:
         )
         return False
 
-    async def _skip_readers(self, root: str, tg: anyio.abc.TaskGroup) -> None:
+    async def _skip_readers(self, root: str) -> None:
         """``root`` did not run because its condition did not hold: the steps that read its
         output are skipped too (transitively); a step that only comes after one of them is not
         (it may start once nothing else holds it back)."""
@@ -224,7 +253,7 @@ class _Walk:
             cur = stack.pop()
             for nxt in self.analysis.dependents.get(cur, ()):
                 if cur not in self.steps[nxt].reads:
-                    self._settled(nxt, tg)
+                    self._settled(nxt)
                 elif nxt not in self.status:
                     self.status[nxt] = "skipped"
                     self.skipped[nxt] = f"condition:{root}"
@@ -272,7 +301,7 @@ class _Walk:
         if call is None:
             return None
         if span is not telemetry.NOOP_SPAN and telemetry.capture_content():
-            span.set({"gen_ai.tool.call.arguments": _json(call.args)})
+            span.set({"gen_ai.tool.call.arguments": to_json_text(call.args)})
         if not await self._allowed(call):
             return None
         event: dict[str, Any] = {
@@ -286,12 +315,12 @@ class _Walk:
         if step.id in self.conditions:
             event["condition_values"] = self.conditions[step.id]
         await self.record("step_started", event)
-        outcome = _check_choice(call, await self.run_step(call))
+        outcome = check_choice(call, await self.run_step(call))
         if not outcome.ok:
             await self._fail(step.id, outcome)
             return None
         if span is not telemetry.NOOP_SPAN and telemetry.capture_content():
-            span.set({"gen_ai.tool.call.result": _json(outcome.output)})
+            span.set({"gen_ai.tool.call.result": to_json_text(outcome.output)})
         return outcome, output_sources(step, call.provenance.values())
 
     async def _run_loop(self, step: CompiledStep, loop: Ref) -> Done | None:
@@ -363,7 +392,7 @@ class _Walk:
             await self.record("approval_denied", check.to_json())
             await self._fail(sid, StepOutcome(False, error_kind="denied", error=check.reason))
             return False
-        await self.record("approval_requested", _call_request_event(check))
+        await self.record("approval_requested", call_request_event(check))
         decision = await self.wait_for_approval(check)
         problem = binding_problem(decision, check)
         if problem is not None:
@@ -449,7 +478,7 @@ class _Walk:
             status=outcome_status,
             outputs={sid: v for sid, (v, _) in self.outputs.items() if sid in steps},
             statuses={sid: self.status.get(sid, idle) for sid in self.analysis.order},
-            plan_hash=self.analysis.plan.hash,
+            plan_hash=self.analysis.plan_hash,
             provenance={sid: sorted(s) for sid, (_, s) in self.outputs.items() if sid in steps},
             skipped=dict(self.skipped),
             paused_at=(
@@ -467,32 +496,3 @@ class _Walk:
             )
             result.error_type = outcome.error_type
         return result
-
-
-def _check_choice(call: StepCall, outcome: StepOutcome) -> StepOutcome:
-    """R4 with a trusted result: whatever the model read, its answer must be one of the trusted
-    values the plan named; anything else fails the step."""
-    if not outcome.ok or not call.step.choices:
-        return outcome
-    args = call.args
-    problem = choice_problem(outcome.output, args.get("choices"), args.get("output_schema"))
-    if problem is None:
-        return outcome
-    return StepOutcome(False, error_kind="invalid_choice", error=problem, attempts=outcome.attempts)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _call_request_event(request: ApprovalRequest) -> dict[str, Any]:
-    return {
-        "kind": "call",
-        "id": request.id,
-        "plan_hash": request.plan_hash,
-        "step": request.step_id,
-        "args_hash": request.args_hash,
-        "args": request.args,
-        "provenance": request.provenance,
-        "reasons": [r.to_json() for r in request.reasons],
-    }

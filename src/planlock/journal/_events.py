@@ -8,7 +8,8 @@ event's hash*, so editing, inserting or deleting an event breaks the chain from 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -25,7 +26,9 @@ __all__ = [
     "EventKind",
     "Head",
     "VerifyReport",
+    "chain_hash",
     "chain_next",
+    "now",
     "row_event",
     "verify_events",
 ]
@@ -66,6 +69,7 @@ EventKind = Literal[
     "planning_progress",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
+_KINDS = frozenset(EVENT_KINDS)
 GENESIS = "0" * 64
 
 
@@ -97,14 +101,109 @@ def _content_hash(
     return sha256_hex(canonical_json(body))
 
 
-def chain_next(last: tuple[int, str] | None, run_id: str, kind: str, data: dict[str, Any]) -> Event:
-    """The event that follows ``last`` (its seq and hash)."""
-    if kind not in EVENT_KINDS:
+def chain_hash(seq: int, run_id: str, kind: str, at: str, data_json: str, prev: str) -> str:
+    """``_content_hash`` from the data's canonical JSON, already written (the SQL stores keep
+    that text): the same bytes, since the body's keys sorted are at, data, kind, prev_hash,
+    run_id, seq, and a nested value is written as it is alone. Serializes the data once."""
+    enc = _string
+    body = (
+        f'{{"at":{enc(at)},"data":{data_json},"kind":{enc(kind)},'
+        f'"prev_hash":{enc(prev)},"run_id":{enc(run_id)},"seq":{int(seq)}}}'
+    )
+    return sha256_hex(body)
+
+
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")
+"""Printable ASCII but ``"`` and ``\\``: what canonical JSON writes as is, between quotes."""
+
+
+def _string(text: str) -> str:
+    """``canonical_json(text)`` for a string, without the encoder for the usual plain ones
+    (timestamps, hashes, kinds, run ids)."""
+    if type(text) is str and _PLAIN.fullmatch(text):
+        return f'"{text}"'
+    return canonical_json(text)
+
+
+def now() -> str:
+    """An event's ``at``: ISO 8601 UTC with microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def chain_next(
+    last: tuple[int, str] | None,
+    run_id: str,
+    kind: str,
+    data: dict[str, Any],
+    *,
+    at: str | None = None,
+    data_json: str | None = None,
+) -> Event:
+    """The event that follows ``last`` (its seq and hash). ``at`` defaults to now; ``data_json``
+    (``canonical_json(data)``, when the caller has it) saves serializing the data again.
+
+    The event is built without Pydantic validation (``model_construct``): its fields are made
+    here, and ``kind`` is checked against ``EVENT_KINDS``."""
+    if kind not in _KINDS:
         raise UsageError(f"unknown event kind '{kind}'")
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    at = datetime.now(UTC).isoformat(timespec="microseconds")
-    digest = _content_hash(seq, run_id, kind, at, data, prev)
-    return Event(seq=seq, run_id=run_id, kind=kind, at=at, data=data, prev_hash=prev, hash=digest)
+    at = at if at is not None else now()
+    text = data_json if data_json is not None else canonical_json(data)
+    digest = chain_hash(seq, run_id, kind, at, text, prev)
+    return _event(
+        {
+            "seq": seq,
+            "run_id": run_id,
+            "kind": kind,
+            "at": at,
+            "data": dict(data),
+            "prev_hash": prev,
+            "hash": digest,
+        }
+    )
+
+
+_FIELDS = frozenset(Event.model_fields)
+
+
+def _constructed(fields: dict[str, Any]) -> Event:
+    """``Event.model_construct(**fields)`` for a complete set of fields, at a quarter of its
+    cost: what model_construct leaves in a model, set directly (checked at import)."""
+    event = Event.__new__(Event)
+    object.__setattr__(event, "__dict__", fields)
+    object.__setattr__(event, "__pydantic_fields_set__", set(_FIELDS))
+    object.__setattr__(event, "__pydantic_extra__", None)
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
+
+
+def _same_as_construct() -> bool:
+    fields: dict[str, Any] = {
+        "seq": 1,
+        "run_id": "r",
+        "kind": "checkpoint",
+        "at": "t",
+        "data": {},
+        "prev_hash": GENESIS,
+        "hash": GENESIS,
+    }
+    fast, slow = _constructed(dict(fields)), Event.model_construct(**fields)
+    return (
+        fast == slow
+        and fast.__dict__ == slow.__dict__
+        and fast.__pydantic_fields_set__ == slow.__pydantic_fields_set__
+        and fast.__pydantic_extra__ == slow.__pydantic_extra__
+        and fast.__pydantic_private__ == slow.__pydantic_private__
+        and fast.model_dump() == fields
+    )
+
+
+def _construct(fields: dict[str, Any]) -> Event:
+    return Event.model_construct(**fields)
+
+
+_event: Callable[[dict[str, Any]], Event] = _constructed if _same_as_construct() else _construct
+"""How events are built: directly, or through model_construct if Pydantic changed its layout."""
 
 
 def row_event(seq: int, rid: str, kind: Any, at: str, data: str, prev: str, digest: str) -> Event:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from planlock import telemetry
+from planlock.core import canonical_json
 from planlock.db import redact
+from planlock.errors import UsageError
 from planlock.journal._anchor import (
     CHECKPOINT_RUN,
     Anchor,
@@ -19,8 +21,17 @@ from planlock.journal._anchor import (
     checkpoint_data,
     read_anchors,
 )
-from planlock.journal._events import GENESIS, Event, Head, VerifyReport, verify_events
-from planlock.journal._stores import JournalStore, MemoryStore, open_store
+from planlock.journal._events import (
+    EVENT_KINDS,
+    GENESIS,
+    Event,
+    Head,
+    VerifyReport,
+    now,
+    verify_events,
+)
+from planlock.journal._group import Group
+from planlock.journal._stores import JournalStore, MemoryStore, Pending, open_store
 
 __all__ = ["Journal"]
 
@@ -63,6 +74,8 @@ class Journal:
         """Called with every event this journal records (progress display, streaming)."""
         self._unanchored = False
         self._anchor_lock = threading.Lock()
+        self._group = Group(self._append_many, self._published)
+        self._grouped = bool(getattr(self.store, "group_commit", False))
 
     @classmethod
     def open(cls, path: str | Path, anchoring: Anchoring | None = None) -> Journal:
@@ -75,25 +88,79 @@ class Journal:
         return journal
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
-        event = self.store.append(run_id, kind, data)
-        self.recorded(event)
-        return event
+        """Append one event now: it is durable when this returns (with the events recorded
+        before it and not yet committed, in the same transaction, in order)."""
+        if not self._grouped:
+            event = self.store.append(run_id, kind, data)
+            telemetry.note(run_id, kind, data)
+            self._published([event])
+            return event
+        item = _pending(run_id, kind, data)
+        telemetry.note(run_id, kind, data)
+        return self._group.flush([item])[0]
+
+    async def commit(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        """Record an event and wait until it is durable. With an SQL store, the events recorded
+        during the same turn of the event loop are committed together (group commit, see
+        ``planlock.journal._group``); otherwise this is ``record``."""
+        loop = self._loop()
+        if loop is None:
+            self.record(run_id, kind, data)
+            return
+        item = _pending(run_id, kind, data)
+        telemetry.note(run_id, kind, data)  # here: in the span of the step that recorded it
+        await self._group.add(item, loop, wait=True)
+
+    def defer(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        """Record an event without waiting for it to be durable: it is at the next ``commit``
+        or ``record`` (of any run), or within ``_group.WINDOW`` seconds. For outcomes, whose
+        durability something later waits for (the next step's start, the run's end)."""
+        loop = self._loop()
+        if loop is None:
+            self.record(run_id, kind, data)
+            return
+        item = _pending(run_id, kind, data)
+        telemetry.note(run_id, kind, data)
+        self._group.add(item, loop, wait=False)
+
+    def flush(self) -> None:
+        """Commit every event recorded and not yet durable."""
+        self._group.flush()
+
+    def _loop(self) -> Any:
+        """The running asyncio loop when events can be grouped; None to append at once."""
+        if not self._grouped or self.anchoring.enabled:
+            return None  # anchoring counts every event as it is appended
+        import asyncio  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
+
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+
+    def _append_many(self, events: list[Pending]) -> list[Event]:
+        return self.store.append_many(events)  # type: ignore[attr-defined, no-any-return]
 
     def recorded(self, event: Event) -> None:
-        """Tell the log, telemetry, listeners and anchoring about an event that is stored: one
-        ``record`` stored, or one ``insert_event`` stored in a caller's transaction that
-        committed."""
-        run_id, kind, data = event.run_id, event.kind, event.data
-        level = logging.INFO if kind in _MILESTONES else logging.DEBUG
-        if _log.isEnabledFor(level):
-            _log.log(level, "run %s #%d %s %s", run_id, event.seq, kind, _brief(data))
-        telemetry.note(run_id, kind, data)
-        for listener in self.listeners:
-            listener(event)
-        if kind != "checkpoint" and self.anchoring.enabled:
-            self._unanchored = True
-            if event.seq % self.anchoring.every == 0:
-                self.anchor()
+        """Tell telemetry, the log, listeners and anchoring about an event stored by
+        ``insert_event`` in a caller's transaction that committed."""
+        telemetry.note(event.run_id, event.kind, event.data)
+        self._published([event])
+
+    def _published(self, events: list[Event]) -> None:
+        """After events are appended: log them, tell listeners, anchor when due. (Spans hear
+        of an event when it is recorded, in the recording task's context.)"""
+        for event in events:
+            kind, data, run_id = event.kind, event.data, event.run_id
+            level = logging.INFO if kind in _MILESTONES else logging.DEBUG
+            if _log.isEnabledFor(level):
+                _log.log(level, "run %s #%d %s %s", run_id, event.seq, kind, _brief(data))
+            for listener in self.listeners:
+                listener(event)
+            if kind != "checkpoint" and self.anchoring.enabled:
+                self._unanchored = True
+                if event.seq % self.anchoring.every == 0:
+                    self.anchor()
 
     def events(self, run_id: str | None = None, after: int = 0) -> list[Event]:
         return list(self.store.events(run_id, after))
@@ -132,6 +199,7 @@ class Journal:
     def close(self) -> None:
         """Anchor the head if events were recorded since the last anchor (when anchoring is
         configured), then close the store's connection."""
+        self.flush()
         if self._unanchored:
             self.anchor()
         if isinstance(self.store, _Closable):
@@ -147,6 +215,17 @@ class Journal:
             return verify_events(self.store.events())
         anchors = read_anchors(anchor) if isinstance(anchor, str | Path) else list(anchor or ())
         return check_anchored(self.events(), anchors, key)
+
+
+_KINDS = frozenset(EVENT_KINDS)
+
+
+def _pending(run_id: str, kind: str, data: dict[str, Any]) -> Pending:
+    """An event to append, checked and serialized now: a bad one fails its own caller, not the
+    batch it would have joined."""
+    if kind not in _KINDS:
+        raise UsageError(f"unknown event kind '{kind}'")
+    return (run_id, kind, data, now(), canonical_json(data))
 
 
 def _brief(data: dict[str, Any]) -> str:

@@ -29,11 +29,13 @@ from planlock.db import (
     transact,
 )
 from planlock.errors import UsageError
-from planlock.journal._events import GENESIS, Event, Head, chain_next, row_event
+from planlock.journal._events import GENESIS, Event, Head, chain_next, now, row_event
 
 __all__ = [
+    "Batching",
     "JournalStore",
     "MemoryStore",
+    "Pending",
     "PostgresStore",
     "SQLStore",
     "SQLiteStore",
@@ -42,11 +44,19 @@ __all__ = [
 ]
 
 
-_HEAD = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+_HEAD_AT = "SELECT seq, hash, at FROM events ORDER BY seq DESC LIMIT 1"
+_ROWS_PER_INSERT = 100
+"""Rows per multi-row INSERT of a batch (7 parameters each: within SQLite's oldest limit, 999)."""
+
+
+Pending = tuple[str, str, dict[str, Any], str, str | None]
+"""An event not yet appended: run id, kind, data, ``at`` (when it was recorded), and the data's
+canonical JSON when it was written already (None: the store writes it)."""
 
 
 class JournalStore(Protocol):
-    """Where events live. Two methods; ``append`` must be atomic with respect to the chain."""
+    """Where events live. Two methods; ``append`` must be atomic with respect to the chain.
+    A store may also have ``append_many`` (``Batching``): several events, one transaction."""
 
     def append(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
         """Chain and store a new event; return it."""
@@ -55,6 +65,12 @@ class JournalStore(Protocol):
     def events(self, run_id: str | None = None, after: int = 0) -> Iterator[Event]:
         """Events in order, optionally of one run, with seq greater than ``after``."""
         ...
+
+
+class Batching(Protocol):
+    """A store that appends several events at once: in one transaction, all or none."""
+
+    def append_many(self, events: list[Pending]) -> list[Event]: ...
 
 
 class MemoryStore:
@@ -71,6 +87,15 @@ class MemoryStore:
             self._events.append(event)
             return event
 
+    def append_many(self, events: list[Pending]) -> list[Event]:
+        with self._lock:
+            out: list[Event] = []
+            for run_id, kind, data, at, text in events:
+                last = (self._events[-1].seq, self._events[-1].hash) if self._events else None
+                out.append(chain_next(last, run_id, kind, data, at=at, data_json=text))
+                self._events.append(out[-1])
+            return out
+
     def events(self, run_id: str | None = None, after: int = 0) -> Iterator[Event]:
         for e in list(self._events[after:]):
             if run_id is None or e.run_id == run_id:
@@ -84,6 +109,9 @@ class MemoryStore:
 
 class SQLStore:
     """The journal in a SQL database (``planlock.db``), with every planlock table beside it."""
+
+    group_commit = True
+    """``Journal.commit`` and ``Journal.defer`` batch events into one transaction (``_group``)."""
 
     spec: str | Path
     """What opens another connection to the same database (``planlock.db.connect``)."""
@@ -106,14 +134,43 @@ class SQLStore:
         """Chain and insert the next event. On PostgreSQL, when the connection is lost, the
         append is resolved, not re-sent blindly: if the event (its seq and hash) is in the
         database, the COMMIT went through; else it runs again on the new head."""
+        return self.append_many([(run_id, kind, data, now(), None)])[0]
 
-        def insert(db: Database) -> Event:
-            return insert_event(db, run_id, kind, data)
+    def append_many(self, events: list[Pending]) -> list[Event]:
+        """Chain and insert events in one transaction (one lock, one head read, one commit):
+        all of them or none. The data of each is serialized once, for its hash and its row."""
+        texts = [text if text is not None else canonical_json(d) for _, _, d, _, text in events]
 
-        def stored(event: Event) -> bool:
-            row = self._db.execute("SELECT hash FROM events WHERE seq = ?", (event.seq,)).fetchone()
-            return row is not None and row[0] == event.hash
+        def insert(db: Database) -> list[Event]:
+            db.serialize("append")
+            row = db.execute(_HEAD_AT).fetchone()
+            last = (row[0], row[1]) if row else None
+            latest = str(row[2]) if row else ""
+            out: list[Event] = []
+            for (run_id, kind, data, at, _), text in zip(events, texts, strict=True):
+                # ``at`` was taken when the event was recorded; another process may have
+                # committed a later one meanwhile: the times stay in seq order.
+                latest = max(latest, at)
+                event = chain_next(last, run_id, kind, data, at=latest, data_json=text)
+                last = (event.seq, event.hash)
+                out.append(event)
+            rows = [
+                (e.seq, e.run_id, e.kind, e.at, text, e.prev_hash, e.hash)
+                for e, text in zip(out, texts, strict=True)
+            ]
+            for i in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[i : i + _ROWS_PER_INSERT]
+                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                db.execute(f"INSERT INTO events VALUES {values}", [v for r in chunk for v in r])  # noqa: S608
+            return out
 
+        def stored(out: list[Event]) -> bool:
+            last = out[-1]
+            row = self._db.execute("SELECT hash FROM events WHERE seq = ?", (last.seq,)).fetchone()
+            return row is not None and row[0] == last.hash
+
+        if not events:
+            return []
         with self._lock:
             return transact(self._db, insert, committed=stored)
 
@@ -161,8 +218,9 @@ def insert_event(db: Database, run_id: str, kind: str, data: dict[str, Any]) -> 
     to the journal's database): the event is kept exactly when the caller's other writes are.
     Once it committed, pass it to ``Journal.recorded``."""
     db.serialize("append")
-    row = db.execute(_HEAD).fetchone()
-    event = chain_next(tuple(row) if row else None, run_id, kind, data)
+    row = db.execute(_HEAD_AT).fetchone()
+    at = max(str(row[2]), now()) if row else now()  # times stay in seq order, as in append_many
+    event = chain_next((row[0], row[1]) if row else None, run_id, kind, data, at=at)
     db.execute(
         "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
         (

@@ -3,7 +3,7 @@ the provenance labels that ``planlock.validation`` gives (R5).
 """
 
 from planlock.policy._assess import Flow, RiskReport, StepAssessment, assess
-from planlock.policy._policy import Policy, Reason, Rule, Verdict, evaluate
+from planlock.policy._policy import Policy, Reason, Rule, Verdict, evaluate, fixed_verdict
 
 __all__ = [
     "Flow",
@@ -15,4 +15,5 @@ __all__ = [
     "Verdict",
     "assess",
     "evaluate",
+    "fixed_verdict",
 ]

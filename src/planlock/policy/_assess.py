@@ -168,6 +168,17 @@ def assess(
         if registry is None:
             raise TypeError("assess(plan, registry, policy): a registry is needed for a Plan")
         analysis = analyse(plan, registry, inputs=inputs)
+    kept: list[tuple[Policy, RiskReport]] = analysis.memo.setdefault("risk", [])
+    for p, report in kept:  # the analysis is reused (``analysis_of``): so is its assessment
+        if p == policy:
+            return report
+    report = _assess(analysis, policy)
+    kept.append((policy, report))
+    del kept[:-4]
+    return report
+
+
+def _assess(analysis: Analysis, policy: Policy) -> RiskReport:
     provenance = static_provenance(analysis)
     is_trusted, _ = label_trust(analysis)
     steps: list[StepAssessment] = []
@@ -195,7 +206,7 @@ def assess(
                 )
                 flows.append(Flow(sid, step.tool.name, param, tuple(bad), action))
     return RiskReport(
-        analysis.plan.hash,
+        analysis.plan_hash,
         tuple(sorted(effects, key=effect_rank)),
         tuple(steps),
         tuple(flows),

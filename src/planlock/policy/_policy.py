@@ -24,7 +24,7 @@ from planlock.errors import UsageError
 from planlock.tools import LLM_STEP_TOOL, UNDECLARED, Tool, ToolRegistry
 from planlock.validation import chosen_labels, untrusted_labels
 
-__all__ = ["Action", "Policy", "Reason", "Rule", "Verdict", "evaluate"]
+__all__ = ["Action", "Policy", "Reason", "Rule", "Verdict", "evaluate", "fixed_verdict"]
 
 Action = Literal["allow", "require_approval", "deny"]
 _RANK: dict[str, int] = {"allow": 0, "require_approval": 1, "deny": 2}
@@ -340,6 +340,29 @@ def evaluate(
         (r.action for r in reasons if r.certain), key=_RANK.__getitem__, default="allow"
     )
     return Verdict(final, tuple(reasons))
+
+
+def fixed_verdict(
+    policy: Policy,
+    tool: Tool,
+    is_trusted: Callable[[str], bool],
+    describe: Callable[[str], str] = str,
+    marks: Iterable[str] = (),
+) -> Verdict | None:
+    """The verdict on every call of ``tool`` (in a step with these ``marks``) when it cannot
+    depend on the call's values: the tool has no sensitive parameter and no rule that applies
+    to it looks at arguments or provenance. None when the values matter (``evaluate`` each
+    call). This is the policy compiled once per plan: a call check is then a lookup."""
+    if tool.sensitive:
+        return None
+    for rule in policy.rules:
+        if rule.tool is not None and rule.tool != tool.name:
+            continue
+        if rule.effect is not None and rule.effect != tool.effect:
+            continue
+        if rule.args is not None or rule.untrusted is not None or rule.chosen is not None:
+            return None
+    return evaluate(policy, tool, {}, {}, is_trusted, describe, decided_by=marks)
 
 
 def _flow_hit(

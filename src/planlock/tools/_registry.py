@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from planlock.core import normalize_path
 from planlock.errors import UsageError
+from planlock.tools._native import plain_json_args
 
 __all__ = ["EFFECTS", "Effect", "StepContext", "Tool", "ToolRegistry"]
 
@@ -95,9 +96,16 @@ class Tool:
     definition, with the server's annotations; a LangChain or pydantic-ai tool): shown in
     ``describe()`` and journaled with the plan. Informative only: nothing here is trusted."""
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
+        """Whether ``fn`` is a coroutine function (asked on every call; ``fn`` never changes)."""
         return inspect.iscoroutinefunction(self.fn)
+
+    @functools.cached_property
+    def plain_args(self) -> bool:
+        """Whether the arguments validate the same as Python values as from JSON text
+        (``_native``): then a call checks them without the JSON round trip."""
+        return plain_json_args(self.args_model, self.context_param)
 
     @property
     def params_schema(self) -> dict[str, Any]:
@@ -145,6 +153,9 @@ class ToolRegistry:
 
     def __init__(self, tools: Iterator[Tool] | list[Tool] | None = None) -> None:
         self._tools: dict[str, Tool] = {}
+        self.version = 0
+        """Tools added so far: what was validated against this registry is valid while it is
+        unchanged (``planlock.validation`` keeps analyses by it)."""
         for t in tools or ():
             self.add(t)
 
@@ -169,6 +180,7 @@ class ToolRegistry:
         if tool.name in self._tools:
             raise UsageError(f"a tool named '{tool.name}' is already registered")
         self._tools[tool.name] = tool
+        self.version += 1
         return tool
 
     # The decorator returns the function itself, so both forms keep its exact type: a type

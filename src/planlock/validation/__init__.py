@@ -25,7 +25,7 @@ from planlock.validation._provenance import (
     untrusted_labels,
 )
 from planlock.validation._types import Analysis, CompiledStep, ValidationReport
-from planlock.validation._validate import Issue, analyse, validate
+from planlock.validation._validate import Issue, analyse, analysis_of, clear_analyses, validate
 
 __all__ = [
     "ACTION_VERBS",
@@ -38,10 +38,12 @@ __all__ = [
     "Issue",
     "ValidationReport",
     "analyse",
+    "analysis_of",
     "arg_labels",
     "asked_effects",
     "check_coverage",
     "chosen_labels",
+    "clear_analyses",
     "expand_items",
     "fitting_tools",
     "input_labels",

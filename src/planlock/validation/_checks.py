@@ -31,7 +31,7 @@ from planlock.core import (
 from planlock.tools import Tool
 from planlock.validation._fields import schema_at
 
-__all__ = ["check_args", "check_ref", "ref_types"]
+__all__ = ["check_args", "check_ref", "clear_literal_checks", "ref_types"]
 
 
 def check_ref(
@@ -56,7 +56,8 @@ def check_ref(
                     f"'{{{{{ref.text}}}}}' refers to unknown step '{ref.name}'",
                 )
             )
-        elif ref.name in returns and schema_at(returns[ref.name], ref.path) is None:
+        # (With no path the output itself is named: at_path never returns None for it.)
+        elif ref.path and ref.name in returns and schema_at(returns[ref.name], ref.path) is None:
             msg = f"'{{{{{ref.text}}}}}': no such path on the return type of step '{ref.name}'"
             issues.append(Issue("bad_ref_path", path, msg))
         return
@@ -81,7 +82,10 @@ def check_args(
     returns: Mapping[str, dict[str, Any]],
     inputs: Mapping[str, Any] | None,
     issues: list[Issue],
+    memo: dict[Any, Any] | None = None,
 ) -> None:
+    """``memo``: one dict for the whole plan, to decide each (output schema, path, parameter)
+    once (plans pass the same kind of value to the same parameter again and again)."""
     schema = tool.params_schema
     props: dict[str, Any] = schema.get("properties", {})
     for pname in args:
@@ -97,7 +101,16 @@ def check_args(
         if pname not in props:
             continue
         _check_template(
-            t, props[pname], schema, tool, pname, f"{base}.args.{pname}", returns, inputs, issues
+            t,
+            props[pname],
+            schema,
+            tool,
+            pname,
+            f"{base}.args.{pname}",
+            returns,
+            inputs,
+            issues,
+            memo=memo,
         )
 
 
@@ -113,19 +126,29 @@ def _check_template(
     issues: list[Issue],
     *,
     top: bool = True,
+    memo: dict[Any, Any] | None = None,
 ) -> None:
     if isinstance(t, Lit):
         for loc, msg in _literal_errors(t.value, tool, pname, pschema, root, top):
             issues.append(Issue("invalid_arg", path + loc, msg))
     elif isinstance(t, Whole):
-        vtypes = ref_types(t.ref, returns, inputs)
-        if not accepts_types(pschema, vtypes, root):
-            want = sorted(types_of(pschema, root) or [])
-            got = "/".join(sorted(vtypes or []))
-            msg = f"'{{{{{t.ref.text}}}}}' has type {got}; expected {'/'.join(want)}"
+        # A top-level parameter schema and an output schema live as long as the analysis, so
+        # their ids are a safe key for its memo (sub-schemas may be built on the fly: not kept).
+        kept = memo if top and t.ref.source == "step" else None
+        mismatch = _mismatch(t.ref, pschema, root, returns, inputs, kept)
+        if mismatch is not None:
+            got, want = mismatch
+            msg = f"'{{{{{t.ref.text}}}}}' has type {got}; expected {want}"
             issues.append(Issue("type_mismatch", path, msg))
     elif isinstance(t, Interp):
-        if not accepts_types(pschema, {"string"}, root):
+        key = ("string", id(pschema), id(root))
+        if memo is not None and top and key in memo:
+            takes = memo[key]
+        else:
+            takes = accepts_types(pschema, {"string"}, root)
+            if memo is not None and top:
+                memo[key] = takes
+        if not takes:
             msg = "a string with placeholders renders to a string; this parameter does not take one"
             issues.append(Issue("type_mismatch", path, msg))
     elif isinstance(t, Obj):
@@ -174,22 +197,69 @@ def _check_template(
                 )
 
 
+def _mismatch(
+    ref: Ref,
+    pschema: Any,
+    root: dict[str, Any],
+    returns: Mapping[str, dict[str, Any]],
+    inputs: Mapping[str, Any] | None,
+    memo: dict[Any, Any] | None,
+) -> tuple[str, str] | None:
+    """The types a reference has and the parameter takes, when it does not take them."""
+    key = ("ref", id(returns.get(ref.name)), ref.path, id(pschema), id(root))
+    if memo is not None and key in memo:
+        found: tuple[str, str] | None = memo[key]
+        return found
+    vtypes = ref_types(ref, returns, inputs)
+    found = None
+    if not accepts_types(pschema, vtypes, root):
+        want = sorted(types_of(pschema, root) or [])
+        found = ("/".join(sorted(vtypes or [])), "/".join(want))
+    if memo is not None:
+        memo[key] = found
+    return found
+
+
 def _literal_errors(
     value: Any, tool: Tool, pname: str, pschema: Any, root: dict[str, Any], top: bool
 ) -> list[tuple[str, str]]:
     """Errors for a literal: Pydantic (strict JSON mode, as at call time) for a whole parameter,
     JSON Schema for a piece of a parameter that also holds placeholders."""
     if top and pname in tool.param_adapters:
-        try:
-            tool.param_adapters[pname].validate_json(json.dumps(value), strict=True)
-        except ValidationError as exc:
-            return [(_loc(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
-        return []
+        # Keyed by repr, which tells apart every two JSON values json.dumps does (and is
+        # cheaper to write); the JSON text is written only to check a literal not seen yet.
+        return list(_adapter_errors(tool.param_adapters[pname], repr(value), value))
     sub = {**pschema, "$defs": root.get("$defs", {})} if isinstance(pschema, dict) else {}
     import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
 
     validator = jsonschema.Draft202012Validator(sub)
     return [(_loc(tuple(e.absolute_path)), e.message) for e in validator.iter_errors(value)]
+
+
+def _adapter_errors(adapter: Any, key: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A literal checked by a parameter's adapter (cached: plans repeat their literals)."""
+    found = _checked.get((adapter, key))
+    if found is None:
+        if len(_checked) >= _CHECKED_MAX:
+            _checked.clear()  # a bound, not a policy: plans repeat a few literals
+        found = _checked[adapter, key] = _check_literal(adapter, json.dumps(value))
+    return found
+
+
+_checked: dict[tuple[Any, str], tuple[tuple[str, str], ...]] = {}
+_CHECKED_MAX = 1024
+
+
+def _check_literal(adapter: Any, text: str) -> tuple[tuple[str, str], ...]:
+    try:
+        adapter.validate_json(text, strict=True)
+    except ValidationError as exc:
+        return tuple((_loc(e["loc"]), e["msg"]) for e in exc.errors(include_url=False))
+    return ()
+
+
+def clear_literal_checks() -> None:
+    _checked.clear()
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

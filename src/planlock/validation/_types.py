@@ -3,6 +3,7 @@ executor and ``assess`` work from."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,3 +65,11 @@ class Analysis:
     steps: dict[str, CompiledStep] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     dependents: dict[str, list[str]] = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What higher layers computed from this analysis and keep with it (the risk report per
+    policy: ``planlock.policy.assess``), since an analysis is reused (``analysis_of``)."""
+
+    @functools.cached_property
+    def plan_hash(self) -> str:
+        """The plan's hash, computed once per analysis (hashing serializes the whole plan)."""
+        return self.plan.hash

@@ -3,19 +3,33 @@
 Every issue is collected, each with a JSON path; nothing stops at the first problem. The work is
 linear in the size of the plan: one pass to index steps, one pass over arguments (the reference,
 argument and template checks are in ``_checks``, loops and choices in ``_loops``), and Kahn's
-algorithm for ordering and cycles (``_order``).
+algorithm for ordering and cycles (``_order``). ``analysis_of`` keeps the analyses of recent
+plans, so a plan is validated once (see the section at the end).
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from planlock.core import Check, Issue, Plan, Ref, Template, compile_value, condition_refs, refs_of
+from planlock.core import (
+    Check,
+    Issue,
+    Plan,
+    Ref,
+    Template,
+    canonical_json,
+    compile_value,
+    condition_refs,
+    parse_ref,
+    refs_of,
+)
 from planlock.tools import LLM_STEP_TOOL, LLM_TOOL, Tool, ToolRegistry, check_llm_step
-from planlock.validation._checks import check_args, check_ref, ref_types
+from planlock.validation._checks import check_args, check_ref, clear_literal_checks, ref_types
 from planlock.validation._coverage import check_coverage
 from planlock.validation._fields import expand_items
 from planlock.validation._loops import check_choices, check_loop
@@ -24,28 +38,19 @@ from planlock.validation._provenance import branch_marks
 from planlock.validation._types import Analysis, CompiledStep, ValidationReport
 from planlock.validation._when import check_when
 
-__all__ = ["Analysis", "CompiledStep", "Issue", "ValidationReport", "analyse", "validate"]
+__all__ = [
+    "Analysis",
+    "CompiledStep",
+    "Issue",
+    "ValidationReport",
+    "analyse",
+    "analysis_of",
+    "clear_analyses",
+    "validate",
+]
 
 _STEP_POS = re.compile(r"^\$\.steps\[(\d+)\]")
 _LAST = 1 << 30
-
-
-def validate(
-    plan: Plan,
-    registry: ToolRegistry,
-    *,
-    inputs: Mapping[str, Any] | None = None,
-    max_steps: int | None = None,
-    forbidden_tools: frozenset[str] | set[str] = frozenset(),
-) -> ValidationReport:
-    """Check a plan against a registry and return every issue (and every warning: parts of the
-    goal that no step seems to serve, which do not make the plan invalid).
-
-    ``inputs`` are the trusted input values the plan will run with; when given, references to
-    inputs are checked (names and paths). The executor always checks them before running.
-    """
-    a = analyse(plan, registry, inputs=inputs, max_steps=max_steps, forbidden_tools=forbidden_tools)
-    return ValidationReport(plan.hash, tuple(a.issues), tuple(a.warnings))
 
 
 def analyse(
@@ -88,6 +93,7 @@ def analyse(
             tools[s.id] = tool
 
     returns: dict[str, dict[str, Any]] = {}
+    memo: dict[Any, Any] = {}  # what check_args decided once for the whole plan
     for sid, tool in tools.items():
         if tool is None:
             continue
@@ -158,7 +164,7 @@ def analyse(
             step_deps.add(dep)
         choices: tuple[tuple[str | None, Ref], ...] = ()
         if tool is not None:
-            check_args(s.args, checked, tool, base, returns, inputs, issues)
+            check_args(s.args, checked, tool, base, returns, inputs, issues, memo)
             if tool is LLM_STEP_TOOL:
                 issues.extend(Issue(c, p, m) for c, p, m in check_llm_step(s.args, compiled, base))
                 choices, found = check_choices(s.args, compiled, base, tools, returns, loops)
@@ -190,7 +196,9 @@ def analyse(
     a.warnings.extend(cover_warnings)
     order_steps(a, index, deps)
     for sid in a.order:  # dependencies first: a step's marks include those of what it reads
-        a.steps[sid] = replace(a.steps[sid], marks=branch_marks(a.steps, a.steps[sid]))
+        marks = branch_marks(a.steps, a.steps[sid])
+        if marks:
+            a.steps[sid] = replace(a.steps[sid], marks=marks)
     a.issues.sort(key=_issue_key)
     return a
 
@@ -201,3 +209,107 @@ def _issue_key(issue: Issue) -> tuple[int, str]:
         return (_LAST, issue.path)
     m = _STEP_POS.match(issue.path)
     return (int(m.group(1)) if m else -1, issue.path)
+
+
+# --------------------------------------------------------------------------------------------
+# Validate once: the analyses of recent plans, reused while the plan (its hash), the registry (the
+# same object, with no tool added since) and the options are the same. ``validate`` and ``run``
+# (``prepare``) both go through ``analysis_of``, so a plan that was validated (by the planner, or
+# by the caller) is not analysed again when it runs. An analysis is never changed once built (the
+# executor and ``assess`` only read it), so sharing one is safe.
+
+_SIZE = 16
+"""Analyses kept (the most recently used)."""
+_Key = tuple[str, str | None, int, int, int | None, frozenset[str]]
+_cache: OrderedDict[_Key, tuple[ToolRegistry, Analysis]] = OrderedDict()
+_lock = threading.Lock()
+
+
+def validate(
+    plan: Plan,
+    registry: ToolRegistry,
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    max_steps: int | None = None,
+    forbidden_tools: frozenset[str] | set[str] = frozenset(),
+) -> ValidationReport:
+    """Check a plan against a registry and return every issue (and every warning: parts of the
+    goal that no step seems to serve, which do not make the plan invalid).
+
+    ``inputs`` are the trusted input values the plan will run with; when given, references to
+    inputs are checked (names and paths). The executor always checks them before running.
+    """
+    a = analysis_of(
+        plan, registry, inputs=inputs, max_steps=max_steps, forbidden_tools=forbidden_tools
+    )
+    return ValidationReport(a.plan_hash, tuple(a.issues), tuple(a.warnings))
+
+
+def analysis_of(
+    plan: Plan,
+    registry: ToolRegistry,
+    *,
+    plan_hash: str | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    max_steps: int | None = None,
+    forbidden_tools: frozenset[str] | set[str] = frozenset(),
+) -> Analysis:
+    """``analyse``, reusing the analysis of the same plan hash with the same registry and
+    options. ``plan_hash`` saves hashing the plan when the caller has it."""
+    plan_hash = plan_hash or plan.hash
+    if max_steps is not None and len(plan.steps) <= max_steps:
+        max_steps = None  # the limit changes nothing: the analysis is the one without it
+    try:
+        given = None if inputs is None else canonical_json(dict(inputs))
+    except (TypeError, ValueError):  # inputs that are not JSON: analyse without the cache
+        given = "\0"
+    rest = (id(registry), registry.version, max_steps, frozenset(forbidden_tools))
+    key: _Key = (plan_hash, given, *rest)
+    blind: _Key = (plan_hash, None, *rest)
+    with _lock:
+        for k in (key, blind) if given not in (None, "\0") else (key,):
+            hit = _cache.get(k)
+            # Without inputs, input references are not checked: that analysis serves any
+            # inputs only for a valid plan that has none.
+            if hit is not None and hit[0] is registry and (k == key or not _reads_inputs(hit[1])):
+                _cache.move_to_end(k)
+                return hit[1]
+    analysis = analyse(
+        plan, registry, inputs=inputs, max_steps=max_steps, forbidden_tools=forbidden_tools
+    )
+    analysis.__dict__["plan_hash"] = plan_hash  # the cached property, known already
+    if given != "\0":
+        with _lock:
+            blind_ok = given is None or not _reads_inputs(analysis)
+            _cache[blind if blind_ok else key] = (registry, analysis)
+            while len(_cache) > _SIZE:
+                _cache.popitem(last=False)
+    return analysis
+
+
+def _reads_inputs(a: Analysis) -> bool:
+    """Whether the analysis may depend on the inputs given: it has issues (some steps may not
+    be compiled) or a step reads a trusted input. Kept with the analysis."""
+    if "reads_inputs" not in a.memo:
+        a.memo["reads_inputs"] = (
+            bool(a.issues)
+            or len(a.steps) != len(a.plan.steps)
+            or any(map(_reads_input, a.steps.values()))
+        )
+    return bool(a.memo["reads_inputs"])
+
+
+def _reads_input(step: CompiledStep) -> bool:
+    refs = [r for t in step.args.values() for r in refs_of(t)]
+    refs += condition_refs(step.when) if step.when is not None else ()
+    refs += (step.for_each,) if step.for_each is not None else ()
+    return any(r.source == "input" for r in refs)
+
+
+def clear_analyses() -> None:
+    """Forget every kept analysis, parsed reference and checked literal (benchmarks measure
+    the cost of a plan seen for the first time with it)."""
+    with _lock:
+        _cache.clear()
+    parse_ref.cache_clear()
+    clear_literal_checks()
