@@ -172,3 +172,17 @@ def test_a_failed_model_call_is_not_cached(tmp_path: Path) -> None:
     again = ModelPlanner(llm, cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking")
     assert isinstance(again, PlannedTask), "planned again, not read back as a failure"
     assert len(llm.requests) == 1
+
+
+def test_the_cli_bounds_a_model_planners_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llm = ScriptedLLM([{"steps": [{"id": "1", "tool": "no_such_tool", "args": {}}]}] * 3)
+    monkeypatch.setattr("planlock.cli._bench.load_model", lambda spec: llm)
+    args = ["bench", "agentdojo", "--planner", "x", "-s", "banking", "-o", str(tmp_path)]
+    args += ["--user-task", "user_task_1", "--plan-only", "--max-attempts", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(llm.requests) == 1
+    (row,) = json.loads((tmp_path / "agentdojo.json").read_text())["planner"]
+    assert (row["valid"], row["invalid"]) == (0, 1)

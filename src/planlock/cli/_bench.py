@@ -87,6 +87,14 @@ def agentdojo_cmd(
             "model and registry) [default: OUTPUT/plans].",
         ),
     ] = None,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            "--max-attempts",
+            min=1,
+            help="A model planner's attempts per task (a rejected plan is repaired).",
+        ),
+    ] = 3,
     price: Annotated[
         tuple[float, float] | None,
         typer.Option(
@@ -154,7 +162,9 @@ def agentdojo_cmd(
         llm = load_model(planner)
         if isinstance(llm, LocalLLM):
             llm.ensure_context(PLANNER_CONTEXT)  # the workspace's tool list alone is ~4k tokens
-        source = ModelPlanner(llm, cache_dir=plan_cache or output / "plans")
+        source = ModelPlanner(
+            llm, max_attempts=max_attempts, cache_dir=plan_cache or output / "plans"
+        )
         _plan_all(source, suites, user_task, make_element)
         if plan_only:
             only = planner_rows(list(source.records.values()), price)
