@@ -296,8 +296,18 @@ def use_postgres(
     monkeypatch.setenv("PLANLOCK_DBOS_SCHEMA", schema)
 
     def drop() -> None:
-        with psycopg.connect(dsn, autocommit=True) as db:
-            db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+        # Cleanup only. A DBOS process of the test may still be letting go of its locks, and
+        # DROP ... CASCADE then loses a deadlock to it (seen once in CI): try again.
+        for attempt in range(5):
+            try:
+                with psycopg.connect(dsn, autocommit=True) as db:
+                    db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+            else:
+                return
 
     request.addfinalizer(drop)
 
