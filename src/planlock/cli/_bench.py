@@ -194,13 +194,7 @@ def agentdojo_cmd(
         )
         total += _count(st, None, n_u, n_i) if person == "endorse" else 0
     started = time.perf_counter()
-    columns = (
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err, transient=False) as progress:
+    with _progress() as progress:
         bar = progress.add_task("AgentDojo", total=total)
 
         def tick(_: PairResult) -> None:
@@ -309,6 +303,17 @@ def agentdojo_cmd(
     err.print("wrote " + ", ".join(str(p) for p in paths))
 
 
+def _progress() -> Progress:
+    """The benchmark's progress bars: description, bar, done of total, elapsed time."""
+    columns = (
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    return Progress(*columns, console=err, transient=False)
+
+
 PLANNER_CONTEXT = 12288
 """Context of the embedded planner here: the instructions and a suite's tools take up to ~4.5k
 tokens (workspace, travel), then the task, the plan and up to two repairs."""
@@ -319,13 +324,7 @@ def _plan_all(source: Any, suites: list[str], user_task: list[str] | None, make:
     then re-use the plans."""
     from planlock.bench.agentdojo import load_suite  # noqa: PLC0415  (optional dependency)
 
-    columns = (
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err, transient=False) as progress:
+    with _progress() as progress:
         for s in suites:
             tasks = [
                 t for t in load_suite(s).user_tasks.values() if not user_task or t.ID in user_task
