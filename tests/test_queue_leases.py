@@ -190,6 +190,29 @@ def test_a_worker_that_lost_its_lease_calls_nothing_more(site: Any, raw_sql: Any
     assert not events(site, run_id, "run_finished")
 
 
+def test_a_worker_that_lost_its_lease_journals_nothing_more(site: Any, raw_sql: Any) -> None:
+    """Attack (seen once in CI as two ``step_finished`` for one step): a worker paused past its
+    lease while its step's call was in flight; another worker recovered the run. The loser's
+    late outcome must not reach the journal, where the winner writes the step's events: every
+    event is inserted in a transaction that checks the claim still holds the run (``Fence``)."""
+    run_id = site.submit(SLOW_THEN_SEND)
+    out: list[Any] = []
+    thread = work_in_thread(site, "w1", LONG, out)
+    wait_for(lambda: events(site, run_id, "step_started"))
+    before = len(site.queue.journal.events(run_id))
+    # Another claim took the run over (a new worker id and claim time, as ``take`` writes).
+    raw_sql(
+        "UPDATE runs SET claimed_by = 'w2', claimed_at = '2999-01-01T00:00:00' WHERE run_id = ?",
+        (run_id,),
+    )
+    thread.join(30)
+    assert out == ["lost"]
+    assert len(site.queue.journal.events(run_id)) == before  # its call finished: not journaled
+    assert not events(site, run_id, "step_finished")
+    assert site.count("send")[f"{run_id}:s"] == 0
+    assert site.queue.journal.verify().ok
+
+
 def test_requeue_refuses_a_live_lease_unless_forced(site: Any) -> None:
     run_id = killed_mid_run(site, "put:after")
     with pytest.raises(UsageError, match=r"held by w1 until .*--force if that worker is gone"):

@@ -18,6 +18,10 @@ way: it walks the approved plan again and replays it from what was recorded.
   a replay waits for the same request (or takes its answer) instead of asking again.
 - **Events** are written through ``OnceRecorder``: an event the run already has (the same step
   event, the same request id) is not written again, so the journal has each once.
+- **Every event is fenced** (``Fence``): it is inserted in a transaction that first locks the
+  run's row and checks that this claim (worker id and claim time) still holds it. A worker that
+  lost its lease while it was still alive (slow, not dead) cannot journal a step's outcome after
+  the worker that recovered the run read the journal, so each step event stays once.
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ from planlock.core import canonical_json, sha256_hex
 from planlock.db import Database, transact
 from planlock.errors import UsageError
 from planlock.execution import StepCall, StepOutcome
-from planlock.journal import Journal
+from planlock.journal import Event, Journal, insert_event
 from planlock.tools import LLM_TOOL, Tool
 
 __all__ = [
     "HELD",
     "MAX_RESUMES",
+    "Fence",
     "Lease",
     "LeaseLost",
     "OnceRecorder",
@@ -113,12 +118,73 @@ def event_key(kind: str, data: dict[str, Any]) -> str:
     return f"{kind}|{sha256_hex(canonical_json(data))}"
 
 
-class OnceRecorder:
-    """Journals a run's events, skipping any the run already has (see ``event_key``)."""
+class Fence:
+    """A claim's hold on its run, checked in the transaction of every event it journals.
 
-    def __init__(self, journal: Journal, run_id: str) -> None:
+    ``write(kind, data)`` locks the run's row, checks that it is still claimed by this worker
+    at this claim's time, and inserts the event in the same transaction. When another claim
+    holds the run, nothing is written: ``lost`` turns True and ``on_lost`` is called (it cancels
+    the execution). On PostgreSQL the row lock orders the write against a recovering worker's
+    claim (which skips a locked row); on SQLite every write transaction is serialized."""
+
+    def __init__(
+        self,
+        db: Database,
+        journal: Journal,
+        run_id: str,
+        claim: tuple[str, str],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self._db = db
+        self._journal = journal
+        self._run_id = run_id
+        self._claim = claim
+        self._on_lost = on_lost
+        self.lost = False
+
+    def write(self, kind: str, data: dict[str, Any]) -> None:
+        if self.lost:
+            return
+        sql = "SELECT claimed_by, claimed_at FROM runs WHERE run_id = ?" + self._db.lock  # noqa: S608 (a fixed lock clause)
+
+        def body(db: Database) -> Event | None:
+            row = db.execute(sql, (self._run_id,)).fetchone()
+            if row is None or tuple(row) != self._claim:
+                return None
+            return insert_event(db, self._run_id, kind, data)
+
+        def committed(event: Event | None) -> bool:
+            if event is None:
+                return True
+            row = self._db.execute("SELECT hash FROM events WHERE seq = ?", (event.seq,))
+            found = row.fetchone()
+            return found is not None and found[0] == event.hash
+
+        event = transact(self._db, body, committed=committed)
+        if event is None:
+            self.lost_lease()
+            return
+        self._journal.recorded(event)
+
+    def lost_lease(self) -> None:
+        """The run is another claim's now: write nothing more and stop the execution."""
+        self.lost = True
+        self._on_lost()
+
+
+class OnceRecorder:
+    """Journals a run's events, skipping any the run already has (see ``event_key``); through
+    ``write`` when given (a ``Fence``'s), else straight to the journal."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        run_id: str,
+        write: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.journal = journal
         self.run_id = run_id
+        self._write = write
         self._seen = {event_key(e.kind, e.data) for e in journal.events(run_id)}
         self._lock = threading.Lock()
 
@@ -131,7 +197,10 @@ class OnceRecorder:
             if key in self._seen:
                 return
             self._seen.add(key)
-        self.journal.record(self.run_id, kind, data)
+        if self._write is not None:
+            self._write(kind, data)
+        else:
+            self.journal.record(self.run_id, kind, data)
 
 
 def completed_steps(journal: Journal, run_id: str) -> dict[str, tuple[Any, frozenset[str]]]:

@@ -7,6 +7,7 @@ recorded (``_replay``).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from planlock.llm import LLM
 from planlock.policy import Policy, assess
 from planlock.queue._replay import (
     HELD,
+    Fence,
     Lease,
     OnceRecorder,
     RunCalls,
@@ -34,6 +36,8 @@ from planlock.queue._replay import (
 from planlock.queue._store import DEFAULT_EXPIRY, QueueStore
 from planlock.tools import ToolRegistry
 from planlock.validation import analyse
+
+_log = logging.getLogger("planlock.queue")
 
 __all__ = ["GRANT_JOURNAL_WAIT", "Claim", "QueueWorker"]
 
@@ -51,6 +55,8 @@ class Claim:
     recovered_from: str | None = None
     """The worker that held it before (a recovery), or None for a fresh run."""
     recovered: bool = False
+    claimed_at: str = ""
+    """When this claim was taken: with the worker id, what fences its events (``Fence``)."""
 
 
 class QueueWorker(QueueStore):
@@ -90,7 +96,7 @@ class QueueWorker(QueueStore):
                 ).fetchone()
             if row is None:
                 return None
-            claim = Claim(str(row[0]), row[1], recovered)
+            claim = Claim(str(row[0]), row[1], recovered, now)
             db.execute(
                 "UPDATE runs SET status = 'running', claimed_by = ?, claimed_at = ?, "
                 "lease_expires_at = ? WHERE run_id = ?",
@@ -205,16 +211,22 @@ class QueueWorker(QueueStore):
         outcome: RunResult | str = "lost"
         error: Exception | None = None
         with anyio.CancelScope() as scope:
+            fence = Fence(
+                self._db, self.journal, claim.run_id, (worker_id, claim.claimed_at), scope.cancel
+            )
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeat, claim.run_id, worker_id, lease, scope)
+                tg.start_soon(self._heartbeat, claim.run_id, worker_id, lease, fence)
                 try:
                     with telemetry.workflow(claim.run_id):  # the run's span, in this worker
                         outcome = await self._execute(
-                            claim, registry, worker_id, llm, poll, concurrency, lease, scope
+                            claim, registry, worker_id, llm, poll, concurrency, lease, fence
                         )
                 except Exception as exc:  # raised below, not wrapped in the task group's
                     error = exc
                 tg.cancel_scope.cancel()
+        if fence.lost:
+            _log.warning("run %s: its lease went to another worker", claim.run_id)
+            return "lost"  # the run's events after that are the other worker's to write
         if error is not None:
             raise error
         if isinstance(outcome, str):
@@ -224,9 +236,7 @@ class QueueWorker(QueueStore):
         self._finish(claim.run_id, worker_id, outcome.status)
         return outcome
 
-    async def _heartbeat(
-        self, run_id: str, worker_id: str, lease: Lease, scope: anyio.CancelScope
-    ) -> None:
+    async def _heartbeat(self, run_id: str, worker_id: str, lease: Lease, fence: Fence) -> None:
         while True:
             await anyio.sleep(lease.renew.total_seconds())
             held = self._transact(
@@ -234,7 +244,7 @@ class QueueWorker(QueueStore):
                 lambda _: False,  # renewing is idempotent: on a lost COMMIT, renew again
             )
             if not held:
-                scope.cancel()  # another worker holds the run now: stop calling anything
+                fence.lost_lease()  # another worker holds the run now: stop calling anything
                 return
 
     async def _execute(
@@ -246,7 +256,7 @@ class QueueWorker(QueueStore):
         poll: float,
         concurrency: int,
         lease: Lease,
-        scope: anyio.CancelScope,
+        fence: Fence,
     ) -> RunResult | str:
         run_id = claim.run_id
         row = self._db.execute(
@@ -255,7 +265,7 @@ class QueueWorker(QueueStore):
         plan = Plan.parse(row[0])
         policy = Policy.model_validate_json(row[2])
         inputs = json.loads(row[1])
-        record = OnceRecorder(self.journal, run_id)
+        record = OnceRecorder(self.journal, run_id, fence.write)
         try:
             if claim.recovered:
                 prepared = self._reprepare(plan, registry, inputs, policy, run_id, record)
@@ -269,7 +279,7 @@ class QueueWorker(QueueStore):
                     run_id=run_id,
                     announce=False,
                 )
-                record = OnceRecorder(self.journal, run_id)
+                record = OnceRecorder(self.journal, run_id, fence.write)
             grant = await self._use_plan_grant(run_id, record, claim.recovered)
             admit_grant(record.record, grant, prepared.plan_request())
         except PlanInvalid:
@@ -285,7 +295,7 @@ class QueueWorker(QueueStore):
             lease=lease,
             poll=poll,
             expiry=DEFAULT_EXPIRY,
-            on_lost=scope.cancel,
+            on_lost=fence.lost_lease,
             expire=self._expire,
             notify=lambda request: self._notify(run_id, request),
             checker=call_checker(prepared, self.endorsements, record.record),
