@@ -206,6 +206,37 @@ def test_a_queue_decision_can_endorse_and_the_next_run_does_not_ask(tmp_path: Pa
     assert Journal.open(db).verify().ok
 
 
+def test_an_endorsement_is_journaled_in_the_transaction_that_stores_it(tmp_path: Path) -> None:
+    """A decider killed right after its COMMIT (before it tells listeners) must not leave an
+    endorsement the journal lacks: it was journaled after the commit (issue 13)."""
+    db = tmp_path / "q.db"
+    bank = Bank()
+    queue = ApprovalQueue(Journal.open(db))
+    sub = submit(queue, bank)
+    queue.decide(sub.approval_id, approve=True, by="alice")
+    thread, _ = work_in_thread(db, bank)
+    wait_for(lambda: any(p["kind"] == "call" for p in queue.pending()))
+    (call,) = [p for p in queue.pending() if p["kind"] == "call"]
+
+    class Killed(BaseException):
+        pass
+
+    def killed(event: Any) -> None:
+        raise Killed  # the process dies here: after the COMMIT, before anything else
+
+    queue.journal.recorded = killed  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        queue.decide(call["id"], approve=True, by="alice", endorse=EndorseAs("landlord"))
+    thread.join(20)
+    events = Journal.open(db).events(sub.run_id)
+    (added,) = [e.data for e in events if e.kind == "endorsement_added"]
+    (stored,) = SQLEndorsements.open(db).list()
+    assert (added["id"], added["label"], added["by"]) == (stored.id, "landlord", "alice")
+    kinds = [e.kind for e in events]
+    assert kinds.index("approval_granted") < kinds.index("endorsement_added")
+    assert Journal.open(db).verify().ok
+
+
 def test_planlock_approve_endorse_through_the_cli(tmp_path: Path) -> None:
     db = tmp_path / "q.db"
     bank = Bank()

@@ -18,7 +18,6 @@ from planlock.approval import (
     insert_endorsement,
     make_endorsements,
     now_iso,
-    record_added,
     record_answer,
     value_hash,
 )
@@ -68,7 +67,8 @@ class QueueDecisions(QueueStore):
     ) -> Decision:
         """Answer a pending request. Unknown, already answered, used or expired: UsageError.
         With ``endorse``, approving a call also endorses the values it offers (in the same
-        transaction); the grant carries the endorsements made."""
+        transaction, where the answer and the endorsements are journaled too); the grant
+        carries the endorsements made."""
         if not by:
             raise UsageError("an answer needs a name (--as NAME)")
         if not approve and not reason:
@@ -119,6 +119,8 @@ class QueueDecisions(QueueStore):
                 journaled.append(insert_event(db, run_id, event_kind, data))
 
             record_answer(note, decision, request_id=approval_id, final=kind == "plan")
+            for e in made:  # kept exactly when the answer is: one transaction
+                note("endorsement_added", {**e.to_json(), "step": step_id})
             return run_id, kind, step_id, decision, made
 
         def committed(_: Any) -> bool:
@@ -128,11 +130,9 @@ class QueueDecisions(QueueStore):
 
         answered: tuple[str, str, str | None, Decision, tuple[Endorsement, ...]]
         answered = self._transact(answer, committed)
-        run_id, _, step_id, decision, made = answered
+        _, _, _, decision, made = answered
         for event in journaled:
             self.journal.recorded(event)
-        for e in made:
-            record_added(self.journal, run_id, e, step=step_id)
         if made and isinstance(decision, Approved):
             decision = replace(decision, endorsements=made)
         return decision
