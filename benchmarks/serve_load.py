@@ -5,6 +5,12 @@ M times in a row, against uvicorn on loopback with in-server workers executing t
     PLANLOCK_PG_DSN=... .venv/bin/python benchmarks/serve_load.py --db both
     .venv/bin/python benchmarks/serve_load.py --clients 8 --loops 4   # smoke run
 
+Each client is one keep-alive HTTP/1.1 connection driven by a minimal client on asyncio streams
+(``Wire``), as load tools such as wrk do: httpx's async client, 64 requests at a time, adds a
+tail of its own (a trivial endpoint measured 37 ms p99 with this client and 1.6 s with httpx,
+same machine, same minute), so it measured the client, not the server; ``--client httpx``
+keeps it for comparison.
+
 Prints, per database: p50/p95/p99/max of every request (submit and approve), errors, the
 requests per second, how long the runs took to finish, and the load average before and after
 (the machine is shared: compare figures taken at a similar load). The same-run baseline,
@@ -12,12 +18,13 @@ requests per second, how long the runs took to finish, and the load average befo
 middleware) under the same uvicorn: what this machine gives at that moment before planlock
 does anything. Checks that every run
 finished exactly once and that the journal verifies. Exit 1 when the goal is missed: p99 under
-``--p99-goal`` ms (500) and no error, on every database measured.
+``--p99-goal`` ms (500) and no error on SQLite (PostgreSQL is reported, as issue 13 asks).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
@@ -54,8 +61,50 @@ def free_port() -> int:
         return port
 
 
+class Wire:
+    """One client's keep-alive HTTP/1.1 connection (JSON in, JSON out; Content-Length bodies,
+    which is what uvicorn sends for JSON); reconnects when the server closed it."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self._io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def request(
+        self, method: str, path: str, body: Any, headers: dict[str, str]
+    ) -> tuple[int, Any]:
+        data = json.dumps(body).encode()
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        raw = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n{head}\r\n"
+        ).encode() + data
+        if self._io is None:
+            self._io = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._io
+        try:
+            writer.write(raw)
+            await writer.drain()
+            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self._io = None
+            raise
+        fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+        payload = await reader.readexactly(int(fields.get("content-length", "0")))
+        if fields.get("connection", "").lower() == "close":
+            writer.close()
+            self._io = None
+        return int(lines[0].split()[1]), json.loads(payload) if payload else None
+
+    def close(self) -> None:
+        if self._io is not None:
+            self._io[1].close()
+
+
 @contextmanager
-def serve(journal: str, workers: int, tmp: Path, *extra: str) -> Iterator[str]:
+def serve(journal: str, workers: int, tmp: Path, *extra: str, processes: int = 0) -> Iterator[str]:
+    """``planlock serve`` with ``workers`` in-server workers; with ``processes``, also that
+    many ``planlock worker`` processes on the same journal (the web-plus-workers deployment)."""
     tokens = tmp / "tokens.toml"
     tokens.write_text(
         "".join(f'[users.{n}]\nroles = ["{r}"]\ntoken = "{t}"\n' for n, (t, r) in TOKENS.items()),
@@ -82,6 +131,24 @@ def serve(journal: str, workers: int, tmp: Path, *extra: str) -> Iterator[str]:
     with (tmp / "serve.log").open("wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603  (our own CLI)
     url = f"http://127.0.0.1:{port}"
+    spawned: list[subprocess.Popen[bytes]] = []
+    for n in range(processes):
+        worker = [
+            sys.executable,
+            "-c",
+            "from planlock.cli._main import main; main()",
+            "worker",
+            "--tools",
+            "planlock.demo:registry",
+            "--journal",
+            journal,
+            "--id",
+            f"bench-w{n}",
+            "--poll",
+            "0.05",
+        ]
+        with (tmp / f"worker{n}.log").open("wb") as log:
+            spawned.append(subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT))  # noqa: S603
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -97,11 +164,60 @@ def serve(journal: str, workers: int, tmp: Path, *extra: str) -> Iterator[str]:
             time.sleep(0.1)
         yield url
     finally:
+        for other in spawned:
+            other.terminate()
+            other.wait(timeout=20)
         proc.terminate()
         proc.wait(timeout=20)
 
 
-async def load(url: str, clients: int, loops: int) -> dict[str, Any]:
+async def load(url: str, clients: int, loops: int, client: str = "wire") -> dict[str, Any]:
+    if client == "httpx":
+        return await load_httpx(url, clients, loops)
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    runs: list[str] = []
+
+    async def one(n: int) -> None:
+        wire = Wire(url)
+
+        async def timed(path: str, who: str, body: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                status, reply = await wire.request("POST", path, body, auth(who))
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                errors[type(exc).__name__] += 1
+                return None
+            latencies.append(time.perf_counter() - start)
+            if status >= 300:
+                errors[str(status)] += 1
+                return None
+            return reply
+
+        try:
+            for i in range(loops):
+                plan = {**demo.PLAN, "goal": f"{demo.GOAL} (#{n}.{i})"}
+                sub = await timed("/api/runs", "sam", {"plan": plan, "inputs": demo.INPUTS})
+                if sub is None:
+                    continue
+                runs.append(sub["run_id"])
+                decision = {"plan_hash": sub["plan_hash"], "reason": "load"}
+                await timed(f"/api/approvals/{sub['approval_id']}/approve", "alice", decision)
+        finally:
+            wire.close()
+
+    start = time.monotonic()
+    await asyncio.gather(*(one(n) for n in range(clients)))
+    return {
+        "latencies": latencies,
+        "errors": dict(errors),
+        "runs": runs,
+        "accepted_s": time.monotonic() - start,
+    }
+
+
+async def load_httpx(url: str, clients: int, loops: int) -> dict[str, Any]:
+    """``load`` with httpx's async client (``--client httpx``)."""
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     runs: list[str] = []
@@ -190,9 +306,9 @@ def percentile(values: list[float], q: float) -> float:
 def measure(name: str, spec: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     before = os.getloadavg()
     extra = ["--db-threads", str(args.db_threads)] if args.db_threads else []
-    with serve(spec, args.workers, tmp, *extra) as url:
+    with serve(spec, args.workers, tmp, *extra, processes=args.worker_processes) as url:
         start = time.monotonic()
-        result = anyio.run(load, url, args.clients, args.loops)
+        result = asyncio.run(load(url, args.clients, args.loops, args.client))
         wait_finished(spec, result["runs"])
         result["finished_s"] = time.monotonic() - start
     after = os.getloadavg()
@@ -205,6 +321,9 @@ def measure(name: str, spec: str, args: argparse.Namespace, tmp: Path) -> dict[s
     }
     row = {
         "db": name,
+        "client": args.client,
+        "in_server_workers": args.workers,
+        "worker_processes": args.worker_processes,
         "clients": args.clients,
         "loops": args.loops,
         "requests": len(lat),
@@ -258,6 +377,21 @@ def floor(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 time.sleep(0.1)
         before = os.getloadavg()
 
+        async def wire() -> tuple[list[float], float]:
+            lat: list[float] = []
+
+            async def one() -> None:
+                client = Wire(url)
+                for _ in range(2 * args.loops):
+                    start = time.perf_counter()
+                    await client.request("POST", "/x", {"plan": demo.PLAN}, auth("sam"))
+                    lat.append(time.perf_counter() - start)
+                client.close()
+
+            start = time.monotonic()
+            await asyncio.gather(*(one() for _ in range(args.clients)))
+            return lat, time.monotonic() - start
+
         async def go() -> tuple[list[float], float]:
             lat: list[float] = []
             limits = httpx.Limits(max_connections=args.clients, keepalive_expiry=2.0)
@@ -275,13 +409,14 @@ def floor(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                         tg.start_soon(one)
                 return lat, time.monotonic() - start
 
-        lat, took = anyio.run(go)
+        lat, took = anyio.run(go) if args.client == "httpx" else asyncio.run(wire())
     finally:
         proc.terminate()
         proc.wait(timeout=20)
     ms = {q: round(percentile(lat, p) * 1000, 1) for q, p in QUANTILES}
     return {
         "db": "floor (trivial endpoint)",
+        "client": args.client,
         "requests": len(lat),
         **ms,
         "max_ms": round(max(lat) * 1000, 1),
@@ -310,10 +445,19 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--loops", type=int, default=16)
     parser.add_argument("--workers", type=int, default=4, help="in-server workers")
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=0,
+        help="also run this many `planlock worker` processes (with --workers 0: web + workers)",
+    )
     parser.add_argument("--db-threads", type=int, help="planlock serve --db-threads")
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="sqlite")
     parser.add_argument("--p99-goal", type=float, default=500.0, help="milliseconds")
     parser.add_argument("--no-floor", action="store_true", help="skip the trivial baseline")
+    parser.add_argument(
+        "--client", choices=["wire", "httpx"], default="wire", help="the load's HTTP client"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     rows = []
@@ -332,7 +476,8 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    met = all(r["goal_met"] for r in rows)
+    judged = [r for r in rows if r["db"] == "sqlite"] or rows  # the goal is SQLite's; PG reported
+    met = all(r["goal_met"] for r in judged)
     print(
         f"goal (p99 < {args.p99_goal:.0f} ms, 0 errors, exactly once): {'met' if met else 'MISSED'}"
     )
