@@ -19,9 +19,11 @@ from typer.testing import CliRunner
 
 from planlock.bench.agentdojo import ModelPlanner, PlanlockAgent, planner_rows, run_pairs
 from planlock.bench.agentdojo._bench import make_element
+from planlock.bench.agentdojo._corpus import CorpusPlanner
 from planlock.bench.agentdojo._suite import PlannedTask, load_suite
 from planlock.cli import app
 from planlock.llm import LLMRequest
+from planlock.policy import assess
 from planlock.testing import ScriptedLLM
 from planlock.tools import ToolRegistry
 
@@ -186,3 +188,35 @@ def test_the_cli_bounds_a_model_planners_attempts(
     assert len(llm.requests) == 1
     (row,) = json.loads((tmp_path / "agentdojo.json").read_text())["planner"]
     assert (row["valid"], row["invalid"]) == (0, 1)
+
+
+def test_a_model_s_made_up_payee_goes_to_a_person_on_the_plan() -> None:
+    """The embedded planner paid 100 to an IBAN it made up (here: a refund of user_task_4, whose
+    prompt names GB29NWBK60161331926819), with the banking policy that lets the plan's own
+    payments run: with a model planner, a literal the prompt does not give is
+    asked about on the plan (``Policy.ungrounded_literal``); the corpus keeps the suite's."""
+    made_up = {
+        "steps": [
+            {
+                "id": "1",
+                "tool": "send_money",
+                "args": {
+                    "recipient": "DE02120300000000202051",
+                    "amount": 100,
+                    "subject": "refund",
+                    "date": "2022-04-01",
+                },
+            }
+        ]
+    }
+    element, _ = make_element("banking", ModelPlanner(ScriptedLLM([made_up])), "oracle")
+    assert element.policy.ungrounded_literal == "require_approval"
+    corpus, _ = make_element("banking", CorpusPlanner(), "oracle")
+    assert corpus.policy.ungrounded_literal == "allow"
+    prompt = load_suite("banking").get_user_task_by_id("user_task_4").PROMPT
+    planned = element.planner.plan_for(prompt, element.registry, "banking")
+    assert isinstance(planned, PlannedTask)
+    report = assess(planned.plan, element.registry, element.policy)
+    keys = {r.key for s in report.needs_plan_approval for r in s.reasons}
+    assert {"literal:recipient", "literal:amount", "literal:date"} <= keys
+    assert not assess(planned.plan, element.registry, element.tools.policy).needs_plan_approval

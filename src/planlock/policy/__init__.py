@@ -3,6 +3,7 @@ the provenance labels that ``planlock.validation`` gives (R5).
 """
 
 from planlock.policy._assess import Flow, RiskReport, StepAssessment, assess
+from planlock.policy._ground import ungrounded
 from planlock.policy._policy import Policy, Reason, Rule, Verdict, evaluate, fixed_verdict
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "assess",
     "evaluate",
     "fixed_verdict",
+    "ungrounded",
 ]

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from planlock.core import Lit, Plan, Sources
-from planlock.policy._policy import Action, Policy, Reason, Verdict, evaluate
+from planlock.policy._ground import ungrounded
+from planlock.policy._policy import _RANK, Action, Policy, Reason, Verdict, evaluate
 from planlock.tools import ToolRegistry, effect_rank
 from planlock.validation import (
     Analysis,
@@ -190,6 +191,8 @@ def _assess(analysis: Analysis, policy: Policy) -> RiskReport:
             continue  # not reachable in a valid order (the plan is invalid anyway)
         effects.add(step.tool.effect)
         verdict = verdict_for(step, policy, provenance[sid], analysis)
+        if policy.ungrounded_literal != "allow":
+            verdict = _grounding(verdict, step, analysis.plan.goal, policy.ungrounded_literal)
         steps.append(
             StepAssessment(sid, step.tool.name, step.tool.effect, verdict.action, verdict.concerns)
         )
@@ -211,3 +214,24 @@ def _assess(analysis: Analysis, policy: Policy) -> RiskReport:
         tuple(steps),
         tuple(flows),
     )
+
+
+def _grounding(verdict: Verdict, step: CompiledStep, goal: str | None, action: Action) -> Verdict:
+    """Add a plan-level reason for each literal in a sensitive parameter of a side-effecting
+    step that the goal does not give (``Policy.ungrounded_literal``)."""
+    if step.tool.read_only:
+        return verdict
+    added = [
+        Reason(
+            f"literal:{param}",
+            action,
+            f"{step.tool.name}.{param} = {value!r} is written in the plan but the goal does not "
+            "give it (a planner model may have made it up)",
+            params=(param,),
+        )
+        for param, value in ungrounded(step, goal)
+    ]
+    if not added:
+        return verdict
+    final = max((verdict.action, action), key=_RANK.__getitem__)
+    return Verdict(final, (*verdict.reasons, *added))

@@ -102,6 +102,14 @@ class Policy(BaseModel):
     """What to do when a ``sensitive`` parameter gets a value an ``llm`` step *chose* among
     trusted values (its ``choices``): the value is trusted, but untrusted text picked it, so an
     attacker could pick another of the allowed values (never a new one)."""
+    ungrounded_literal: Action = "allow"
+    """What to do when a literal in a ``sensitive`` parameter of a side-effecting step does not
+    appear in the plan's goal (a string not in its words, a number not among its numbers): a
+    planner model made it up (a payee, an amount, an address the user never gave), and the
+    plan is the place a person sees it (``literal:<param>``, on the plan, before anything runs).
+    ``allow`` by default: a hand-written plan's literals are its author's. Set
+    ``require_approval`` where a model writes the plans and the policy lets writes run without
+    a person (``planlock.policy.ungrounded``)."""
     rules: tuple[Rule, ...] = ()
     """Rules, checked in order; deny always wins, then require_approval, then allow."""
 

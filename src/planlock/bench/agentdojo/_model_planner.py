@@ -81,6 +81,11 @@ class ModelPlanner:
     prompt; an oracle has no answers for a model's own steps, so use a real step LLM with it.
     """
 
+    ungrounded_literal = "require_approval"
+    """A model's plan may carry a payee or an amount the prompt never gave (the embedded model
+    made up IBANs): such a literal goes to a person on the plan (``Policy.ungrounded_literal``;
+    the corpus's literals are checked offline instead, by ``literal_problems``)."""
+
     def __init__(self, llm: LLM, *, max_attempts: int = 3, cache_dir: Path | None = None) -> None:
         self.llm = llm
         self.name = f"planner:{llm.name}"

@@ -365,7 +365,13 @@ class PlanlockElement(BasePipelineElement):  # type: ignore[misc]
 
     @property
     def policy(self) -> Policy:
-        return self.tools.policy
+        """The suite's policy; for a planner that says so (a model's), with its
+        ``ungrounded_literal`` setting: made-up literals go to a person."""
+        grounding = getattr(self.planner, "ungrounded_literal", None)
+        policy = self.tools.policy
+        if grounding is None or policy.ungrounded_literal == grounding:
+            return policy
+        return policy.model_copy(update={"ungrounded_literal": grounding})
 
     def query(
         self,
