@@ -16,7 +16,7 @@ from test_endorse import FROM_HISTORY, HISTORY_SOURCE, LANDLORD, Bank
 from test_server_support import auth, make_app, wait_for
 from typer.testing import CliRunner
 
-from planlock import EndorseAs, Journal, SQLEndorsements, UsageError
+from planlock import EndorseAs, Journal, Plan, SQLEndorsements, UsageError
 from planlock.approval import value_hash
 from planlock.cli import app
 from planlock.queue import ApprovalQueue
@@ -234,6 +234,49 @@ def test_an_endorsement_is_journaled_in_the_transaction_that_stores_it(tmp_path:
     assert (added["id"], added["label"], added["by"]) == (stored.id, "landlord", "alice")
     kinds = [e.kind for e in events]
     assert kinds.index("approval_granted") < kinds.index("endorsement_added")
+    assert Journal.open(db).verify().ok
+
+
+PAY_EACH = Plan.parse(
+    [
+        {"step": "1", "tool": "get_transactions"},
+        {
+            "step": "2",
+            "tool": "send_money",
+            "for_each": "{{steps.1.output}}",
+            "max_items": 5,
+            "args": {"recipient": "{{item.recipient}}", "amount": 5},
+        },
+    ]
+)
+
+
+def test_a_loop_is_approved_once_through_the_queue_and_its_values_endorsed(
+    tmp_path: Path,
+) -> None:
+    """A ``for_each`` step's calls that need a person are one stored request (every call shown,
+    bound to all of them): one answer runs the loop, and endorses each value it offered."""
+    db = tmp_path / "q.db"
+    bank = Bank(transactions=[{"recipient": LANDLORD}, {"recipient": "DE02120300000000202051"}])
+    queue = ApprovalQueue(Journal.open(db))
+
+    async def go() -> Any:
+        return await queue.submit(PAY_EACH, bank.registry())
+
+    sub = anyio.run(go)
+    queue.decide(sub.approval_id, approve=True, by="alice")
+    thread, out = work_in_thread(db, bank)
+    wait_for(lambda: any(p["kind"] == "call" for p in queue.pending()))
+    (call,) = [p for p in queue.pending() if p["kind"] == "call"]
+    shown = call["request"]["args"]["calls"]
+    assert [c["args"]["recipient"] for c in shown] == [LANDLORD, "DE02120300000000202051"]
+    assert bank.paid == []  # nothing runs before the answer
+    decision = queue.decide(call["id"], approve=True, by="alice", endorse=EndorseAs("payee"))
+    assert len(decision.endorsements) == 2  # type: ignore[union-attr]
+    thread.join(20)
+    assert out[0].status == "succeeded"
+    assert bank.paid == [LANDLORD, "DE02120300000000202051"]
+    assert len(SQLEndorsements.open(db).list()) == 2
     assert Journal.open(db).verify().ok
 
 

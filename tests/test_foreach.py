@@ -4,6 +4,7 @@ the step before any call."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import jsonschema
@@ -14,12 +15,14 @@ from planlock import (
     Decision,
     Plan,
     Policy,
+    Rule,
     StepContext,
     ToolRegistry,
     assess,
     run_sync,
     validate,
 )
+from planlock.core import canonical_json, sha256_hex
 from planlock.core._plan import MAX_ITEMS_CAP
 from planlock.planning._plan_schema import plan_schema
 from planlock.planning._prompt import PLANNER_SYSTEM, describe_tools
@@ -219,9 +222,22 @@ def test_an_empty_list_runs_nothing() -> None:
     assert calls == []
 
 
-def test_each_iteration_is_checked_like_any_call() -> None:
-    """Untrusted items in a sensitive parameter: one approval request per call, bound to that
-    call's arguments; a denial stops the loop there."""
+MESSAGE_EACH = [
+    {"step": "1", "tool": "channels"},
+    {
+        "step": "2",
+        "tool": "message",
+        "for_each": "{{steps.1.output}}",
+        "max_items": 5,
+        "args": {"to": "{{item}}", "body": "hello"},
+    },
+]
+
+
+def test_each_iteration_is_checked_and_a_person_answers_the_loop_once() -> None:
+    """Untrusted items in a sensitive parameter: every call is checked before any runs, and the
+    calls that need a person are asked about in one request that shows each call (item and
+    exact arguments) and is bound to all of them; one answer, one touch (issue 12)."""
     calls: list[tuple[str, dict[str, Any]]] = []
     asked: list[ApprovalRequest] = []
 
@@ -229,29 +245,90 @@ def test_each_iteration_is_checked_like_any_call() -> None:
         if request.kind == "plan":
             return request.approve("t", "t")
         asked.append(request)
-        if len(asked) == 2:
-            return request.deny("t", "t", "not that one")
         return request.approve("t", "t")
 
-    plan = Plan.parse(
-        [
-            {"step": "1", "tool": "channels"},
-            {
-                "step": "2",
-                "tool": "message",
-                "for_each": "{{steps.1.output}}",
-                "max_items": 5,
-                "args": {"to": "{{item}}", "body": "hello"},
-            },
-        ]
-    )
+    plan = Plan.parse(MESSAGE_EACH)
     report = assess(plan, office(calls), ALLOW_SEND)
     assert [(f.step_id, f.param, f.sources) for f in report.flows] == [("2", "to", ("step:1",))]
-    result = run_sync(plan, office(calls), policy=ALLOW_SEND, approver=approver)
-    assert result.error_kind == "denied"
-    assert [a["to"] for c, a in calls if c == "message"] == ["general"]
-    assert [r.args for r in asked] == [{"to": c, "body": "hello"} for c in CHANNELS[:2]]
-    assert len({r.args_hash for r in asked}) == 2
+    journal = memory_journal()
+    result = run_sync(plan, office(calls), policy=ALLOW_SEND, approver=approver, journal=journal)
+    assert result.ok
+    assert [a["to"] for c, a in calls if c == "message"] == CHANNELS
+    (request,) = asked
+    assert request.step_id == "2"
+    assert request.args == {
+        "calls": [{"item": i, "args": {"to": c, "body": "hello"}} for i, c in enumerate(CHANNELS)]
+    }
+    assert [r.key for r in request.reasons] == ["flow:to"]
+    assert [o.param for o in request.endorsable] == ["to"] * 3  # each value, once
+    assert request.provenance is not None
+    assert request.provenance["1.to"] == ["step:1"]
+    events = journal.events()
+    (event,) = [
+        e.data for e in events if e.kind == "approval_requested" and e.data["kind"] == "call"
+    ]
+    assert (event["args_hash"], event["args"]) == (request.args_hash, request.args)
+
+
+def test_a_denied_loop_runs_no_item() -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def approver(request: ApprovalRequest) -> Decision:
+        if request.kind == "plan":
+            return request.approve("t", "t")
+        return request.deny("t", "t", "not these")
+
+    result = run_sync(Plan.parse(MESSAGE_EACH), office(calls), policy=ALLOW_SEND, approver=approver)
+    assert (result.status, result.error_kind) == ("failed", "denied")
+    assert [c for c, _ in calls if c == "message"] == []  # no item ran: none was approved
+
+
+def test_a_loop_grant_covers_exactly_the_calls_it_showed() -> None:
+    """Attack: an answer given for one call of the loop (or for another list of calls) must not
+    let the loop run. The grant is bound to the hash of the whole list shown."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def approver(request: ApprovalRequest) -> Decision:
+        if request.kind == "plan":
+            return request.approve("t", "t")
+        assert request.args is not None
+        first = request.args["calls"][0]["args"]  # approve only the first call's arguments
+        forged = replace(request, args=first, args_hash=sha256_hex(canonical_json(first)))
+        return forged.approve("t", "t")
+
+    result = run_sync(Plan.parse(MESSAGE_EACH), office(calls), policy=ALLOW_SEND, approver=approver)
+    assert (result.status, result.error_kind) == ("failed", "approval_refused")
+    assert [c for c, _ in calls if c == "message"] == []
+
+
+def test_a_single_call_that_needs_a_person_is_asked_about_alone() -> None:
+    """Only the calls that need a person are in the request; one such call keeps the plain
+    call request (with its values to endorse)."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+    asked: list[ApprovalRequest] = []
+
+    def approver(request: ApprovalRequest) -> Decision:
+        if request.kind == "call":
+            asked.append(request)
+        return request.approve("t", "t")
+
+    only_external = Policy(
+        effects={"send": "allow"},
+        untrusted_to_sensitive="allow",
+        rules=(
+            Rule(
+                action="require_approval",
+                tool="message",
+                args={"properties": {"to": {"const": "External_0"}}, "required": ["to"]},
+            ),
+        ),
+    )
+    result = run_sync(
+        Plan.parse(MESSAGE_EACH), office(calls), policy=only_external, approver=approver
+    )
+    assert result.ok
+    (request,) = asked
+    assert request.args == {"to": "External_0", "body": "hello"}
 
 
 def test_per_field_trust_applies_to_items() -> None:

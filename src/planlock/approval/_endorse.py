@@ -238,8 +238,9 @@ def make_endorsements(
     any_target: bool = False,
     expires_at: str | None = None,
 ) -> tuple[Endorsement, ...]:
-    """The endorsements a person gives for a call's offers (``labels``: param -> label). A
-    parameter the call does not offer is a UsageError."""
+    """The endorsements a person gives for a call's offers (``labels``: param -> label), one per
+    value offered (a loop's request offers a parameter's value of each call). A parameter the
+    call does not offer is a UsageError."""
     by_param = {o.param: o for o in offered}
     if not by_param:
         raise UsageError("this request offers no value to endorse")
@@ -252,15 +253,15 @@ def make_endorsements(
         Endorsement(
             o.value_hash,
             o.source,
-            labels[p],
+            labels[o.param],
             by,
             target=None if any_target else o.target,
             at=at,
             expires_at=expires_at,
             via=via,
         )
-        for p, o in by_param.items()
-        if p in labels
+        for o in dict.fromkeys(offered)
+        if o.param in labels
     )
 
 

@@ -4,13 +4,15 @@ choices the plan named (R4), and a run-time call request as a journal event."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from planlock.approval import ApprovalRequest
+from planlock.core import canonical_json, sha256_hex
 from planlock.execution._types import StepCall, StepOutcome
 from planlock.tools import choice_problem
 
-__all__ = ["call_request_event", "check_choice", "to_json_text"]
+__all__ = ["batch_request", "call_request_event", "check_choice", "to_json_text"]
 
 
 def check_choice(call: StepCall, outcome: StepOutcome) -> StepOutcome:
@@ -27,6 +29,28 @@ def check_choice(call: StepCall, outcome: StepOutcome) -> StepOutcome:
 
 def to_json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def batch_request(asks: list[tuple[StepCall, ApprovalRequest]]) -> ApprovalRequest:
+    """One request for several calls of a loop step: a person sees every call (its item and its
+    exact arguments: ``args = {"calls": [{"item": i, "args": {...}}, ...]}``) and answers once;
+    the answer is bound to all of them by the hash of that whole list. Its reasons are the
+    calls' reasons, once each; its id is the first call's with ``.items``. It offers every value
+    the calls offer to endorse, once each (an endorsement binds a value and its source, not a
+    call)."""
+    first = asks[0][1]
+    args: dict[str, Any] = {"calls": [{"item": c.item, "args": c.args} for c, _ in asks]}
+    reasons = {r.key: r for _, request in asks for r in request.reasons}
+    provenance = {f"{c.item}.{p}": labels for c, _ in asks for p, labels in c.provenance.items()}
+    return replace(
+        first,
+        id=f"{first.id}.items" if first.id else "",
+        args=args,
+        args_hash=sha256_hex(canonical_json(args)),
+        provenance=provenance,
+        reasons=tuple(reasons.values()),
+        endorsable=tuple(dict.fromkeys(o for _, request in asks for o in request.endorsable)),
+    )
 
 
 def call_request_event(request: ApprovalRequest) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from planlock import telemetry
-from planlock.approval import Denied, binding_problem
+from planlock.approval import ApprovalRequest, Denied, binding_problem
 from planlock.core import (
     ConditionTypeError,
     Ref,
@@ -31,7 +31,12 @@ from planlock.core import (
     resolve,
     walk_path,
 )
-from planlock.execution._calls import call_request_event, check_choice, to_json_text
+from planlock.execution._calls import (
+    batch_request,
+    call_request_event,
+    check_choice,
+    to_json_text,
+)
 from planlock.execution._types import (
     CheckCall,
     Lookup,
@@ -281,13 +286,19 @@ class _Walk:
         )
 
     async def _call_once(
-        self, step: CompiledStep, look: Lookup, item: int | None, count: int | None
+        self,
+        step: CompiledStep,
+        look: Lookup,
+        item: int | None,
+        count: int | None,
+        checked: StepCall | None = None,
     ) -> Done | None:
         """Resolve, check (policy, approval), run one call, in an ``execute_tool`` span (when
-        spans are recorded); None when the step failed."""
+        spans are recorded); None when the step failed. ``checked``: the call, resolved and
+        already checked (a loop's items are checked together, ``_check_items``)."""
         tool = step.tool
         with telemetry.tool_span(tool.name, step.id, item, self.run_id, tool.effect) as span:
-            return await self._call_traced(step, look, item, count, span)
+            return await self._call_traced(step, look, item, count, span, checked)
 
     async def _call_traced(
         self,
@@ -296,13 +307,14 @@ class _Walk:
         item: int | None,
         count: int | None,
         span: telemetry.Span,
+        checked: StepCall | None,
     ) -> Done | None:
-        call = await self._resolve(step, look, item)
+        call = checked or await self._resolve(step, look, item)
         if call is None:
             return None
         if span is not telemetry.NOOP_SPAN and telemetry.capture_content():
             span.set({"gen_ai.tool.call.arguments": to_json_text(call.args)})
-        if not await self._allowed(call):
+        if checked is None and not await self._allowed(call):
             return None
         event: dict[str, Any] = {
             "step": step.id,
@@ -328,10 +340,18 @@ class _Walk:
         items = await self._loop_items(step, loop)
         if items is None:
             return None
+        calls: list[StepCall] = []
+        for i in range(len(items)):  # every item's call, before any runs: checked together
+            call = await self._resolve(step, self._item_lookup(loop, i), i)
+            if call is None:
+                return None
+            calls.append(call)
+        if not await self._check_items(step.id, calls):
+            return None
         outputs: list[Any] = []
         attempts = 0
-        for i in range(len(items)):
-            done = await self._call_once(step, self._item_lookup(loop, i), i, len(items))
+        for i, call in enumerate(calls):
+            done = await self._call_once(step, self._item_lookup(loop, i), i, len(items), call)
             if done is None:
                 return None
             outputs.append(done[0].output)
@@ -383,11 +403,33 @@ class _Walk:
         """Run-time policy (R6, R7): a denial stops the call; a request waits for an answer
         bound to this exact call. Journaling the answer is the waiter's job (the queue records
         it when a person decides); the binding check is made here, for every engine."""
+        return await self._settle(call.step.id, await self._verdict(call))
+
+    async def _verdict(self, call: StepCall) -> ApprovalRequest | Denied | None:
         verdict = self.check_call(call) if self.check_call else None
-        check = await verdict if inspect.isawaitable(verdict) else verdict
+        return await verdict if inspect.isawaitable(verdict) else verdict
+
+    async def _check_items(self, sid: str, calls: list[StepCall]) -> bool:
+        """A loop's calls, checked before any of them runs: a denial of any fails the step (no
+        item has run), and the calls that need a person are asked about together, in one
+        request bound to all of them (``batch_request``), so a person approves the loop once."""
+        checks = [await self._verdict(call) for call in calls]
+        denied = [c for c in checks if isinstance(c, Denied)]
+        if denied:
+            return await self._settle(sid, denied[0])
+        asks = [
+            (call, c)
+            for call, c in zip(calls, checks, strict=True)
+            if isinstance(c, ApprovalRequest)
+        ]
+        if len(asks) > 1:
+            return await self._settle(sid, batch_request(asks))
+        return all([await self._settle(sid, c) for _, c in asks])
+
+    async def _settle(self, sid: str, check: ApprovalRequest | Denied | None) -> bool:
+        """Act on a call's check: run (None), fail (a denial), or ask and wait for the answer."""
         if check is None:
             return True
-        sid = call.step.id
         if isinstance(check, Denied):
             await self.record("approval_denied", check.to_json())
             await self._fail(sid, StepOutcome(False, error_kind="denied", error=check.reason))

@@ -39,8 +39,10 @@ def _endorsements(
     args = request.get("args") or {}
     if args_hash is None or sha256_hex(canonical_json(args)) != args_hash:
         raise UsageError("only a call request with its arguments can endorse values")
+    # A loop's request shows several calls (``batch_request``): an offer is one of their values.
+    shown = [args, *(c.get("args") or {} for c in args.get("calls") or [] if isinstance(c, dict))]
     for o in offered:
-        if o.param not in args or value_hash(args[o.param]) != o.value_hash:
+        if not any(o.param in a and value_hash(a[o.param]) == o.value_hash for a in shown):
             raise UsageError(f"the stored request's value of {o.param} does not match its hash")
     return make_endorsements(
         offered,
