@@ -163,17 +163,34 @@ def scan_placeholders(text: str) -> tuple[list[Ref | str], bool, bool]:
     """One pass over a string argument: its placeholders (Refs, or messages for malformed
     ones, as ``find_placeholders``), whether it is exactly one placeholder (``whole``), and
     whether it has any (else it is a literal)."""
+    found, whole, parts = scan_and_split(text)
+    return found, whole, parts is not None
+
+
+def scan_and_split(text: str) -> tuple[list[Ref | str], bool, list[str | Ref] | None]:
+    """``scan_placeholders`` and ``split_interpolation`` in one pass: the placeholders found,
+    whether the text is exactly one, and its parts (None when it has no placeholder)."""
     matches = list(_PLACEHOLDER.finditer(text))
-    found: list[Ref | str] = [parse_ref(m.group(1)) for m in matches]
-    rest, pos = [], 0
+    found: list[Ref | str] = []
+    rest: list[str] = []
+    parts: list[str | Ref] = []
+    pos = 0
     for m in matches:
-        rest.append(text[pos : m.start()])
+        start = m.start()
+        rest.append(text[pos:start])
+        if start > pos:
+            parts.append(unescape(text[pos:start]))
+        ref = parse_ref(m.group(1))
+        found.append(ref)
+        parts.append(ref if isinstance(ref, Ref) else m.group(0))
         pos = m.end()
     rest.append(text[pos:])
-    if _OPEN.search("".join(rest)):
+    if pos < len(text):
+        parts.append(unescape(text[pos:]))
+    if _OPEN.search("".join(rest) if len(rest) > 1 else rest[0]):
         found.append("unbalanced '{{' in a string argument (write a literal '{{' as '\\{{')")
     whole = len(matches) == 1 and matches[0].span() == (0, len(text))
-    return found, whole, bool(matches)
+    return found, whole, parts if matches else None
 
 
 def find_placeholders(text: str) -> list[Ref | str]:

@@ -15,8 +15,7 @@ from typing import Any
 
 from planlock.core._plan import (
     Ref,
-    scan_placeholders,
-    split_interpolation,
+    scan_and_split,
     unescape,
 )
 
@@ -69,7 +68,7 @@ def compile_value(value: Any, path: str, problems: list[tuple[str, str]]) -> Tem
     if isinstance(value, str):
         if "{" not in value and "}" not in value:
             return Lit(value)
-        found, whole, _ = scan_placeholders(value)
+        found, whole, parts = scan_and_split(value)
         if not found:
             return Lit(unescape(value))
         bad = [f for f in found if isinstance(f, str)]
@@ -80,7 +79,8 @@ def compile_value(value: Any, path: str, problems: list[tuple[str, str]]) -> Tem
             (ref,) = found
             assert isinstance(ref, Ref)
             return Whole(ref)
-        return Interp(tuple(split_interpolation(value)))
+        assert parts is not None  # found, and not malformed: it has placeholders
+        return Interp(tuple(parts))
     if isinstance(value, dict | list):
         plain = _plain(value)  # no placeholder anywhere in it: one literal, without recursing
         if plain is not _BRACES:
