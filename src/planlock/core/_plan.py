@@ -170,6 +170,15 @@ def scan_placeholders(text: str) -> tuple[list[Ref | str], bool, bool]:
 def scan_and_split(text: str) -> tuple[list[Ref | str], bool, list[str | Ref] | None]:
     """``scan_placeholders`` and ``split_interpolation`` in one pass: the placeholders found,
     whether the text is exactly one, and its parts (None when it has no placeholder)."""
+    end = len(text) - 2
+    if (  # exactly one placeholder, the commonest argument: what the pattern would find
+        text.startswith("{{")
+        and text.find("}}") == end
+        and text.find("{{", 2) == -1
+        and "\n" not in text
+    ):
+        ref = parse_ref(text[2:end].strip())
+        return [ref], True, [ref if isinstance(ref, Ref) else text]
     matches = list(_PLACEHOLDER.finditer(text))
     found: list[Ref | str] = []
     rest: list[str] = []
