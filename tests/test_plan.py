@@ -134,3 +134,33 @@ def test_literal_braces_need_no_escape_except_an_opening_pair() -> None:
     interp = escaped.items[0][1]
     assert isinstance(interp, Interp)
     assert interp.parts[0] == "Dear {{ name }}, "
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{steps.a.output}}",
+        "{{ steps.a.output }}",
+        "{{}}",
+        "{{a}}}",
+        "{{a}}b}}",
+        "{{a\n}}",
+        "{{a{{b}}",
+        "\\{{a}}",
+        "{{\tx\t}}",
+        "{{x}}{{y}}",
+        "{{a}",
+        "x {{steps.a.output.b}} y",
+    ],
+)
+def test_one_pass_placeholder_scan_agrees_with_the_pattern(text: str) -> None:
+    """``scan_and_split`` (with its fast path for a whole placeholder) finds what the pattern
+    finds, says "whole" exactly when the pattern spans the text, and splits like
+    ``split_interpolation``."""
+    from planlock.core._plan import _PLACEHOLDER, parse_ref, scan_and_split, split_interpolation
+
+    found, whole, parts = scan_and_split(text)
+    matches = list(_PLACEHOLDER.finditer(text))
+    assert found[: len(matches)] == [parse_ref(m.group(1)) for m in matches]
+    assert whole == (len(matches) == 1 and matches[0].span() == (0, len(text)))
+    assert parts == (split_interpolation(text) if matches else None)
