@@ -187,14 +187,19 @@ async function showApproval(id) {
     } catch (err) { say(err.message, true); }
   };
   const offers = d.kind === "call" ? (d.endorsable || []) : [];
+  // A loop's calls come as one request: args = {calls: [{item, args}, ...]} (batch_request).
+  const batch = d.kind === "call" && Array.isArray(d.args?.calls) && d.args.calls.every((c) => c && "item" in c);
   const call = d.kind === "call"
-    ? [el("h4", {}, `The call waiting: step ${d.step_id}`), el("code", { "data-testid": "call-args" }, JSON.stringify(d.args, null, 2)),
+    ? [el("h4", {}, batch ? `The calls waiting: step ${d.step_id}, ${d.args.calls.length} items (one answer for all)` : `The call waiting: step ${d.step_id}`),
+       el("code", { "data-testid": "call-args" }, JSON.stringify(d.args, null, 2)),
        el("p", { class: "facts" }, `arguments hash ${d.args_hash}`)]
     : [];
   if (offers.length) {
     call.push(el("h4", {}, "Endorse instead of approving each time"),
       el("ul", { class: "why", "data-testid": "endorsable" }, ...offers.map((o) => el("li", {},
-        `${o.param} = ${JSON.stringify(d.args?.[o.param])} (from ${o.source}, to ${o.target})`))),
+        batch
+          ? `${o.param}: a value of the calls above (hash ${o.value_hash.slice(0, 12)}…, from ${o.source}, to ${o.target})`
+          : `${o.param} = ${JSON.stringify(d.args?.[o.param])} (from ${o.source}, to ${o.target})`))),
       el("p", { class: "facts" }, "Endorsing approves this call and lets the same value from the same source through without asking from now on."));
   }
   const pendingAttrs = d.status !== "pending" ? { disabled: "" } : {};
