@@ -112,7 +112,7 @@ def test_trusted_paths_carry_no_injection(suite: str) -> None:
     vector); every claimed path is reached at least once."""
     from pydantic_core import to_jsonable_python
 
-    from planlock.core._plan import normalize_path
+    from planlock.core._refs import normalize_path
     from planlock.core._template import Unresolvable, walk_path
 
     s = load_suite(suite)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from planlock import Plan, PlanInvalid, canonical_json
-from planlock.core._plan import Ref, find_placeholders, parse_ref
+from planlock.core._refs import Ref, find_placeholders, parse_ref
 
 
 def test_seed_form_parses_with_integer_ids_as_strings() -> None:
@@ -157,7 +157,7 @@ def test_one_pass_placeholder_scan_agrees_with_the_pattern(text: str) -> None:
     """``scan_and_split`` (with its fast path for a whole placeholder) finds what the pattern
     finds, says "whole" exactly when the pattern spans the text, and splits like
     ``split_interpolation``."""
-    from planlock.core._plan import _PLACEHOLDER, parse_ref, scan_and_split, split_interpolation
+    from planlock.core._refs import _PLACEHOLDER, parse_ref, scan_and_split, split_interpolation
 
     found, whole, parts = scan_and_split(text)
     matches = list(_PLACEHOLDER.finditer(text))

@@ -17,9 +17,6 @@ from planlock.core._condition import (
 )
 from planlock.core._issue import Issue
 from planlock.core._plan import (
-    ANY_ITEM,
-    ITEM,
-    ITEM_NUMBER,
     MAX_ITEMS_CAP,
     ORDER_OPS,
     STEP_ID_PATTERN,
@@ -30,14 +27,19 @@ from planlock.core._plan import (
     Coverage,
     Not,
     Plan,
-    Ref,
     Step,
     canonical_json,
     condition_json,
+    sha256_hex,
+)
+from planlock.core._refs import (
+    ANY_ITEM,
+    ITEM,
+    ITEM_NUMBER,
+    Ref,
     find_placeholders,
     normalize_path,
     parse_ref,
-    sha256_hex,
     split_interpolation,
     whole_placeholder,
 )

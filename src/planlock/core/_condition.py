@@ -18,18 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from planlock.core._plan import (
-    ITEM,
-    ITEM_NUMBER,
-    AllOf,
-    AnyOf,
-    Compare,
-    Condition,
-    Not,
-    Ref,
-    parse_ref,
-    whole_placeholder,
-)
+from planlock.core._plan import AllOf, AnyOf, Compare, Condition, Not
+from planlock.core._refs import ITEM, ITEM_NUMBER, Ref, parse_ref, whole_placeholder
 
 __all__ = [
     "Check",

@@ -13,11 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from planlock.core._plan import (
-    Ref,
-    scan_and_split,
-    unescape,
-)
+from planlock.core._refs import Ref, scan_and_split, unescape
 
 __all__ = [
     "Arr",

@@ -9,7 +9,6 @@ the steps that read its output are skipped (journaled ``step_skipped``), which i
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -20,7 +19,6 @@ import anyio.abc
 import anyio.lowlevel
 
 from planlock import telemetry
-from planlock.approval import ApprovalRequest, Denied, binding_problem
 from planlock.core import (
     ConditionTypeError,
     Ref,
@@ -31,12 +29,8 @@ from planlock.core import (
     resolve,
     walk_path,
 )
-from planlock.execution._calls import (
-    batch_request,
-    call_request_event,
-    check_choice,
-    to_json_text,
-)
+from planlock.execution._ask import Checks
+from planlock.execution._calls import check_choice, to_json_text
 from planlock.execution._types import (
     CheckCall,
     Lookup,
@@ -128,9 +122,9 @@ class _Walk:
         self.inputs = inputs
         self.run_id = run_id
         self.run_step = run_step
-        self.wait_for_approval = wait_for_approval
         self.record = record
-        self.check_call = check_call
+        self.checks = Checks(check_call, record, wait_for_approval, self._fail)
+        """The policy's check of each call, and a person's answer (``_ask``)."""
         self.trusted_steps = trusted_steps
         self.pause_at_checkpoints = pause_at_checkpoints
         self.concurrency = max(1, concurrency)
@@ -314,7 +308,7 @@ class _Walk:
             return None
         if span is not telemetry.NOOP_SPAN and telemetry.capture_content():
             span.set({"gen_ai.tool.call.arguments": to_json_text(call.args)})
-        if checked is None and not await self._allowed(call):
+        if checked is None and not await self.checks.allowed(call):
             return None
         event: dict[str, Any] = {
             "step": step.id,
@@ -346,7 +340,7 @@ class _Walk:
             if call is None:
                 return None
             calls.append(call)
-        if not await self._check_items(step.id, calls):
+        if not await self.checks.items(step.id, calls):
             return None
         outputs: list[Any] = []
         attempts = 0
@@ -384,7 +378,7 @@ class _Walk:
         return items
 
     # ----------------------------------------------------------------------------------------
-    # A call: resolve its arguments, check it
+    # A call: resolve its arguments (its checks: ``_ask.Checks``)
 
     async def _resolve(self, step: CompiledStep, look: Lookup, item: int | None) -> StepCall | None:
         """The call with its arguments resolved (values and their sources); None when a
@@ -398,54 +392,6 @@ class _Walk:
         args = {k: v for k, (v, _) in resolved.items()}
         prov = {k: sorted(arg_labels(step, s)) for k, (_, s) in resolved.items()}
         return StepCall(self.run_id, step, args, prov, item)
-
-    async def _allowed(self, call: StepCall) -> bool:
-        """Run-time policy (R6, R7): a denial stops the call; a request waits for an answer
-        bound to this exact call. Journaling the answer is the waiter's job (the queue records
-        it when a person decides); the binding check is made here, for every engine."""
-        return await self._settle(call.step.id, await self._verdict(call))
-
-    async def _verdict(self, call: StepCall) -> ApprovalRequest | Denied | None:
-        verdict = self.check_call(call) if self.check_call else None
-        return await verdict if inspect.isawaitable(verdict) else verdict
-
-    async def _check_items(self, sid: str, calls: list[StepCall]) -> bool:
-        """A loop's calls, checked before any of them runs: a denial of any fails the step (no
-        item has run), and the calls that need a person are asked about together, in one
-        request bound to all of them (``batch_request``), so a person approves the loop once."""
-        checks = [await self._verdict(call) for call in calls]
-        denied = [c for c in checks if isinstance(c, Denied)]
-        if denied:
-            return await self._settle(sid, denied[0])
-        asks = [
-            (call, c)
-            for call, c in zip(calls, checks, strict=True)
-            if isinstance(c, ApprovalRequest)
-        ]
-        if len(asks) > 1:
-            return await self._settle(sid, batch_request(asks))
-        return all([await self._settle(sid, c) for _, c in asks])
-
-    async def _settle(self, sid: str, check: ApprovalRequest | Denied | None) -> bool:
-        """Act on a call's check: run (None), fail (a denial), or ask and wait for the answer."""
-        if check is None:
-            return True
-        if isinstance(check, Denied):
-            await self.record("approval_denied", check.to_json())
-            await self._fail(sid, StepOutcome(False, error_kind="denied", error=check.reason))
-            return False
-        await self.record("approval_requested", call_request_event(check))
-        decision = await self.wait_for_approval(check)
-        problem = binding_problem(decision, check)
-        if problem is not None:
-            await self.record("approval_refused", {**decision.to_json(), "problem": problem})
-            refused = StepOutcome(False, error_kind="approval_refused", error=problem)
-            await self._fail(sid, refused)
-            return False
-        if not decision.approved:
-            await self._fail(sid, StepOutcome(False, error_kind="denied", error=decision.reason))
-            return False
-        return True
 
     # ----------------------------------------------------------------------------------------
     # Placeholders: values and source labels
