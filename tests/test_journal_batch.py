@@ -292,3 +292,82 @@ def test_canonical_json_still_refuses_what_json_cannot_hold() -> None:
         canonical_json({"x": float("nan")})
     with pytest.raises(TypeError):
         canonical_json({"x": object()})
+
+
+def test_threads_recording_at_once_share_transactions_and_each_gets_its_own_event(
+    tmp_path: Path,
+) -> None:
+    """``Journal.record`` from many threads (a server's request threads): whoever holds the
+    writer lock commits every queued event, so there are fewer transactions than events; each
+    caller gets back exactly its own event, durable; the chain verifies."""
+    import threading
+
+    journal = Journal.open(tmp_path / "j.db")
+    batches: list[int] = []
+    append_many = journal.store.append_many  # type: ignore[attr-defined]
+
+    def counted(items: list[Item]) -> Any:
+        batches.append(len(items))
+        return append_many(items)
+
+    journal.store.append_many = counted  # type: ignore[attr-defined]
+    start = threading.Barrier(8)
+    got: dict[tuple[int, int], Any] = {}
+
+    def worker(t: int) -> None:
+        start.wait()
+        for i in range(25):
+            got[(t, i)] = journal.record(f"r{t}", "step_started", {"step": f"{t}.{i}"})
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sum(batches) == 200
+    assert len(batches) < 200  # some transactions carried several threads' events
+    for (t, i), event in got.items():
+        assert (event.run_id, event.data) == (f"r{t}", {"step": f"{t}.{i}"})
+    stored = {e.seq: e for e in Journal.open(tmp_path / "j.db").events()}
+    assert all(stored[e.seq].hash == e.hash for e in got.values())
+    assert len(stored) == 200
+    assert journal.verify().ok
+
+
+def test_a_failed_shared_commit_fails_every_thread_in_it(tmp_path: Path) -> None:
+    import threading
+
+    journal = Journal.open(tmp_path / "j.db")
+    append_many = journal.store.append_many  # type: ignore[attr-defined]
+    gate, inside = threading.Event(), threading.Event()
+
+    def failing(items: list[Item]) -> Any:
+        inside.set()
+        gate.wait(5)  # hold the writer lock while the other threads queue their events
+        if len(items) > 1:
+            raise OSError("disk full")
+        return append_many(items)
+
+    journal.store.append_many = failing  # type: ignore[attr-defined]
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            journal.record("r", "step_started", {"step": str(t)})
+        except OSError as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=worker, args=(0,))
+    first.start()
+    assert inside.wait(5)  # the first holds the writer lock, its own event alone in its batch
+    others = [threading.Thread(target=worker, args=(t,)) for t in range(1, 4)]
+    for th in others:
+        th.start()
+    while len(journal._group._queued) < 3:  # the three others are queued behind the first
+        threading.Event().wait(0.01)
+    gate.set()
+    for th in [first, *others]:
+        th.join()
+    assert len(errors) == 3  # the shared commit failed for all three; the first one's went in
+    assert [e.data for e in journal.events()] == [{"step": "0"}]
+    assert journal.verify().ok

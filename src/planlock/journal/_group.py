@@ -10,6 +10,11 @@ durable before the side effect. Outcomes (``Journal.defer``: ``step_finished``..
 they are durable at the next commit anyone waits for, or after ``WINDOW`` seconds at most, and
 listeners see them only then. A step's outcome is therefore durable before any step that depends
 on it starts, and before the run reports it (``run_finished`` waits).
+
+Threads that append at once (``Journal.record`` from a server's request threads, or several
+workers) are grouped too: each queues its events and waits for the writer lock; whoever gets it
+commits every queued event in one transaction (its own and the others', in the order they were
+queued), and the others find theirs committed when they get the lock (leader and followers).
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ class Group:
         self._timer: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         """Loops with a flush scheduled within ``WINDOW``."""
         self._lost: BaseException | None = None
+        self._queue_lock = threading.Lock()
+        """Guards ``_queued`` and ``_lost`` (held only for a moment, never while committing)."""
+        self._queued: list[_Ticket] = []
+        """Threads' events waiting for whoever commits next (``flush(extra)``)."""
 
     def add(self, item: Pending, loop: asyncio.AbstractEventLoop, wait: bool) -> Any:
         """Queue ``item``; with ``wait``, return a future done when it is durable."""
@@ -86,31 +95,73 @@ class Group:
 
     def flush(self, extra: list[Pending] | None = None) -> list[Event]:
         """Commit what is pending (and ``extra`` after it) in one transaction; return the
-        events of ``extra``. On failure every waiter of the batch gets the error."""
+        events of ``extra``. On failure every waiter of the batch gets the error. ``extra`` from
+        several threads at once is committed together, by whichever gets the lock first."""
+        if not extra:
+            with self.lock:
+                self._commit([], raising=True)
+            return []
+        ticket = _Ticket(extra)
+        with self._queue_lock:
+            lost, self._lost = self._lost, None
+            if lost is None:
+                self._queued.append(ticket)
+        if lost is not None:
+            raise RuntimeError(f"journal events recorded earlier were not committed: {lost}")
         with self.lock:
-            batch, waiters = self._pending, self._waiters
-            self._pending, self._waiters = [], []
-            if extra:
-                self._raise_lost()
-                batch = batch + extra
-            if not batch:
-                return []
-            try:
-                events = self._append(batch)
-            except BaseException as exc:
-                _settle(waiters, exc)
-                if not waiters and not extra:
+            if not ticket.done:  # nobody committed it meanwhile: commit every queued ticket
+                with self._queue_lock:
+                    tickets, self._queued = self._queued, []
+                self._commit(tickets, raising=False)
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.events
+
+    def _commit(self, tickets: list[_Ticket], *, raising: bool) -> None:
+        """Append the pending events, then the tickets' (with ``self.lock`` held)."""
+        batch, waiters = self._pending, self._waiters
+        self._pending, self._waiters = [], []
+        items = batch + [item for t in tickets for item in t.items]
+        if not items:
+            return
+        try:
+            events = self._append(items)
+        except BaseException as exc:
+            _settle(waiters, exc)
+            for t in tickets:
+                t.error, t.done = exc, True
+            if not waiters and not tickets:  # nobody else hears of it: the next writer will
+                with self._queue_lock:
                     self._lost = exc
+            if raising:
                 raise
-            _settle(waiters, None)
-            self._published(events)
-            return events[len(events) - len(extra or ()) :]
+            return
+        _settle(waiters, None)
+        pos = len(batch)
+        for t in tickets:
+            t.events, t.done = events[pos : pos + len(t.items)], True
+            pos += len(t.items)
+        self._published(events)
 
     def _raise_lost(self) -> None:
         """Events nobody waited for could not be committed: say so to the next writer."""
-        if self._lost is not None:
+        with self._queue_lock:
             lost, self._lost = self._lost, None
+        if lost is not None:
             raise RuntimeError(f"journal events recorded earlier were not committed: {lost}")
+
+
+class _Ticket:
+    """One thread's events for ``Group.flush``: done (with its events, or the error) once
+    whoever held the writer lock committed them."""
+
+    __slots__ = ("done", "error", "events", "items")
+
+    def __init__(self, items: list[Pending]) -> None:
+        self.items = items
+        self.done = False
+        self.events: list[Event] = []
+        self.error: BaseException | None = None
 
 
 def _settle(waiters: list[_Waiter], exc: BaseException | None) -> None:
