@@ -83,9 +83,11 @@ def check_args(
     inputs: Mapping[str, Any] | None,
     issues: list[Issue],
     memo: dict[Any, Any] | None = None,
+    where: Mapping[str, str] | None = None,
 ) -> None:
     """``memo``: one dict for the whole plan, to decide each (output schema, path, parameter)
-    once (plans pass the same kind of value to the same parameter again and again)."""
+    once (plans pass the same kind of value to the same parameter again and again); ``where``:
+    each argument's JSON path, when the caller has written them already."""
     schema = tool.params_schema
     props: dict[str, Any] = schema.get("properties", {})
     for pname in args:
@@ -106,7 +108,7 @@ def check_args(
             schema,
             tool,
             pname,
-            f"{base}.args.{pname}",
+            where[pname] if where is not None else f"{base}.args.{pname}",
             returns,
             inputs,
             issues,

@@ -118,8 +118,9 @@ def analyse(
         reads: set[str] = set()  # the steps whose output it reads (step_deps without 'after')
         compiled: dict[str, Template] = {}
         problems: list[tuple[str, str]] = []
+        where = {pname: f"{base}.args.{pname}" for pname in s.args}  # each path written once
         for pname, value in s.args.items():
-            compiled[pname] = compile_value(value, f"{base}.args.{pname}", problems)
+            compiled[pname] = compile_value(value, where[pname], problems)
         issues.extend(Issue("malformed_placeholder", p, m) for p, m in problems)
         loop: Ref | None = None
         if s.for_each is not None or s.max_items is not None:
@@ -142,9 +143,9 @@ def analyse(
                 if ref.source == "item":
                     if loop is None:
                         msg = f"'{{{{{ref.text}}}}}' is only defined in a step with for_each"
-                        issues.append(Issue("item_outside_loop", f"{base}.args.{pname}", msg))
+                        issues.append(Issue("item_outside_loop", where[pname], msg))
                     continue
-                check_ref(ref, f"{base}.args.{pname}", s.id, index, returns, inputs, issues)
+                check_ref(ref, where[pname], s.id, index, returns, inputs, issues)
                 if ref.source == "step":
                     reads.add(ref.name)
         when: Check | None = None
@@ -164,7 +165,7 @@ def analyse(
             step_deps.add(dep)
         choices: tuple[tuple[str | None, Ref], ...] = ()
         if tool is not None:
-            check_args(s.args, checked, tool, base, returns, inputs, issues, memo)
+            check_args(s.args, checked, tool, base, returns, inputs, issues, memo, where)
             if tool is LLM_STEP_TOOL:
                 issues.extend(Issue(c, p, m) for c, p, m in check_llm_step(s.args, compiled, base))
                 choices, found = check_choices(s.args, compiled, base, tools, returns, loops)
