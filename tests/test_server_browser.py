@@ -143,3 +143,105 @@ def test_approve_in_the_page_and_watch_the_run_finish(tmp_path: Path) -> None:
     assert ("alice", "POST", "approve") in callers
     assert ("alice", "GET", "events") in callers
     assert ("sam", "POST", "runs") in callers
+
+
+LOOP_TOOLS = '''
+from planlock import ToolRegistry
+
+registry = ToolRegistry()
+SENT = []
+
+
+@registry.tool(effect="read")
+def members() -> list[str]:
+    """Channel members (anyone can join: untrusted)."""
+    return ["ana@example.org", "bo@example.org"]
+
+
+@registry.tool(effect="send", free=["body"])
+def message(to: str, body: str) -> str:
+    """Send a direct message."""
+    SENT.append(to)
+    return "sent to " + to
+'''
+
+LOOP_PLAN = {
+    "version": 1,
+    "goal": "Say hello to every member",
+    "steps": [
+        {"id": "1", "tool": "members", "args": {}},
+        {
+            "id": "2",
+            "tool": "message",
+            "for_each": "{{steps.1.output}}",
+            "max_items": 5,
+            "args": {"to": "{{item}}", "body": "hello"},
+        },
+    ],
+}
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+def test_a_loop_s_calls_are_one_request_in_the_page(tmp_path: Path) -> None:
+    """A ``for_each`` step whose calls need a person shows them all in one request (issue 12):
+    the page says so, lists each call's arguments and offers the values to endorse; one
+    approval runs every call."""
+    chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+    from test_server_support import wait_for
+
+    tools = tmp_path / "loop_tools.py"
+    tools.write_text(LOOP_TOOLS, encoding="utf-8")
+    with serve(tmp_path, "--workers", "1", tools=f"{tools}:registry") as server:
+        r = httpx.post(f"{server.url}/api/runs", json={"plan": LOOP_PLAN}, headers=auth("sam"))
+        assert r.status_code == 201, r.text
+        sub = r.json()
+        decision = {"plan_hash": sub["plan_hash"], "reason": "fine"}
+        approve = f"{server.url}/api/approvals/{sub['approval_id']}/approve"
+        assert httpx.post(approve, json=decision, headers=auth("alice")).status_code == 200
+
+        def call_request() -> Any:
+            listed = httpx.get(f"{server.url}/api/approvals", headers=auth("alice")).json()
+            calls = [a for a in listed if a.get("kind") == "call"]
+            return calls[0] if calls else None
+
+        wait_for(lambda: call_request() is not None, timeout=30)
+        pending = call_request()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(server.url + "/")
+                page.get_by_test_id("token").fill(TOKEN_OF["alice"])
+                page.get_by_test_id("sign-in").click()
+                page.locator(f'[data-testid="pending-item"][data-id="{pending["id"]}"]').click()
+                detail = page.locator("#detail")
+                expect(detail).to_contain_text("The calls waiting: step 2, 2 items")
+                args = page.get_by_test_id("call-args")
+                expect(args).to_contain_text("ana@example.org")
+                expect(args).to_contain_text("bo@example.org")
+                offers = page.get_by_test_id("endorsable").locator("li")
+                expect(offers).to_have_count(2)
+                expect(offers.first).to_contain_text("a value of the calls above")
+                page.get_by_test_id("reason").fill("both are members")
+                page.get_by_test_id("approve").click()
+                expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=30_000)
+                assert errors == []
+            finally:
+                browser.close()
+    journal = Journal.open(server.db)
+    events = journal.events(sub["run_id"])
+    asks = [e.data for e in events if e.kind == "approval_requested" and e.data["kind"] == "call"]
+    assert len(asks) == 1
+    assert [c["args"]["to"] for c in asks[0]["args"]["calls"]] == [
+        "ana@example.org",
+        "bo@example.org",
+    ]
+    started = [
+        e.data["args"]["to"] for e in events if e.kind == "step_started" and e.data["step"] == "2"
+    ]
+    assert started == ["ana@example.org", "bo@example.org"]
+    assert journal.verify().ok
