@@ -412,3 +412,53 @@ def test_the_page_offers_endorse_and_inserts_values_as_text(
     assert "Approve and endorse" in script
     assert "endorsable" in script
     assert "innerHTML" not in script
+
+
+LOOP_TOOLS = '''
+from planlock import ToolRegistry
+
+registry = ToolRegistry()
+
+
+@registry.tool(effect="read")
+def past_payees() -> list[str]:
+    """Who sent the user money (each sender wrote their own IBAN: untrusted)."""
+    return ["DE89370400440532013000", "DE02120300000000202051"]
+
+
+@registry.tool(effect="pay", sensitive=["recipient"])
+def send_money(recipient: str, amount: float) -> str:
+    """Pay."""
+    return "paid " + recipient
+'''
+
+
+def test_the_terminal_shows_a_loop_s_calls_and_endorses_each_value(tmp_path: Path) -> None:
+    """A loop's one request, at the terminal: every call's arguments on its own row (``item i:
+    param``) with where it came from, and the endorse prompt names each value offered."""
+    tools = tmp_path / "loop_tools.py"
+    tools.write_text(LOOP_TOOLS, encoding="utf-8")
+    plan = tmp_path / "plan.json"
+    steps = [
+        {"step": 1, "tool": "past_payees"},
+        {
+            "step": 2,
+            "tool": "send_money",
+            "for_each": "{{steps.1.output}}",
+            "max_items": 5,
+            "args": {"recipient": "{{item}}", "amount": 1},
+        },
+    ]
+    plan.write_text(json.dumps(steps))
+    db = tmp_path / "j.db"
+    run = ["run", str(plan), "--tools", f"{tools}:registry", "--journal", str(db)]
+    result = runner.invoke(app, [*run, "--approve", "prompt"], input="y\ne\npayee\n")
+    assert result.exit_code == 0, result.output
+    assert "item 0: recipient" in result.output
+    assert "item 1: recipient" in result.output
+    assert "step:1" in result.output  # where each value came from
+    assert 'recipient = "DE89370400440532013000", "DE02120300000000202051"' in result.output
+    saved = SQLEndorsements.open(db).list()
+    assert sorted(e.label for e in saved) == ["payee", "payee"]
+    asks = [e for e in Journal.open(db).events() if e.kind == "approval_requested"]
+    assert [a.data["kind"] for a in asks] == ["plan", "call"]  # one request for both calls

@@ -246,16 +246,21 @@ class TerminalApprover:
             answer = typer.prompt(question, default="n", show_default=True).strip().lower()
             labels: dict[str, str] = {}
             if answer in ("e", "endorse"):
-                for offer in request.endorsable:
-                    value = json.dumps((request.args or {}).get(offer.param), ensure_ascii=False)
+                for param in dict.fromkeys(o.param for o in request.endorsable):
+                    shown = [
+                        v
+                        for n, v, _ in _render.call_arguments(request)
+                        if n == param or n.endswith(f": {param}")
+                    ]
+                    value = ", ".join(json.dumps(v, ensure_ascii=False) for v in shown)
                     label = typer.prompt(
-                        f"What is {offer.param} = {value}? A label, e.g. landlord "
+                        f"What is {param} = {value}? A label, e.g. landlord "
                         "(empty: do not endorse it)",
                         default="",
                         show_default=False,
                     )
                     if label.strip():
-                        labels[offer.param] = label.strip()
+                        labels[param] = label.strip()
         except (typer.Abort, EOFError):
             answer = "n"
         if answer in ("e", "endorse") and labels:

@@ -102,15 +102,32 @@ def approval_panel(request: ApprovalRequest) -> Panel:
     return Panel(body, title="Approval requested", border_style="yellow")
 
 
+def call_arguments(request: ApprovalRequest) -> list[tuple[str, Any, str]]:
+    """(what to call it, value, provenance key) for each argument a call request shows; for a
+    loop's request (``args = {"calls": [{"item": i, "args": {...}}]}``), each call's, named
+    ``item i: param``."""
+    args = request.args or {}
+    calls = args.get("calls")
+    if not isinstance(calls, list) or not calls:
+        calls = []
+    if calls and all(isinstance(c, dict) and "item" in c for c in calls):
+        return [
+            (f"item {c['item']}: {name}", value, f"{c['item']}.{name}")
+            for c in calls
+            for name, value in (c.get("args") or {}).items()
+        ]
+    return [(name, value, name) for name, value in args.items()]
+
+
 def call_panel(request: ApprovalRequest) -> Panel:
     rows = Table(show_header=True, header_style="bold")
     rows.add_column("argument")
     rows.add_column("exact value")
     rows.add_column("came from")
     prov = request.provenance or {}
-    for name, value in (request.args or {}).items():
+    for name, value, key in call_arguments(request):
         rows.add_row(
-            name, Text(json.dumps(value, ensure_ascii=False)), ", ".join(prov.get(name, []))
+            name, Text(json.dumps(value, ensure_ascii=False)), ", ".join(prov.get(key, []))
         )
     why = Table.grid(padding=(0, 1))
     for r in request.reasons:
