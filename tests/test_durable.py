@@ -763,3 +763,58 @@ def test_durable_submit_notifies_the_webhook_of_a_plan_request(
     assert message["planlock"]["journal_head"]["seq"] > 0
     kinds = [e.kind for e in Journal.open(site.journal).events(sub["run_id"])]
     assert "notification_sent" in kinds
+
+
+LOOP_ASKS = {
+    "version": 1,
+    "goal": "send each value to the looked-up address",
+    "steps": [
+        {"id": "l", "tool": "lookup", "args": {"name": "ops"}},
+        {
+            "id": "s",
+            "tool": "send",
+            "for_each": "{{keys}}",
+            "max_items": 5,
+            "args": {"to": "{{steps.l.output}}", "value": "{{item}}"},
+        },
+    ],
+}
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # a worker process
+def test_a_loop_s_calls_wait_durably_for_one_answer(
+    site: Site, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """The DBOS engine at parity with the others: a ``for_each`` step whose calls need a person
+    is one request (it waits in its first call's slot), one answer runs every call, once."""
+    client = site.client()
+
+    async def go() -> Any:
+        plan = Plan.parse(LOOP_ASKS)
+        return await client.submit(plan, registry, inputs={"keys": [1, 2, 3]}, policy=ALLOW)
+
+    run_id = anyio.run(go).run_id
+    procs.append(site.worker("w1"))
+    journal = ["--journal", str(site.journal)]
+    (plan_request,) = wait_for(lambda: pending(site, "plan"), timeout=90)
+    res = runner.invoke(app, ["approve", plan_request["id"], "--as", "sam", *journal])
+    assert res.exit_code == 0, res.output
+    (request,) = wait_for(lambda: pending(site, "call"), timeout=90)
+    assert request["run_id"] == run_id
+    res = runner.invoke(app, ["approvals", "show", request["id"], "--json", *journal])
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.output)["request"]["args"]["calls"]
+    assert [(c["item"], c["args"]["value"]) for c in shown] == [(0, 1), (1, 2), (2, 3)]
+    res = runner.invoke(app, ["approve", request["id"], "--as", "sam", *journal])
+    assert res.exit_code == 0, res.output
+    summary = client.result(run_id, timeout=90)
+    assert summary["status"] == "succeeded", summary
+    sends = {k: n for (k, t), n in count_calls(site.effects).items() if t == "send"}
+    assert sorted(sends) == [f"{run_id}:s:{i}" for i in range(3)]
+    assert set(sends.values()) == {1}
+    events = Journal.open(site.journal).events(run_id)
+    asks = [e.data for e in events if e.kind == "approval_requested"]
+    assert [a["kind"] for a in asks].count("call") == 1
+    assert Journal.open(site.journal).verify().ok
+    client.close()

@@ -37,7 +37,7 @@ from planlock.durable._checks import (
 )
 from planlock.durable._state import DurableState, OnceRecorder, decision_from_json
 from planlock.errors import UsageError
-from planlock.execution import InProcessEngine, StepCall, StepOutcome
+from planlock.execution import BATCH_SUFFIX, InProcessEngine, StepCall, StepOutcome
 from planlock.journal import Journal, database_of
 from planlock.llm import LLM
 from planlock.planning import Replanner
@@ -267,7 +267,11 @@ class DBOSEngine:
     async def wait_for_approval(self, request: ApprovalRequest) -> Decision:
         """Store the call request (``walk`` journaled it), notify, and wait for the answer."""
         await self.store(request, "call", request.to_json())
-        return await self._await_answer(request, self.slots[self._requests[request.id]].approval)
+        # A loop's one request (``batch_request``) waits in its first call's slot.
+        key = (
+            self._requests.get(request.id) or self._requests[request.id.removesuffix(BATCH_SUFFIX)]
+        )
+        return await self._await_answer(request, self.slots[key].approval)
 
     async def store(self, request: ApprovalRequest, kind: str, stored: dict[str, Any]) -> None:
         """Store a request for a person (once: its id is fixed) and notify about it the first

@@ -2,6 +2,7 @@
 and the reply built from a run's results (``render_reply``).
 """
 
+from planlock.execution._calls import BATCH_SUFFIX
 from planlock.execution._engine import Engine, LocalEngine
 from planlock.execution._inprocess import InProcessEngine
 from planlock.execution._reply import quote_untrusted, render_reply
@@ -9,6 +10,7 @@ from planlock.execution._types import RunResult, StepCall, StepOutcome
 from planlock.execution._walk import walk
 
 __all__ = [
+    "BATCH_SUFFIX",
     "Engine",
     "InProcessEngine",
     "LocalEngine",

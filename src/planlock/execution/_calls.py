@@ -12,7 +12,11 @@ from planlock.core import canonical_json, sha256_hex
 from planlock.execution._types import StepCall, StepOutcome
 from planlock.tools import choice_problem
 
-__all__ = ["batch_request", "call_request_event", "check_choice", "to_json_text"]
+__all__ = ["BATCH_SUFFIX", "batch_request", "call_request_event", "check_choice", "to_json_text"]
+
+BATCH_SUFFIX = ".items"
+"""A loop's request id: its first call's request id and this (engines that keep per-call state
+for a request find the first call's)."""
 
 
 def check_choice(call: StepCall, outcome: StepOutcome) -> StepOutcome:
@@ -35,16 +39,16 @@ def batch_request(asks: list[tuple[StepCall, ApprovalRequest]]) -> ApprovalReque
     """One request for several calls of a loop step: a person sees every call (its item and its
     exact arguments: ``args = {"calls": [{"item": i, "args": {...}}, ...]}``) and answers once;
     the answer is bound to all of them by the hash of that whole list. Its reasons are the
-    calls' reasons, once each; its id is the first call's with ``.items``. It offers every value
-    the calls offer to endorse, once each (an endorsement binds a value and its source, not a
-    call)."""
+    calls' reasons, once each; its id is the first call's with ``BATCH_SUFFIX``. It offers every
+    value the calls offer to endorse, once each (an endorsement binds a value and its source, not
+    a call)."""
     first = asks[0][1]
     args: dict[str, Any] = {"calls": [{"item": c.item, "args": c.args} for c, _ in asks]}
     reasons = {r.key: r for _, request in asks for r in request.reasons}
     provenance = {f"{c.item}.{p}": labels for c, _ in asks for p, labels in c.provenance.items()}
     return replace(
         first,
-        id=f"{first.id}.items" if first.id else "",
+        id=f"{first.id}{BATCH_SUFFIX}" if first.id else "",
         args=args,
         args_hash=sha256_hex(canonical_json(args)),
         provenance=provenance,
