@@ -18,7 +18,6 @@ __all__ = [
     "normalize_path",
     "parse_ref",
     "scan_and_split",
-    "scan_placeholders",
     "split_interpolation",
     "unescape",
     "whole_placeholder",
@@ -103,16 +102,9 @@ def parse_ref(body: str) -> Ref | str:
     return Ref("input", parts[0], tuple(parts[1:]), text)
 
 
-def scan_placeholders(text: str) -> tuple[list[Ref | str], bool, bool]:
-    """One pass over a string argument: its placeholders (Refs, or messages for malformed
-    ones, as ``find_placeholders``), whether it is exactly one placeholder (``whole``), and
-    whether it has any (else it is a literal)."""
-    found, whole, parts = scan_and_split(text)
-    return found, whole, parts is not None
-
-
 def scan_and_split(text: str) -> tuple[list[Ref | str], bool, list[str | Ref] | None]:
-    """``scan_placeholders`` and ``split_interpolation`` in one pass: the placeholders found,
+    """One pass over a string argument, ``split_interpolation`` included: the placeholders found
+    (Refs, or messages for malformed ones, as ``find_placeholders``),
     whether the text is exactly one, and its parts (None when it has no placeholder)."""
     end = len(text) - 2
     if (  # exactly one placeholder, the commonest argument: what the pattern would find
