@@ -10,6 +10,7 @@ that no tier claims is ``slow``, so the fast tier never needs a model or a serve
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -203,15 +204,46 @@ def request_key(llm: str, request: LLMRequest) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-class ReplayLLM:
-    """The embedded model, answering a request it was already asked in this session with the
-    reply it gave then (the model is greedy: the same prompt gets the same plan). Only for
-    tests that need *a* plan for a goal, not for tests that examine generation itself."""
+RECORDED_PLANS = Path(__file__).resolve().parent / "data" / "local-plans.json"
+"""The embedded model's replies to the planning requests of the tests that need *a* plan for a
+goal (``local_plans``), keyed by ``request_key`` under the model's and runtime's identity.
+Re-record after changing the planner's prompt: ``PLANLOCK_RECORD_PLANS=1 pytest -m model``
+(``test_model_recordings.py`` fails in the fast tier until then). ``PLANLOCK_FRESH_PLANS=1``
+ignores the file and asks the model everything."""
 
-    def __init__(self, llm: LocalLLM, replies: dict[str, LLMReply]) -> None:
+
+def model_identity() -> str:
+    """The model file and the runtime that wrote a recorded reply: another of either, and the
+    recordings are not used."""
+    import xllamacpp
+
+    from planlock.llm._local import DEFAULT_MODEL
+
+    return f"sha256:{DEFAULT_MODEL.sha256}|xllamacpp {getattr(xllamacpp, '__version__', '?')}"
+
+
+def load_recorded_plans(identity: str | None) -> dict[str, LLMReply]:
+    """The recorded replies for ``identity`` (all of them when it is None)."""
+    if not RECORDED_PLANS.exists():
+        return {}
+    data = json.loads(RECORDED_PLANS.read_text())
+    if identity is not None and data["identity"] != identity:
+        return {}
+    return {key: LLMReply(**reply) for key, reply in data["replies"].items()}
+
+
+class ReplayLLM:
+    """The embedded model, answering a request it was already asked, in this session or in the
+    run that recorded ``RECORDED_PLANS``, with the reply it gave then (the model is greedy: the
+    same prompt gets the same plan; ``test_a_recorded_plan_is_what_the_model_writes_today``
+    checks one against the model). Only for tests that need *a* plan for a goal, not for tests
+    that examine generation itself."""
+
+    def __init__(self, llm: LocalLLM, replies: dict[str, LLMReply], used: set[str]) -> None:
         self.llm = llm
         self.name = llm.name
         self.replies = replies
+        self.used = used
         self.hits = 0
 
     @property
@@ -224,6 +256,8 @@ class ReplayLLM:
 
     async def complete(self, request: LLMRequest) -> LLMReply:
         key = request_key(self.name, request)
+        if request.purpose == "plan":  # only plans are recorded: an llm step runs for real
+            self.used.add(key)
         if key in self.replies:
             self.hits += 1
             return self.replies[key]
@@ -233,11 +267,24 @@ class ReplayLLM:
 
 
 @pytest.fixture(scope="session")
-def model_replies() -> dict[str, LLMReply]:
-    return {}
+def model_replies() -> Iterator[tuple[dict[str, LLMReply], set[str]]]:
+    """The session's replies, seeded from ``RECORDED_PLANS``; with ``PLANLOCK_RECORD_PLANS=1``
+    the replies this session used are written back (and only those: stale keys go)."""
+    identity = model_identity()
+    fresh = os.environ.get("PLANLOCK_FRESH_PLANS") == "1"
+    replies = {} if fresh else load_recorded_plans(identity)
+    used: set[str] = set()
+    yield replies, used
+    if os.environ.get("PLANLOCK_RECORD_PLANS") == "1" and used:
+        kept = {k: dataclasses.asdict(replies[k]) for k in sorted(used) if k in replies}
+        body = {"identity": identity, "replies": kept}
+        RECORDED_PLANS.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
 
 
 @pytest.fixture
-def local_plans(local_llm: LocalLLM, model_replies: dict[str, LLMReply]) -> ReplayLLM:
-    """The embedded model behind a session-wide cache keyed by a hash of the request."""
-    return ReplayLLM(local_llm, model_replies)
+def local_plans(
+    local_llm: LocalLLM, model_replies: tuple[dict[str, LLMReply], set[str]]
+) -> ReplayLLM:
+    """The embedded model behind the recorded and the session's replies, keyed by a hash of
+    the request."""
+    return ReplayLLM(local_llm, *model_replies)
