@@ -199,8 +199,8 @@ def test_without_an_event_loop_every_event_is_appended_at_once(tmp_path: Path) -
 
 @pytest.mark.anyio
 async def test_a_run_waits_for_step_started_before_the_tool_runs(tmp_path: Path) -> None:
-    """Attack on the guarantee: whatever the tool sees, its step_started (and the outcome of the
-    step it reads) is already in the database."""
+    """Attack on the guarantee: whatever a side-effecting tool sees, its step_started (and the
+    outcome of the step it reads) is already in the database."""
     from planlock import Plan, ToolRegistry, approve_all, run
 
     store = CountingStore(tmp_path / "j.db")
@@ -208,24 +208,60 @@ async def test_a_run_waits_for_step_started_before_the_tool_runs(tmp_path: Path)
     reg = ToolRegistry()
     durable_at_call: list[list[str]] = []
 
-    @reg.tool(effect="read")
+    @reg.tool(effect="read", trusted_output=True)  # no call-time request for send
     async def probe(x: int = 0) -> int:
+        return x + 1
+
+    @reg.tool(effect="send")
+    async def send(x: int = 0) -> int:
         durable_at_call.append(store.durable())
         return x + 1
 
     steps: list[dict[str, Any]] = [{"id": "a", "tool": "probe"}]
-    steps.append({"id": "b", "tool": "probe", "args": {"x": "{{steps.a.output}}"}})
+    steps.append({"id": "b", "tool": "send", "args": {"x": "{{steps.a.output}}"}})
     result = await run(
         Plan.parse({"goal": "g", "steps": steps}), reg, journal=journal, approver=approve_all()
     )
     assert result.ok
-    first, second = durable_at_call
-    assert first[-1] == "step_started"
-    assert second[-3:] == ["step_started", "step_finished", "step_started"]
+    (seen,) = durable_at_call
+    assert seen[-3:] == ["step_started", "step_finished", "step_started"]
     kinds = store.durable()
     assert kinds[-1] == "run_finished"
     assert kinds.count("step_finished") == 2
     assert len(store.batches) < len(kinds)  # some events shared a transaction
+    assert journal.verify().ok
+
+
+@pytest.mark.anyio
+async def test_a_read_only_step_s_start_is_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read repeats harmlessly if the process dies before its start is durable, so a chain of
+    reads is not a transaction per step: with no timer to flush them, its events reach the
+    database with the event the run waits for at the end, in order, and the chain verifies."""
+    from planlock import Plan, ToolRegistry, approve_all, run
+
+    monkeypatch.setattr("planlock.journal._group.WINDOW", 60.0)
+    store = CountingStore(tmp_path / "j.db")
+    journal = Journal(store)
+    reg = ToolRegistry()
+
+    @reg.tool(effect="read")
+    async def probe(x: int = 0) -> int:
+        return x + 1
+
+    steps: list[dict[str, Any]] = [{"id": "s0", "tool": "probe"}]
+    steps += [
+        {"id": f"s{i}", "tool": "probe", "args": {"x": f"{{{{steps.s{i - 1}.output}}}}"}}
+        for i in range(1, 10)
+    ]
+    result = await run(
+        Plan.parse({"goal": "g", "steps": steps}), reg, journal=journal, approver=approve_all()
+    )
+    assert result.outputs["s9"] == 10
+    last = store.batches[-1]
+    assert last == ["step_started", "step_finished"] * 10 + ["run_finished"]
+    assert not any("step_started" in b for b in store.batches[:-1])
     assert journal.verify().ok
 
 

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,15 @@ from planlock.policy import Policy, RiskReport, assess
 from planlock.tools import ToolRegistry
 from planlock.validation import Analysis, analysis_of
 
-__all__ = ["Prepared", "ask_in_process", "authorize", "noter", "prepare", "recorder"]
+__all__ = [
+    "Prepared",
+    "ask_in_process",
+    "authorize",
+    "noter",
+    "prepare",
+    "read_tools",
+    "recorder",
+]
 
 Record = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -60,21 +68,30 @@ class Prepared:
 
 OUTCOMES = frozenset({"step_finished", "step_failed", "step_skipped", "step_retrying"})
 """Events the walk does not wait for (``Journal.defer``): what a step produced. Each is durable
-before anything depends on it: the walk waits for the next ``step_started`` (every event recorded
-before it is committed with it, in order) before a tool runs, and for ``run_finished``."""
+before anything depends on it: the walk waits for the next ``step_started`` of a side-effecting
+tool (every event recorded before it is committed with it, in order) before that tool runs, and
+for ``run_finished``."""
 
 
-def recorder(journal: Journal, run_id: str) -> Record:
-    """The walk's journal writer: outcomes deferred, every other event waited for (with an SQL
-    journal, both are group-committed: one transaction for the events of one loop turn)."""
+def recorder(journal: Journal, run_id: str, reads: Collection[str] = frozenset()) -> Record:
+    """The walk's journal writer: outcomes deferred, and the ``step_started`` of a tool named in
+    ``reads`` (read-only tools: nothing to repeat or to lose if the process dies before the
+    event is durable, the step just runs again); every other event waited for. With an SQL
+    journal, both are group-committed: one transaction for the events of one loop turn, and a
+    deferred event is durable within ``planlock.journal._group.WINDOW`` at most."""
 
     async def record(kind: str, data: dict[str, Any]) -> None:
-        if kind in OUTCOMES:
+        if kind in OUTCOMES or (kind == "step_started" and data.get("tool") in reads):
             journal.defer(run_id, kind, data)
         else:
             await journal.commit(run_id, kind, data)
 
     return record
+
+
+def read_tools(analysis: Analysis) -> frozenset[str]:
+    """The read-only tools of a plan's steps (``recorder``'s ``reads``)."""
+    return frozenset(c.tool.name for c in analysis.steps.values() if c.tool.read_only)
 
 
 def noter(journal: Journal, run_id: str) -> Note:

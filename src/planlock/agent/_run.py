@@ -14,7 +14,7 @@ from ulid import ULID
 
 from planlock import telemetry
 from planlock.agent._calls import call_checker, in_process_waiter
-from planlock.agent._prepare import Prepared, authorize, noter, prepare, recorder
+from planlock.agent._prepare import Prepared, authorize, noter, prepare, read_tools, recorder
 from planlock.agent._replan import Replanning, adopt, ask_revision, stop_at_checkpoint
 from planlock.approval import (
     ApprovalRequest,
@@ -88,7 +88,8 @@ async def _execute(
     endorsements: EndorsementStore | None,
 ) -> RunResult:
     admit_grant(noter(journal, prepared.run_id), grant, prepared.plan_request())
-    record = recorder(journal, prepared.run_id)
+    reads = set(read_tools(prepared.analysis))  # grows with the tools of adopted revisions
+    record = recorder(journal, prepared.run_id, reads)
     engine = InProcessEngine(llm=llm, retries=retries, default_timeout=step_timeout, record=record)
     current = prepared
     approved = Envelope.of(prepared.analysis, prepared.report)
@@ -133,6 +134,7 @@ async def _execute(
             stop_at_checkpoint(result, "replan_rejected", "the revision could not be used")
             break
         current, approved = revised
+        reads |= read_tools(current.analysis)
         replans += 1
     result.replans = replans
     await record(

@@ -4,12 +4,14 @@ as if they had been appended one by one.
 
 The guarantee is the one of a commit per event: an event a caller *waits* for
 (``Journal.commit``) is durable when the wait returns, and so is every event recorded before it
-(a batch is appended in order, all or none). The walk waits for ``step_started`` before it calls
-the tool, so the call's record, and every outcome recorded before it (the outputs it reads), are
-durable before the side effect. Outcomes (``Journal.defer``: ``step_finished``...) do not wait:
-they are durable at the next commit anyone waits for, or after ``WINDOW`` seconds at most, and
-listeners see them only then. A step's outcome is therefore durable before any step that depends
-on it starts, and before the run reports it (``run_finished`` waits).
+(a batch is appended in order, all or none). The walk waits for the ``step_started`` of a
+side-effecting tool before it calls the tool, so the call's record, and every outcome recorded
+before it (the outputs it reads), are durable before the side effect. Outcomes
+(``Journal.defer``: ``step_finished``...) and the start of a read-only step (which runs again if
+its record is lost) do not wait: they are durable at the next commit anyone waits for, or after
+``WINDOW`` seconds at most, and listeners see them only then. A step's outcome is therefore
+durable before any side effect that depends on it, and before the run reports it
+(``run_finished`` waits).
 
 Threads that append at once (``Journal.record`` from a server's request threads, or several
 workers) are grouped too: each queues its events and waits for the writer lock; whoever gets it
