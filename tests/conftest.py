@@ -43,6 +43,11 @@ MODEL_FILES = frozenset({"tests/test_local_model.py", "tests/test_replan_local.p
 them all, so the model loads once and its replies are reused (``local_plans``)."""
 
 
+TOGETHER = {"tests/test_agentdojo_suites.py::test_workspace_": "agentdojo-workspace"}
+"""Tests (by node id prefix) that share a module-scoped fixture costly to build: one worker
+runs them, so the fixture is built once."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     _tiers(items)
     # The long tiers first, so that under xdist they start at once and the short tests fill
@@ -51,14 +56,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Each test is a unit of work for any worker, except the model tests, which are one unit.
+    """Each test is a unit of work for any worker, except the model tests, which are one unit
+    (and the groups of ``TOGETHER``).
     (xdist's own ``loadgroup`` cannot do this on pytest 9.2: it renames tests through an
     attribute pytest no longer reads.)"""
     from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
     class ModelTestsTogether(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            return "model" if nodeid.split("::", maxsplit=1)[0] in MODEL_FILES else nodeid
+            if nodeid.split("::", maxsplit=1)[0] in MODEL_FILES:
+                return "model"
+            return next((g for p, g in TOGETHER.items() if nodeid.startswith(p)), nodeid)
 
     return ModelTestsTogether(config, log)
 
