@@ -52,7 +52,7 @@ from planlock.cli import app
 from planlock.core._plan import Plan
 from planlock.llm._base import LLMRequest
 from planlock.testing import ScriptedLLM
-from planlock.validation._validate import validate
+from planlock.validation import validate
 
 COVERED = corpus_suites()
 

@@ -30,7 +30,7 @@ from planlock.errors import UsageError
 from planlock.execution._engine import Engine, LocalEngine, walk_with
 from planlock.execution._inprocess import InProcessEngine
 from planlock.testing import memory_journal
-from planlock.validation._validate import analyse
+from planlock.validation import analyse
 
 pytest.importorskip("dbos")
 

@@ -23,9 +23,8 @@ from planlock import (
 from planlock.planning._prompt import describe_tools
 from planlock.testing import ScriptedLLM, memory_journal
 from planlock.tools._registry import make_tool
-from planlock.validation import label_trust, static_provenance
+from planlock.validation import analyse, label_trust, static_provenance
 from planlock.validation._provenance import matches
-from planlock.validation._validate import analyse
 
 ATTACKER = "XX00ATTACKER"
 HISTORY = [

@@ -443,7 +443,7 @@ def test_cli_ask_replans_with_the_planning_model_and_honours_max_replans(
 
 def test_a_revision_that_raises_a_loops_max_items_reaches_beyond_the_envelope() -> None:
     from planlock.policy._assess import assess
-    from planlock.validation._validate import analyse
+    from planlock.validation import analyse
 
     reg = make_tools([])
 
