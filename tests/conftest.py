@@ -230,12 +230,12 @@ def model_identity() -> str:
     return f"sha256:{DEFAULT_MODEL.sha256}|xllamacpp {getattr(xllamacpp, '__version__', '?')}"
 
 
-def load_recorded_plans(identity: str | None) -> dict[str, LLMReply]:
-    """The recorded replies for ``identity`` (all of them when it is None)."""
+def load_recorded_plans(identity: str) -> dict[str, LLMReply]:
+    """The recorded replies, if they were recorded with ``identity`` (``model_identity``)."""
     if not RECORDED_PLANS.exists():
         return {}
     data = json.loads(RECORDED_PLANS.read_text())
-    if identity is not None and data["identity"] != identity:
+    if data["identity"] != identity:
         return {}
     return {key: LLMReply(**reply) for key, reply in data["replies"].items()}
 
