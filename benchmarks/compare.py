@@ -231,7 +231,8 @@ async def planlock_run(
 
 
 def langgraph_available() -> bool:
-    try:
+    try:  # the `bench` extra installs both; either may be missing
+        import langgraph.checkpoint.sqlite.aio  # noqa: F401, PLC0415
         import langgraph.graph  # noqa: F401, PLC0415
     except ImportError:
         return False
