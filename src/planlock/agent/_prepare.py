@@ -33,6 +33,7 @@ __all__ = [
     "Prepared",
     "ask_in_process",
     "authorize",
+    "deferrable",
     "noter",
     "prepare",
     "read_tools",
@@ -81,12 +82,18 @@ def recorder(journal: Journal, run_id: str, reads: Collection[str] = frozenset()
     deferred event is durable within ``planlock.journal._group.WINDOW`` at most."""
 
     async def record(kind: str, data: dict[str, Any]) -> None:
-        if kind in OUTCOMES or (kind == "step_started" and data.get("tool") in reads):
+        if deferrable(kind, data, reads):
             journal.defer(run_id, kind, data)
         else:
             await journal.commit(run_id, kind, data)
 
     return record
+
+
+def deferrable(kind: str, data: Mapping[str, Any], reads: Collection[str]) -> bool:
+    """Whether the walk may go on before this event is durable (``recorder``): an outcome, or
+    the start of a tool named in ``reads``. Every engine's journal writer decides by this."""
+    return kind in OUTCOMES or (kind == "step_started" and data.get("tool") in reads)
 
 
 def read_tools(analysis: Analysis) -> frozenset[str]:

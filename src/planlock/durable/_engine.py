@@ -19,7 +19,7 @@ import anyio
 from dbos import DBOS, StepOptions, StepReservation
 
 from planlock._version import __version__
-from planlock.agent import Prepared, resume_request
+from planlock.agent import Prepared, deferrable, read_tools, resume_request
 from planlock.approval import (
     ApprovalRequest,
     Decision,
@@ -206,6 +206,8 @@ class DBOSEngine:
         self.revision = revision
         self.slots = _reserve(prepared.analysis)
         self._requests: dict[str, CallKey] = {}
+        self.reads = read_tools(prepared.analysis)
+        """Tools whose start the walk does not wait for (``deferrable``), as in process."""
 
     @property
     def run_id(self) -> str:
@@ -219,7 +221,10 @@ class DBOSEngine:
     async def record(self, kind: str, data: dict[str, Any]) -> None:
         if self.revision and kind in _STEP_EVENTS:
             data = {**data, "revision": self.revision}
-        self.recorder.record(kind, data)
+        if deferrable(kind, data, self.reads):
+            self.recorder.defer(kind, data)
+        else:
+            await self.recorder.commit(kind, data)
 
     async def check_call(self, call: StepCall) -> ApprovalRequest | Denied | None:
         """The run-time policy check, with endorsements consulted as the queue engine does (see

@@ -431,13 +431,31 @@ class OnceRecorder:
         self.record(kind, data)
 
     def record(self, kind: str, data: dict[str, Any]) -> bool:
-        """Journal the event unless the run has it; True when it was written."""
+        """Journal the event unless the run has it; True when it was written (durable, with
+        every event deferred before it)."""
+        if not self._first(kind, data):
+            return False
+        self.journal.record(self.run_id, kind, data)
+        return True
+
+    async def commit(self, kind: str, data: dict[str, Any]) -> None:
+        """``record``, group-committed: durable when this returns (``Journal.commit``)."""
+        if self._first(kind, data):
+            await self.journal.commit(self.run_id, kind, data)
+
+    def defer(self, kind: str, data: dict[str, Any]) -> None:
+        """``record`` without waiting (``Journal.defer``): an event lost in a crash is written
+        again by the replay, which finds the run without it."""
+        if self._first(kind, data):
+            self.journal.defer(self.run_id, kind, data)
+
+    def _first(self, kind: str, data: dict[str, Any]) -> bool:
+        """The run does not have this event yet (it is now counted as written)."""
         key = event_key(kind, data)
         with self._lock:
             if key in self._seen:
                 return False
             self._seen.add(key)
-        self.journal.record(self.run_id, kind, data)
         return True
 
 
