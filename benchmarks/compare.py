@@ -232,7 +232,7 @@ async def planlock_run(
 
 def langgraph_available() -> bool:
     try:  # the `bench` extra installs both; either may be missing
-        import langgraph.checkpoint.sqlite.aio  # noqa: F401, PLC0415
+        import langgraph.checkpoint.sqlite.aio  # noqa: PLC0415
         import langgraph.graph  # noqa: F401, PLC0415
     except ImportError:
         return False
