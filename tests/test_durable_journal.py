@@ -17,29 +17,15 @@ import anyio
 import pytest
 
 from planlock import Journal, Plan, Policy, StepContext, ToolRegistry
-from planlock.journal import SQLiteStore
 
 pytest.importorskip("dbos")
+
+from test_journal_batch import CountingStore
 
 from planlock.durable._client import DurableWorker, system_database_url
 from planlock.durable._workflow import WorkerContext
 
 pytestmark = pytest.mark.integration
-
-
-class CountingStore(SQLiteStore):
-    """An SQLite journal that counts its transactions (each ``append_many`` is one)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.batches: list[list[str]] = []
-
-    def append_many(self, events: list[Any]) -> list[Any]:
-        self.batches.append([kind for _, kind, *_ in events])
-        return super().append_many(events)
-
-    def durable(self, run_id: str) -> list[str]:
-        return [e.kind for e in self.events(run_id)]
 
 
 def test_reads_are_not_a_transaction_each_and_an_effect_sees_its_inputs_durable(

@@ -100,8 +100,8 @@ class CountingStore(SQLiteStore):
         self.batches.append([kind for _, kind, *_ in events])
         return super().append_many(events)
 
-    def durable(self) -> list[str]:
-        return [e.kind for e in self.events()]
+    def durable(self, run_id: str | None = None) -> list[str]:
+        return [e.kind for e in self.events(run_id)]
 
 
 @pytest.mark.anyio
