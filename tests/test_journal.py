@@ -152,3 +152,26 @@ def test_many_openers_of_one_new_sqlite_journal_all_succeed(tmp_path: Path) -> N
             t.join()
         assert Journal.open(path).verify().ok
     assert failures == []
+
+
+@pytest.mark.parametrize(
+    "ns", [0, 1_764_939_599_999_999_000, 1_764_939_600_000_000_999, 4_102_444_800_123_456_789]
+)
+def test_an_events_time_is_written_as_datetime_writes_it(
+    ns: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``now`` formats the second once and the microseconds each time: the same text as
+    ``datetime.isoformat``, across a second's (and a day's, and a year's) turn."""
+    from datetime import UTC, datetime
+
+    from planlock.journal import _events
+
+    for t in (ns, ns + 1_000, ns + 1_000_000_000):
+        monkeypatch.setattr(_events.time, "time_ns", lambda t=t: t)
+        micros = t // 1000
+        expected = (
+            datetime.fromtimestamp(micros // 1_000_000, UTC)
+            .replace(microsecond=micros % 1_000_000)
+            .isoformat(timespec="microseconds")
+        )
+        assert _events.now() == expected

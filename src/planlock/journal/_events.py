@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,9 +126,21 @@ def _string(text: str) -> str:
     return canonical_json(text)
 
 
+_SECOND: tuple[int, str] = (-1, "")
+"""The last second ``now`` formatted (``YYYY-MM-DDTHH:MM:SS``): events come many per second."""
+
+
 def now() -> str:
-    """An event's ``at``: ISO 8601 UTC with microseconds."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    """An event's ``at``: ISO 8601 UTC with microseconds, as
+    ``datetime.now(UTC).isoformat(timespec="microseconds")`` writes it, at a third of its cost
+    (the date and time of day are formatted once per second)."""
+    global _SECOND  # noqa: PLW0603  (a cache; a race only formats one second twice)
+    second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    cached = _SECOND
+    if cached[0] != second:
+        day = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cached = _SECOND = (second, day)
+    return f"{cached[1]}.{micros:06d}+00:00"
 
 
 def chain_next(
