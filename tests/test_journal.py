@@ -167,7 +167,7 @@ def test_an_events_time_is_written_as_datetime_writes_it(
     from planlock.journal import _events
 
     for t in (ns, ns + 1_000, ns + 1_000_000_000):
-        monkeypatch.setattr(_events.time, "time_ns", lambda t=t: t)
+        monkeypatch.setattr("planlock.journal._events.time.time_ns", lambda t=t: t)
         micros = t // 1000
         expected = (
             datetime.fromtimestamp(micros // 1_000_000, UTC)
