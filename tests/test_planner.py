@@ -233,7 +233,7 @@ def test_context_shape_names_types_never_values() -> None:
     shape = context_shape({"user": {"id": "A-1", "tags": ["a"], "age": 3}, "flag": True})
     assert shape == [
         "- {{user.id}}: string",
-        "- {{user.tags}}: list of string",
+        "- {{user.tags}}: [string, ...]",
         "- {{user.age}}: number",
         "- {{flag}}: boolean",
     ]
@@ -245,7 +245,7 @@ def test_type_text_renders_schemas_compactly() -> None:
         "properties": {"a": {"type": "array", "items": {"$ref": "#/$defs/X"}}},
         "$defs": {"X": {"type": "object", "properties": {"id": {"type": "integer"}}}},
     }
-    assert type_text(schema, schema) == "{a: list of {id: integer}}"
+    assert type_text(schema, schema) == "{a: [{id: integer}, ...]}"
     assert type_text({"enum": ["x", "y"]}, {}) == '"x" | "y"'
 
 

@@ -144,7 +144,11 @@ def _signature(tool: Tool) -> str:
 
 
 def type_text(schema: Any, root: Mapping[str, Any], depth: int = 0) -> str:
-    """A short, readable rendering of a JSON Schema type: ``{id: string, tags: list of string}``."""
+    """A short, readable rendering of a JSON Schema type: ``{id: string, tags: [string, ...]}``.
+
+    A list is written as JSON writes one, ``[{id: string}, ...]``: written ``list of {...}``,
+    the embedded model read a field of the items as a field of the list (the demo's first plan
+    took ``{{steps.2.output.title}}`` for a list of articles, and was sent back every time)."""
     if not isinstance(schema, dict):
         return "any"
     if "$ref" in schema and isinstance(schema["$ref"], str):
@@ -162,7 +166,7 @@ def type_text(schema: Any, root: Mapping[str, Any], depth: int = 0) -> str:
         return " | ".join(json.dumps(v) for v in schema["enum"])
     kind = schema.get("type")
     if kind == "array" or "items" in schema:
-        return f"list of {type_text(schema.get('items', {}), root, depth)}"
+        return f"[{type_text(schema.get('items', {}), root, depth)}, ...]"
     if kind == "object" or "properties" in schema:
         props = schema.get("properties")
         if isinstance(props, dict) and props and depth < 2:
@@ -204,7 +208,7 @@ def _value_type(value: Any) -> str:
         return "string"
     if isinstance(value, list):
         inner = {_value_type(v) for v in value}
-        return f"list of {inner.pop()}" if len(inner) == 1 else "list"
+        return f"[{inner.pop() if len(inner) == 1 else 'any'}, ...]"
     return "object"
 
 
