@@ -37,6 +37,13 @@ os.environ.pop("COLUMNS", None)
 # worker its own), never the user's cache: a test starts from no cached prefix.
 os.environ["PLANLOCK_PREFIX_CACHE"] = tempfile.mkdtemp(prefix="planlock-test-prefix-")
 
+# Under xdist the model's worker shares the cores with the other workers: llama.cpp's threads
+# spin at a barrier after every layer, so one descheduled thread stalls the rest. Measured with
+# two busy processes beside it on 2 cores, the frontier recipe's plan took 222 s wall and 211 s
+# CPU on two threads, 97 s and 64 s on one (66 s against 41 s on a quiet machine).
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("PLANLOCK_LOCAL_THREADS", "1")
+
 
 MODEL_FILES = frozenset({"tests/test_local_model.py", "tests/test_replan_local.py"})
 """The files of the tests that use the embedded model (``local_llm``): one xdist worker runs

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 import planlock
 from planlock import LLMCutOff, LLMError, LLMRequest, LocalLLM, Message, OpenAILLM, Planner, demo
 from planlock.cli import app
+from planlock.errors import UsageError
 from planlock.llm._local import (
     DEFAULT_MODEL,
     ModelFile,
@@ -93,6 +94,21 @@ def test_an_existing_verified_file_is_not_rejoined(
     assert ensure_model(model, tmp_path) == tmp_path / "m.gguf"
     monkeypatch.setenv("PLANLOCK_CACHE", str(tmp_path))
     assert ensure_model(model) == tmp_path / "m.gguf"
+
+
+def test_the_thread_count_comes_from_the_environment_else_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PLANLOCK_LOCAL_THREADS", "3")
+    assert LocalLLM().threads == 3
+    assert LocalLLM(threads=2).threads == 2  # an explicit count wins
+    monkeypatch.setenv("PLANLOCK_LOCAL_THREADS", "0")
+    assert LocalLLM().threads == 1
+    monkeypatch.setenv("PLANLOCK_LOCAL_THREADS", "two")
+    with pytest.raises(UsageError, match="PLANLOCK_LOCAL_THREADS must be a whole number"):
+        LocalLLM()
+    monkeypatch.delenv("PLANLOCK_LOCAL_THREADS")
+    assert LocalLLM().threads == len(os.sched_getaffinity(0))
 
 
 def test_the_grammar_asks_for_compact_json() -> None:
@@ -182,6 +198,17 @@ def test_a_recorded_plan_is_what_the_model_writes_today(local_llm: LocalLLM) -> 
     again, _ = plan_for(replay, goal)
     assert replay.hits >= 1
     assert [(s.tool, s.args) for s in again.steps] == [(s.tool, s.args) for s in fresh.steps]
+
+
+@pytest.mark.integration
+def test_the_openai_backend_plans_through_llama_cpps_server(local_llm: LocalLLM) -> None:
+    # Right after the test above, on purpose: the same prompt, so llama.cpp's own prompt cache
+    # (one slot) has read it already and this test pays for the plan's tokens only.
+    assert local_llm.base_url.startswith("http://127.0.0.1:")
+    llm = OpenAILLM("qwen", base_url=local_llm.base_url, api_key=local_llm.api_key, max_retries=0)
+    plan, planner = plan_for(llm, "Look up the customer's account.")
+    assert "fetch_account" in {s.tool for s in plan.steps}
+    assert planner.attempts[-1].input_tokens > 500
 
 
 @pytest.mark.integration
@@ -277,15 +304,6 @@ def test_a_quarantined_llm_step_runs_on_the_local_model(local_llm: LocalLLM) -> 
 
 # --------------------------------------------------------------------------------------------
 # The OpenAI backend against llama.cpp's OpenAI-compatible server (integration)
-
-
-@pytest.mark.integration
-def test_the_openai_backend_plans_through_llama_cpps_server(local_llm: LocalLLM) -> None:
-    assert local_llm.base_url.startswith("http://127.0.0.1:")
-    llm = OpenAILLM("qwen", base_url=local_llm.base_url, api_key=local_llm.api_key, max_retries=0)
-    plan, planner = plan_for(llm, "Look up the customer's account.")
-    assert "fetch_account" in {s.tool for s in plan.steps}
-    assert planner.attempts[-1].input_tokens > 500
 
 
 @pytest.mark.integration

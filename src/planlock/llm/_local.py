@@ -32,7 +32,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from planlock.errors import LLMError
+from planlock.errors import LLMError, UsageError
 from planlock.llm._base import LLMReply, LLMRequest
 from planlock.llm._prefix import PrefixCache, PrefixStatus, prefix_cache_from_env
 from planlock.llm._stream import REPORT_EVERY_S, Meter
@@ -461,6 +461,17 @@ def _take(chunk: Any, meter: Meter, got: dict[str, Any]) -> bool:
 
 
 def _cores() -> int:
+    """llama.cpp's threads: ``$PLANLOCK_LOCAL_THREADS``, else one per core this process may use.
+    (Fewer threads than cores holds up better on a busy machine: llama.cpp's threads wait for
+    each other at every layer, spinning, so one that is descheduled stalls the rest.)"""
+    setting = os.environ.get("PLANLOCK_LOCAL_THREADS", "").strip()
+    if setting:
+        try:
+            return max(1, int(setting))
+        except ValueError:
+            raise UsageError(
+                f"PLANLOCK_LOCAL_THREADS must be a whole number, not {setting!r}"
+            ) from None
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover  (not Linux)
