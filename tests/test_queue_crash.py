@@ -45,7 +45,7 @@ from planlock.queue import ApprovalQueue, Lease
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-KILLS = int(os.environ.get("PLANLOCK_QUEUE_CRASH_KILLS", "200"))
+KILLS = int(os.environ.get("PLANLOCK_QUEUE_CRASH_KILLS", "100"))
 WORKERS = 4
 LEASE = Lease(timedelta(seconds=1), timedelta(seconds=0.25))
 

@@ -53,7 +53,7 @@ from planlock.queue import ApprovalQueue
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-KILLS = int(os.environ.get("PLANLOCK_SERVE_CRASH_KILLS", "200"))
+KILLS = int(os.environ.get("PLANLOCK_SERVE_CRASH_KILLS", "100"))
 WORKERS = 3
 POLICY = '{"effects": {"write": "allow", "send": "require_approval"}}'
 """The send needs a person: each run is submitted, then approved over HTTP."""
