@@ -44,7 +44,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
 
 def pg(command: str) -> None:
     env = {**os.environ, "PLANLOCK_PG_DIR": DIR, "PLANLOCK_PG_PORT": PORT}
-    subprocess.run(["bash", str(SCRIPT), command], env=env, check=True, capture_output=True)
+    script = ["bash", str(SCRIPT), command]
+    done = subprocess.run(script, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"postgres.sh {command} exited {done.returncode}: {done.stderr}"
 
 
 def reachable() -> bool:
@@ -69,11 +71,10 @@ def cluster() -> Iterator[str]:
     shutil.rmtree(DIR, ignore_errors=True)
     try:
         pg("start")
-        subprocess.run(
-            [*CLI, "db", "migrate", "--dsn", OWNER_DSN, "--grant", "planlock"],
-            check=True,
-            capture_output=True,
-        )
+        migrate = [*CLI, "db", "migrate", "--dsn", OWNER_DSN, "--grant", "planlock"]
+        done = subprocess.run(migrate, capture_output=True, text=True, check=False)
+        # (Once, under 4 xdist workers, this exited 2 with its reason unseen: show it.)
+        assert done.returncode == 0, f"db migrate exited {done.returncode}: {done.stderr}"
         yield DSN
     finally:
         pg("stop")
