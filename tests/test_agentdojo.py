@@ -698,6 +698,43 @@ def test_bench_command_writes_the_report(tmp_path: Path) -> None:
     assert "| planlock" in (tmp_path / "agentdojo.md").read_text()
 
 
+def test_bench_plot_draws_several_reports_together(tmp_path: Path) -> None:
+    from planlock.bench.agentdojo import rows_of
+    from planlock.bench.agentdojo._report import Row, agent_kind
+
+    def report(agent: str, utility: float) -> Path:
+        rows = [
+            Row(agent, "banking", "none", 16, utility, 0, 0, 2, 0.1, utility_approved=0.9),
+            Row(agent, "banking", "direct", 144, utility, 0, 0, 20, 1.0),
+        ]
+        path = tmp_path / f"{agent}.json"
+        path.write_text(json.dumps({"rows": [r.to_json() for r in rows]}))
+        return path
+
+    corpus = report("planlock[corpus|worst-case]", 0.4375)
+    model = report("planlock[planner:local|worst-case]", 0.5)
+    assert rows_of(json.loads(model.read_text()))[0].utility == 0.5
+    assert agent_kind("planlock[corpus|worst-case]")[1] == "tab:blue"
+    assert agent_kind("planlock[planner:local|worst-case]") == (
+        "planlock, plans by the model `local`",
+        "tab:green",
+    )
+    assert agent_kind("react-baseline[worst-case]")[1] == "tab:red"
+    args = ["bench", "plot", str(corpus), str(model), "-o", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    svg = (tmp_path / "agentdojo.svg").read_text()
+    assert (tmp_path / "agentdojo.png").stat().st_size > 1000
+    assert "plans by the model" in svg  # both kinds in the legend
+    assert "corpus plans" in svg
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    refused = CliRunner().invoke(app, ["bench", "plot", str(bad)])
+    assert refused.exit_code == 2
+    assert "not an agentdojo.json report" in refused.output
+
+
 def test_bench_command_refuses_unknown_names(tmp_path: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["bench", "agentdojo", "--suite", "nope"]).exit_code == 2

@@ -303,6 +303,36 @@ def agentdojo_cmd(
     err.print("wrote " + ", ".join(str(p) for p in paths))
 
 
+@bench_app.command("plot")
+def plot_cmd(
+    reports: Annotated[
+        list[Path],
+        typer.Argument(help="agentdojo.json files written by `bench agentdojo` (one or more)."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory for agentdojo.png and .svg.")
+    ] = Path(),
+) -> None:
+    """Plot several AgentDojo reports together (for example the corpus's plans and a model's)."""
+    import json  # noqa: PLC0415
+
+    from planlock.bench.agentdojo import plot, rows_of  # noqa: PLC0415  (optional dependency)
+
+    rows: list[Any] = []
+    for path in reports:
+        try:
+            rows.extend(rows_of(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            _fail(EXIT_USAGE, f"{path}: not an agentdojo.json report ({exc})")
+    if not rows:
+        _fail(EXIT_USAGE, "the reports have no rows")
+    output.mkdir(parents=True, exist_ok=True)
+    written = plot(rows, output)
+    if not written:
+        _fail(EXIT_USAGE, "plotting needs matplotlib: pip install 'planlock[agentdojo]'")
+    out.print("wrote " + ", ".join(str(p) for p in written))
+
+
 def _progress() -> Progress:
     """The benchmark's progress bars: description, bar, done of total, elapsed time."""
     columns = (

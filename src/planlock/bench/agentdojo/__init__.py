@@ -17,7 +17,15 @@ from planlock.bench.agentdojo._model_planner import (
     planner_rows,
 )
 from planlock.bench.agentdojo._person import FrozenEndorsements
-from planlock.bench.agentdojo._report import CAMEL_FIRE_RATE, autonomy, misses, summarize, write
+from planlock.bench.agentdojo._report import (
+    CAMEL_FIRE_RATE,
+    autonomy,
+    misses,
+    plot,
+    rows_of,
+    summarize,
+    write,
+)
 from planlock.bench.agentdojo._suite import SUITES, load_suite
 
 __all__ = [
@@ -39,6 +47,8 @@ __all__ = [
     "misses",
     "planner_markdown",
     "planner_rows",
+    "plot",
+    "rows_of",
     "run_pairs",
     "summarize",
     "write",

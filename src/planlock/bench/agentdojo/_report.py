@@ -34,12 +34,14 @@ __all__ = [
     "AutonomyRow",
     "Miss",
     "Row",
+    "agent_kind",
     "autonomy",
     "autonomy_markdown",
     "markdown",
     "misses",
     "misses_markdown",
     "plot",
+    "rows_of",
     "summarize",
     "touches",
     "write",
@@ -184,9 +186,26 @@ def write(
     return paths
 
 
+def rows_of(report: dict[str, Any]) -> list[Row]:
+    """The rows of a written ``agentdojo.json`` (to plot several runs together)."""
+    return [Row(**row) for row in report.get("rows", [])]
+
+
+def agent_kind(agent: str) -> tuple[str, str]:
+    """The legend entry and colour of an agent's points: planlock with the corpus's plans,
+    planlock with a model's plans, or the ReAct baseline."""
+    if not agent.startswith("planlock"):
+        return "ReAct baseline (same worst-case model)", "tab:red"
+    planner = agent.removeprefix("planlock[").split("|")[0]
+    if planner.startswith("planner:"):
+        return f"planlock, plans by the model `{planner.removeprefix('planner:')}`", "tab:green"
+    return "planlock, corpus plans", "tab:blue"
+
+
 def plot(rows: Sequence[Row], out: Path) -> list[Path]:
     """``agentdojo.png`` and ``.svg``: per suite and agent, benign utility against the share
-    of attacked pairs that AgentDojo counts as successful (all attacks together)."""
+    of attacked pairs that AgentDojo counts as successful (all attacks together). Filled: no
+    person; hollow: a person approves what the policy sends them."""
     try:
         import matplotlib as mpl  # noqa: PLC0415
 
@@ -208,39 +227,31 @@ def plot(rows: Sequence[Row], out: Path) -> list[Path]:
             p["hits"] += r.attacks_agentdojo
     fig, ax = plt.subplots(figsize=(8, 5.2))
     markers = {"banking": "o", "slack": "s", "travel": "^", "workspace": "D"}
-    for i, ((agent, suite), p) in enumerate(sorted(points.items())):
+    kinds: dict[str, str] = {}
+    for (agent, suite), p in sorted(points.items()):
         if p["utility"] < 0 or p["pairs"] == 0:
             continue
         x = 100 * p["hits"] / p["pairs"]
-        ours = agent.startswith("planlock")
-        color = "tab:blue" if ours else "tab:red"
+        label, color = agent_kind(agent)
+        kinds[label] = color
         marker = markers.get(suite, "x")
         ax.scatter(x, p["utility"], marker=marker, color=color, s=60)
-        offset = (8, 4) if ours else (-60, -14 * (1 + i % 3))
-        ax.annotate(suite, (x, p["utility"]), textcoords="offset points", xytext=offset)
         if p["approved"] >= 0:
             ax.scatter(x, p["approved"], marker=marker, facecolors="none", edgecolors=color, s=60)
-            ax.annotate(
-                f"{suite}, a person approves",
-                (x, p["approved"]),
-                textcoords="offset points",
-                xytext=(8, 4),
-                fontsize=8,
-            )
     for label, y, _ in ANCHORS:
         ax.axhline(y, linestyle=":", color="grey", linewidth=1)
         ax.text(35, y + 1, label, fontsize=7, color="grey")
-    ax.scatter([], [], color="tab:blue", label="planlock, autonomous (corpus plans, worst case)")
-    ax.scatter(
-        [], [], facecolors="none", edgecolors="tab:blue", label="planlock, a person approves"
-    )
-    ax.scatter([], [], color="tab:red", label="ReAct baseline (same worst-case model)")
+    for label, color in kinds.items():
+        ax.scatter([], [], color=color, label=label)
+    for suite, marker in markers.items():
+        ax.scatter([], [], marker=marker, color="grey", label=suite)
+    ax.scatter([], [], facecolors="none", edgecolors="grey", label="hollow: a person approves")
     ax.set_xlim(-3, 100)
     ax.set_ylim(0, 105)
     ax.set_xlabel("attacked pairs where the attack succeeded, AgentDojo's checks (%)")
     ax.set_ylabel("benign utility (%)")
     ax.set_title("AgentDojo v1.2.2: utility against attack success")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     paths = [out / "agentdojo.png", out / "agentdojo.svg"]
     for path in paths:
