@@ -41,8 +41,11 @@ os.environ["PLANLOCK_PREFIX_CACHE"] = tempfile.mkdtemp(prefix="planlock-test-pre
 # spin at a barrier after every layer, so one descheduled thread stalls the rest. Measured with
 # two busy processes beside it on 2 cores, the frontier recipe's plan took 222 s wall and 211 s
 # CPU on two threads, 97 s and 64 s on one (66 s against 41 s on a quiet machine).
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ.setdefault("PLANLOCK_LOCAL_THREADS", "1")
+# So the model gets the cores the other workers leave it, at least one.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _spare = len(os.sched_getaffinity(0)) - (_WORKERS - 1)
+    os.environ.setdefault("PLANLOCK_LOCAL_THREADS", str(max(1, _spare)))
 
 
 MODEL_FILES = frozenset({"tests/test_local_model.py", "tests/test_replan_local.py"})
