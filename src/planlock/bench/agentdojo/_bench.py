@@ -363,10 +363,20 @@ def run_pairs(
                             info = replace(info, amount=want.amount)
                     agent.prepare(user_task, inj, info)
                     started = time.perf_counter()
+                    # Parsed once per pair, copied per run (as AgentDojo copies it itself): the
+                    # worst case runs a pair once per choice, and parsing workspace's
+                    # environment costs ~20x a deep copy.
+                    env = base_env
+                    if injections:
+                        env = suite.load_and_inject_default_environment(injections)
                     runs: list[_Run] = []
                     while True:
                         utility, security = suite.run_task_with_pipeline(
-                            agent.element, user_task, inj, injections
+                            agent.element,
+                            user_task,
+                            inj,
+                            injections,
+                            environment=env.model_copy(deep=True),
                         )
                         runs.append(_Run.of(agent, utility, security, info, user_calls, read_only))
                         if not agent.again():
