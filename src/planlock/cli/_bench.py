@@ -330,7 +330,7 @@ def plot_cmd(
     written = plot(rows, output)
     if not written:
         _fail(EXIT_USAGE, "plotting needs matplotlib: pip install 'planlock[agentdojo]'")
-    out.print("wrote " + ", ".join(str(p) for p in written))
+    err.print("wrote " + ", ".join(str(p) for p in written))
 
 
 def _progress() -> Progress:
