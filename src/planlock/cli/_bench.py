@@ -7,6 +7,7 @@ same worst-case model; prints the table and writes JSON, Markdown and the plot.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from pathlib import Path
@@ -314,8 +315,6 @@ def plot_cmd(
     ] = Path(),
 ) -> None:
     """Plot several AgentDojo reports together (for example the corpus's plans and a model's)."""
-    import json  # noqa: PLC0415
-
     from planlock.bench.agentdojo import plot, rows_of  # noqa: PLC0415  (optional dependency)
 
     rows: list[Any] = []
