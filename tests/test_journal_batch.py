@@ -3,6 +3,7 @@ once (``chain_hash``), several events in one transaction (``append_many``), and 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +344,11 @@ def test_threads_recording_at_once_share_transactions_and_each_gets_its_own_even
     append_many = journal.store.append_many  # type: ignore[attr-defined]
 
     def counted(items: list[Item]) -> Any:
+        if not batches:  # hold the first commit until another thread has queued behind it, so
+            # sharing does not hang on the scheduler (it once ran all 200 alone on a busy CI)
+            deadline = time.monotonic() + 10
+            while not journal._group._queued and time.monotonic() < deadline:  # pyright: ignore[reportPrivateUsage]
+                time.sleep(0.001)
         batches.append(len(items))
         return append_many(items)
 
