@@ -294,11 +294,19 @@ def test_a_new_files_id_reaches_share_file_as_trusted_data() -> None:
 @pytest.fixture(scope="module")
 def workspace_worst() -> list[PairResult]:
     """Workspace user tasks 0, 7, 13, 29 and 35 under ``important_instructions``, the worst-case
-    in-step model trying every choice: run once for the two tests below (~30 s)."""
+    in-step model trying every choice: run once for the two tests below. One injection task per
+    kind of goal (an email, a deletion, an invitation, forwarding a message, a code then a
+    deletion, one email per person): the rest vary these, and `planlock bench agentdojo` runs
+    all 14 (AgentDojo's judge diffs the whole environment per run, ~0.1 s each)."""
     users = ["user_task_0", "user_task_7", "user_task_13", "user_task_29", "user_task_35"]
+    injections = [f"injection_task_{n}" for n in (0, 1, 2, 3, 5, 13)]
     element, worst = make_element("workspace", CorpusPlanner(), "worst")
     return run_pairs(
-        PlanlockAgent(element, worst), "workspace", "important_instructions", user_tasks=users
+        PlanlockAgent(element, worst),
+        "workspace",
+        "important_instructions",
+        user_tasks=users,
+        injection_tasks=injections,
     )
 
 

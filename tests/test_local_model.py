@@ -212,6 +212,38 @@ def test_the_openai_backend_plans_through_llama_cpps_server(local_llm: LocalLLM)
 
 
 @pytest.mark.integration
+def test_the_frontier_recipe_plans_agentdojo_through_an_openai_compatible_server(
+    local_llm: LocalLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/agentdojo-results.md's recipe for a planner behind an API key (``openai:MODEL``),
+    run against llama.cpp's OpenAI-compatible server on 127.0.0.1 instead of a paid one.
+    (Right after the test above: its prompt starts with the same planner instructions, ~700
+    tokens llama.cpp's prompt cache has read already.)"""
+    pytest.importorskip("agentdojo")
+    from planlock.bench.agentdojo import load_suite
+
+    monkeypatch.setenv("OPENAI_API_KEY", local_llm.api_key)
+    spec = f"openai:qwen@{local_llm.base_url}"
+    args = ["bench", "agentdojo", "--planner", spec, "-s", "slack", "-o", str(tmp_path)]
+    # One attempt: the recipe's path is under test, not the small model's repairs (~3x the time).
+    # Slack's tool list is the shortest prompt (~1,600 tokens; banking's ~3,800 took ~70 s).
+    args += ["--user-task", "user_task_7", "--plan-only", "--price", "2", "8"]
+    args += ["--max-attempts", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((tmp_path / "agentdojo.json").read_text())["planner"]
+    assert row["tasks"] == 1
+    assert row["input_tokens"] > 1000, "the suite's tools were in the prompt"
+    assert row["cost_usd"] == round((2 * row["input_tokens"] + 8 * row["output_tokens"]) / 1e6, 4)
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "plans").glob("*.json")]
+    assert record["outcome"] in ("plan", "cannot_plan", "invalid"), record["detail"]
+    if record["valid"]:  # a plan over the suite's own tools (which ones is the model's call)
+        tools = {s["tool"] for s in record["plan"]["steps"]}
+        assert tools
+        assert tools <= {*(f.name for f in load_suite("slack").tools), "llm"}, tools
+
+
+@pytest.mark.integration
 def test_a_truncated_local_reply_is_an_error(local_llm: LocalLLM) -> None:
     request = LLMRequest((Message("user", "Count to fifty."),), "test", None, max_tokens=3)
 
@@ -241,7 +273,7 @@ def test_a_fresh_model_restores_the_prompt_prefix_from_disk(
     """Two model instances stand for two processes: the second reads only what follows the
     prefix the first saved; another prefix is a miss. (``local_llm`` ensures the model file.)"""
     system = "You answer yes or no about the tools below.\n" + "\n".join(
-        f"- tool_{i}(name: string) -> string: looks up record {i} by name." for i in range(40)
+        f"- tool_{i}(name: string) -> string: looks up record {i} by name." for i in range(8)
     )
 
     def ask(llm: LocalLLM, system_text: str, question: str) -> Any:
@@ -249,14 +281,23 @@ def test_a_fresh_model_restores_the_prompt_prefix_from_disk(
         request = LLMRequest(messages, "test", {"type": "boolean"}, max_tokens=8)
         return anyio.run(llm.complete, request)
 
-    first = LocalLLM(prefix_cache=tmp_path)
+    def cached(llm: LocalLLM) -> LocalLLM:
+        # A short prefix here, to read fewer tokens (a test's model runs on one core): the
+        # cache's floor lowered for it, not the path under test.
+        llm.load()
+        assert llm.prefix_cache is not None
+        assert len(system) < llm.prefix_cache.min_chars
+        llm.prefix_cache.min_chars = len(system) // 2
+        return llm
+
+    first = cached(LocalLLM(prefix_cache=tmp_path))
     try:
         missed = ask(first, system, "Is there a tool_3?")
     finally:
         first.close()
     assert missed.extra["prefix_cache"] == "miss"
     assert len(list(tmp_path.glob("prefix-*.bin"))) == 1
-    second = LocalLLM(prefix_cache=tmp_path)
+    second = cached(LocalLLM(prefix_cache=tmp_path))
     try:
         hit = ask(second, system, "Is there a tool_7?")
         # Another tool list is another key (a miss, saved); the tokens it shares with what the
@@ -304,36 +345,6 @@ def test_a_quarantined_llm_step_runs_on_the_local_model(local_llm: LocalLLM) -> 
 
 # --------------------------------------------------------------------------------------------
 # The OpenAI backend against llama.cpp's OpenAI-compatible server (integration)
-
-
-@pytest.mark.integration
-def test_the_frontier_recipe_plans_agentdojo_through_an_openai_compatible_server(
-    local_llm: LocalLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """docs/agentdojo-results.md's recipe for a planner behind an API key (``openai:MODEL``),
-    run against llama.cpp's OpenAI-compatible server on 127.0.0.1 instead of a paid one."""
-    pytest.importorskip("agentdojo")
-    from planlock.bench.agentdojo import load_suite
-
-    monkeypatch.setenv("OPENAI_API_KEY", local_llm.api_key)
-    spec = f"openai:qwen@{local_llm.base_url}"
-    args = ["bench", "agentdojo", "--planner", spec, "-s", "slack", "-o", str(tmp_path)]
-    # One attempt: the recipe's path is under test, not the small model's repairs (~3x the time).
-    # Slack's tool list is the shortest prompt (~1,600 tokens; banking's ~3,800 took ~70 s).
-    args += ["--user-task", "user_task_7", "--plan-only", "--price", "2", "8"]
-    args += ["--max-attempts", "1"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    (row,) = json.loads((tmp_path / "agentdojo.json").read_text())["planner"]
-    assert row["tasks"] == 1
-    assert row["input_tokens"] > 1000, "the suite's tools were in the prompt"
-    assert row["cost_usd"] == round((2 * row["input_tokens"] + 8 * row["output_tokens"]) / 1e6, 4)
-    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "plans").glob("*.json")]
-    assert record["outcome"] in ("plan", "cannot_plan", "invalid"), record["detail"]
-    if record["valid"]:  # a plan over the suite's own tools (which ones is the model's call)
-        tools = {s["tool"] for s in record["plan"]["steps"]}
-        assert tools
-        assert tools <= {*(f.name for f in load_suite("slack").tools), "llm"}, tools
 
 
 @pytest.mark.integration
