@@ -53,9 +53,14 @@ MODEL_FILES = frozenset({"tests/test_local_model.py", "tests/test_replan_local.p
 them all, so the model loads once and its replies are reused (``local_plans``)."""
 
 
-TOGETHER = {"tests/test_agentdojo_suites.py::test_workspace_": "agentdojo-workspace"}
-"""Tests (by node id prefix) that share a module-scoped fixture costly to build: one worker
-runs them, so the fixture is built once."""
+TOGETHER = {
+    "tests/test_agentdojo_suites.py::test_workspace_": "agentdojo-workspace",
+    "tests/test_pg_restart.py::": "pg-restart",
+}
+"""Tests (by node id prefix) that share a module-scoped fixture: one worker runs them, so the
+fixture is built once. For ``test_pg_restart`` this is required, not only cheaper: its fixture is
+a PostgreSQL cluster in one fixed directory and port, which two workers would start at once
+(``pg_ctl: directory ... does not exist``, seen under ``-n 3``)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
