@@ -12,7 +12,6 @@ from planlock.approval._approval import (
     auto_approve,
     binding_problem,
     bound_endorsements,
-    now_iso,
 )
 from planlock.approval._endorse import (
     ENDORSEMENTS_RUN,
@@ -71,7 +70,6 @@ __all__ = [
     "endorse",
     "insert_endorsement",
     "make_endorsements",
-    "now_iso",
     "offers",
     "record_added",
     "record_answer",

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from planlock.approval._endorse import Endorsable, Endorsement, make_endorsements
+from planlock.core import iso_ms
 from planlock.errors import ApprovalRequired
 
 if TYPE_CHECKING:
@@ -32,10 +33,6 @@ __all__ = [
     "auto_approve",
     "binding_problem",
 ]
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -81,11 +78,11 @@ class ApprovalRequest:
         self, by: str, via: str, reason: str = "", expires_at: str | None = None
     ) -> Approved:
         return Approved(
-            self.plan_hash, by, via, reason, now_iso(), self.step_id, self.args_hash, expires_at
+            self.plan_hash, by, via, reason, iso_ms(), self.step_id, self.args_hash, expires_at
         )
 
     def deny(self, by: str, via: str, reason: str) -> Denied:
-        return Denied(self.plan_hash, by, via, reason, now_iso(), self.step_id, self.args_hash)
+        return Denied(self.plan_hash, by, via, reason, iso_ms(), self.step_id, self.args_hash)
 
     def endorse(
         self,
@@ -142,7 +139,7 @@ class Approved:
     by: str
     via: str
     reason: str = ""
-    at: str = field(default_factory=now_iso)
+    at: str = field(default_factory=iso_ms)
     step_id: str | None = None
     args_hash: str | None = None
     expires_at: str | None = None
@@ -164,7 +161,7 @@ class Denied:
     by: str
     via: str
     reason: str
-    at: str = field(default_factory=now_iso)
+    at: str = field(default_factory=iso_ms)
     step_id: str | None = None
     args_hash: str | None = None
     approved: Literal[False] = False

@@ -34,7 +34,7 @@ from typing import Any
 
 from ulid import ULID
 
-from planlock.core import ANY_ITEM, Ref, canonical_json, refs_of, sha256_hex
+from planlock.core import ANY_ITEM, Ref, canonical_json, iso_ms, refs_of, sha256_hex
 from planlock.errors import UsageError
 from planlock.policy import Reason
 from planlock.tools import LLM_TOOL
@@ -59,10 +59,6 @@ chosen-to-sensitive flows (never a deny, never a rule the policy's author wrote)
 MAX_LABEL = 200
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 def _utc(stamp: str | None) -> str | None:
     """An ISO 8601 time as UTC with milliseconds (comparable as text); a naive one is UTC."""
     if stamp is None:
@@ -73,7 +69,7 @@ def _utc(stamp: str | None) -> str | None:
         raise UsageError(f"not an ISO 8601 time: {stamp!r}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+    return iso_ms(when.astimezone(UTC))
 
 
 def value_hash(value: Any) -> str:
@@ -162,7 +158,7 @@ class Endorsement:
     """Who endorsed it."""
     target: str | None = None
     """``tool.param`` it may reach; None: any sensitive parameter."""
-    at: str = field(default_factory=_now)
+    at: str = field(default_factory=iso_ms)
     expires_at: str | None = None
     """ISO 8601 UTC; not used after this."""
     revoked_at: str | None = None
@@ -186,7 +182,7 @@ class Endorsement:
 
     def live(self, now: str | None = None) -> bool:
         """Neither revoked nor expired at ``now`` (ISO 8601 UTC; default: now)."""
-        now = now or _now()
+        now = now or iso_ms()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
     def covers(self, value_hash: str, source: str, target: str, now: str | None = None) -> bool:
@@ -248,7 +244,7 @@ def make_endorsements(
     if unknown or not labels:
         offers_text = ", ".join(sorted(by_param))
         raise UsageError(f"endorse one of this call's values: {offers_text} (not {unknown})")
-    at = _now()
+    at = iso_ms()
     return tuple(
         Endorsement(
             o.value_hash,

@@ -10,13 +10,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from planlock.approval._approval import now_iso
 from planlock.approval._endorse import (
     ENDORSABLE_KEYS,
     ENDORSEMENTS_RUN,
     Endorsable,
     Endorsement,
 )
+from planlock.core import iso_ms
 from planlock.db import Database, connect, migrate
 from planlock.errors import UsageError
 from planlock.journal import Journal, database_of
@@ -63,7 +63,7 @@ class MemoryEndorsements:
     def find(
         self, value_hash: str, source: str, target: str, now: str | None = None
     ) -> Endorsement | None:
-        now = now or now_iso()
+        now = now or iso_ms()
         with self._lock:
             found = [e for e in self._items.values() if e.covers(value_hash, source, target, now)]
         return max(found, key=lambda e: (e.at, e.id), default=None)
@@ -91,7 +91,7 @@ class MemoryEndorsements:
             current = self.get(endorsement_id)
             if current.revoked_at is not None:
                 raise UsageError(f"endorsement {endorsement_id} was revoked already")
-            revoked = replace(current, revoked_at=now_iso(), revoked_by=by)
+            revoked = replace(current, revoked_at=iso_ms(), revoked_by=by)
             self._items[endorsement_id] = revoked
         return revoked
 
@@ -163,7 +163,7 @@ class SQLEndorsements:
     def find(
         self, value_hash: str, source: str, target: str, now: str | None = None
     ) -> Endorsement | None:
-        now = now or now_iso()
+        now = now or iso_ms()
         with self._lock:
             rows = self._db.execute(
                 _SELECT + " WHERE value_hash = ? AND source = ? AND revoked_at IS NULL "
@@ -191,7 +191,7 @@ class SQLEndorsements:
         return [e for e in map(_row, rows) if include_revoked or e.live()]
 
     def revoke(self, endorsement_id: str, by: str) -> Endorsement:
-        at = now_iso()
+        at = iso_ms()
         with self._lock, self._db.tx() as db:
             cur = db.execute(
                 "UPDATE endorsements SET revoked_at = ?, revoked_by = ? "
@@ -269,7 +269,7 @@ def settle(
     """The reasons with every flow a live endorsement covers turned into ``allow`` ("endorsed
     by X as 'landlord'"), and the endorsements used."""
     by_param = {o.param: o for o in offered}
-    now = now_iso()
+    now = iso_ms()
     out: list[Reason] = []
     used: list[tuple[Endorsable, Endorsement]] = []
     for r in reasons:

@@ -60,6 +60,7 @@ from planlock.core._template import (
     resolve,
     walk_path,
 )
+from planlock.core._time import iso_ms
 
 __all__ = [
     "ANY_ITEM",
@@ -105,6 +106,7 @@ __all__ = [
     "deref",
     "evaluate_condition",
     "find_placeholders",
+    "iso_ms",
     "json_type",
     "normalize_path",
     "parse_ref",

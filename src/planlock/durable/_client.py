@@ -26,7 +26,7 @@ from dbos import DBOS, DBOSClient, DBOSConfig, DBOSPortableJSONSerializer, Enque
 
 from planlock.agent import noter, prepare
 from planlock.approval import Decision, EndorseAs, PlanGate
-from planlock.core import Plan
+from planlock.core import Plan, iso_ms
 from planlock.durable._state import DurableState, StoredApproval
 from planlock.durable._workflow import (
     ANSWER_QUEUE,
@@ -152,7 +152,7 @@ class DurableClient:
             "max_replans": max_replans,
         }
         status = "pending_approval" if needs else "approved"
-        expires_at = (datetime.now(UTC) + expires_in).isoformat(timespec="milliseconds")
+        expires_at = iso_ms(datetime.now(UTC) + expires_in)
         self.state.add_run(payload, approval_id, status, by)
         self.state.add_approval(
             approval_id,

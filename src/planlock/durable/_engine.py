@@ -28,6 +28,7 @@ from planlock.approval import (
     SQLEndorsements,
     binding_problem,
 )
+from planlock.core import iso_ms
 from planlock.durable._checks import (
     Lookups,
     NeedsLookup,
@@ -347,7 +348,7 @@ class DBOSEngine:
     def _expires_at(self) -> str:
         # The wait's deadline (``wait_for_answer`` reads it back from the stored request, so a
         # recovered run waits only for what is left of it).
-        return (datetime.now(UTC) + self.expiry).isoformat(timespec="milliseconds")
+        return iso_ms(datetime.now(UTC) + self.expiry)
 
 
 async def wait_for_answer(engine: DBOSEngine, request: ApprovalRequest) -> dict[str, Any]:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from planlock.approval import Approved, Decision, Denied, now_iso
-from planlock.core import canonical_json, sha256_hex
+from planlock.approval import Approved, Decision, Denied
+from planlock.core import canonical_json, iso_ms, sha256_hex
 from planlock.db import Database
 from planlock.journal import Journal, database_of
 
@@ -72,10 +72,6 @@ class LiveWorker:
     lease_until: str
 
 
-def _iso(dt: datetime) -> str:
-    return dt.isoformat(timespec="milliseconds")
-
-
 class DurableState:
     """The durable engine's tables in the journal's database."""
 
@@ -90,7 +86,7 @@ class DurableState:
     # -- runs -------------------------------------------------------------------------------
 
     def add_run(self, payload: dict[str, Any], approval_id: str, status: str, by: str) -> None:
-        now = now_iso()
+        now = iso_ms()
         with self._lock, self._db.tx() as db:
             db.execute(
                 "INSERT INTO durable_runs (run_id, plan, plan_hash, inputs, policy, approval_id, "
@@ -163,7 +159,7 @@ class DurableState:
             db.execute(
                 "UPDATE durable_runs SET status = ?, updated_at = ? "  # noqa: S608 (constants)
                 f"WHERE run_id = ? AND status NOT IN ({marks})",
-                (status, now_iso(), run_id, *_FINAL),
+                (status, iso_ms(), run_id, *_FINAL),
             )
 
     # -- workers' liveness leases -----------------------------------------------------------
@@ -172,7 +168,7 @@ class DurableState:
         """Renew ``worker_id``'s liveness lease until now + ``lease`` (a heartbeat)."""
         now = datetime.now(UTC)
         host, pid = socket.gethostname(), os.getpid()
-        row = (worker_id, host, pid, _iso(now), _iso(now), _iso(now + lease))
+        row = (worker_id, host, pid, iso_ms(now), iso_ms(now), iso_ms(now + lease))
         with self._lock, self._db.tx() as db:
             db.execute(
                 "INSERT INTO durable_workers (worker_id, host, pid, started_at, heartbeat_at, "  # noqa: S608 (constants)
@@ -218,7 +214,7 @@ class DurableState:
             cur = db.execute(
                 "INSERT INTO durable_starts (key, run_id, step_id, round, at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                (key, run_id, step_id, round_no, now_iso()),
+                (key, run_id, step_id, round_no, iso_ms()),
             )
             return cur.rowcount == 1
 
@@ -254,7 +250,7 @@ class DurableState:
                     args_hash,
                     json.dumps(request),
                     status,
-                    now_iso(),
+                    iso_ms(),
                     expires_at,
                     decided.by if decided else None,
                     decided.via if decided else None,
@@ -269,7 +265,7 @@ class DurableState:
         ``approval_expired`` (once: whichever process expires a request first journals it, as
         the approval queue does); a run whose plan request expired is ``expired``. Returns the
         ``(approval id, run id)`` pairs this call expired."""
-        now = now_iso()
+        now = iso_ms()
         done: list[tuple[str, str]] = []
         with self._lock, self._db.tx() as db:
             rows = db.execute(
@@ -317,7 +313,7 @@ class DurableState:
             db.execute(
                 "UPDATE approvals SET status = 'used', used_at = ? "
                 "WHERE id = ? AND status = 'approved'",
-                (now_iso(), approval_id),
+                (iso_ms(), approval_id),
             )
 
     def undelivered(self) -> list[StoredApproval]:
@@ -338,7 +334,7 @@ class DurableState:
             db.execute(
                 "INSERT INTO durable_deliveries (approval_id, at) VALUES (?, ?) "
                 "ON CONFLICT (approval_id) DO NOTHING",
-                (approval_id, now_iso()),
+                (approval_id, iso_ms()),
             )
 
     def approval_run(self, approval_id: str) -> str | None:
@@ -373,7 +369,7 @@ def _stored(row: Any) -> StoredApproval:
         )
     else:
         decision = Denied(
-            plan_hash, "policy", "queue", "the request expired", at or now_iso(), step_id, args_hash
+            plan_hash, "policy", "queue", "the request expired", at or iso_ms(), step_id, args_hash
         )
     return StoredApproval(str(aid), str(run_id), str(kind), str(status), decision)
 
@@ -463,7 +459,7 @@ def _live_worker(db: Database, worker_id: str) -> LiveWorker | None:
     row = db.execute(
         "SELECT worker_id, host, pid, heartbeat_at, lease_until FROM durable_workers "
         "WHERE worker_id = ? AND lease_until > ?",
-        (worker_id, now_iso()),
+        (worker_id, iso_ms()),
     ).fetchone()
     if row is None:
         return None

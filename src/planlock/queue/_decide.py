@@ -17,11 +17,10 @@ from planlock.approval import (
     Endorsement,
     insert_endorsement,
     make_endorsements,
-    now_iso,
     record_answer,
     value_hash,
 )
-from planlock.core import canonical_json, sha256_hex
+from planlock.core import canonical_json, iso_ms, sha256_hex
 from planlock.db import Database
 from planlock.errors import UsageError
 from planlock.journal import Event, insert_event
@@ -78,7 +77,7 @@ class QueueDecisions(QueueStore):
         if endorse is not None and not approve:
             raise UsageError("only an approval can endorse")
         self._expire()
-        at = now_iso()
+        at = iso_ms()
         journaled: list[Event] = []
 
         def answer(db: Database) -> tuple[str, str, str | None, Decision, tuple[Endorsement, ...]]:

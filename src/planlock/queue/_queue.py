@@ -20,11 +20,11 @@ from ulid import ULID
 
 from planlock.agent import noter, prepare
 from planlock.approval import PlanGate
-from planlock.core import Plan
+from planlock.core import Plan, iso_ms
 from planlock.db import Database
 from planlock.policy import Policy
 from planlock.queue._runs import QueueRuns
-from planlock.queue._store import DEFAULT_EXPIRY, iso
+from planlock.queue._store import DEFAULT_EXPIRY
 from planlock.queue._worker import QueueWorker
 from planlock.tools import ToolRegistry
 
@@ -79,7 +79,7 @@ class ApprovalQueue(QueueRuns, QueueWorker):
                     policy.model_dump_json(),
                     status,
                     by,
-                    iso(now),
+                    iso_ms(now),
                 ),
             )
             db.execute(
@@ -92,8 +92,8 @@ class ApprovalQueue(QueueRuns, QueueWorker):
                     plan.hash,
                     json.dumps(request.to_json()),
                     "pending" if grant is None else "approved",
-                    iso(now),
-                    iso(now + expires_in),
+                    iso_ms(now),
+                    iso_ms(now + expires_in),
                     None if grant is None else grant.by,
                     None if grant is None else grant.via,
                     None if grant is None else grant.at,
@@ -107,7 +107,7 @@ class ApprovalQueue(QueueRuns, QueueWorker):
 
         self._transact(store, stored)
         note = noter(self.journal, prepared.run_id)
-        gate.open(note, expires_at=iso(now + expires_in))
+        gate.open(note, expires_at=iso_ms(now + expires_in))
         note("run_queued", {"status": status, "approval_id": approval_id, "by": by})
         if needs:
             await self._notify(prepared.run_id, request.to_json())

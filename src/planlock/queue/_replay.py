@@ -36,8 +36,8 @@ from typing import Any, NoReturn
 import anyio
 
 from planlock.agent import Prepared, resume_request
-from planlock.approval import ApprovalRequest, Approved, Decision, Denied, binding_problem, now_iso
-from planlock.core import canonical_json, sha256_hex
+from planlock.approval import ApprovalRequest, Approved, Decision, Denied, binding_problem
+from planlock.core import canonical_json, iso_ms, sha256_hex
 from planlock.db import Database, transact
 from planlock.errors import UsageError
 from planlock.execution import StepCall, StepOutcome
@@ -82,7 +82,7 @@ class Lease:
 
     def expiry(self) -> str:
         """When a lease taken or renewed now expires."""
-        return (datetime.now(UTC) + self.duration).isoformat(timespec="milliseconds")
+        return iso_ms(datetime.now(UTC) + self.duration)
 
 
 def renew_lease(db: Database, run_id: str, worker_id: str, lease: Lease) -> bool:
@@ -342,7 +342,7 @@ class RunCalls:
         this attempt started it, its stored outcome if it has one); raises LeaseLost when the
         run is no longer this worker's. A COMMIT lost on the way is resolved by the row: this
         worker's, started at this attempt's time."""
-        at = now_iso()
+        at = iso_ms()
 
         def start(db: Database) -> tuple[bool, StepOutcome | None]:
             if not self._renew(db):
@@ -407,7 +407,7 @@ class RunCalls:
     def _store(self, request: ApprovalRequest, kind: str, stored: dict[str, Any]) -> bool:
         """Store a run-time request once; True when this call stored it."""
         now = datetime.now(UTC)
-        created = now.isoformat(timespec="milliseconds")
+        created = iso_ms(now)
 
         def store(db: Database) -> bool:
             cur = db.execute(
@@ -423,7 +423,7 @@ class RunCalls:
                     request.args_hash,
                     json.dumps(stored),
                     created,
-                    (now + self.expiry).isoformat(timespec="milliseconds"),
+                    iso_ms(now + self.expiry),
                 ),
             )
             return cur.rowcount == 1
@@ -455,7 +455,7 @@ class RunCalls:
                     self._again(
                         "UPDATE approvals SET status = 'used', used_at = ? "
                         "WHERE id = ? AND status = 'approved'",
-                        (now_iso(), request.id),
+                        (iso_ms(), request.id),
                     )
                 self.record.record("approval_used", {"id": request.id, "step": request.step_id})
                 self._set_status("running")
@@ -469,7 +469,7 @@ class RunCalls:
                     by or "policy",
                     via or "queue",
                     reason if status == "denied" else "the request expired",
-                    at or now_iso(),
+                    at or iso_ms(),
                     request.step_id,
                     request.args_hash,
                 )

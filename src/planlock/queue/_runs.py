@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from planlock.approval import Decision, now_iso
+from planlock.approval import Decision
+from planlock.core import iso_ms
 from planlock.errors import UsageError
 from planlock.queue._decide import QueueDecisions
 from planlock.queue._replay import HELD
@@ -71,7 +72,7 @@ class QueueRuns(QueueDecisions):
     def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every run, newest first, with its ``state`` and the ids of its pending requests."""
         self._expire()
-        now = now_iso()
+        now = iso_ms()
         sql = (
             f"SELECT {', '.join(_COLUMNS)} FROM runs "  # noqa: S608 (constant columns)
             "ORDER BY submitted_at DESC, run_id DESC"

@@ -8,16 +8,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
-from planlock.approval import SQLEndorsements, now_iso
+from planlock.approval import SQLEndorsements
+from planlock.core import iso_ms
 from planlock.db import Database, transact
 from planlock.errors import UsageError
 from planlock.journal import Journal, database_of
 from planlock.queue._notify import Notifier, notify_request
 
-__all__ = ["DEFAULT_EXPIRY", "QueueStore", "iso", "parse_duration"]
+__all__ = ["DEFAULT_EXPIRY", "QueueStore", "parse_duration"]
 
 DEFAULT_EXPIRY = timedelta(days=7)
 T = TypeVar("T")
@@ -32,10 +33,6 @@ def parse_duration(text: str) -> timedelta:
         return timedelta(seconds=float(text))
     except ValueError:
         raise UsageError(f"not a duration: {text!r} (use e.g. 90s, 15m, 2h, 7d)") from None
-
-
-def iso(dt: datetime) -> str:
-    return dt.isoformat(timespec="milliseconds")
 
 
 class QueueStore:
@@ -69,7 +66,7 @@ class QueueStore:
     # -- reading ----------------------------------------------------------------------------
 
     def _expire(self) -> None:
-        now = now_iso()
+        now = iso_ms()
 
         def expire(db: Database) -> list[tuple[str, str]]:
             expired = []

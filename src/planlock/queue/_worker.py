@@ -16,8 +16,8 @@ import anyio
 
 from planlock import telemetry
 from planlock.agent import Prepared, call_checker, prepare
-from planlock.approval import Approved, admit_grant, now_iso, refuse_grant
-from planlock.core import Plan
+from planlock.approval import Approved, admit_grant, refuse_grant
+from planlock.core import Plan, iso_ms
 from planlock.db import Database
 from planlock.errors import ApprovalDenied, ApprovalMismatch, PlanInvalid
 from planlock.execution import InProcessEngine, RunResult, walk
@@ -76,7 +76,7 @@ class QueueWorker(QueueStore):
         Exactly one worker gets each run, also when the connection is lost during the claim's
         COMMIT: the row's ``claimed_by``/``claimed_at`` say whether it is ours."""
         held = lease or Lease()
-        now = now_iso()
+        now = iso_ms()
         marks = ", ".join("?" for _ in _ACTIVE)
 
         def take(db: Database) -> Claim | None:
@@ -154,7 +154,7 @@ class QueueWorker(QueueStore):
         self, run_id: str, record: OnceRecorder, recovering: bool
     ) -> Approved:
         statuses = "('approved', 'used')" if recovering else "('approved')"
-        used_at = now_iso()
+        used_at = iso_ms()
 
         def take(db: Database) -> tuple[Any, ...]:
             row = db.execute(
@@ -348,7 +348,7 @@ class QueueWorker(QueueStore):
             db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, lease_expires_at = NULL "
                 "WHERE run_id = ? AND claimed_by = ?",
-                (status, now_iso(), run_id, worker_id),
+                (status, iso_ms(), run_id, worker_id),
             )
 
         def committed(_: None) -> bool:

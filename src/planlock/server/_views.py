@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planlock.approval import now_iso
-from planlock.core import Plan
+from planlock.core import Plan, iso_ms
 from planlock.journal import Event
 from planlock.queue import run_state
 from planlock.server._models import (
@@ -134,7 +133,7 @@ def run_summary(row: dict[str, Any]) -> RunSummary:
     return RunSummary(
         run_id=row["run_id"],
         status=row["status"],
-        state=run_state(row["status"], row.get("lease_expires_at"), now_iso()),
+        state=run_state(row["status"], row.get("lease_expires_at"), iso_ms()),
         plan_hash=row["plan_hash"],
         goal=row["goal"],
         submitted_by=row["submitted_by"],
