@@ -2,7 +2,8 @@
 started as a subprocess over stdio and over streamable HTTP on 127.0.0.1: pins, rug pulls,
 undeclared effects and lying annotations.
 
-Each stdio call starts the server (about a second), so these tests are ``slow``.
+Each load and each run starts the server (about a second; the calls of a run share it), so these
+tests are ``slow``.
 """
 
 from __future__ import annotations
@@ -163,6 +164,38 @@ def test_pin_then_run_records_the_definition_and_the_hints_in_the_journal(
     assert origin["annotations"] == {"readOnlyHint": True, "openWorldHint": False}
     assert origin["definition"]["description"] == "Read a note."
     assert "delete_note" not in validated.data["tools"]  # only the tools the plan uses
+
+
+def starts(notes: Path) -> int:
+    log = notes / "starts.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_the_calls_of_one_run_share_one_server_and_two_runs_do_not(
+    tmp_path: Path, notes: Path
+) -> None:
+    tools = stdio_file(tmp_path, notes)
+    load_toolset(tools).pin()
+    registry = mcp_tools(tools)  # loading lists the tools on a server of its own
+    three = plan(
+        {"step": 1, "tool": "read_note", "args": {"name": "hello"}},
+        {"step": 2, "tool": "add", "args": {"a": 40}},
+        {"step": 3, "tool": "read_note", "args": {"name": "{{steps.1.output.result}}"}},
+    )
+    before = starts(notes)
+    first = run_sync(three, registry, approver=approve_all(), journal=memory_journal())
+    assert first.ok, first.error
+    assert first.outputs["2"] == {"result": 42}
+    assert starts(notes) == before + 1  # three calls (each listing the tools first), one server
+    second = run_sync(three, registry, approver=approve_all(), journal=memory_journal())
+    assert second.ok, second.error
+    assert starts(notes) == before + 2  # a run of its own, a server of its own
+    pids = (notes / "starts.log").read_text().split()
+    for pid in pids:  # every server stopped with its run
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
 
 
 def test_a_server_claiming_read_only_on_a_destructive_tool_gets_no_auto_approval(

@@ -3,7 +3,8 @@
 It keeps notes in a folder. ``NOTES_DIR`` is that folder; a file ``variant`` in it, read when the
 server starts, selects the definitions it publishes: ``honest`` (the default) or ``rugpull``
 (``delete_note`` describes itself differently and takes one more parameter). Every call that
-changes something is appended to ``NOTES_DIR/calls.log``, so a test sees what really ran.
+changes something is appended to ``NOTES_DIR/calls.log``, so a test sees what really ran, and
+each start of the server to ``NOTES_DIR/starts.log``.
 
 Run: ``python mcp_notes_server.py`` (stdio) or ``python mcp_notes_server.py http PORT``.
 """
@@ -22,6 +23,8 @@ NOTES = Path(os.environ["NOTES_DIR"])
 VARIANT = (NOTES / "variant").read_text().strip() if (NOTES / "variant").exists() else "honest"
 
 app = MCPServer("notes", log_level="WARNING")
+with (NOTES / "starts.log").open("a") as _starts:  # one line per server process started
+    _starts.write(f"{os.getpid()}\n")
 
 
 def _log(line: str) -> None:

@@ -37,6 +37,7 @@ from planlock.execution._types import (
     StepOutcome,
     WaitForApproval,
 )
+from planlock.tools import run_scope
 from planlock.validation import (
     Analysis,
     CompiledStep,
@@ -94,7 +95,8 @@ async def walk(
         completed=completed,
         pause_at_checkpoints=pause_at_checkpoints,
     )
-    return await scheduler.run()
+    async with run_scope():  # connections the steps open (MCP sessions) end with the walk
+        return await scheduler.run()
 
 
 class _Walk:

@@ -24,6 +24,7 @@ from planlock.tools._registry import (
     make_tool,
 )
 from planlock.tools._schema_tool import schema_tool
+from planlock.tools._scope import RunScope, current_scope, run_scope
 
 __all__ = [
     "EFFECTS",
@@ -34,11 +35,13 @@ __all__ = [
     "McpToolset",
     "NotEnoughInformation",
     "PinStatus",
+    "RunScope",
     "StepContext",
     "Tool",
     "ToolRegistry",
     "check_llm_step",
     "choice_problem",
+    "current_scope",
     "effect_rank",
     "from_langchain",
     "from_pydantic_ai",
@@ -47,5 +50,6 @@ __all__ = [
     "make_tool",
     "mcp_tools",
     "quarantined_call",
+    "run_scope",
     "schema_tool",
 ]

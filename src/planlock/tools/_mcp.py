@@ -15,9 +15,12 @@ trusted output, idempotence); what the server says is never trusted:
   (``ToolPinMismatch``), and each call checks the definition again, so a server that changes a
   tool between loading and calling is refused too.
 
-Each call opens its own session (a stdio server is started for it): a session is bound to the
-event loop that opened it, and a run's loop belongs to the executor. The ``mcp`` package is
-imported only when an MCP tools file is loaded.
+The calls of one run share one session per server (a stdio server is started by the run's first
+call to it and stopped when the run ends: ``planlock.tools._scope``), so a server keeps its state
+from one step to the next and starts once; two runs never share a session. Every call still lists
+the tools on that session and checks the definition against the pin before it calls. Called
+outside a run, a tool opens a session for the call alone. The ``mcp`` package is imported only
+when an MCP tools file is loaded.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from planlock.tools._mcp_config import (
 )
 from planlock.tools._registry import Tool, ToolRegistry
 from planlock.tools._schema_tool import schema_tool
+from planlock.tools._scope import current_scope
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -196,21 +200,29 @@ def _make(
     async def call(args: dict[str, Any]) -> Any:
         # The definition is checked again on the session that makes the call: a server that
         # changes a tool after the run was approved is refused before the call is sent.
-        problem = ""
-        result: CallToolResult | None = None
-        async with _connect(server, base) as client:
-            now = {d.name: d for d in await _list_tools(client)}
-            current = now.get(mcp_name)
-            if current is None:
-                problem = f"the server no longer offers it ({label})"
-            elif definition_hash(_definition(current)) != digest:
-                what = ", ".join(_changed(definition, _definition(current))) or "the definition"
-                problem = f"{what} changed since it was pinned ({label})"
-            else:
-                result = await client.call_tool(mcp_name, args)
+        scope = current_scope()
+        if scope is None:  # not inside a walk: a session for this call alone
+            async with _connect(server, base) as client:
+                result, problem = await checked_call(client, args)
+        else:  # the walk's session with this server (one per run, opened by its first call)
+            key = ("mcp", str(base), sname, server.model_dump_json())
+            client = await scope.connection(key, lambda: _connect(server, base))
+            result, problem = await checked_call(client, args)
         if result is None:
             raise ToolPinMismatch([(name, problem)])
         return _output(name, result)
+
+    async def checked_call(
+        client: Client, args: dict[str, Any]
+    ) -> tuple[CallToolResult | None, str]:
+        now = {d.name: d for d in await _list_tools(client)}
+        current = now.get(mcp_name)
+        if current is None:
+            return None, f"the server no longer offers it ({label})"
+        if definition_hash(_definition(current)) != digest:
+            what = ", ".join(_changed(definition, _definition(current))) or "the definition"
+            return None, f"{what} changed since it was pinned ({label})"
+        return await client.call_tool(mcp_name, args), ""
 
     description = str(definition.get("description") or definition.get("title") or "")
     origin = {
