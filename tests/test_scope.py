@@ -106,3 +106,17 @@ def test_each_run_of_a_plan_has_a_scope_of_its_own_closed_when_it_ends() -> None
     assert len(opener.entered) == 2  # one connection per run
     assert len(opener.exited) == 2  # each closed when its run ended
     assert current_scope() is None
+
+
+@pytest.mark.anyio
+async def test_code_on_another_loop_sees_no_scope_and_connects_alone() -> None:
+    async with run_scope() as scope:
+        assert current_scope() is scope
+
+        def elsewhere() -> RunScope | None:
+            async def look() -> RunScope | None:
+                return current_scope()
+
+            return asyncio.run(look())  # a thread's own loop, with this context copied
+
+        assert await asyncio.to_thread(elsewhere) is None

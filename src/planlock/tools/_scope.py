@@ -48,6 +48,8 @@ class RunScope:
 
     def __init__(self) -> None:
         self._held: dict[Hashable, _Held] = {}
+        self.loop = asyncio.get_running_loop()
+        """The walk's loop: its connections' tasks run there."""
 
     async def connection(
         self, key: Hashable, connect: Callable[[], AbstractAsyncContextManager[Any]]
@@ -101,5 +103,13 @@ async def run_scope() -> AsyncIterator[RunScope]:
 
 
 def current_scope() -> RunScope | None:
-    """The scope of the walk this code runs in, None outside any."""
-    return _CURRENT.get()
+    """The scope of the walk this code runs in; None outside any, and in code the walk handed
+    to another event loop (a thread's), whose tasks could not wait on the scope's."""
+    scope = _CURRENT.get()
+    if scope is None:
+        return None
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return scope if loop is scope.loop else None
