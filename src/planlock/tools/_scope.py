@@ -14,12 +14,16 @@ call that asks for it; a call that was in flight on it fails.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio is imported where it is used: `import planlock` does not load it (test_import_time).
 
 __all__ = ["RunScope", "current_scope", "run_scope"]
 
@@ -32,6 +36,8 @@ class _Held:
     __slots__ = ("error", "ready", "stop", "task", "value")
 
     def __init__(self) -> None:
+        import asyncio  # noqa: PLC0415  (see the imports)
+
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
         self.value: Any = None
@@ -47,6 +53,8 @@ class RunScope:
     """The connections of one walk, by key."""
 
     def __init__(self) -> None:
+        import asyncio  # noqa: PLC0415  (see the imports)
+
         self._held: dict[Hashable, _Held] = {}
         self.loop = asyncio.get_running_loop()
         """The walk's loop: its connections' tasks run there."""
@@ -56,6 +64,8 @@ class RunScope:
     ) -> Any:
         """The value of ``connect()`` entered once for this walk under ``key`` (again when the
         one before failed or closed). Raises what entering it raised."""
+        import asyncio  # noqa: PLC0415  (see the imports)
+
         held = self._held.get(key)
         if held is None or not held.open:
             held = _Held()
@@ -68,6 +78,8 @@ class RunScope:
 
     async def aclose(self) -> None:
         """Exit every connection (each in the task that entered it) and wait for them."""
+        import asyncio  # noqa: PLC0415  (see the imports)
+
         held = list(self._held.values())
         self._held.clear()
         for h in held:
@@ -108,6 +120,8 @@ def current_scope() -> RunScope | None:
     scope = _CURRENT.get()
     if scope is None:
         return None
+    import asyncio  # noqa: PLC0415  (see the imports; a scope exists: the walk loaded it)
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
