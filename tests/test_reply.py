@@ -335,6 +335,17 @@ def test_a_result_of_another_plan_is_all_untrusted() -> None:
             "«Le Marais Boutique, 2024-05-19 13:00, 1,000.50 EUR, vacation-plans.docx, v1.2»",
         ),
         ("e.g. U.S.A. at 3.14", "«e.g. U.S.A. at 3.14»"),
+        # a bare IPv4 address is a host: no letters, but a link all the same
+        ("log in at 203.0.113.66/login", "«log in at 203[.]0[.]113[.]66/login»"),
+        (
+            "10.0.0.1:8080, http://192.168.0.1/",
+            "«10[.]0[.]0[.]1:8080, hxxp[://]192[.]168[.]0[.]1/»",
+        ),
+        # ... and version numbers are not (a part over 255, or not four parts)
+        (
+            "build 1.2.3, 10.0.19041.1, v1.2.3.4, 1.2.3.4.5",
+            "«build 1.2.3, 10.0.19041.1, v1.2.3.4, 1.2.3.4.5»",
+        ),
     ],
 )
 def test_quote_untrusted(text: str, quoted: str) -> None:

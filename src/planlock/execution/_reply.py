@@ -72,6 +72,9 @@ _TOKEN = re.compile(r"[\w.@%+-]+")
 """A run of the characters of host names and email addresses (found in linear time)."""
 _TLD = re.compile(r"(?:xn--[\w-]+|[^\W\d_]{2,63})")
 """A top-level domain: letters only (so ``3.14``, ``v1.2`` and ``e.g`` stay as they are)."""
+_OCTET = re.compile(r"25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d")
+"""A decimal part of an IPv4 address: ``185.199.108.153/login`` is a link to linkifiers that
+read bare addresses (and to any person who types it), so a dotted quad is a host name."""
 _EDGES = "-_.%+"
 _FILE_EXTENSIONS = frozenset(
     (
@@ -95,7 +98,8 @@ def quote_untrusted(text: str) -> str:
     (no HTML tag, no autolink, no early close); schemes are defanged (``https://`` ->
     ``hxxps[://]``, any ``://`` -> ``[://]``, ``mailto:`` -> ``mailto[:]``), and so is every dot
     of a host name, in URLs, bare domains and email addresses (``evil.com`` -> ``evil[.]com``;
-    ``notes.docx`` and ``3.14`` stay); ``](`` gets a space (no Markdown link or image). Linear
+    ``notes.docx`` and ``3.14`` stay; so is every dot of a dotted-quad IPv4 address,
+    ``1[.]2[.]3[.]4``); ``](`` gets a space (no Markdown link or image). Linear
     time, whatever the text.
     """
     text = "".join(c for c in text if unicodedata.category(c) != "Cf")
@@ -123,9 +127,13 @@ def _defang_host(m: re.Match[str]) -> str:
 def _host_core(piece: str) -> str | None:
     """The host name in ``piece`` (its punctuation edges aside), or None when it is none. Any
     label after the first that could be a top-level domain makes it one (a linkifier may stop
-    there: ``a.io.x`` holds ``a.io``), unless that label is a file name's ending."""
+    there: ``a.io.x`` holds ``a.io``), unless that label is a file name's ending; so does being a
+    dotted-quad IPv4 address (``10.0.0.1``; ``1.2.3`` and ``1.2.3.456`` are not)."""
     core = piece.strip(_EDGES)
-    for label in core.split(".")[1:]:
+    labels = core.split(".")
+    if len(labels) == 4 and all(_OCTET.fullmatch(label) for label in labels):
+        return core
+    for label in labels[1:]:
         if _TLD.fullmatch(label) and label.lower() not in _FILE_EXTENSIONS:
             return core
     return None
