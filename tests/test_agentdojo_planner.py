@@ -220,3 +220,37 @@ def test_a_model_s_made_up_payee_goes_to_a_person_on_the_plan() -> None:
     keys = {r.key for s in report.needs_plan_approval for r in s.reasons}
     assert {"literal:recipient", "literal:amount", "literal:date"} <= keys
     assert not assess(planned.plan, element.registry, element.tools.policy).needs_plan_approval
+
+
+def test_replan_invalid_plans_again_only_the_tasks_with_no_valid_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a planner change, ``--replan-invalid`` asks the model again for the cached
+    ``invalid`` records only; a cached valid plan is read back, not asked for."""
+    wrong = {"steps": [{"id": "1", "tool": "no_such_tool", "args": {}}]}
+    first = ScriptedLLM([wrong] * 3, name="scripted")
+    got = ModelPlanner(first, cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking")
+    assert isinstance(got, str)
+    assert "invalid" in got
+    # Without the flag the invalid record is read back ...
+    silent = ScriptedLLM([RuntimeError("the model must not be asked")], name="scripted")
+    kept = ModelPlanner(silent, cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking")
+    assert isinstance(kept, str)
+    assert silent.requests == []
+    # ... with it, the task is planned again and the new record replaces the old one.
+    llm = planner_llm(name="scripted")
+    again = ModelPlanner(llm, cache_dir=tmp_path, replan_invalid=True)
+    planned = again.plan_for(PROMPT_1, registry(), "banking")
+    assert isinstance(planned, PlannedTask)
+    assert len(llm.requests) == 1
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    # A valid cached plan is kept under the flag too; the CLI passes the flag through.
+    monkeypatch.setattr("planlock.cli._bench.load_model", lambda spec: silent)
+    args = ["bench", "agentdojo", "--planner", "scripted", "-s", "banking", "-o", str(tmp_path)]
+    args += ["--user-task", "user_task_1", "--plan-only", "--replan-invalid"]
+    args += ["--plan-cache", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert silent.requests == []
+    (row,) = json.loads((tmp_path / "agentdojo.json").read_text())["planner"]
+    assert (row["valid"], row["cached"]) == (1, 1)

@@ -88,6 +88,14 @@ def agentdojo_cmd(
             "model and registry) [default: OUTPUT/plans].",
         ),
     ] = None,
+    replan_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--replan-invalid",
+            help="With a model planner: plan again the tasks whose cached record has no valid "
+            "plan (the planner changed; valid cached plans are kept).",
+        ),
+    ] = False,
     max_attempts: Annotated[
         int,
         typer.Option(
@@ -164,7 +172,10 @@ def agentdojo_cmd(
         if isinstance(llm, LocalLLM):
             llm.ensure_context(PLANNER_CONTEXT)  # the workspace's tool list alone is ~4k tokens
         source = ModelPlanner(
-            llm, max_attempts=max_attempts, cache_dir=plan_cache or output / "plans"
+            llm,
+            max_attempts=max_attempts,
+            cache_dir=plan_cache or output / "plans",
+            replan_invalid=replan_invalid,
         )
         _plan_all(source, suites, user_task, make_element)
         if plan_only:

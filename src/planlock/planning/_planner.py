@@ -47,6 +47,7 @@ from planlock.llm import (
     provider_and_model,
 )
 from planlock.planning._cutoff import cut_off_advice, cut_off_issue, cut_off_message
+from planlock.planning._fix import did_you_mean, fix_refs
 from planlock.planning._plan_schema import plan_schema
 from planlock.planning._prompt import (
     context_shape,
@@ -79,6 +80,9 @@ class PlanAttempt:
     """``stop``, or why the reply was cut off: ``length``, ``timeout``, ``repetition``."""
     warnings: tuple[Issue, ...] = ()
     """For a valid plan: parts of the goal no step seems to serve (they do not invalidate it)."""
+    repaired: tuple[str, ...] = ()
+    """The placeholders rewritten to make the reply valid (``planlock.planning._fix``), one
+    line each: ``$.steps[2].args.event_id: '{{...}}' -> '{{...}}'``."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +91,7 @@ class PlanAttempt:
             "finish_reason": self.finish_reason,
             "issues": [i.to_json() for i in self.issues],
             **({"warnings": [w.to_json() for w in self.warnings]} if self.warnings else {}),
+            **({"repaired": list(self.repaired)} if self.repaired else {}),
         }
 
 
@@ -157,6 +162,8 @@ class Planner:
         """The attempts of the last ``plan()`` call."""
         self.warnings: tuple[Issue, ...] = ()
         """The coverage warnings of the plan the last ``plan()`` call returned."""
+        self.repaired: tuple[str, ...] = ()
+        """The placeholders rewritten in the plan the last ``plan()`` call returned."""
 
     def messages(self, goal: str, context: Mapping[str, Any] | None) -> list[Message]:
         """The first request's messages: built from trusted input only (R1)."""
@@ -184,6 +191,7 @@ class Planner:
         inputs = dict(context or {})
         self.attempts = []
         self.warnings = ()
+        self.repaired = ()
         self._journaled = None
         judged = False  # has the model finished a reply (and so judged the goal plannable)?
         best: tuple[Plan, PlanAttempt] | None = None  # the valid plan with the fewest warnings
@@ -240,7 +248,7 @@ class Planner:
                     )
                 )
                 raise CannotPlan(self.llm.name, outcome)
-            plan_, issues, warnings = outcome
+            plan_, issues, warnings, repaired = outcome
             _log.info("planner %s, attempt %d: %d issue(s)", self.llm.name, number, len(issues))
             attempt = PlanAttempt(
                 number,
@@ -250,6 +258,7 @@ class Planner:
                 reply.output_tokens,
                 reply.latency_s,
                 warnings=warnings,
+                repaired=repaired,
             )
             self.attempts.append(attempt)
             if plan_ is not None and not issues:
@@ -270,6 +279,9 @@ class Planner:
             )
             if issues:
                 hints = repair_hints(plan_, issues, self.registry)
+                if plan_ is not None:
+                    fixes = did_you_mean(plan_, issues, self.registry)
+                    hints += [f"write '{{{{{n}}}}}' for '{{{{{o}}}}}'" for o, n in fixes.items()]
                 repair = repair_message(issues, hints)
             else:  # only coverage warnings: name the tools that can; refusing if none can
                 hints, refusal = coverage_hints(warnings, self.registry)
@@ -285,6 +297,7 @@ class Planner:
     def _created(self, run_id: str, plan_: Plan, attempt: PlanAttempt) -> Plan:
         """Journal and return the plan of ``attempt`` (with its warnings, if any)."""
         self.warnings = attempt.warnings
+        self.repaired = attempt.repaired
         self._record(
             run_id,
             "plan_created",
@@ -299,6 +312,7 @@ class Planner:
                     if attempt.warnings
                     else {}
                 ),
+                **({"repaired": list(attempt.repaired)} if attempt.repaired else {}),
             },
         )
         return plan_
@@ -392,25 +406,36 @@ class Planner:
 
     def _check(
         self, text: str, goal: str, inputs: dict[str, Any]
-    ) -> str | tuple[Plan | None, tuple[Issue, ...], tuple[Issue, ...]]:
-        """A cannot-plan reason, or the parsed plan (if any), its issues and its warnings."""
+    ) -> str | tuple[Plan | None, tuple[Issue, ...], tuple[Issue, ...], tuple[str, ...]]:
+        """A cannot-plan reason, or the parsed plan (if any), its issues, its warnings and the
+        placeholders rewritten to make it valid (``fix_refs``: kept only if that makes it so)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            return None, (Issue("not_json", "$", f"the reply is not JSON: {exc}"),), ()
+            return None, (Issue("not_json", "$", f"the reply is not JSON: {exc}"),), (), ()
         if isinstance(data, dict) and set(data) == {"cannot_plan"}:
             reason = data["cannot_plan"]
             return reason if isinstance(reason, str) and reason else "no reason given"
         if not isinstance(data, dict) or "steps" not in data:
             msg = 'the reply must be {"steps": [...]} or {"cannot_plan": "<why>"}'
-            return None, (Issue("malformed", "$", msg),), ()
+            return None, (Issue("malformed", "$", msg),), (), ()
         body = {k: v for k, v in data.items() if k not in ("version", "goal")}
         try:
             parsed = Plan.parse({"version": 1, "goal": goal, **body})
         except PlanInvalid as exc:
-            return None, exc.issues, ()
+            return None, exc.issues, (), ()
         report = validate(parsed, self.registry, inputs=inputs, max_steps=self.max_steps)
-        return parsed, report.issues, report.warnings
+        fixed = fix_refs(body, parsed, report.issues, self.registry) if report.issues else None
+        if fixed is not None:
+            try:
+                again = Plan.parse({"version": 1, "goal": goal, **fixed[0]})
+            except PlanInvalid:
+                again = None
+            if again is not None:
+                second = validate(again, self.registry, inputs=inputs, max_steps=self.max_steps)
+                if not second.issues:
+                    return again, (), second.warnings, tuple(fixed[1])
+        return parsed, report.issues, report.warnings, ()
 
     def _record(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
         if self.journal is not None:

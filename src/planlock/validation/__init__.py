@@ -11,7 +11,7 @@ from planlock.validation._coverage import (
     fitting_tools,
     warned_effect,
 )
-from planlock.validation._fields import expand_items, is_number, item_ref
+from planlock.validation._fields import expand_items, is_number, item_ref, schema_at
 from planlock.validation._provenance import (
     BRANCH,
     CHOSEN,
@@ -25,7 +25,14 @@ from planlock.validation._provenance import (
     untrusted_labels,
 )
 from planlock.validation._types import Analysis, CompiledStep, ValidationReport
-from planlock.validation._validate import Issue, analyse, analysis_of, clear_analyses, validate
+from planlock.validation._validate import (
+    Issue,
+    analyse,
+    analysis_of,
+    clear_analyses,
+    step_returns,
+    validate,
+)
 
 __all__ = [
     "ACTION_VERBS",
@@ -52,7 +59,9 @@ __all__ = [
     "label_trust",
     "output_sources",
     "ref_sources",
+    "schema_at",
     "static_provenance",
+    "step_returns",
     "untrusted_labels",
     "validate",
     "warned_effect",

@@ -46,6 +46,7 @@ __all__ = [
     "analyse",
     "analysis_of",
     "clear_analyses",
+    "step_returns",
     "validate",
 ]
 
@@ -92,21 +93,8 @@ def analyse(
         if index.get(s.id) == i:
             tools[s.id] = tool
 
-    returns: dict[str, dict[str, Any]] = {}
+    returns = _returns(plan, tools, index)
     memo: dict[Any, Any] = {}  # what check_args decided once for the whole plan
-    for sid, tool in tools.items():
-        if tool is None:
-            continue
-        if tool is LLM_STEP_TOOL:
-            schema = plan.steps[index[sid]].args.get("output_schema")
-            if not schema:  # quarantined_call's default: the reply is a string
-                returns[sid] = {"type": "string"}
-            else:
-                returns[sid] = schema if isinstance(schema, dict) else {}
-        else:
-            returns[sid] = tool.returns_schema
-        if plan.steps[index[sid]].for_each is not None:
-            returns[sid] = {"type": "array", "items": returns[sid]}
 
     loops = frozenset(s.id for s in plan.steps if s.for_each is not None)
     deps: dict[str, set[str]] = {}
@@ -314,3 +302,36 @@ def clear_analyses() -> None:
         _cache.clear()
     parse_ref.cache_clear()
     clear_literal_checks()
+
+
+def step_returns(plan: Plan, registry: ToolRegistry) -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each step's output (of the first step with an id, for a known tool):
+    the tool's return type, an ``llm`` step's ``output_schema`` (a string without one), a list
+    of either for a ``for_each`` step. What ``{{steps.<id>.output...}}`` paths are checked on."""
+    index: dict[str, int] = {}
+    tools: dict[str, Tool | None] = {}
+    for i, s in enumerate(plan.steps):
+        if s.id not in index:
+            index[s.id] = i
+            tools[s.id] = registry.get(s.tool) or (LLM_STEP_TOOL if s.tool == LLM_TOOL else None)
+    return _returns(plan, tools, index)
+
+
+def _returns(
+    plan: Plan, tools: Mapping[str, Tool | None], index: Mapping[str, int]
+) -> dict[str, dict[str, Any]]:
+    returns: dict[str, dict[str, Any]] = {}
+    for sid, tool in tools.items():
+        if tool is None:
+            continue
+        if tool is LLM_STEP_TOOL:
+            schema = plan.steps[index[sid]].args.get("output_schema")
+            if not schema:  # quarantined_call's default: the reply is a string
+                returns[sid] = {"type": "string"}
+            else:
+                returns[sid] = schema if isinstance(schema, dict) else {}
+        else:
+            returns[sid] = tool.returns_schema
+        if plan.steps[index[sid]].for_each is not None:
+            returns[sid] = {"type": "array", "items": returns[sid]}
+    return returns

@@ -63,6 +63,8 @@ class PlanRecord:
     output_tokens: int = 0
     warnings: int = 0
     """Coverage warnings on the returned plan."""
+    repaired: int = 0
+    """Placeholders the planner rewrote to make the returned plan valid (``planning._fix``)."""
     detail: str = ""
     """Why there is no plan, when there is none."""
     cached: bool = False
@@ -86,8 +88,17 @@ class ModelPlanner:
     made up IBANs): such a literal goes to a person on the plan (``Policy.ungrounded_literal``;
     the corpus's literals are checked offline instead, by ``literal_problems``)."""
 
-    def __init__(self, llm: LLM, *, max_attempts: int = 3, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        llm: LLM,
+        *,
+        max_attempts: int = 3,
+        cache_dir: Path | None = None,
+        replan_invalid: bool = False,
+    ) -> None:
         self.llm = llm
+        self.replan_invalid = replan_invalid
+        """Plan again a task whose cached record has no plan (``invalid``; a refusal is kept)."""
         self.name = f"planner:{llm.name}"
         self.max_attempts = max_attempts
         self.cache_dir = cache_dir
@@ -137,6 +148,8 @@ class ModelPlanner:
             return None  # absent or unreadable: plan again
         if record.suite != suite or record.prompt != prompt or record.outcome == "error":
             return None  # a failed model call (cut off, out of context) is tried again
+        if self.replan_invalid and record.outcome == "invalid":
+            return None
         record.cached = True
         return record
 
@@ -168,6 +181,7 @@ class ModelPlanner:
             input_tokens=sum(a.input_tokens for a in attempts),
             output_tokens=sum(a.output_tokens for a in attempts),
             warnings=len(planner.warnings) if plan is not None else 0,
+            repaired=len(planner.repaired) if plan is not None else 0,
             detail=detail[:2000],
             plan=plan.canonical() if plan is not None else None,
         )

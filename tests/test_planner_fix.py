@@ -1,0 +1,160 @@
+"""The planner's deterministic repairs of references to a step's output (``planning._fix``):
+the first item of a list named by its items' field, a field by a near name; kept only when the
+rewritten plan is valid, journaled with the plan, and offered as a hint otherwise."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+import planlock
+from planlock import Planner, PlanningFailed, ToolRegistry
+from planlock.planning._fix import did_you_mean, suggest_path
+from planlock.testing import ScriptedLLM, capture_journal
+
+
+class Event(BaseModel):
+    id_: str
+    title: str
+    participants: list[str]
+
+
+def registry() -> ToolRegistry:
+    reg = ToolRegistry()
+
+    @reg.tool(effect="read")
+    def search_events(query: str) -> list[Event]:
+        """Events whose title holds the query."""
+        return [Event(id_="7", title=query, participants=["a@x.org"])]
+
+    @reg.tool(effect="write")
+    def reschedule(event_id: str, start: str) -> Event:
+        """Move an event."""
+        return Event(id_=event_id, title="moved", participants=[])
+
+    @reg.tool(effect="send")
+    def invite(event_id: str, email: str) -> str:
+        """Invite someone to an event."""
+        return "ok"
+
+    return reg
+
+
+def plan_with(*reply_paths: str, goal: str = "Move my dentist appointment to 10:00.") -> Any:
+    return [
+        {
+            "steps": [
+                {"id": "1", "tool": "search_events", "args": {"query": "dentist"}},
+                {"id": "2", "tool": "reschedule", "args": {"event_id": p, "start": "10:00"}},
+            ]
+        }
+        for p in reply_paths
+    ]
+
+
+def run(planner: Planner, goal: str = "Move my dentist appointment to 10:00.") -> planlock.Plan:
+    async def go() -> planlock.Plan:
+        return await planner.plan(goal, {}, run_id="r1")
+
+    return anyio.run(go)
+
+
+SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "id_": {"type": "string"},
+            "title": {"type": "string"},
+            "recipients": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "fixed"),
+    [
+        (("id_",), ("0", "id_")),  # a list named by its items' field: the first item
+        (("0", "id"), ("0", "id_")),  # a near name
+        (("id",), ("0", "id_")),  # both
+        (("recipient", "0"), ("0", "recipients", "0")),
+        (("0", "title"), ("0", "title")),  # a path that exists is itself
+        (("owner",), None),  # nothing near
+        (("0", "title", "x"), None),  # below a string
+        (("id", "x", "y"), None),  # three edits away
+    ],
+)
+def test_suggest_path(path: tuple[str, ...], fixed: tuple[str, ...] | None) -> None:
+    assert suggest_path(SCHEMA, path) == fixed
+
+
+def test_a_field_of_a_lists_items_is_read_from_the_first_item_without_asking_again() -> None:
+    llm = ScriptedLLM(plan_with("{{steps.1.output.id}}"))
+    with capture_journal() as journal:
+        planner = Planner(llm, registry(), journal=journal)
+        plan = run(planner)
+    assert len(llm.requests) == 1  # no second call: the rewrite made the reply valid
+    assert plan.steps[1].args["event_id"] == "{{steps.1.output.0.id_}}"
+    assert planlock.validate(plan, registry()).ok
+    note = "$.steps[1].args.event_id: '{{steps.1.output.id}}' -> '{{steps.1.output.0.id_}}'"
+    assert planner.attempts[0].repaired == (note,)
+    assert planner.repaired == (note,)
+    assert planner.attempts[0].issues == ()
+    assert planner.attempts[0].to_json()["repaired"] == [note]
+    created = [e for e in journal.events() if e.kind == "plan_created"]
+    assert created[0].data["repaired"] == [note]
+    assert created[0].data["hash"] == plan.hash
+
+
+def test_a_valid_reply_is_not_rewritten() -> None:
+    llm = ScriptedLLM(plan_with("{{steps.1.output.0.id_}}"))
+    with capture_journal() as journal:
+        planner = Planner(llm, registry(), journal=journal)
+        run(planner)
+    assert planner.attempts[0].repaired == ()
+    assert planner.repaired == ()
+    assert "repaired" not in journal.events()[-1].data
+
+
+def test_a_rewrite_that_leaves_other_issues_is_a_hint_for_the_model_not_the_plan() -> None:
+    bad = plan_with("{{steps.1.output.id}}")[0]
+    bad["steps"][1]["args"]["colour"] = "red"  # not fixable: an unknown parameter
+    llm = ScriptedLLM([bad, *plan_with("{{steps.1.output.0.id_}}")])
+    planner = Planner(llm, registry())
+    plan = run(planner)
+    assert len(llm.requests) == 2
+    assert planner.attempts[0].repaired == ()
+    assert {i.code for i in planner.attempts[0].issues} == {"bad_ref_path", "unknown_param"}
+    repair = llm.requests[1].messages[-1].content
+    assert "write '{{steps.1.output.0.id_}}' for '{{steps.1.output.id}}'" in repair
+    assert llm.requests[1].messages[-2].content == json.dumps(bad)  # the model's own reply
+    assert plan.steps[1].args["event_id"] == "{{steps.1.output.0.id_}}"
+
+
+def test_a_rewrite_that_does_not_type_check_is_not_kept() -> None:
+    """``participants`` is near ``participant`` but is a list: ``event_id`` takes a string, so the
+    rewritten plan is still invalid, and nothing is kept."""
+    llm = ScriptedLLM(plan_with(*["{{steps.1.output.0.participant}}"] * 3))
+    with pytest.raises(PlanningFailed) as caught:
+        run(Planner(llm, registry(), max_attempts=3))
+    assert all(a.repaired == () for a in caught.value.attempts)
+    assert len(llm.requests) == 3
+
+
+def test_did_you_mean_ignores_other_issues_and_unknown_steps() -> None:
+    plan = planlock.Plan.parse(
+        {
+            "steps": [
+                {"id": "1", "tool": "search_events", "args": {"query": "x"}},
+                {"id": "2", "tool": "invite", "args": {"event_id": "{{steps.9.output.id}}"}},
+            ]
+        }
+    )
+    report = planlock.validate(plan, registry())
+    assert {i.code for i in report.issues} >= {"unknown_step", "missing_param"}
+    assert did_you_mean(plan, report.issues, registry()) == {}
