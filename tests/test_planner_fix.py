@@ -85,7 +85,8 @@ SCHEMA = {
         (("recipient", "0"), ("0", "recipients", "0")),
         (("0", "title"), ("0", "title")),  # a path that exists is itself
         (("owner",), None),  # nothing near
-        (("0", "title", "x"), None),  # below a string
+        (("0", "title", "name"), ("0", "title")),  # a field of a string: the string
+        (("0", "title", "x", "y"), None),  # below a string, twice
         (("id", "x", "y"), None),  # three edits away
     ],
 )

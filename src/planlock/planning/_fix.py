@@ -5,8 +5,10 @@ search that returns a list of events) or a field by a near name (``id`` for ``id
 ``recipient`` for ``recipients``), and send the same reference back when the issue is shown to
 them (the AgentDojo planning pass of 2026-12-05: 10 of the 38 tasks with no valid plan failed on
 such paths alone, three attempts in a row). ``suggest_path`` finds the nearest path that exists
-on the step's return type, with at most two edits, each either "the first item of this list"
-(``0``) or "the field of a near name"; ``fix_refs`` rewrites a planner's reply with them.
+on the step's return type, with at most two edits, each one of "the first item of this list"
+(``0``), "the field of a near name", or "a last field named on a string or a number is the value
+itself" (``hotels.0.name`` for a list of names); ``fix_refs`` rewrites a planner's reply with
+them.
 
 Only the planner's own reply is rewritten (written before any data was read: R1), and the result
 is parsed and validated again like any reply; the planner keeps it only when it is then valid, and
@@ -23,13 +25,14 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from planlock.core import ANY_ITEM, Plan, at_path, deref, parse_ref
+from planlock.core import ANY_ITEM, Plan, at_path, deref, parse_ref, types_of
 from planlock.tools import ToolRegistry
 from planlock.validation import Issue, step_returns
 
 __all__ = ["did_you_mean", "fix_refs", "suggest_path"]
 
 MAX_EDITS = 2
+_SCALARS = frozenset({"string", "number", "integer", "boolean"})
 _BAD_PATH = re.compile(r"^'\{\{(.+?)\}\}': no such path on the return type of step")
 _STEP_AT = re.compile(r"^\$\.steps\[(\d+)\]")
 
@@ -38,8 +41,8 @@ def suggest_path(
     schema: Any, path: tuple[str, ...], edits: int = MAX_EDITS
 ) -> tuple[str, ...] | None:
     """The path nearest ``path`` that exists on ``schema`` (with at most ``edits`` edits: a
-    ``0`` put before a field that a list's items have, or a field's name for a near one), None
-    if there is none; ``path`` itself when it exists."""
+    ``0`` put before a field that a list's items have, a field's name for a near one, a last
+    field on a scalar dropped), None if there is none; ``path`` itself when it exists."""
     return _suggest(schema, path, schema if isinstance(schema, dict) else {}, edits)
 
 
@@ -64,6 +67,8 @@ def _suggest(schema: Any, path: tuple[str, ...], root: Any, edits: int) -> tuple
         found = _suggest(at_path(schema, (name,), root), rest, root, edits - 1)
         if found is not None:
             return (name, *found)
+    if not rest and not seg.isdigit() and (types_of(schema, root) or {"object"}) <= _SCALARS:
+        return ()  # a field of a string (``names.0.name``): the item is the value itself
     return None
 
 
