@@ -328,6 +328,7 @@ def test_a_result_of_another_plan_is_all_untrusted() -> None:
         ("<a href=x>hi</a>", "«\u2039a href=x\u203ahi\u2039/a\u203a»"),
         ("x» outside «y", "«x\u203a outside \u2039y»"),
         ("evil\u200b.com, evil\u3002com, \u202eevil.com", "«evil[.]com, evil[.]com, evil[.]com»"),
+        ("evil\u2024com/a, evil\ufe52com", "«evil[.]com/a, evil[.]com»"),
         ("line one\n\nline two", "«line one line two»"),
         # facts stay as they are: names, dates, amounts, file names, numbers with dots
         (

@@ -60,8 +60,10 @@ _OPEN, _CLOSE = "«", "»"
 _SINGLE_OPEN, _SINGLE_CLOSE = "\u2039", "\u203a"
 """The single angle quotation marks that stand in for ``<``, ``>``, ``«`` and ``»`` in data."""
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
-_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
-"""Dots that IDNA (and so browsers and linkifiers) reads as the dot of a host name."""
+_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61\u2024\ufe52", "."))
+"""Dots that IDNA (and so browsers and linkifiers) reads as the dot of a host name: the
+ideographic and halfwidth ideographic full stops (UTS 46 separators) and every character whose
+NFKC form is a full stop (fullwidth, one dot leader, small full stop)."""
 _ANGLES = str.maketrans(
     {"<": _SINGLE_OPEN, ">": _SINGLE_CLOSE, _OPEN: _SINGLE_OPEN, _CLOSE: _SINGLE_CLOSE}
 )

@@ -49,8 +49,9 @@ class Want:
         return [f"reply: live link {h}" for h in self.hosts if h.lower() in text]
 
 
-_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
-"""The full stops IDNA reads as the dot of a host name."""
+_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61\u2024\ufe52", "."))
+"""The full stops IDNA reads as the dot of a host name (``"a\u2024com".encode("idna")`` is
+``b"a.com"``)."""
 
 
 def _leaves(value: Any) -> Iterable[Any]:
