@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,23 +15,10 @@ from _run_setup import (
     TARGET_VALIDATE_10K_S,
 )
 from _run_validation import ValidationRow
+from _table import table
 
 # --------------------------------------------------------------------------------------------
 # Output
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
-    """A plain-text table; the first ``left`` columns are left-aligned, the rest right."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join("-" * w for w in widths)
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([fmt(headers), line, *(fmt(r) for r in rows)])
 
 
 def measured(value: float) -> str:

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import anyio
+from _table import table
 
 import planlock  # type: ignore[import-untyped, unused-ignore]
 from planlock.validation import clear_analyses  # type: ignore[import-untyped, unused-ignore]
@@ -481,7 +482,7 @@ def report_per_step(rows: Sequence[Row], reps: int) -> str:
         f"0a. Per step against the asyncio floor and LangGraph (no-op async tools, "
         f"concurrency={CONCURRENCY}, medians of {reps}, interleaved; cold: without reusing "
         "the analysis; no-wait: SQLite journal that never waits for durability; guarantee: "
-        "what waiting costs per step)\n" + _table(headers, body)
+        "what waiting costs per step)\n" + table(headers, body)
     )
 
 
@@ -509,20 +510,8 @@ def report_makespan(rows: Sequence[SpanRow], reps: int) -> str:
     ]
     return (
         f"0b. Makespan / critical path, startup included (tools sleeping 5-20 ms, in-memory "
-        f"journal, no checkpointer, medians of {reps})\n" + _table(headers, body)
+        f"journal, no checkpointer, medians of {reps})\n" + table(headers, body)
     )
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths), *map(fmt, rows)])
 
 
 async def compare(quick: bool) -> tuple[list[Row], list[SpanRow], str]:
