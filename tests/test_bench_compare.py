@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load() -> ModuleType:
+    """``benchmarks/compare.py`` as its script runs it: with its folder on the import path (it
+    imports ``_table`` beside it)."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.append(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("compare", ROOT / "benchmarks" / "compare.py")
     assert spec is not None
     assert spec.loader is not None
