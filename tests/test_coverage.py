@@ -312,13 +312,16 @@ def test_when_no_tool_can_do_the_missing_part_refusing_is_offered_again() -> Non
     assert "Note:" not in llm.requests[1].messages[3].content
 
 
-def test_an_unknown_cited_step_is_repaired_like_any_issue() -> None:
+def test_an_unknown_cited_step_is_dropped_and_its_part_repaired_as_uncovered() -> None:
+    """The validator finds the citation (an issue, above); the planner drops it from the reply
+    (``planning._fix``), and the part, served by no step now, is a coverage warning it repairs."""
     ghost = {**FITTING, "coverage": [{"part": "post a summary to the team", "steps": ["s3"]}]}
     llm = ScriptedLLM([ghost, FITTING])
     planner = Planner(llm, team_tools())
     plan_with(planner)
-    assert [i.code for i in planner.attempts[0].issues] == ["unknown_step"]
-    assert "That plan is invalid" in llm.requests[1].messages[3].content
+    assert planner.attempts[0].issues == ()
+    assert [w.code for w in planner.attempts[0].warnings] == ["uncovered_part"]
+    assert "may not do everything the goal asks" in llm.requests[1].messages[3].content
     assert "cannot_plan" not in json.dumps(llm.requests[1].json_schema)
 
 

@@ -159,3 +159,31 @@ def test_did_you_mean_ignores_other_issues_and_unknown_steps() -> None:
     report = planlock.validate(plan, registry())
     assert {i.code for i in report.issues} >= {"unknown_step", "missing_param"}
     assert did_you_mean(plan, report.issues, registry()) == {}
+
+
+def _covered(*cited: str) -> dict[str, Any]:
+    reply: dict[str, Any] = plan_with("{{steps.1.output.0.id_}}")[0]
+    reply["coverage"] = [{"part": "move my dentist appointment", "steps": list(cited)}]
+    return reply
+
+
+def test_a_coverage_citation_of_a_step_that_does_not_exist_is_dropped() -> None:
+    llm = ScriptedLLM([_covered("2", "14")])
+    planner = Planner(llm, registry())
+    plan = run(planner)
+    assert len(llm.requests) == 1
+    assert [c.steps for c in plan.coverage] == [("2",)] or [
+        list(c.steps) for c in plan.coverage
+    ] == [["2"]]
+    assert planner.repaired == ("$.coverage[0].steps: dropped '14' (no such step)",)
+
+
+def test_a_part_left_with_no_step_is_a_coverage_warning_the_model_repairs() -> None:
+    llm = ScriptedLLM([_covered("14"), _covered("2")])
+    planner = Planner(llm, registry())
+    plan = run(planner)
+    assert len(llm.requests) == 2  # the part was uncovered once its citation was dropped
+    assert [w.code for w in planner.attempts[0].warnings] == ["uncovered_part"]
+    assert "no step serves 'move my dentist appointment'" in llm.requests[1].messages[-1].content
+    assert planner.repaired == ()
+    assert [list(c.steps) for c in plan.coverage] == [["2"]]

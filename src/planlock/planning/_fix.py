@@ -8,7 +8,9 @@ such paths alone, three attempts in a row). ``suggest_path`` finds the nearest p
 on the step's return type, with at most two edits, each one of "the first item of this list"
 (``0``), "the field of a near name", or "a last field named on a string or a number is the value
 itself" (``hotels.0.name`` for a list of names); ``fix_refs`` rewrites a planner's reply with
-them.
+them. A coverage citation of a step that does not exist (``"steps": ["14"]`` in a 9-step plan)
+is dropped: the part is then uncovered if nothing else serves it, a warning the planner repairs
+on, as coverage is advice and never made a plan fail (only its bad citations did).
 
 Only the planner's own reply is rewritten (written before any data was read: R1), and the result
 is parsed and validated again like any reply; the planner keeps it only when it is then valid, and
@@ -35,6 +37,7 @@ MAX_EDITS = 2
 _SCALARS = frozenset({"string", "number", "integer", "boolean"})
 _BAD_PATH = re.compile(r"^'\{\{(.+?)\}\}': no such path on the return type of step")
 _STEP_AT = re.compile(r"^\$\.steps\[(\d+)\]")
+_CITATION = re.compile(r"^\$\.coverage\[(\d+)\]\.steps\[(\d+)\]$")
 
 
 def suggest_path(
@@ -115,14 +118,14 @@ def fix_refs(
     body: dict[str, Any], plan: Plan, issues: Iterable[Issue], registry: ToolRegistry
 ) -> tuple[dict[str, Any], list[str]] | None:
     """``body`` (a planner's reply, parsed) with every placeholder that ``did_you_mean`` fixes
-    rewritten in the step its issue is at, and a line per rewrite; None when there is none."""
+    rewritten in the step its issue is at, and every coverage citation of a step that does not
+    exist dropped (the part then counts as uncovered if nothing is left: a warning the planner
+    repairs on); a line per change; None when there is none."""
     issues = list(issues)
     fixes = did_you_mean(plan, issues, registry)
-    if not fixes:
-        return None
     out = copy.deepcopy(body)
+    notes = _drop_citations(out, issues)
     steps = out.get("steps")
-    notes: list[str] = []
     for issue in issues:
         m, at = _BAD_PATH.match(issue.message), _STEP_AT.match(issue.path)
         if m is None or at is None or m.group(1) not in fixes or not isinstance(steps, list):
@@ -134,6 +137,29 @@ def fix_refs(
         steps[i] = _replace(steps[i], re.compile(r"\{\{\s*" + re.escape(old) + r"\s*\}\}"), new)
         notes.append(f"{issue.path}: '{{{{{old}}}}}' -> '{{{{{new}}}}}'")
     return (out, notes) if notes else None
+
+
+def _drop_citations(body: dict[str, Any], issues: list[Issue]) -> list[str]:
+    """Remove from ``body``'s coverage the cited step ids that do not exist (``unknown_step``
+    issues at ``$.coverage[i].steps[j]``)."""
+    coverage = body.get("coverage")
+    drop: dict[int, set[int]] = {}
+    for issue in issues:
+        m = _CITATION.match(issue.path) if issue.code == "unknown_step" else None
+        if m is not None:
+            drop.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    notes: list[str] = []
+    if not drop or not isinstance(coverage, list):
+        return notes
+    for i, js in sorted(drop.items()):
+        part = coverage[i] if i < len(coverage) else None
+        if not isinstance(part, dict) or not isinstance(part.get("steps"), list):
+            continue
+        cited: list[Any] = part["steps"]
+        part["steps"] = [sid for j, sid in enumerate(cited) if j not in js]
+        gone = ", ".join(f"'{cited[j]}'" for j in sorted(js) if j < len(cited))
+        notes.append(f"$.coverage[{i}].steps: dropped {gone} (no such step)")
+    return notes
 
 
 def _replace(value: Any, pattern: re.Pattern[str], new: str) -> Any:
