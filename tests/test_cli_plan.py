@@ -86,6 +86,19 @@ def test_plan_prints_the_plan_and_writes_its_json(
     assert validated.exit_code == 0
 
 
+def test_plan_shows_what_the_planner_rewrote_in_the_models_reply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    near = json.loads(json.dumps(SENDS).replace("{{user.email}}", "{{steps.2.output.emails}}"))
+    use_model(monkeypatch, ScriptedLLM([near]))
+    result = runner.invoke(app, ["plan", "Answer the ticket", "--tools", TOOLS, *context_args()])
+    assert result.exit_code == 0, result.output
+    assert (
+        "repaired $.steps[2].args.to: '{{steps.2.output.emails}}' -> '{{steps.2.output.email}}'"
+        in " ".join(result.output.split())
+    )
+
+
 def test_plan_json_output(monkeypatch: pytest.MonkeyPatch) -> None:
     use_model(monkeypatch, ScriptedLLM([READ_ONLY]))
     result = runner.invoke(app, ["plan", "Look up A-1001", "--tools", TOOLS, "--json"])

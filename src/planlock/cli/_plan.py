@@ -142,7 +142,7 @@ def _make_plan(
 
     try:
         with progress:
-            return anyio.run(go)
+            made = anyio.run(go)
     except CannotPlan as exc:
         _no_plan(as_json, "cannot_plan", exc.reason, [])
     except PlanningFailed as exc:
@@ -155,6 +155,10 @@ def _make_plan(
         _no_plan(as_json, "invalid", str(exc), [a.to_json() for a in exc.attempts])
     except LLMError as exc:
         _no_plan(as_json, "llm_error", str(exc), [a.to_json() for a in planner.attempts])
+    if not as_json:  # what the planner rewrote in the model's reply: part of what is approved
+        for line in planner.repaired:
+            err.print(Text.assemble(("repaired", "yellow"), f" {line}"), highlight=False)
+    return made
 
 
 def _no_plan(as_json: bool, status: str, reason: str, attempts: list[dict[str, Any]]) -> NoReturn:
