@@ -254,3 +254,44 @@ def test_replan_invalid_plans_again_only_the_tasks_with_no_valid_plan(
     assert silent.requests == []
     (row,) = json.loads((tmp_path / "agentdojo.json").read_text())["planner"]
     assert (row["valid"], row["cached"]) == (1, 1)
+
+
+def _regrammared(tmp_path: Path, **changes: Any) -> None:
+    """The one cached record, as if planned under another reply schema (and with ``changes``)."""
+    (path,) = tmp_path.glob("*.json")
+    record = json.loads(path.read_text())
+    record.update(schema="an older grammar", **changes)
+    path.write_text(json.dumps(record))
+
+
+def test_a_record_from_another_grammar_is_kept_only_if_this_grammar_allows_it(
+    tmp_path: Path,
+) -> None:
+    """The reply schema is not in the key: under a new one, a cached valid plan that the new
+    grammar allows is kept (greedy decoding would write it again); one it forbids, and a task
+    that had no valid plan, are planned again."""
+    ModelPlanner(planner_llm(), cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking")
+    (path,) = tmp_path.glob("*.json")
+    assert json.loads(path.read_text())["schema"] is not None
+    _regrammared(tmp_path)
+    silent = ScriptedLLM([RuntimeError("the model must not be asked")], name="scripted")
+    kept = ModelPlanner(silent, cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking")
+    assert isinstance(kept, PlannedTask)
+    assert silent.requests == []
+    # A plan the new grammar forbids (a condition on the first step) is planned again.
+    plan = json.loads(path.read_text())["plan"]
+    plan["steps"][0]["when"] = {"ref": "{{steps.0.output.0.amount}}", "op": "gt", "value": 1}
+    _regrammared(tmp_path, plan=plan)
+    llm = planner_llm(name="scripted")
+    again = ModelPlanner(llm, cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking")
+    assert isinstance(again, PlannedTask)
+    assert len(llm.requests) == 1
+    assert "when" not in json.loads(path.read_text())["plan"]["steps"][0]
+    # An invalid record from another grammar is planned again, without --replan-invalid.
+    _regrammared(tmp_path, plan=None, valid=False, outcome="invalid")
+    third = planner_llm(name="scripted")
+    assert isinstance(
+        ModelPlanner(third, cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking"),
+        PlannedTask,
+    )
+    assert len(third.requests) == 1

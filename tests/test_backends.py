@@ -263,7 +263,7 @@ def test_openai_backend_plans_through_a_compatible_server(
     assert rf["type"] == "json_schema"
     assert rf["json_schema"]["name"] == "plan"
     assert rf["json_schema"]["schema"] == planlock.plan_schema(
-        registry, max_steps=20, coverage=True
+        registry, max_steps=20, coverage=True, context=CONTEXT
     )
     call = next(e.data for e in journal.events() if e.kind == "llm_called")
     assert call["backend"] == f"openai:qwen@{openai_server.url}/v1"
@@ -359,7 +359,9 @@ def test_anthropic_backend_plans_through_a_forced_tool_call(
     assert [m["role"] for m in body["messages"]] == ["user"]
     assert body["tool_choice"] == {"type": "tool", "name": "answer"}
     (tool,) = body["tools"]
-    assert tool["input_schema"] == planlock.plan_schema(registry, max_steps=20, coverage=True)
+    assert tool["input_schema"] == planlock.plan_schema(
+        registry, max_steps=20, coverage=True, context=CONTEXT
+    )
     assert tool["input_schema"]["type"] == "object"
     call = next(e.data for e in journal.events() if e.kind == "llm_called")
     assert call["model"] == "claude-sonnet-4-6"

@@ -208,7 +208,9 @@ def test_prompt_holds_goal_tools_and_context_shapes_but_no_values(registry: Tool
         assert value not in system.content
         assert value not in user.content
     assert llm.requests[0].purpose == "plan"
-    assert llm.requests[0].json_schema == plan_schema(registry, max_steps=20, coverage=True)
+    assert llm.requests[0].json_schema == plan_schema(
+        registry, max_steps=20, coverage=True, context=context
+    )
 
 
 def test_no_tool_output_ever_reaches_a_planner_prompt(registry: ToolRegistry) -> None:

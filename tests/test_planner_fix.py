@@ -187,3 +187,43 @@ def test_a_part_left_with_no_step_is_a_coverage_warning_the_model_repairs() -> N
     assert "no step serves 'move my dentist appointment'" in llm.requests[1].messages[-1].content
     assert planner.repaired == ()
     assert [list(c.steps) for c in plan.coverage] == [["2"]]
+
+
+def test_fields_that_say_nothing_are_dropped_and_journaled() -> None:
+    """Workspace 16's reply under the narrowed grammar: ``max_items`` on steps with no loop and
+    ``"choices": {}`` on the llm step, three attempts in a row. Both are dropped: the one bounds
+    no loop, the other constrains no field."""
+    reply = plan_with("{{steps.1.output.0.id_}}")[0]
+    reply["steps"][0]["max_items"] = 100
+    reply["steps"].append(
+        {
+            "id": "3",
+            "tool": "llm",
+            "args": {"instruction": "Say when.", "input": "{{steps.2.output}}", "choices": {}},
+        }
+    )
+    llm = ScriptedLLM([reply])
+    with capture_journal() as journal:
+        planner = Planner(llm, registry(), journal=journal)
+        plan = run(planner)
+    assert len(llm.requests) == 1
+    assert plan.steps[0].max_items is None
+    assert "choices" not in plan.steps[2].args
+    assert planner.repaired == (
+        "$.steps[0].max_items: dropped 100 (no for_each)",
+        "$.steps[2].args.choices: dropped {} (no field to constrain)",
+    )
+    created = next(e for e in journal.events() if e.kind == "plan_created")
+    assert created.data["repaired"] == list(planner.repaired)
+
+
+def test_a_choices_that_says_something_wrong_is_left_to_the_model() -> None:
+    """A non-empty ``choices`` of fixed values is an issue for the model (it would constrain the
+    answer, so dropping it would change the plan's meaning)."""
+    reply = plan_with("{{steps.1.output.0.id_}}")[0]
+    llm_step = {"instruction": "Pick.", "input": "{{steps.2.output}}", "choices": ["a", "b"]}
+    reply["steps"].append({"id": "3", "tool": "llm", "args": llm_step})
+    planner = Planner(ScriptedLLM([reply] * 3), registry())
+    with pytest.raises(PlanningFailed, match="choices"):
+        run(planner)
+    assert planner.attempts[0].repaired == ()

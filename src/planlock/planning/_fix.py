@@ -12,6 +12,12 @@ them. A coverage citation of a step that does not exist (``"steps": ["14"]`` in 
 is dropped: the part is then uncovered if nothing else serves it, a warning the planner repairs
 on, as coverage is advice and never made a plan fail (only its bad citations did).
 
+Fields that say nothing are dropped too: ``max_items`` on a step with no ``for_each`` (it bounds
+no loop) and an empty ``choices`` (``{}``: it constrains no field). The embedded model fills in
+optional fields it sees in the grammar (``"max_items": 100`` on every step, ``"choices": {}``),
+and sent them back three attempts in a row. Nothing else is dropped: a condition (``when``) that
+cannot be evaluated is an issue for the model, since without it the step would run unconditionally.
+
 Only the planner's own reply is rewritten (written before any data was read: R1), and the result
 is parsed and validated again like any reply; the planner keeps it only when it is then valid, and
 every rewrite is journaled with the plan (``plan_created``'s ``repaired``) and returned with the
@@ -31,13 +37,15 @@ from planlock.core import ANY_ITEM, Plan, at_path, deref, parse_ref, types_of
 from planlock.tools import ToolRegistry
 from planlock.validation import Issue, step_returns
 
-__all__ = ["did_you_mean", "fix_refs", "suggest_path"]
+__all__ = ["did_you_mean", "fix_reply", "suggest_path"]
 
 MAX_EDITS = 2
 _SCALARS = frozenset({"string", "number", "integer", "boolean"})
 _BAD_PATH = re.compile(r"^'\{\{(.+?)\}\}': no such path on the return type of step")
 _STEP_AT = re.compile(r"^\$\.steps\[(\d+)\]")
 _CITATION = re.compile(r"^\$\.coverage\[(\d+)\]\.steps\[(\d+)\]$")
+_NO_OP = {"max_items_without_for_each": "max_items", "invalid_choices": "choices"}
+"""Issues whose field, when it says nothing, is dropped (``_drop_no_ops``)."""
 
 
 def suggest_path(
@@ -114,17 +122,18 @@ def did_you_mean(plan: Plan, issues: Iterable[Issue], registry: ToolRegistry) ->
     return out
 
 
-def fix_refs(
+def fix_reply(
     body: dict[str, Any], plan: Plan, issues: Iterable[Issue], registry: ToolRegistry
 ) -> tuple[dict[str, Any], list[str]] | None:
     """``body`` (a planner's reply, parsed) with every placeholder that ``did_you_mean`` fixes
-    rewritten in the step its issue is at, and every coverage citation of a step that does not
+    rewritten in the step its issue is at, every coverage citation of a step that does not
     exist dropped (the part then counts as uncovered if nothing is left: a warning the planner
-    repairs on); a line per change; None when there is none."""
+    repairs on), and every field that says nothing dropped; a line per change; None when there
+    is none."""
     issues = list(issues)
     fixes = did_you_mean(plan, issues, registry)
     out = copy.deepcopy(body)
-    notes = _drop_citations(out, issues)
+    notes = _drop_citations(out, issues) + _drop_no_ops(out, issues)
     steps = out.get("steps")
     for issue in issues:
         m, at = _BAD_PATH.match(issue.message), _STEP_AT.match(issue.path)
@@ -159,6 +168,30 @@ def _drop_citations(body: dict[str, Any], issues: list[Issue]) -> list[str]:
         part["steps"] = [sid for j, sid in enumerate(cited) if j not in js]
         gone = ", ".join(f"'{cited[j]}'" for j in sorted(js) if j < len(cited))
         notes.append(f"$.coverage[{i}].steps: dropped {gone} (no such step)")
+    return notes
+
+
+def _drop_no_ops(body: dict[str, Any], issues: list[Issue]) -> list[str]:
+    """Remove from ``body``'s steps ``max_items`` where there is no ``for_each``, and a
+    ``choices`` that is an empty object (the issues ``_NO_OP`` names, at those fields)."""
+    steps = body.get("steps")
+    notes: list[str] = []
+    for issue in issues:
+        name, at = _NO_OP.get(issue.code), _STEP_AT.match(issue.path)
+        if name is None or at is None or not isinstance(steps, list):
+            continue
+        i = int(at.group(1))
+        step = steps[i] if i < len(steps) else None
+        if not isinstance(step, dict):
+            continue
+        if name == "max_items" and issue.path == f"$.steps[{i}].max_items":
+            if step.get("for_each") is None and "max_items" in step:
+                notes.append(f"{issue.path}: dropped {step.pop('max_items')!r} (no for_each)")
+        elif name == "choices" and issue.path == f"$.steps[{i}].args.choices":
+            args = step.get("args")
+            if isinstance(args, dict) and args.get("choices") == {}:
+                del args["choices"]
+                notes.append(f"{issue.path}: dropped {{}} (no field to constrain)")
     return notes
 
 

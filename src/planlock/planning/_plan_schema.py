@@ -7,16 +7,31 @@ the condition model's own schema (``planlock.core.Condition``, hoisted as ``when
 ``coverage``, the reply also states, after its steps, which steps serve each part of the goal
 (``planlock.core.Coverage``'s own schema). The schema also allows ``{"cannot_plan": "<why>"}`` for
 a goal the tools cannot serve.
+
+With ``context`` (the names of the trusted context values given to the planner), the grammar is
+narrowed to what can be valid (``_narrow``): a placeholder starts with ``steps.<n>.output``,
+``item``, ``item_number`` or a given name; step ids are ``1``, ``2``...; and the first step has no
+``when`` (nothing ran before it). A constrained backend then cannot write a placeholder the
+validator would reject for its root, which the embedded model did three attempts in a row.
 """
 
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from planlock.core import MAX_ITEMS_CAP, STEP_ID_PATTERN, Condition, Coverage, types_of
+from planlock.core import (
+    MAX_ITEMS_CAP,
+    STEP_ID_PATTERN,
+    WHOLE_PLACEHOLDER_PATTERN,
+    Condition,
+    Coverage,
+    types_of,
+)
 from planlock.tools import LLM_STEP_TOOL, Tool, ToolRegistry
 
 __all__ = ["LIST_PLACEHOLDER_SCHEMA", "PLACEHOLDER_SCHEMA", "TEXT_PATTERN", "plan_schema"]
@@ -55,6 +70,7 @@ def plan_schema(
     loops: bool = True,
     conditions: bool = True,
     coverage: bool = False,
+    context: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """The JSON Schema a planner's reply must follow, generated from ``registry``.
 
@@ -66,6 +82,7 @@ def plan_schema(
     ``for_each``/``max_items`` and ``conditions`` offers ``when`` (small models tend to fill in
     every optional field they see). ``coverage`` requires, after the steps, a non-empty
     ``coverage`` list: each part of the goal with the ids of the steps that serve it.
+    ``context`` narrows placeholders, step ids and the first step (see the module's docstring).
     """
     defs: dict[str, Any] = {}
     tools = sorted(registry, key=lambda t: t.name)
@@ -81,6 +98,17 @@ def plan_schema(
     }
     if max_steps is not None:
         steps["properties"]["steps"]["maxItems"] = max_steps
+    if context is not None and when is not None:
+        # prefixItems: the first step's branches, without ``when`` (no step ran before it). The
+        # arguments' schemas move to ``$defs`` (``args-<tool>``; a tool name has no ``-``), so
+        # both sets of branches share them: a backend that puts the schema in the prompt (a
+        # tool's input_schema) pays for a step's wrapper twice, not for every argument.
+        for branch in branches:
+            name = f"args-{branch['properties']['tool']['const']}"
+            defs[name] = branch["properties"]["args"]
+            branch["properties"]["args"] = {"$ref": f"#/$defs/{name}"}
+        first = [_without_when(b) for b in branches]
+        steps["properties"]["steps"]["prefixItems"] = [{"anyOf": first}]
     if coverage:
         steps["properties"]["coverage"] = _coverage_schema(max_steps)
         steps["required"] = ["steps", "coverage"]
@@ -97,7 +125,49 @@ def plan_schema(
         root = steps
     if defs:
         root["$defs"] = defs
-    return root
+    return root if context is None else _narrow(root, context, max_steps)
+
+
+_ROOT = r"(?:steps\.{id}\.output|item(?:_number)?|{names})"
+_SEGMENTS = r"(?:\.[A-Za-z0-9_-]+)*"
+
+
+def _narrow(schema: dict[str, Any], context: Collection[str], max_steps: int | None) -> Any:
+    """The schema with every placeholder pattern limited to the roots that can exist, and step
+    ids (where a step is named or cited) to ``1``, ``2``...: the prompt's own conventions."""
+    digits = len(str(max_steps)) if max_steps is not None else 3
+    step_id = "[1-9]" + ("[0-9]?" * (digits - 1))
+    names = "|".join(re.escape(n) for n in sorted(context) if _NAME.fullmatch(n))
+    root = _ROOT.format(id=step_id, names=names).replace("|)", ")")
+    patterns = {
+        WHOLE_PLACEHOLDER_PATTERN: rf"^\{{\{{{root}{_SEGMENTS}\}}\}}$",
+        LIST_PLACEHOLDER_SCHEMA["pattern"]: (
+            rf"^\{{\{{{root}(?:\.[A-Za-z0-9_-]+|\.\*|\[\*\])*\}}\}}$"
+        ),
+        TEXT_PATTERN: rf"^(?:[^{{}}]|\{{\{{{root}{_SEGMENTS}\}}\}})*$",
+        STEP_ID_PATTERN: rf"^{step_id}$",
+    }
+    return _replace_patterns(schema, patterns)
+
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _replace_patterns(schema: Any, patterns: dict[str, str]) -> Any:
+    if isinstance(schema, list):
+        return [_replace_patterns(s, patterns) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _replace_patterns(v, patterns) for k, v in schema.items()}
+    pattern = out.get("pattern")
+    if isinstance(pattern, str) and pattern in patterns:
+        out["pattern"] = patterns[pattern]
+    return out
+
+
+def _without_when(branch: dict[str, Any]) -> dict[str, Any]:
+    props = {k: v for k, v in branch["properties"].items() if k != "when"}
+    return {**branch, "properties": props}
 
 
 def _coverage_schema(max_steps: int | None) -> dict[str, Any]:

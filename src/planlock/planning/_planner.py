@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,7 +47,7 @@ from planlock.llm import (
     provider_and_model,
 )
 from planlock.planning._cutoff import cut_off_advice, cut_off_issue, cut_off_message
-from planlock.planning._fix import did_you_mean, fix_refs
+from planlock.planning._fix import did_you_mean, fix_reply
 from planlock.planning._plan_schema import plan_schema
 from planlock.planning._prompt import (
     context_shape,
@@ -81,8 +81,9 @@ class PlanAttempt:
     warnings: tuple[Issue, ...] = ()
     """For a valid plan: parts of the goal no step seems to serve (they do not invalidate it)."""
     repaired: tuple[str, ...] = ()
-    """The placeholders rewritten to make the reply valid (``planlock.planning._fix``), one
-    line each: ``$.steps[2].args.event_id: '{{...}}' -> '{{...}}'``."""
+    """The changes that made the reply valid (``planlock.planning._fix``: placeholders
+    rewritten, fields that say nothing dropped), one line each:
+    ``$.steps[2].args.event_id: '{{...}}' -> '{{...}}'``."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -147,14 +148,9 @@ class Planner:
         self.progress_every_s = progress_every_s
         self._journaled: tuple[int, str, float] | None = None
         self.coverage = coverage
-        self.schema = plan_schema(
-            registry, llm_step=llm_step, max_steps=max_steps, coverage=coverage
-        )
-        self.repair_schema = plan_schema(
-            registry, llm_step=llm_step, cannot_plan=False, max_steps=max_steps, coverage=coverage
-        )
-        """A repair must be a plan: the model already judged the goal plannable (except after
-        coverage warnings, where refusing may be the right answer)."""
+        self._schemas: dict[frozenset[str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self.schema, self.repair_schema = self.schemas_for(())
+        """The reply schemas for a goal with no trusted context (``schemas_for``)."""
         self.system_prompt = planner_system(coverage=coverage) + describe_tools(
             registry, llm_step=llm_step
         )
@@ -163,7 +159,27 @@ class Planner:
         self.warnings: tuple[Issue, ...] = ()
         """The coverage warnings of the plan the last ``plan()`` call returned."""
         self.repaired: tuple[str, ...] = ()
-        """The placeholders rewritten in the plan the last ``plan()`` call returned."""
+        """The changes made to the plan the last ``plan()`` call returned."""
+
+    def schemas_for(self, context: Collection[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The schemas a reply must follow, for a goal with trusted context values named
+        ``context``: the first attempt's (a plan or ``cannot_plan``), and a repair's (a plan: the
+        model already judged the goal plannable, except after coverage warnings, where refusing
+        may be the right answer). Narrowed to what can be valid (``plan_schema``'s ``context``):
+        placeholders from earlier steps, loop items and the given names only, ids 1, 2, ..."""
+        key = frozenset(context)
+        if key not in self._schemas:
+            common: dict[str, Any] = {
+                "llm_step": self.llm_step,
+                "max_steps": self.max_steps,
+                "coverage": self.coverage,
+                "context": key,
+            }
+            self._schemas[key] = (
+                plan_schema(self.registry, **common),
+                plan_schema(self.registry, cannot_plan=False, **common),
+            )
+        return self._schemas[key]
 
     def messages(self, goal: str, context: Mapping[str, Any] | None) -> list[Message]:
         """The first request's messages: built from trusted input only (R1)."""
@@ -189,6 +205,7 @@ class Planner:
     async def _plan(self, goal: str, context: Mapping[str, Any] | None, run_id: str) -> Plan:
         messages = self.messages(goal, context)
         inputs = dict(context or {})
+        schema, repair_schema = self.schemas_for(inputs)
         self.attempts = []
         self.warnings = ()
         self.repaired = ()
@@ -199,7 +216,7 @@ class Planner:
             request = LLMRequest(
                 messages=tuple(messages),
                 purpose="plan",
-                json_schema=self.repair_schema if judged else self.schema,
+                json_schema=repair_schema if judged else schema,
                 max_tokens=self.max_tokens,
                 # A greedy model tends to repeat its rejected plan: sample a little on repairs.
                 temperature=None if number == 1 else self.repair_temperature,
@@ -408,7 +425,7 @@ class Planner:
         self, text: str, goal: str, inputs: dict[str, Any]
     ) -> str | tuple[Plan | None, tuple[Issue, ...], tuple[Issue, ...], tuple[str, ...]]:
         """A cannot-plan reason, or the parsed plan (if any), its issues, its warnings and the
-        placeholders rewritten to make it valid (``fix_refs``: kept only if that makes it so)."""
+        changes that made it valid (``fix_reply``: kept only if they make it so)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -425,7 +442,7 @@ class Planner:
         except PlanInvalid as exc:
             return None, exc.issues, (), ()
         report = validate(parsed, self.registry, inputs=inputs, max_steps=self.max_steps)
-        fixed = fix_refs(body, parsed, report.issues, self.registry) if report.issues else None
+        fixed = fix_reply(body, parsed, report.issues, self.registry) if report.issues else None
         if fixed is not None:
             try:
                 again = Plan.parse({"version": 1, "goal": goal, **fixed[0]})

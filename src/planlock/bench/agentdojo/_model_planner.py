@@ -2,9 +2,12 @@
 
 The planner sees the task's prompt and the suite's tools only, never a tool output, so one plan
 per user task serves the benign run and every attack. Plans are cached by a SHA-256 of the
-planner model's name, its instructions and tool list (the registry, rendered), the reply schema
-and the prompt: in memory for a run, and on disk (``cache_dir``) across runs, so a suite is
-planned once and the pairs re-use it (a task whose model call failed is planned again). What
+planner model's name, its instructions and tool list (the registry, rendered) and the prompt: in
+memory for a run, and on disk (``cache_dir``) across runs, so a suite is planned once and the
+pairs re-use it (a task whose model call failed is planned again). A record also names the reply
+schema (the grammar) it was planned under; under another one, a valid plan is kept only if the
+current grammar allows it (``fits``: with greedy decoding the model writes the same reply when
+every token it chose is still allowed), and a task with no valid plan is planned again. What
 the planner did for each task (valid plan or not, attempts, tokens, planning time, whether it
 came from the cache) is kept in ``records`` for the report.
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import jsonschema
 
 from planlock.bench.agentdojo._corpus import corpus_suites, load_corpus
 from planlock.bench.agentdojo._suite import PlannedTask
@@ -64,11 +68,13 @@ class PlanRecord:
     warnings: int = 0
     """Coverage warnings on the returned plan."""
     repaired: int = 0
-    """Placeholders the planner rewrote to make the returned plan valid (``planning._fix``)."""
+    """Changes the planner made to make the returned plan valid (``planning._fix``)."""
     detail: str = ""
     """Why there is no plan, when there is none."""
     cached: bool = False
     """Read from the disk cache in this run (planned in an earlier one)."""
+    schema: str | None = None
+    """SHA-256 of the reply schema the task was planned under (None: before it was recorded)."""
     plan: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -115,15 +121,20 @@ class ModelPlanner:
         return self._planners[id(registry)]
 
     def key(self, prompt: str, registry: ToolRegistry) -> str:
-        """The cache key: model, instructions and tools, reply schema, prompt."""
+        """The cache key: model, instructions and tools, prompt, attempts (the reply schema is
+        checked on reading: ``_read``)."""
         planner = self._planner(registry)
-        body = [self.llm.name, planner.system_prompt, planner.schema, prompt, self.max_attempts]
+        body = [self.llm.name, planner.system_prompt, prompt, self.max_attempts]
         return sha256_hex(canonical_json(body))
+
+    def schema_hash(self, registry: ToolRegistry) -> str:
+        """The reply schema a task is planned under now (AgentDojo gives no trusted context)."""
+        return sha256_hex(canonical_json(self._planner(registry).schema))
 
     def plan_for(self, prompt: str, registry: ToolRegistry, suite: str) -> PlannedTask | str:
         key = self.key(prompt, registry)
         if key not in self._memo:
-            record = self._read(key, suite, prompt) or self._plan(prompt, registry, suite)
+            record = self._read(key, suite, prompt, registry) or self._plan(prompt, registry, suite)
             self.records[key] = record
             if self.cache_dir is not None and not record.cached:
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +148,7 @@ class ModelPlanner:
             )
         return self._memo[key]
 
-    def _read(self, key: str, suite: str, prompt: str) -> PlanRecord | None:
+    def _read(self, key: str, suite: str, prompt: str, registry: ToolRegistry) -> PlanRecord | None:
         if self.cache_dir is None:
             return None
         path = self.cache_dir / f"{key}.json"
@@ -150,6 +161,12 @@ class ModelPlanner:
             return None  # a failed model call (cut off, out of context) is tried again
         if self.replan_invalid and record.outcome == "invalid":
             return None
+        schema = self.schema_hash(registry)
+        if record.schema != schema:
+            planner = self._planner(registry)
+            if record.plan is None or not fits(record.plan, planner.schema):
+                return None  # planned under another grammar, which this one would not allow
+            record.schema = schema
         record.cached = True
         return record
 
@@ -183,8 +200,33 @@ class ModelPlanner:
             warnings=len(planner.warnings) if plan is not None else 0,
             repaired=len(planner.repaired) if plan is not None else 0,
             detail=detail[:2000],
+            schema=self.schema_hash(registry),
             plan=plan.canonical() if plan is not None else None,
         )
+
+
+_REPLY_STEP_FIELDS = ("id", "tool", "args", "for_each", "max_items", "when")
+
+
+def fits(plan: dict[str, Any], schema: dict[str, Any]) -> bool:
+    """Whether a plan (``Plan.canonical()``) is a reply ``schema`` allows: its steps as a reply
+    writes them (the fields the schema offers; ``after`` and ``checkpoint`` at their defaults)
+    and its coverage (when it has none, as from an unconstrained backend: the steps alone)."""
+    steps = plan.get("steps")
+    if not isinstance(steps, list):
+        return False
+    reply_steps: list[dict[str, Any]] = []
+    for s in steps:
+        if not isinstance(s, dict) or s.get("after") or s.get("checkpoint"):
+            return False
+        reply_steps.append({k: s[k] for k in _REPLY_STEP_FIELDS if s.get(k) is not None})
+    reply: dict[str, Any] = {"steps": reply_steps}
+    if plan.get("coverage"):
+        reply["coverage"] = plan["coverage"]
+    else:
+        branch = schema["anyOf"][0] if "anyOf" in schema else schema
+        schema = {**branch, "required": ["steps"], "$defs": schema.get("$defs", {})}
+    return bool(jsonschema.Draft202012Validator(schema).is_valid(reply))
 
 
 @dataclass(frozen=True)
