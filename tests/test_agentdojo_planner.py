@@ -268,8 +268,8 @@ def test_a_record_from_another_grammar_is_kept_only_if_this_grammar_allows_it(
     tmp_path: Path,
 ) -> None:
     """The reply schema is not in the key: under a new one, a cached valid plan that the new
-    grammar allows is kept (greedy decoding would write it again); one it forbids, and a task
-    that had no valid plan, are planned again."""
+    grammar allows is kept (greedy decoding would write it again); one it forbids is planned
+    again; a task that had no valid plan is planned again with --replan-invalid only."""
     ModelPlanner(planner_llm(), cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking")
     (path,) = tmp_path.glob("*.json")
     assert json.loads(path.read_text())["schema"] is not None
@@ -287,11 +287,12 @@ def test_a_record_from_another_grammar_is_kept_only_if_this_grammar_allows_it(
     assert isinstance(again, PlannedTask)
     assert len(llm.requests) == 1
     assert "when" not in json.loads(path.read_text())["plan"]["steps"][0]
-    # An invalid record from another grammar is planned again, without --replan-invalid.
+    # An invalid record from another grammar is kept, until --replan-invalid.
     _regrammared(tmp_path, plan=None, valid=False, outcome="invalid")
+    kept_invalid = ModelPlanner(silent, cache_dir=tmp_path)
+    assert isinstance(kept_invalid.plan_for(PROMPT_1, registry(), "banking"), str)
+    assert silent.requests == []
     third = planner_llm(name="scripted")
-    assert isinstance(
-        ModelPlanner(third, cache_dir=tmp_path).plan_for(PROMPT_1, registry(), "banking"),
-        PlannedTask,
-    )
+    replanned = ModelPlanner(third, cache_dir=tmp_path, replan_invalid=True)
+    assert isinstance(replanned.plan_for(PROMPT_1, registry(), "banking"), PlannedTask)
     assert len(third.requests) == 1

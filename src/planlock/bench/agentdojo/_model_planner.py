@@ -7,7 +7,8 @@ memory for a run, and on disk (``cache_dir``) across runs, so a suite is planned
 pairs re-use it (a task whose model call failed is planned again). A record also names the reply
 schema (the grammar) it was planned under; under another one, a valid plan is kept only if the
 current grammar allows it (``fits``: with greedy decoding the model writes the same reply when
-every token it chose is still allowed), and a task with no valid plan is planned again. What
+every token it chose is still allowed); a task with no valid plan keeps its record, as under any
+planner change, until ``replan_invalid`` (``--replan-invalid``) asks for it again. What
 the planner did for each task (valid plan or not, attempts, tokens, planning time, whether it
 came from the cache) is kept in ``records`` for the report.
 """
@@ -162,9 +163,8 @@ class ModelPlanner:
         if self.replan_invalid and record.outcome == "invalid":
             return None
         schema = self.schema_hash(registry)
-        if record.schema != schema:
-            planner = self._planner(registry)
-            if record.plan is None or not fits(record.plan, planner.schema):
+        if record.schema != schema and record.plan is not None:
+            if not fits(record.plan, self._planner(registry).schema):
                 return None  # planned under another grammar, which this one would not allow
             record.schema = schema
         record.cached = True
