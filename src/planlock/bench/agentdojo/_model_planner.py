@@ -112,6 +112,7 @@ class ModelPlanner:
         self.records: dict[str, PlanRecord] = {}
         """By cache key: one per user task planned (or read from the cache) in this run."""
         self._planners: dict[int, Planner] = {}
+        self._schema_hashes: dict[int, str] = {}
         self._memo: dict[str, PlannedTask | str] = {}
 
     def _planner(self, registry: ToolRegistry) -> Planner:
@@ -129,8 +130,12 @@ class ModelPlanner:
         return sha256_hex(canonical_json(body))
 
     def schema_hash(self, registry: ToolRegistry) -> str:
-        """The reply schema a task is planned under now (AgentDojo gives no trusted context)."""
-        return sha256_hex(canonical_json(self._planner(registry).schema))
+        """The reply schema a task is planned under now (AgentDojo gives no trusted context);
+        written once per registry, not once per task."""
+        if id(registry) not in self._schema_hashes:
+            schema = self._planner(registry).schema
+            self._schema_hashes[id(registry)] = sha256_hex(canonical_json(schema))
+        return self._schema_hashes[id(registry)]
 
     def plan_for(self, prompt: str, registry: ToolRegistry, suite: str) -> PlannedTask | str:
         key = self.key(prompt, registry)
