@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from planlock import Journal, MemoryStore, SQLiteStore
 from planlock.core import canonical_json, sha256_hex
-from planlock.journal._events import chain_hash, chain_next
+from planlock.errors import UsageError
+from planlock.journal._events import EVENT_KINDS, chain_hash, chain_next
 
 json_values = st.recursive(
     st.none()
@@ -37,15 +38,26 @@ def reference_hash(seq: int, run_id: str, kind: str, at: str, data: Any, prev: s
     run_id=st.text(),
     at=st.text(),
     seq=st.integers(min_value=1, max_value=2**40),
+    prev=st.just("ab" * 32) | st.text(),  # a stored head may hold anything
+    kind=st.sampled_from(EVENT_KINDS),
 )
 def test_chain_hash_is_the_hash_of_the_whole_body(
-    data: dict[str, Any], run_id: str, at: str, seq: int
+    data: dict[str, Any], run_id: str, at: str, seq: int, prev: str, kind: str
 ) -> None:
-    prev = "ab" * 32
-    expected = reference_hash(seq, run_id, "step_started", at, data, prev)
-    assert chain_hash(seq, run_id, "step_started", at, canonical_json(data), prev) == expected
-    event = chain_next((seq - 1, prev), run_id, "step_started", data, at=at)
-    assert event.hash == expected
+    expected = reference_hash(seq, run_id, kind, at, data, prev)
+    assert chain_hash(seq, run_id, kind, at, canonical_json(data), prev) == expected
+    for _ in range(2):  # the second time, the run id's JSON is the one written the first time
+        event = chain_next((seq - 1, prev), run_id, kind, data, at=at)
+        assert event.hash == expected
+    stamped = chain_next((seq - 1, prev), run_id, kind, data)  # ``at`` is now(), quoted as is
+    assert stamped.hash == reference_hash(seq, run_id, kind, stamped.at, data, prev)
+
+
+def test_an_unknown_kind_is_refused_before_anything_is_hashed() -> None:
+    with pytest.raises(UsageError, match="unknown event kind"):
+        chain_next(None, "r", "step_exploded", {})
+    with pytest.raises(UsageError, match="unknown event kind"):
+        chain_next(None, "r", 3, {})  # type: ignore[arg-type]
 
 
 def test_an_event_keeps_its_own_copy_of_the_data() -> None:

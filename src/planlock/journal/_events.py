@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import sha256
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
@@ -107,11 +108,16 @@ def chain_hash(seq: int, run_id: str, kind: str, at: str, data_json: str, prev: 
     that text): the same bytes, since the body's keys sorted are at, data, kind, prev_hash,
     run_id, seq, and a nested value is written as it is alone. Serializes the data once."""
     enc = _string
+    return _body_hash(enc(at), data_json, enc(kind), enc(prev), enc(run_id), seq)
+
+
+def _body_hash(at: str, data_json: str, kind: str, prev: str, run_id: str, seq: int) -> str:
+    """The hash of an event from its fields' JSON texts (strings quoted already)."""
     body = (
-        f'{{"at":{enc(at)},"data":{data_json},"kind":{enc(kind)},'
-        f'"prev_hash":{enc(prev)},"run_id":{enc(run_id)},"seq":{int(seq)}}}'
+        f'{{"at":{at},"data":{data_json},"kind":{kind},'
+        f'"prev_hash":{prev},"run_id":{run_id},"seq":{int(seq)}}}'
     )
-    return sha256_hex(body)
+    return sha256(body.encode()).hexdigest()
 
 
 _PLAIN = re.compile(r"[ !#-\[\]-~]*")
@@ -124,6 +130,33 @@ def _string(text: str) -> str:
     if type(text) is str and _PLAIN.fullmatch(text):
         return f'"{text}"'
     return canonical_json(text)
+
+
+_KIND_JSON: dict[str, str] = {kind: _string(kind) for kind in EVENT_KINDS}
+"""Each event kind as JSON, written once; a kind not in it is not an event kind."""
+_RUN_JSON: dict[str, str] = {}
+"""Run ids as JSON, written once per run id (a run records many events); at most
+``_RUN_JSON_MAX`` kept."""
+_RUN_JSON_MAX = 4096
+
+
+def _run_json(run_id: str) -> str:
+    text = _RUN_JSON.get(run_id)
+    if text is None or type(run_id) is not str:
+        text = _string(run_id)
+        if type(run_id) is str:
+            if len(_RUN_JSON) >= _RUN_JSON_MAX:
+                _RUN_JSON.clear()
+            _RUN_JSON[run_id] = text
+    return text
+
+
+def _hash_json(digest: str) -> str:
+    """A previous hash as JSON: a hex digest as it is, quoted; anything else (a stored head
+    that is not one) written by the encoder."""
+    if type(digest) is str and digest.isascii() and digest.isalnum():
+        return f'"{digest}"'
+    return _string(digest)
 
 
 _SECOND: tuple[int, str] = (-1, "")
@@ -156,13 +189,20 @@ def chain_next(
     (``canonical_json(data)``, when the caller has it) saves serializing the data again.
 
     The event is built without Pydantic validation (``model_construct``): its fields are made
-    here, and ``kind`` is checked against ``EVENT_KINDS``."""
-    if kind not in _KINDS:
+    here, and ``kind`` is checked against ``EVENT_KINDS``. The hash is ``chain_hash``'s, with
+    the texts that recur (the kind, the run id) written once, and ``now()``'s (plain ASCII by
+    construction) quoted without a check."""
+    kind_json = _KIND_JSON.get(kind) if type(kind) is str else None
+    if kind_json is None:
         raise UsageError(f"unknown event kind '{kind}'")
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    at = at if at is not None else now()
+    if at is None:
+        at = now()
+        at_json = f'"{at}"'
+    else:
+        at_json = _string(at)
     text = data_json if data_json is not None else canonical_json(data)
-    digest = chain_hash(seq, run_id, kind, at, text, prev)
+    digest = _body_hash(at_json, text, kind_json, _hash_json(prev), _run_json(run_id), seq)
     return _event(
         {
             "seq": seq,

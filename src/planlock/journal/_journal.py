@@ -150,14 +150,17 @@ class Journal:
     def _published(self, events: list[Event]) -> None:
         """After events are appended: log them, tell listeners, anchor when due. (Spans hear
         of an event when it is recorded, in the recording task's context.)"""
+        listeners, anchoring = self.listeners, self.anchoring.enabled
+        if not listeners and not anchoring and not _log.isEnabledFor(logging.INFO):
+            return  # nobody to tell (DEBUG is below INFO: no log line either)
         for event in events:
             kind, data, run_id = event.kind, event.data, event.run_id
             level = logging.INFO if kind in _MILESTONES else logging.DEBUG
             if _log.isEnabledFor(level):
                 _log.log(level, "run %s #%d %s %s", run_id, event.seq, kind, _brief(data))
-            for listener in self.listeners:
+            for listener in listeners:
                 listener(event)
-            if kind != "checkpoint" and self.anchoring.enabled:
+            if kind != "checkpoint" and anchoring:
                 self._unanchored = True
                 if event.seq % self.anchoring.every == 0:
                     self.anchor()
