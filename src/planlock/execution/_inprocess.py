@@ -99,14 +99,19 @@ class InProcessEngine:
         return StepOutcome(True, output=output, attempts=attempt)
 
     async def _call(self, call: StepCall, tool: Tool, attempt: int) -> Any:
+        prechecked = call.step.prechecked
         try:
-            if tool.plain_args:  # the same checks as from JSON, without writing and parsing it
-                validated = tool.args_model.model_validate(call.args, strict=True)
+            if prechecked:  # literals checked when the plan was: the rest checked here
+                kwargs = _checked_args(tool, call.args, prechecked)
             else:
-                validated = tool.args_model.model_validate_json(json.dumps(call.args), strict=True)
+                if tool.plain_args:  # the same checks as from JSON, without the JSON round trip
+                    validated = tool.args_model.model_validate(call.args, strict=True)
+                else:
+                    text = json.dumps(call.args)
+                    validated = tool.args_model.model_validate_json(text, strict=True)
+                kwargs = {name: getattr(validated, name) for name in tool.args_model.model_fields}
         except ValidationError as exc:
             raise _ArgsInvalid(_short(exc)) from None
-        kwargs = {name: getattr(validated, name) for name in tool.args_model.model_fields}
         if tool.context_param:
             kwargs[tool.context_param] = StepContext(call.run_id, call.step.id, attempt, call.item)
         if tool.is_async:
@@ -144,6 +149,41 @@ class InProcessEngine:
         return output
 
 
+def _checked_args(tool: Tool, args: dict[str, Any], prechecked: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-native tool's keyword arguments, as ``args_model`` would give them: an argument
+    that is still the literal the plan's validation checked (``CompiledStep.prechecked``) is
+    passed as it is, every other one goes through its parameter's check (strict), and a
+    parameter left out takes its default."""
+    fields = tool.args_model.model_fields
+    extra = [name for name in args if name not in fields]
+    if extra:
+        raise _ArgsInvalid("; ".join(f"{name}: Extra inputs are not permitted" for name in extra))
+    kwargs: dict[str, Any] = {}
+    errors: list[str] = []
+    for name, field_ in fields.items():
+        if name not in args:
+            if field_.is_required():
+                errors.append(f"{name}: Field required")
+            else:
+                kwargs[name] = field_.get_default(call_default_factory=True)
+            continue
+        value = args[name]
+        known = prechecked.get(name, _UNSET)
+        if known is not _UNSET and type(known) is type(value) and known == value:
+            kwargs[name] = value
+            continue
+        try:
+            kwargs[name] = tool.param_adapters[name].validate_python(value, strict=True)
+        except ValidationError as exc:
+            errors.append(_short(exc, name))
+    if errors:
+        raise _ArgsInvalid("; ".join(errors))
+    return kwargs
+
+
+_UNSET = object()
+
+
 class _ArgsInvalid(Exception):
     pass
 
@@ -152,8 +192,10 @@ class _OutputInvalid(Exception):
     pass
 
 
-def _short(exc: ValidationError) -> str:
+def _short(exc: ValidationError, name: str | None = None) -> str:
+    """The errors on one line; ``name``: the parameter an adapter's errors are about."""
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+        f"{'.'.join(str(p) for p in ((name, *e['loc']) if name else e['loc'])) or '<root>'}: "
+        f"{e['msg']}"
         for e in exc.errors(include_url=False)
     )

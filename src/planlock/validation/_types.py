@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from planlock.core import Check, Issue, Plan, Ref, Sources, Template
+from planlock.core import Check, Issue, Lit, Plan, Ref, Sources, Template
 from planlock.tools import Tool
 
 __all__ = ["Analysis", "CompiledStep", "ValidationReport"]
@@ -52,6 +52,36 @@ class CompiledStep:
     """``branch:<id>`` labels: the conditions, decided by data untrusted text may have decided,
     on which this step's running depends (``_provenance.branch_marks``). Every argument, the
     output and the call itself carry them."""
+
+    @functools.cached_property
+    def prechecked(self) -> dict[str, Any]:
+        """The arguments checked once, when the plan was validated, that a call passes to the
+        tool as they are instead of checking them again: whole literals of a JSON-native tool
+        (``Tool.plain_args``) that are scalars (immutable), of a parameter with no constraint
+        or validator of its own, which the parameter's check (strict, as at call time) returns
+        unchanged. Computed on first use (an analysis is reused run after run)."""
+        tool = self.tool
+        if not tool.plain_args:
+            return {}
+        fields = tool.args_model.model_fields
+        out: dict[str, Any] = {}
+        for name, template in self.args.items():
+            field_ = fields.get(name)
+            if not isinstance(template, Lit) or field_ is None or field_.metadata:
+                continue
+            value = template.value
+            if type(value) not in _SCALARS or name not in tool.param_adapters:
+                continue
+            try:
+                checked = tool.param_adapters[name].validate_python(value, strict=True)
+            except ValueError:  # pydantic's ValidationError: the plan is not valid anyway
+                continue
+            if type(checked) is type(value) and checked == value:
+                out[name] = value
+        return out
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 @dataclass
