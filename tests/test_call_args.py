@@ -4,6 +4,7 @@ mode; any other tool keeps the round trip (conversions to models, tuples, dates)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from typing import Annotated, Any, Literal
@@ -202,3 +203,13 @@ def test_a_call_whose_value_is_not_the_checked_literal_is_checked() -> None:
     extra = anyio.run(engine.run_step, StepCall("r", step, {"n": 1, "label": "x", "z": 1}, {}))
     assert extra.error == "z: Extra inputs are not permitted"
     assert seen == []
+
+
+def test_a_tool_without_a_check_per_parameter_is_checked_whole() -> None:
+    """A tool whose parameters have no adapters of their own (as one built from an MCP schema
+    may) has nothing prechecked: every call goes through the whole model, as before."""
+    reg, _, _ = counted_registry()
+    step = analysis_of(Plan.parse(TAKE), reg).steps["b"]
+    bare = dataclasses.replace(step, tool=dataclasses.replace(step.tool, param_adapters={}))
+    assert step.prechecked == {"label": "x"}
+    assert bare.prechecked == {}

@@ -61,16 +61,16 @@ class CompiledStep:
         or validator of its own, which the parameter's check (strict, as at call time) returns
         unchanged. Computed on first use (an analysis is reused run after run)."""
         tool = self.tool
-        if not tool.plain_args:
-            return {}
         fields = tool.args_model.model_fields
+        if not tool.plain_args or any(name not in tool.param_adapters for name in fields):
+            return {}  # (a call then checks every argument with the whole model)
         out: dict[str, Any] = {}
         for name, template in self.args.items():
             field_ = fields.get(name)
             if not isinstance(template, Lit) or field_ is None or field_.metadata:
                 continue
             value = template.value
-            if type(value) not in _SCALARS or name not in tool.param_adapters:
+            if type(value) not in _SCALARS:
                 continue
             try:
                 checked = tool.param_adapters[name].validate_python(value, strict=True)
