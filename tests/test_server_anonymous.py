@@ -9,9 +9,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
-from test_server_support import TOKEN_OF, auth, make_app, wait_for
+from test_server_support import TOKEN_OF, auth, make_app, serve, wait_for
 
 from planlock import Journal, ToolRegistry, demo
 from planlock.server._app import ServerConfig
@@ -244,3 +245,38 @@ async def test_a_malformed_content_length_is_400() -> None:
         await BodyLimit(app, 1024)(scope, receive, send)
         assert sent[0]["status"] == 400, values
     assert reached == []
+
+
+def guesses(base: str, forwarded: list[str]) -> list[int]:
+    """A wrong token from loopback per address, each request claiming that address in
+    ``X-Forwarded-For``."""
+    return [
+        httpx.get(
+            f"{base}/api/me",
+            headers={"Authorization": f"Bearer guess-{i}", "X-Forwarded-For": address},
+            timeout=30,
+        ).status_code
+        for i, address in enumerate(forwarded)
+    ]
+
+
+ROTATED = [f"203.0.113.{i}" for i in range(1, 7)]
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # starts `planlock serve`, twice
+def test_a_local_process_cannot_rotate_forwarded_addresses_past_the_limit(
+    tmp_path: Path,
+) -> None:
+    """Attack: a process on the server's machine guesses tokens, claiming a new client address
+    in ``X-Forwarded-For`` each time (uvicorn's default trusts that header from 127.0.0.1).
+    planlock serve trusts no proxy unless told to: the guesses all count against 127.0.0.1."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with serve(tmp_path / "a", "--auth-failures", "3") as server:
+        assert guesses(server.url, ROTATED) == [401] * 3 + [429] * 3
+    # Behind a real reverse proxy on 127.0.0.1, the operator names it: each forwarded address is
+    # then a client of its own (and the proxy must set the header itself).
+    with serve(tmp_path / "b", "--auth-failures", "3", "--forwarded-allow-ips", "127.0.0.1") as s:
+        assert guesses(s.url, ROTATED) == [401] * 6
+        assert guesses(s.url, [ROTATED[0]] * 3) == [401, 401, 429]  # 3 from one address

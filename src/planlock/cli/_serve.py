@@ -133,6 +133,16 @@ def serve_cmd(
             min=1,
         ),
     ] = 60.0,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            help="Addresses of reverse proxies whose X-Forwarded-For names the client "
+            "(comma-separated; '*' for any). Empty (the default): the client is the socket's "
+            "peer, so no local process can pass for another address (the failed-"
+            "authentication limit and http_anonymous count per client).",
+            envvar="PLANLOCK_FORWARDED_ALLOW_IPS",
+        ),
+    ] = "",
     lease: Annotated[
         str,
         typer.Option(
@@ -225,7 +235,17 @@ def serve_cmd(
                 f"{workers} worker(s))",
                 highlight=False,
             )
-            uvicorn.run(api, fd=listener.fileno(), log_level="warning", lifespan="on")
+            proxies = forwarded_allow_ips.strip()
+            uvicorn.run(
+                api,
+                fd=listener.fileno(),
+                log_level="warning",
+                lifespan="on",
+                # uvicorn's default trusts X-Forwarded-For from 127.0.0.1: a local process could
+                # then rotate fake addresses past the per-client limits.
+                proxy_headers=bool(proxies),
+                forwarded_allow_ips=proxies or None,
+            )
         finally:
             engine.close()
 

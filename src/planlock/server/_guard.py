@@ -70,8 +70,9 @@ class FailureLimiter:
 
 
 def client_of(request: Request) -> str:
-    """The client's address as the server sees it (uvicorn takes it from ``X-Forwarded-For``
-    only when the connection comes from a trusted proxy: 127.0.0.1 by default)."""
+    """The client's address as the server sees it: the socket's peer, or under ``planlock
+    serve --forwarded-allow-ips`` the address a listed proxy gives in ``X-Forwarded-For`` (by
+    default no proxy is trusted, not even on 127.0.0.1)."""
     return (request.client.host if request.client else "?")[:64]
 
 
