@@ -71,7 +71,6 @@ EventKind = Literal[
     "planning_progress",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
-_KINDS = frozenset(EVENT_KINDS)
 GENESIS = "0" * 64
 
 
@@ -141,13 +140,13 @@ _RUN_JSON_MAX = 4096
 
 
 def _run_json(run_id: str) -> str:
+    if type(run_id) is not str:
+        return _string(run_id)
     text = _RUN_JSON.get(run_id)
-    if text is None or type(run_id) is not str:
-        text = _string(run_id)
-        if type(run_id) is str:
-            if len(_RUN_JSON) >= _RUN_JSON_MAX:
-                _RUN_JSON.clear()
-            _RUN_JSON[run_id] = text
+    if text is None:
+        if len(_RUN_JSON) >= _RUN_JSON_MAX:
+            _RUN_JSON.clear()  # a bound, not a policy: a process records few runs at once
+        text = _RUN_JSON[run_id] = _string(run_id)
     return text
 
 
