@@ -227,3 +227,72 @@ def test_a_choices_that_says_something_wrong_is_left_to_the_model() -> None:
     with pytest.raises(PlanningFailed, match="choices"):
         run(planner)
     assert planner.attempts[0].repaired == ()
+
+
+def _names_registry() -> ToolRegistry:
+    reg = ToolRegistry()
+
+    @reg.tool(effect="read")
+    def list_hotels(city: str) -> list[str]:
+        """The hotels of a city."""
+        return [f"{city} Inn"]
+
+    @reg.tool(effect="read")
+    def prices(hotel_names: list[str]) -> dict[str, str]:
+        """Price ranges of hotels."""
+        return dict.fromkeys(hotel_names, "100-200")
+
+    @reg.tool(effect="read")
+    def address(hotel_name: str) -> str:
+        """A hotel's address."""
+        return "1 Main St"
+
+    return reg
+
+
+def _hotels(**args: Any) -> dict[str, Any]:
+    ((tool, value),) = args.items()
+    param = "hotel_names" if tool == "prices" else "hotel_name"
+    return {
+        "steps": [
+            {"id": "1", "tool": "list_hotels", "args": {"city": "Paris"}},
+            {"id": "2", "tool": tool, "args": {param: value}},
+        ]
+    }
+
+
+def test_a_list_wrapped_in_a_list_is_the_list_itself() -> None:
+    """Travel 19's reply: a list parameter given ``["{{steps.1.output}}"]`` where step 1 returns
+    that list (three attempts in a row)."""
+    llm = ScriptedLLM([_hotels(prices=["{{steps.1.output}}"])])
+    planner = Planner(llm, _names_registry())
+    plan = run(planner, "Prices of the hotels in Paris.")
+    assert len(llm.requests) == 1
+    assert plan.steps[1].args["hotel_names"] == "{{steps.1.output}}"
+    note = "$.steps[1].args.hotel_names: ['{{steps.1.output}}'] -> '{{steps.1.output}}'"
+    assert planner.repaired == (note + " (the list itself)",)
+
+
+def test_a_list_where_one_value_is_wanted_is_read_from_its_first_item() -> None:
+    llm = ScriptedLLM([_hotels(address="{{steps.1.output}}")])
+    planner = Planner(llm, _names_registry())
+    plan = run(planner, "The address of a hotel in Paris.")
+    assert len(llm.requests) == 1
+    assert plan.steps[1].args["hotel_name"] == "{{steps.1.output.0}}"
+    note = "$.steps[1].args.hotel_name: '{{steps.1.output}}' -> '{{steps.1.output.0}}'"
+    assert planner.repaired == (note + " (the first item)",)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["{{steps.1.output}}", "Ritz"],  # one of several items: nothing to guess
+        "{{steps.1.output[*]}}",  # every item, said on purpose
+    ],
+)
+def test_lists_that_are_not_unwrapped_are_left_to_the_model(value: Any) -> None:
+    tool = "prices" if isinstance(value, list) else "address"
+    planner = Planner(ScriptedLLM([_hotels(**{tool: value})] * 3), _names_registry())
+    with pytest.raises(PlanningFailed):
+        run(planner, "Hotels in Paris.")
+    assert all(a.repaired == () for a in planner.attempts)

@@ -12,6 +12,12 @@ them. A coverage citation of a step that does not exist (``"steps": ["14"]`` in 
 is dropped: the part is then uncovered if nothing else serves it, a warning the planner repairs
 on, as coverage is advice and never made a plan fail (only its bad citations did).
 
+A list where the parameter wants one value, or a list wrapped in a list, is unwrapped by type:
+``["{{steps.1.output}}"]`` for a parameter that takes a list of strings, when step 1 returns that
+list, is the list itself (travel 19 wrote it three attempts in a row); ``{{steps.4.output}}`` of a
+list where one string is wanted is its first item (``{{steps.4.output.0}}``), as for a field read
+on a list above (travel 10).
+
 Fields that say nothing are dropped too: ``max_items`` on a step with no ``for_each`` (it bounds
 no loop) and an empty ``choices`` (``{}``: it constrains no field). The embedded model fills in
 optional fields it sees in the grammar (``"max_items": 100`` on every step, ``"choices": {}``),
@@ -44,6 +50,8 @@ _SCALARS = frozenset({"string", "number", "integer", "boolean"})
 _BAD_PATH = re.compile(r"^'\{\{(.+?)\}\}': no such path on the return type of step")
 _STEP_AT = re.compile(r"^\$\.steps\[(\d+)\]")
 _CITATION = re.compile(r"^\$\.coverage\[(\d+)\]\.steps\[(\d+)\]$")
+_LIST_FOR_ONE = re.compile(r"^'\{\{(.+?)\}\}' has type array; expected (.+)$")
+_ARG_PATH = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _NO_OP = {"max_items_without_for_each": "max_items", "invalid_choices": "choices"}
 """Issues whose field, when it says nothing, is dropped (``_drop_no_ops``)."""
 
@@ -133,7 +141,7 @@ def fix_reply(
     issues = list(issues)
     fixes = did_you_mean(plan, issues, registry)
     out = copy.deepcopy(body)
-    notes = _drop_citations(out, issues) + _drop_no_ops(out, issues)
+    notes = _drop_citations(out, issues) + _drop_no_ops(out, issues) + _unwrap_lists(out, issues)
     steps = out.get("steps")
     for issue in issues:
         m, at = _BAD_PATH.match(issue.message), _STEP_AT.match(issue.path)
@@ -193,6 +201,63 @@ def _drop_no_ops(body: dict[str, Any], issues: list[Issue]) -> list[str]:
                 del args["choices"]
                 notes.append(f"{issue.path}: dropped {{}} (no field to constrain)")
     return notes
+
+
+def _unwrap_lists(body: dict[str, Any], issues: list[Issue]) -> list[str]:
+    """Rewrite in ``body``'s step arguments each placeholder of a list where one value is wanted
+    (``type_mismatch`` issues, "has type array"): the only item of a list literal becomes the
+    list itself, and a whole argument reads the list's first item (step outputs only)."""
+    steps = body.get("steps")
+    notes: list[str] = []
+    for issue in issues:
+        m = _LIST_FOR_ONE.match(issue.message) if issue.code == "type_mismatch" else None
+        at = _STEP_AT.match(issue.path)
+        if m is None or at is None or not isinstance(steps, list):
+            continue
+        i = int(at.group(1))
+        loc = _locate(steps[i] if i < len(steps) else None, issue.path[at.end() :])
+        if loc is None:
+            continue
+        parent, key, grand, gkey = loc
+        text = "{{" + m.group(1) + "}}"
+        if parent[key] != text:
+            continue
+        if isinstance(parent, list) and len(parent) == 1 and grand is not None:
+            grand[gkey] = text
+            where = issue.path[: issue.path.rindex("[")]
+            notes.append(f"{where}: ['{text}'] -> '{text}' (the list itself)")
+        elif isinstance(parent, dict) and "array" not in m.group(2) and _one_step_value(m[1]):
+            first = "{{" + m.group(1) + ".0}}"
+            parent[key] = first
+            notes.append(f"{issue.path}: '{text}' -> '{first}' (the first item)")
+    return notes
+
+
+def _one_step_value(ref: str) -> bool:
+    return ref.startswith("steps.") and "*" not in ref
+
+
+def _locate(step: Any, rest: str) -> tuple[Any, Any, Any, Any] | None:
+    """The container holding the value at ``rest`` (``.args.names[0]``) in ``step``, its key,
+    and the container holding that one with its key (None at the top)."""
+    chain: list[tuple[Any, Any]] = []
+    node, pos = step, 0
+    while pos < len(rest):
+        m = _ARG_PATH.match(rest, pos)
+        if m is None:
+            return None
+        key: Any = m.group(1) if m.group(1) is not None else int(m.group(2))
+        ok = (isinstance(node, dict) and isinstance(key, str) and key in node) or (
+            isinstance(node, list) and isinstance(key, int) and key < len(node)
+        )
+        if not ok:
+            return None
+        chain.append((node, key))
+        node, pos = node[key], m.end()
+    if len(chain) < 2:
+        return None
+    (grand, gkey), (parent, key) = chain[-2], chain[-1]
+    return parent, key, grand, gkey
 
 
 def _replace(value: Any, pattern: re.Pattern[str], new: str) -> Any:
