@@ -10,10 +10,12 @@ that no tier claims is ``slow``, so the fast tier never needs a model or a serve
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import uuid
@@ -34,8 +36,10 @@ TIERS = ("model", "postgres", "browser", "slow")
 os.environ.pop("COLUMNS", None)
 
 # The embedded model's on-disk prefix cache goes to a directory of this session (each xdist
-# worker its own), never the user's cache: a test starts from no cached prefix.
-os.environ["PLANLOCK_PREFIX_CACHE"] = tempfile.mkdtemp(prefix="planlock-test-prefix-")
+# worker its own), never the user's cache: a test starts from no cached prefix. Removed when the
+# process ends (a model run leaves ~45 MB of prefix state in it).
+os.environ["PLANLOCK_PREFIX_CACHE"] = _PREFIX_DIR = tempfile.mkdtemp(prefix="planlock-test-prefix-")
+atexit.register(shutil.rmtree, _PREFIX_DIR, ignore_errors=True)
 
 # Under xdist the model's worker shares the cores with the other workers: llama.cpp's threads
 # spin at a barrier after every layer, so one descheduled thread stalls the rest. Measured with
