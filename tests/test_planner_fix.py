@@ -296,3 +296,44 @@ def test_lists_that_are_not_unwrapped_are_left_to_the_model(value: Any) -> None:
     with pytest.raises(PlanningFailed):
         run(planner, "Hotels in Paris.")
     assert all(a.repaired == () for a in planner.attempts)
+
+
+def test_one_value_where_a_list_is_wanted_is_a_list_of_it_after_its_path_is_fixed() -> None:
+    """Travel 3's reply: ``.0.name`` on a list of names, for a list parameter and for a string
+    one. The path's rewrite reads the item (``.0``); for the list parameter, a second rewrite of
+    what the first left makes a list of that item (what was written: one hotel's name)."""
+    reply = _hotels(prices=["x"])
+    reply["steps"][1]["args"]["hotel_names"] = "{{steps.1.output.0.name}}"
+    reply["steps"].append(
+        {"id": "3", "tool": "address", "args": {"hotel_name": "{{steps.1.output.0.name}}"}}
+    )
+    llm = ScriptedLLM([reply])
+    planner = Planner(llm, _names_registry())
+    plan = run(planner, "Prices and address of the hotels in Paris.")
+    assert len(llm.requests) == 1
+    assert plan.steps[1].args["hotel_names"] == ["{{steps.1.output.0}}"]
+    assert plan.steps[2].args["hotel_name"] == "{{steps.1.output.0}}"
+    assert planner.repaired == (
+        "$.steps[1].args.hotel_names: '{{steps.1.output.0.name}}' -> '{{steps.1.output.0}}'",
+        "$.steps[2].args.hotel_name: '{{steps.1.output.0.name}}' -> '{{steps.1.output.0}}'",
+        (
+            "$.steps[1].args.hotel_names: '{{steps.1.output.0}}' -> ['{{steps.1.output.0}}'] "
+            "(a list of it)"
+        ),
+    )
+
+
+def test_a_context_value_where_a_list_is_wanted_is_a_list_of_it() -> None:
+    reply = _hotels(prices="{{hotel}}")
+    llm = ScriptedLLM([reply])
+    planner = Planner(llm, _names_registry())
+
+    async def go() -> planlock.Plan:
+        return await planner.plan("Prices of my hotel.", {"hotel": "Ritz"}, run_id="r1")
+
+    plan = anyio.run(go)
+    assert len(llm.requests) == 1
+    assert plan.steps[1].args["hotel_names"] == ["{{hotel}}"]
+    assert planner.repaired == (
+        "$.steps[1].args.hotel_names: '{{hotel}}' -> ['{{hotel}}'] (a list of it)",
+    )

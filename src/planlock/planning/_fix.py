@@ -16,7 +16,13 @@ A list where the parameter wants one value, or a list wrapped in a list, is unwr
 ``["{{steps.1.output}}"]`` for a parameter that takes a list of strings, when step 1 returns that
 list, is the list itself (travel 19 wrote it three attempts in a row); ``{{steps.4.output}}`` of a
 list where one string is wanted is its first item (``{{steps.4.output.0}}``), as for a field read
-on a list above (travel 10).
+on a list above (travel 10); and one value where a list is wanted is a list of that value
+(``"{{steps.1.output.0}}"`` for ``hotel_names`` -> ``["{{steps.1.output.0}}"]``). The planner
+applies the rewrites again to what a rewrite leaves (``.0.name`` on a list of names is first the
+item, then, for a list parameter, a list of it: travel 3, 4, 12 and 17 wrote it on every step),
+except the first item of a list, which is read only where the model itself wrote the list: after
+a near name's rewrite it would be a guess on a guess (``participant`` -> ``participants`` -> the
+first participant, for an event id).
 
 Fields that say nothing are dropped too: ``max_items`` on a step with no ``for_each`` (it bounds
 no loop) and an empty ``choices`` (``{}``: it constrains no field). The embedded model fills in
@@ -51,6 +57,7 @@ _BAD_PATH = re.compile(r"^'\{\{(.+?)\}\}': no such path on the return type of st
 _STEP_AT = re.compile(r"^\$\.steps\[(\d+)\]")
 _CITATION = re.compile(r"^\$\.coverage\[(\d+)\]\.steps\[(\d+)\]$")
 _LIST_FOR_ONE = re.compile(r"^'\{\{(.+?)\}\}' has type array; expected (.+)$")
+_ONE_FOR_LIST = re.compile(r"^'(\{\{.+?\}\})' has type (.+); expected (.+)$")
 _ARG_PATH = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _NO_OP = {"max_items_without_for_each": "max_items", "invalid_choices": "choices"}
 """Issues whose field, when it says nothing, is dropped (``_drop_no_ops``)."""
@@ -131,17 +138,24 @@ def did_you_mean(plan: Plan, issues: Iterable[Issue], registry: ToolRegistry) ->
 
 
 def fix_reply(
-    body: dict[str, Any], plan: Plan, issues: Iterable[Issue], registry: ToolRegistry
+    body: dict[str, Any],
+    plan: Plan,
+    issues: Iterable[Issue],
+    registry: ToolRegistry,
+    *,
+    first_items: bool = True,
 ) -> tuple[dict[str, Any], list[str]] | None:
     """``body`` (a planner's reply, parsed) with every placeholder that ``did_you_mean`` fixes
     rewritten in the step its issue is at, every coverage citation of a step that does not
     exist dropped (the part then counts as uncovered if nothing is left: a warning the planner
-    repairs on), and every field that says nothing dropped; a line per change; None when there
-    is none."""
+    repairs on), every field that says nothing dropped, and lists unwrapped or made where the
+    types say (``first_items``: also a list's first item where one value is wanted, for the
+    model's own reply only); a line per change; None when there is none."""
     issues = list(issues)
     fixes = did_you_mean(plan, issues, registry)
     out = copy.deepcopy(body)
-    notes = _drop_citations(out, issues) + _drop_no_ops(out, issues) + _unwrap_lists(out, issues)
+    notes = _drop_citations(out, issues) + _drop_no_ops(out, issues)
+    notes += _unwrap_lists(out, issues, first_items=first_items)
     steps = out.get("steps")
     for issue in issues:
         m, at = _BAD_PATH.match(issue.message), _STEP_AT.match(issue.path)
@@ -203,10 +217,11 @@ def _drop_no_ops(body: dict[str, Any], issues: list[Issue]) -> list[str]:
     return notes
 
 
-def _unwrap_lists(body: dict[str, Any], issues: list[Issue]) -> list[str]:
-    """Rewrite in ``body``'s step arguments each placeholder of a list where one value is wanted
-    (``type_mismatch`` issues, "has type array"): the only item of a list literal becomes the
-    list itself, and a whole argument reads the list's first item (step outputs only)."""
+def _unwrap_lists(body: dict[str, Any], issues: list[Issue], *, first_items: bool) -> list[str]:
+    """Rewrite in ``body``'s step arguments each whole placeholder whose type is a list where one
+    value is wanted, or one value where a list is wanted (``type_mismatch`` issues): the only item
+    of a list literal becomes the list itself; with ``first_items``, a whole argument reads the
+    list's first item (step outputs only); one value becomes a list of it."""
     steps = body.get("steps")
     notes: list[str] = []
     for issue in issues:
@@ -226,14 +241,27 @@ def _unwrap_lists(body: dict[str, Any], issues: list[Issue]) -> list[str]:
             grand[gkey] = text
             where = issue.path[: issue.path.rindex("[")]
             notes.append(f"{where}: ['{text}'] -> '{text}' (the list itself)")
-        elif isinstance(parent, dict) and "array" not in m.group(2) and _one_step_value(m[1]):
+        elif first_items and isinstance(parent, dict) and "array" not in m[2] and _one_value(m[1]):
             first = "{{" + m.group(1) + ".0}}"
             parent[key] = first
             notes.append(f"{issue.path}: '{text}' -> '{first}' (the first item)")
+    for issue in issues:
+        m = _ONE_FOR_LIST.match(issue.message) if issue.code == "type_mismatch" else None
+        at = _STEP_AT.match(issue.path)
+        if m is None or at is None or not isinstance(steps, list) or "*" in m[1]:
+            continue
+        if "array" in m[2].split("/") or "array" not in m[3].split("/"):
+            continue
+        i = int(at.group(1))
+        loc = _locate(steps[i] if i < len(steps) else None, issue.path[at.end() :])
+        if loc is None or loc[0][loc[1]] != m[1]:
+            continue
+        loc[0][loc[1]] = [m[1]]
+        notes.append(f"{issue.path}: '{m[1]}' -> ['{m[1]}'] (a list of it)")
     return notes
 
 
-def _one_step_value(ref: str) -> bool:
+def _one_value(ref: str) -> bool:
     return ref.startswith("steps.") and "*" not in ref
 
 

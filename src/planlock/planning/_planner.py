@@ -63,6 +63,8 @@ from planlock.validation import Issue, validate
 
 __all__ = ["PlanAttempt", "Planner", "plan", "plan_attributes", "plan_sync"]
 
+FIX_ROUNDS = 3
+"""How many times the planner's deterministic rewrites (``fix_reply``) are applied to a reply."""
 _log = logging.getLogger("planlock.planning")
 
 
@@ -442,16 +444,20 @@ class Planner:
         except PlanInvalid as exc:
             return None, exc.issues, (), ()
         report = validate(parsed, self.registry, inputs=inputs, max_steps=self.max_steps)
-        fixed = fix_reply(body, parsed, report.issues, self.registry) if report.issues else None
-        if fixed is not None:
+        current, issues, notes = parsed, report.issues, list[str]()
+        for n in range(FIX_ROUNDS):  # a rewrite may leave an issue that another one fixes
+            fixed = fix_reply(body, current, issues, self.registry, first_items=n == 0)
+            if fixed is None:
+                break
+            body, notes = fixed[0], notes + fixed[1]
             try:
-                again = Plan.parse({"version": 1, "goal": goal, **fixed[0]})
+                current = Plan.parse({"version": 1, "goal": goal, **body})
             except PlanInvalid:
-                again = None
-            if again is not None:
-                second = validate(again, self.registry, inputs=inputs, max_steps=self.max_steps)
-                if not second.issues:
-                    return again, (), second.warnings, tuple(fixed[1])
+                break
+            again = validate(current, self.registry, inputs=inputs, max_steps=self.max_steps)
+            if not again.issues:
+                return current, (), again.warnings, tuple(notes)
+            issues = again.issues
         return parsed, report.issues, report.warnings, ()
 
     def _record(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
