@@ -296,3 +296,45 @@ def test_a_record_from_another_grammar_is_kept_only_if_this_grammar_allows_it(
     replanned = ModelPlanner(third, cache_dir=tmp_path, replan_invalid=True)
     assert isinstance(replanned.plan_for(PROMPT_1, registry(), "banking"), PlannedTask)
     assert len(third.requests) == 1
+
+
+def test_an_invalid_records_first_reply_is_checked_again_before_the_model_is_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record keeps the model's replies. Under ``replan_invalid``, a first reply that the
+    planner's repairs now make valid is the plan, with no model call; one they do not is planned
+    again."""
+    wrapped = json.loads(json.dumps(TOTAL_SPENT))
+    wrapped["steps"][1]["args"]["input"] = "{{steps.1.output.amount}}"  # a field of the list
+    first = ScriptedLLM([wrapped] * 3, name="scripted")
+    reg = registry()
+    # This planner has no path repairs: the reply stays invalid.
+    monkeypatch.setattr("planlock.planning._planner.fix_reply", lambda *a, **k: None)
+    got = ModelPlanner(first, cache_dir=tmp_path).plan_for(PROMPT_1, reg, "banking")
+    assert isinstance(got, str)
+    (path,) = tmp_path.glob("*.json")
+    stored = json.loads(path.read_text())
+    assert stored["outcome"] == "invalid"
+    assert [json.loads(r) for r in stored["replies"]] == [wrapped] * 3
+    monkeypatch.undo()
+    # The planner's repairs as they are now make the first reply valid: no model call.
+    silent = ScriptedLLM([RuntimeError("the model must not be asked")], name="scripted")
+    source = ModelPlanner(silent, cache_dir=tmp_path, replan_invalid=True)
+    planned = source.plan_for(PROMPT_1, reg, "banking")
+    assert isinstance(planned, PlannedTask)
+    assert silent.requests == []
+    assert planned.plan.steps[1].args["input"] == "{{steps.1.output.0.amount}}"
+    record = json.loads(path.read_text())
+    assert (record["outcome"], record["rechecked"], record["attempts"]) == ("plan", True, 1)
+    assert record["repaired"] == 1
+    assert record["seconds"] == stored["seconds"]
+    # A stored reply that the repairs do not fix is planned again.
+    _regrammared(tmp_path, outcome="invalid", valid=False, plan=None, rechecked=False)
+    record = json.loads(path.read_text())
+    record["schema"] = stored["schema"]
+    record["replies"] = [json.dumps({"steps": [{"id": "1", "tool": "nope", "args": {}}]})]
+    path.write_text(json.dumps(record))
+    llm = planner_llm(name="scripted")
+    again = ModelPlanner(llm, cache_dir=tmp_path, replan_invalid=True)
+    assert isinstance(again.plan_for(PROMPT_1, reg, "banking"), PlannedTask)
+    assert len(llm.requests) == 1

@@ -423,6 +423,19 @@ class Planner:
         self._journaled = (progress.attempt, progress.phase, now)
         self._record(run_id, "planning_progress", {"by": "planner", **progress.to_json()})
 
+    def check_reply(
+        self, text: str, goal: str, inputs: dict[str, Any] | None = None
+    ) -> tuple[Plan, tuple[str, ...]] | None:
+        """The plan a first reply gives, with the rewrites that made it valid, when ``plan``
+        would take it with no repair (valid, and no coverage warning); None otherwise. With
+        greedy decoding a model writes the same first reply to the same request, so a reply kept
+        from an earlier run can be checked against this planner's repairs without the model."""
+        outcome = self._check(text, goal, dict(inputs or {}))
+        if isinstance(outcome, str):
+            return None
+        plan_, issues, warnings, repaired = outcome
+        return (plan_, repaired) if plan_ is not None and not issues and not warnings else None
+
     def _check(
         self, text: str, goal: str, inputs: dict[str, Any]
     ) -> str | tuple[Plan | None, tuple[Issue, ...], tuple[Issue, ...], tuple[str, ...]]:

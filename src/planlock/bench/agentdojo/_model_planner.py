@@ -8,13 +8,18 @@ pairs re-use it (a task whose model call failed is planned again). A record also
 schema (the grammar) it was planned under; under another one, a valid plan is kept only if the
 current grammar allows it (``fits``: with greedy decoding the model writes the same reply when
 every token it chose is still allowed); a task with no valid plan keeps its record, as under any
-planner change, until ``replan_invalid`` (``--replan-invalid``) asks for it again. What
+planner change, until ``replan_invalid`` (``--replan-invalid``) asks for it again. A record keeps
+the model's replies; under ``replan_invalid``, an invalid record's first reply is checked again
+first (``Planner.check_reply``: the model would write it again to the same request and grammar),
+and if the planner's deterministic repairs now make it a valid plan, that is the plan, with no
+model call (the record says ``rechecked``). What
 the planner did for each task (valid plan or not, attempts, tokens, planning time, whether it
 came from the cache) is kept in ``records`` for the report.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -77,6 +82,10 @@ class PlanRecord:
     schema: str | None = None
     """SHA-256 of the reply schema the task was planned under (None: before it was recorded)."""
     plan: dict[str, Any] | None = field(default=None, repr=False)
+    replies: list[str | None] = field(default_factory=list, repr=False)
+    """The model's reply at each attempt, as written (None: the call failed)."""
+    rechecked: bool = False
+    """The plan is the stored first reply, made valid by a later planner's repairs."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,15 +174,41 @@ class ModelPlanner:
             return None  # absent or unreadable: plan again
         if record.suite != suite or record.prompt != prompt or record.outcome == "error":
             return None  # a failed model call (cut off, out of context) is tried again
-        if self.replan_invalid and record.outcome == "invalid":
-            return None
         schema = self.schema_hash(registry)
+        if self.replan_invalid and record.outcome == "invalid":
+            return self._recheck(record, schema, registry)
         if record.schema != schema and record.plan is not None:
             if not fits(record.plan, self._planner(registry).schema):
                 return None  # planned under another grammar, which this one would not allow
             record.schema = schema
         record.cached = True
         return record
+
+    def _recheck(
+        self, record: PlanRecord, schema: str, registry: ToolRegistry
+    ) -> PlanRecord | None:
+        """``record`` made valid from its first reply by the planner's repairs as they are now
+        (saved as a new record; its time and tokens stay those the model spent), or None: plan
+        again."""
+        first = record.replies[0] if record.replies else None
+        if first is None or record.schema != schema:
+            return None
+        checked = self._planner(registry).check_reply(first, f"{record.prompt}\n{ANSWER_HINT}")
+        if checked is None:
+            return None
+        plan, repaired = checked
+        return dataclasses.replace(
+            record,
+            valid=True,
+            outcome="plan",
+            attempts=1,
+            first_valid=not repaired,
+            repaired=len(repaired),
+            detail="",
+            plan=plan.canonical(),
+            replies=[first],
+            rechecked=True,
+        )
 
     def _plan(self, prompt: str, registry: ToolRegistry, suite: str) -> PlanRecord:
         planner = self._planner(registry)
@@ -207,6 +242,7 @@ class ModelPlanner:
             detail=detail[:2000],
             schema=self.schema_hash(registry),
             plan=plan.canonical() if plan is not None else None,
+            replies=[a.reply for a in attempts],
         )
 
 
