@@ -261,26 +261,26 @@ def _hotels(**args: Any) -> dict[str, Any]:
     }
 
 
-def test_a_list_wrapped_in_a_list_is_the_list_itself() -> None:
-    """Travel 19's reply: a list parameter given ``["{{steps.1.output}}"]`` where step 1 returns
-    that list (three attempts in a row)."""
-    llm = ScriptedLLM([_hotels(prices=["{{steps.1.output}}"])])
+@pytest.mark.parametrize(
+    ("tool", "value", "fixed", "how"),
+    [
+        # Travel 19: a list parameter given a list of the list step 1 returns.
+        ("prices", ["{{steps.1.output}}"], "{{steps.1.output}}", "the list itself"),
+        # Travel 10: a list where one value is wanted.
+        ("address", "{{steps.1.output}}", "{{steps.1.output.0}}", "the first item"),
+    ],
+)
+def test_a_list_of_the_wrong_shape_is_rewritten_without_asking_again(
+    tool: str, value: Any, fixed: str, how: str
+) -> None:
+    llm = ScriptedLLM([_hotels(**{tool: value})])
     planner = Planner(llm, _names_registry())
-    plan = run(planner, "Prices of the hotels in Paris.")
+    plan = run(planner, "Hotels in Paris.")
     assert len(llm.requests) == 1
-    assert plan.steps[1].args["hotel_names"] == "{{steps.1.output}}"
-    note = "$.steps[1].args.hotel_names: ['{{steps.1.output}}'] -> '{{steps.1.output}}'"
-    assert planner.repaired == (note + " (the list itself)",)
-
-
-def test_a_list_where_one_value_is_wanted_is_read_from_its_first_item() -> None:
-    llm = ScriptedLLM([_hotels(address="{{steps.1.output}}")])
-    planner = Planner(llm, _names_registry())
-    plan = run(planner, "The address of a hotel in Paris.")
-    assert len(llm.requests) == 1
-    assert plan.steps[1].args["hotel_name"] == "{{steps.1.output.0}}"
-    note = "$.steps[1].args.hotel_name: '{{steps.1.output}}' -> '{{steps.1.output.0}}'"
-    assert planner.repaired == (note + " (the first item)",)
+    param = "hotel_names" if tool == "prices" else "hotel_name"
+    assert plan.steps[1].args[param] == fixed
+    was = f"['{value[0]}']" if isinstance(value, list) else f"'{value}'"
+    assert planner.repaired == (f"$.steps[1].args.{param}: {was} -> '{fixed}' ({how})",)
 
 
 @pytest.mark.parametrize(

@@ -152,6 +152,8 @@ def fix_reply(
     types say (``first_items``: also a list's first item where one value is wanted, for the
     model's own reply only); a line per change; None when there is none."""
     issues = list(issues)
+    if not issues:
+        return None
     fixes = did_you_mean(plan, issues, registry)
     out = copy.deepcopy(body)
     notes = _drop_citations(out, issues) + _drop_no_ops(out, issues)
@@ -225,44 +227,47 @@ def _unwrap_lists(body: dict[str, Any], issues: list[Issue], *, first_items: boo
     steps = body.get("steps")
     notes: list[str] = []
     for issue in issues:
-        m = _LIST_FOR_ONE.match(issue.message) if issue.code == "type_mismatch" else None
-        at = _STEP_AT.match(issue.path)
-        if m is None or at is None or not isinstance(steps, list):
-            continue
-        i = int(at.group(1))
-        loc = _locate(steps[i] if i < len(steps) else None, issue.path[at.end() :])
+        many = _LIST_FOR_ONE.match(issue.message) if issue.code == "type_mismatch" else None
+        one = _ONE_FOR_LIST.match(issue.message) if issue.code == "type_mismatch" else None
+        if one is not None and ("*" in one[1] or not _one_for_list(one[2], one[3])):
+            one = None
+        loc = _locate_issue(steps, issue.path) if many or one else None
         if loc is None:
             continue
         parent, key, grand, gkey = loc
-        text = "{{" + m.group(1) + "}}"
-        if parent[key] != text:
-            continue
-        if isinstance(parent, list) and len(parent) == 1 and grand is not None:
-            grand[gkey] = text
-            where = issue.path[: issue.path.rindex("[")]
-            notes.append(f"{where}: ['{text}'] -> '{text}' (the list itself)")
-        elif first_items and isinstance(parent, dict) and "array" not in m[2] and _one_value(m[1]):
-            first = "{{" + m.group(1) + ".0}}"
-            parent[key] = first
-            notes.append(f"{issue.path}: '{text}' -> '{first}' (the first item)")
-    for issue in issues:
-        m = _ONE_FOR_LIST.match(issue.message) if issue.code == "type_mismatch" else None
-        at = _STEP_AT.match(issue.path)
-        if m is None or at is None or not isinstance(steps, list) or "*" in m[1]:
-            continue
-        if "array" in m[2].split("/") or "array" not in m[3].split("/"):
-            continue
-        i = int(at.group(1))
-        loc = _locate(steps[i] if i < len(steps) else None, issue.path[at.end() :])
-        if loc is None or loc[0][loc[1]] != m[1]:
-            continue
-        loc[0][loc[1]] = [m[1]]
-        notes.append(f"{issue.path}: '{m[1]}' -> ['{m[1]}'] (a list of it)")
+        if many is not None:
+            text = "{{" + many[1] + "}}"
+            if parent[key] != text:
+                continue
+            if isinstance(parent, list) and len(parent) == 1 and grand is not None:
+                grand[gkey] = text
+                where = issue.path[: issue.path.rindex("[")]
+                notes.append(f"{where}: ['{text}'] -> '{text}' (the list itself)")
+            elif first_items and isinstance(parent, dict) and _first_item_fits(many[1], many[2]):
+                first = "{{" + many[1] + ".0}}"
+                parent[key] = first
+                notes.append(f"{issue.path}: '{text}' -> '{first}' (the first item)")
+        elif one is not None and parent[key] == one[1]:
+            parent[key] = [one[1]]
+            notes.append(f"{issue.path}: '{one[1]}' -> ['{one[1]}'] (a list of it)")
     return notes
 
 
-def _one_value(ref: str) -> bool:
-    return ref.startswith("steps.") and "*" not in ref
+def _locate_issue(steps: Any, path: str) -> tuple[Any, Any, Any, Any] | None:
+    """``_locate`` for an issue's path (``$.steps[2].args.names[0]``) in a reply's steps."""
+    at = _STEP_AT.match(path)
+    if at is None or not isinstance(steps, list) or int(at.group(1)) >= len(steps):
+        return None
+    return _locate(steps[int(at.group(1))], path[at.end() :])
+
+
+def _first_item_fits(ref: str, wanted: str) -> bool:
+    """A step's list (not a projection) where one value, not a list, is wanted."""
+    return ref.startswith("steps.") and "*" not in ref and "array" not in wanted
+
+
+def _one_for_list(got: str, wanted: str) -> bool:
+    return "array" not in got.split("/") and "array" in wanted.split("/")
 
 
 def _locate(step: Any, rest: str) -> tuple[Any, Any, Any, Any] | None:

@@ -460,7 +460,7 @@ class Planner:
         current, issues, notes = parsed, report.issues, list[str]()
         for n in range(FIX_ROUNDS):  # a rewrite may leave an issue that another one fixes
             fixed = fix_reply(body, current, issues, self.registry, first_items=n == 0)
-            if fixed is None:
+            if fixed is None:  # also a valid reply: nothing to rewrite
                 break
             body, notes = fixed[0], notes + fixed[1]
             try:
