@@ -212,40 +212,6 @@ def test_the_openai_backend_plans_through_llama_cpps_server(local_llm: LocalLLM)
 
 
 @pytest.mark.integration
-def test_the_frontier_recipe_plans_agentdojo_through_an_openai_compatible_server(
-    local_llm: LocalLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """docs/agentdojo-results.md's recipe for a planner behind an API key (``openai:MODEL``),
-    run against llama.cpp's OpenAI-compatible server on 127.0.0.1 instead of a paid one.
-    (Right after the test above: its prompt starts with the same planner instructions, ~700
-    tokens llama.cpp's prompt cache has read already.)"""
-    pytest.importorskip("agentdojo")
-    from planlock.bench.agentdojo import load_suite
-
-    monkeypatch.setenv("OPENAI_API_KEY", local_llm.api_key)
-    spec = f"openai:qwen@{local_llm.base_url}"
-    args = ["bench", "agentdojo", "--planner", spec, "-s", "slack", "-o", str(tmp_path)]
-    # One attempt: the recipe's path is under test, not the small model's repairs (~3x the time).
-    # Slack's tool list is the shortest prompt (~1,600 tokens; banking's ~3,800 took ~70 s),
-    # and user_task_0 ("Read the content on webpage ...") one of its shortest plans (~45 tokens
-    # written, against ~165 for user_task_7: ~9 s less on one core).
-    args += ["--user-task", "user_task_0", "--plan-only", "--price", "2", "8"]
-    args += ["--max-attempts", "1"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    (row,) = json.loads((tmp_path / "agentdojo.json").read_text())["planner"]
-    assert row["tasks"] == 1
-    assert row["input_tokens"] > 1000, "the suite's tools were in the prompt"
-    assert row["cost_usd"] == round((2 * row["input_tokens"] + 8 * row["output_tokens"]) / 1e6, 4)
-    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "plans").glob("*.json")]
-    assert record["outcome"] in ("plan", "cannot_plan", "invalid"), record["detail"]
-    if record["valid"]:  # a plan over the suite's own tools (which ones is the model's call)
-        tools = {s["tool"] for s in record["plan"]["steps"]}
-        assert tools
-        assert tools <= {*(f.name for f in load_suite("slack").tools), "llm"}, tools
-
-
-@pytest.mark.integration
 def test_a_truncated_local_reply_is_an_error(local_llm: LocalLLM) -> None:
     request = LLMRequest((Message("user", "Count to fifty."),), "test", None, max_tokens=3)
 

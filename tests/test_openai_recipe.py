@@ -1,0 +1,183 @@
+"""docs/agentdojo-results.md's recipe for a planner behind an API key (``openai:MODEL``), run
+through the CLI against an OpenAI-compatible HTTP server on 127.0.0.1.
+
+The test needs *a* plan for its task, not a new one: the server replays the embedded model's
+answer to this exact request (the HTTP body, keyed by a hash of the request's path and JSON),
+recorded from llama.cpp's own OpenAI-compatible server with the model writing the plan. So the
+recipe's whole path runs (the ``openai:MODEL@URL`` spec, the key from the environment, the
+OpenAI SDK on the wire, validation, the plan record, the priced planner row) in the fast tier,
+without the ~900 prompt tokens the model would read (about 45 s of CPU on 2 cores, the largest
+single cost of the model tier). A change to the request (the planner's prompt, its schema, the
+suite's tools) fails here until it is recorded again:
+``PLANLOCK_RECORD_PLANS=1 pytest tests/test_openai_recipe.py`` (loads the model; a few minutes).
+The OpenAI backend against llama.cpp's live server is ``test_local_model.py``'s
+``test_the_openai_backend_plans_through_llama_cpps_server``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+import pytest
+from conftest import model_identity
+from typer.testing import CliRunner
+
+from planlock.cli import app
+
+RECORDED = Path(__file__).resolve().parent / "data" / "openai-recipe.json"
+"""The recorded exchanges: ``{"identity": model_identity(), "exchanges": {key: {"status",
+"body"}}}``; recorded under another model or runtime, they are not used."""
+
+RECORDING = os.environ.get("PLANLOCK_RECORD_PLANS") == "1"
+
+
+def exchange_key(path: str, raw: bytes) -> str:
+    """The request's path and JSON body, whitespace and key order aside."""
+    body = json.dumps(json.loads(raw or b"{}"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{path}\n{body}".encode()).hexdigest()
+
+
+def load_exchanges(identity: str) -> dict[str, dict[str, Any]]:
+    if not RECORDED.exists():
+        return {}
+    data = json.loads(RECORDED.read_text())
+    return dict(data["exchanges"]) if data["identity"] == identity else {}
+
+
+class ReplayServer:
+    """Answers a POST with the recorded exchange for its key; a request with no recording is
+    forwarded to ``upstream`` (and recorded) if there is one, else answered 500 naming it.
+    Requests must carry ``Authorization: Bearer <api_key>``, as a real server would check."""
+
+    def __init__(
+        self, exchanges: dict[str, dict[str, Any]], api_key: str, upstream: str | None = None
+    ) -> None:
+        self.exchanges = exchanges
+        self.used: set[str] = set()
+        self.missed: list[str] = []
+        replay = self
+
+        class _H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                status, body = replay.answer(self.path, self.headers.get("authorization"), raw)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.api_key, self.upstream = api_key, upstream
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+
+    def answer(self, path: str, auth: str | None, raw: bytes) -> tuple[int, Any]:
+        if auth != f"Bearer {self.api_key}":
+            return 401, {"error": {"message": "Incorrect API key", "code": "invalid_api_key"}}
+        key = exchange_key(path, raw)
+        if key not in self.exchanges:
+            if self.upstream is None:
+                self.missed.append(key)
+                return 500, {"error": {"message": f"no recorded exchange {key}"}}
+            root = self.upstream.removesuffix("/v1")
+            headers = {"authorization": auth, "content-type": "application/json"}
+            got = httpx.post(root + path, content=raw, headers=headers, timeout=None)
+            self.exchanges[key] = {"status": got.status_code, "body": got.json()}
+        self.used.add(key)
+        recorded = self.exchanges[key]
+        return int(recorded["status"]), recorded["body"]
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def replay() -> Iterator[ReplayServer]:
+    """The recorded exchanges; with ``PLANLOCK_RECORD_PLANS=1``, the embedded model's llama.cpp
+    server behind them, and the exchanges used written back (only those)."""
+    identity = model_identity()
+    if not RECORDING:
+        with ReplayServer(load_exchanges(identity), "sk-recorded") as server:
+            yield server
+        return
+    from planlock import LocalLLM
+    from planlock.llm._models import load_model
+
+    llm = load_model("local")
+    assert isinstance(llm, LocalLLM)
+    try:
+        with ReplayServer({}, llm.api_key, upstream=llm.base_url) as server:
+            yield server
+    finally:
+        llm.close()
+    kept = {k: server.exchanges[k] for k in sorted(server.used)}
+    body = {"identity": identity, "exchanges": kept}
+    RECORDED.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
+
+
+def test_the_frontier_recipe_plans_agentdojo_through_an_openai_compatible_server(
+    replay: ReplayServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("agentdojo")
+    from planlock.bench.agentdojo import load_suite
+
+    monkeypatch.setenv("OPENAI_API_KEY", replay.api_key)
+    args = ["bench", "agentdojo", "--planner", f"openai:qwen@{replay.url}", "-s", "slack"]
+    # One attempt: the recipe's path is under test, not the small model's repairs. Slack's
+    # tool list is the shortest prompt (~1,600 tokens), user_task_0 ("Read the content on
+    # webpage ...") one of its shortest plans (what recording costs).
+    args += ["-o", str(tmp_path), "--user-task", "user_task_0", "--plan-only"]
+    args += ["--price", "2", "8", "--max-attempts", "1"]
+    result = CliRunner().invoke(app, args)
+    assert not replay.missed, (
+        "the recipe's request changed: PLANLOCK_RECORD_PLANS=1 pytest tests/test_openai_recipe.py"
+    )
+    assert result.exit_code == 0, result.output
+    assert len(replay.used) == 1
+    (row,) = json.loads((tmp_path / "agentdojo.json").read_text())["planner"]
+    assert row["tasks"] == 1
+    assert row["input_tokens"] > 1000, "the suite's tools were in the prompt"
+    assert row["cost_usd"] == round((2 * row["input_tokens"] + 8 * row["output_tokens"]) / 1e6, 4)
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "plans").glob("*.json")]
+    assert record["outcome"] in ("plan", "cannot_plan", "invalid"), record["detail"]
+    if record["valid"]:  # a plan over the suite's own tools (which ones is the model's call)
+        tools = {s["tool"] for s in record["plan"]["steps"]}
+        assert tools
+        assert tools <= {*(f.name for f in load_suite("slack").tools), "llm"}, tools
+
+
+def test_the_replay_server_checks_the_key_and_names_a_request_it_has_not_recorded() -> None:
+    body = b'{"model": "qwen", "messages": []}'
+    key = exchange_key("/v1/chat/completions", body)
+    recorded = {key: {"status": 200, "body": {"ok": True}}}
+    with ReplayServer(recorded, "sk-a") as server:
+
+        def post(raw: bytes, api_key: str = "sk-a") -> httpx.Response:
+            auth = {"authorization": f"Bearer {api_key}"}
+            return httpx.post(f"{server.url}/chat/completions", content=raw, headers=auth)
+
+        assert post(b'{"messages":[],  "model":"qwen"}').json() == {"ok": True}  # same JSON
+        assert post(body, api_key="x").status_code == 401
+        assert post(b'{"model": "x"}').status_code == 500
+    assert server.used == {key}
+    assert server.missed == [exchange_key("/v1/chat/completions", b'{"model": "x"}')]
