@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 ## Lint, type-check (strict) and run the whole test suite (what CI runs). The type check runs
 ## beside the tests (their output interleaved by line).
 test: $(VENV)/.installed-dev lint
-	$(MAKE) --no-print-directory -j2 --output-sync=line typecheck unit
+	$(MAKE) --no-print-directory -j2 --output-sync=line typecheck unit MYPY_NICE="nice -n 5"
 
 ## The edit-test loop: lint, types, and every test that needs no model, no server and no extra
 ## processes. Left out (run by `make test`): the markers `integration`, `model`, `postgres`,
@@ -39,8 +39,9 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python scripts/import_cycles.py
 
+# In `make test`, mypy yields to the model's tests as the other test workers do (tests/conftest.py).
 typecheck: $(VENV)/.installed-dev
-	$(BIN)/mypy
+	$(MYPY_NICE) $(BIN)/mypy
 
 # Tests run on $(JOBS) pytest-xdist workers: the model tests share one (tests/conftest.py), the
 # others are spread; many tests wait on processes, sockets and timers, so JOBS may exceed cores.

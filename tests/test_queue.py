@@ -298,8 +298,10 @@ def test_async_queue_across_processes_with_a_run_time_approval(
             str(db),
             "--poll",
             "0.1",
+            # Long enough for the CLI calls below on a loaded machine (each starts Python and
+            # planlock, ~1 s of CPU): the worker must not run out of work before the answers.
             "--idle-exit",
-            "3",
+            "10",
             "--id",
             "worker-A",
         ],

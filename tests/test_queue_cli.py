@@ -191,7 +191,8 @@ def test_planlock_worker_killed_with_sigkill_is_recovered_by_its_restart(
     rows = json.loads(planlock("runs", "--json", "--journal", db, env=env).stdout)
     assert (rows[0]["state"], rows[0]["claimed_by"]) == ("running", "cw")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "planlock"), *worker, "--idle-exit", "2"],
+        # Idle long enough for the CLI calls below on a loaded machine (see test_queue.py).
+        [str(Path(sys.executable).parent / "planlock"), *worker, "--idle-exit", "10"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
