@@ -19,15 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import pytest
 from conftest import model_identity
+from test_backends import StubServer
 from typer.testing import CliRunner
 
 from planlock.cli import app
@@ -39,10 +38,10 @@ RECORDED = Path(__file__).resolve().parent / "data" / "openai-recipe.json"
 RECORDING = os.environ.get("PLANLOCK_RECORD_PLANS") == "1"
 
 
-def exchange_key(path: str, raw: bytes) -> str:
+def exchange_key(path: str, body: dict[str, Any]) -> str:
     """The request's path and JSON body, whitespace and key order aside."""
-    body = json.dumps(json.loads(raw or b"{}"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(f"{path}\n{body}".encode()).hexdigest()
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{path}\n{canonical}".encode()).hexdigest()
 
 
 def load_exchanges(identity: str) -> dict[str, dict[str, Any]]:
@@ -52,7 +51,7 @@ def load_exchanges(identity: str) -> dict[str, dict[str, Any]]:
     return dict(data["exchanges"]) if data["identity"] == identity else {}
 
 
-class ReplayServer:
+class ReplayServer(StubServer):
     """Answers a POST with the recorded exchange for its key; a request with no recording is
     forwarded to ``upstream`` (and recorded) if there is one, else answered 500 naming it.
     Requests must carry ``Authorization: Bearer <api_key>``, as a real server would check."""
@@ -60,55 +59,27 @@ class ReplayServer:
     def __init__(
         self, exchanges: dict[str, dict[str, Any]], api_key: str, upstream: str | None = None
     ) -> None:
-        self.exchanges = exchanges
+        super().__init__(self.answer)
+        self.exchanges, self.api_key, self.upstream = exchanges, api_key, upstream
         self.used: set[str] = set()
         self.missed: list[str] = []
-        replay = self
+        self.url = f"{self.url}/v1"
 
-        class _H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-                status, body = replay.answer(self.path, self.headers.get("authorization"), raw)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self.api_key, self.upstream = api_key, upstream
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-
-    def answer(self, path: str, auth: str | None, raw: bytes) -> tuple[int, Any]:
+    def answer(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
+        auth = headers.get("authorization")
         if auth != f"Bearer {self.api_key}":
             return 401, {"error": {"message": "Incorrect API key", "code": "invalid_api_key"}}
-        key = exchange_key(path, raw)
+        key = exchange_key(path, body)
         if key not in self.exchanges:
             if self.upstream is None:
                 self.missed.append(key)
                 return 500, {"error": {"message": f"no recorded exchange {key}"}}
             root = self.upstream.removesuffix("/v1")
-            headers = {"authorization": auth, "content-type": "application/json"}
-            got = httpx.post(root + path, content=raw, headers=headers, timeout=None)
+            got = httpx.post(root + path, json=body, headers={"authorization": auth}, timeout=None)
             self.exchanges[key] = {"status": got.status_code, "body": got.json()}
         self.used.add(key)
         recorded = self.exchanges[key]
         return int(recorded["status"]), recorded["body"]
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -168,7 +139,7 @@ def test_the_frontier_recipe_plans_agentdojo_through_an_openai_compatible_server
 
 def test_the_replay_server_checks_the_key_and_names_a_request_it_has_not_recorded() -> None:
     body = b'{"model": "qwen", "messages": []}'
-    key = exchange_key("/v1/chat/completions", body)
+    key = exchange_key("/v1/chat/completions", json.loads(body))
     recorded = {key: {"status": 200, "body": {"ok": True}}}
     with ReplayServer(recorded, "sk-a") as server:
 
@@ -180,4 +151,4 @@ def test_the_replay_server_checks_the_key_and_names_a_request_it_has_not_recorde
         assert post(body, api_key="x").status_code == 401
         assert post(b'{"model": "x"}').status_code == 500
     assert server.used == {key}
-    assert server.missed == [exchange_key("/v1/chat/completions", b'{"model": "x"}')]
+    assert server.missed == [exchange_key("/v1/chat/completions", {"model": "x"})]
