@@ -257,11 +257,12 @@ def request_key(llm: str, request: LLMRequest) -> str:
 
 
 RECORDED_PLANS = Path(__file__).resolve().parent / "data" / "local-plans.json"
-"""The embedded model's replies to the planning requests of the tests that need *a* plan for a
-goal (``local_plans``), keyed by ``request_key`` under the model's and runtime's identity.
-Re-record after changing the planner's prompt: ``PLANLOCK_RECORD_PLANS=1 pytest -m model``
-(``test_model_recordings.py`` fails in the fast tier until then). ``PLANLOCK_FRESH_PLANS=1``
-ignores the file and asks the model everything."""
+"""The embedded model's replies to the planning and checkpoint requests of the tests that need
+*a* plan for a goal, or *a* revision of one (``local_plans``), keyed by ``request_key`` under
+the model's and runtime's identity. Re-record after changing the planner's or the replanner's
+prompt: ``PLANLOCK_RECORD_PLANS=1 pytest -m model`` (``test_model_recordings.py`` fails in the
+fast tier until then). ``PLANLOCK_FRESH_PLANS=1`` ignores the file and asks the model
+everything."""
 
 
 def model_identity() -> str:
@@ -284,12 +285,17 @@ def load_recorded_plans(identity: str) -> dict[str, LLMReply]:
     return {key: LLMReply(**reply) for key, reply in data["replies"].items()}
 
 
+RECORDED_PURPOSES = frozenset({"plan", "checkpoint", "replan"})
+"""The requests whose replies are recorded: plans, and the revisions of plans at a checkpoint or
+after an error. An ``llm`` step's call is not: it runs on the model every time."""
+
+
 class ReplayLLM:
     """The embedded model, answering a request it was already asked, in this session or in the
     run that recorded ``RECORDED_PLANS``, with the reply it gave then (the model is greedy: the
-    same prompt gets the same plan; ``test_a_recorded_plan_is_what_the_model_writes_today``
-    checks one against the model). Only for tests that need *a* plan for a goal, not for tests
-    that examine generation itself."""
+    same prompt gets the same plan; ``test_a_recorded_reply_is_what_the_model_writes_today``
+    checks one against the model). Only for tests that need *a* plan for a goal or *a* revision
+    of one, not for tests that examine generation itself (reading, streaming, stopping)."""
 
     def __init__(self, llm: LocalLLM, replies: dict[str, LLMReply], used: set[str]) -> None:
         self.llm = llm
@@ -308,7 +314,7 @@ class ReplayLLM:
 
     async def complete(self, request: LLMRequest) -> LLMReply:
         key = request_key(self.name, request)
-        if request.purpose == "plan":  # only plans are recorded: an llm step runs for real
+        if request.purpose in RECORDED_PURPOSES:  # an llm step runs for real
             self.used.add(key)
         if key in self.replies:
             self.hits += 1

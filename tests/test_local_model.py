@@ -2,10 +2,10 @@
 
 Tests marked ``integration`` and ``model`` load the real Qwen2.5-Coder-1.5B model (joined from
 its chunk packages on first use; once per session, ``local_llm`` in conftest) and run it on this
-machine's CPU; they run in ``make test`` and CI. Tests that only need *a* plan for a goal use
-``local_plans``, which answers a request the model was already asked (in this session, or in
-the run that recorded ``tests/data/local-plans.json``) with the reply it gave then; one test
-here asks the model again and compares.
+machine's CPU; they run in ``make test`` and CI. Tests that only need *a* plan for a goal, or *a*
+review of one at a checkpoint, use ``local_plans``, which answers a request the model was already
+asked (in this session, or in the run that recorded ``tests/data/local-plans.json``) with the
+reply it gave then; one test here asks the model again and compares.
 The OpenAI backend is also tested here against llama.cpp's own OpenAI-compatible HTTP server,
 which the embedded runtime opens on 127.0.0.1.
 """
@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import ReplayLLM, load_recorded_plans, model_identity, request_key
+from test_replan_local import ROOM_PLAN, rooms
 from typer.testing import CliRunner
 
 import planlock
@@ -173,42 +174,67 @@ def test_the_local_model_plans_other_goals_over_the_demo_tools(
     assert needs <= {s.tool for s in plan.steps}
 
 
+class Asking:
+    """The embedded model itself (no recording, no session cache), keeping what it was asked
+    and what it replied."""
+
+    def __init__(self, llm: LocalLLM) -> None:
+        self.llm = llm
+        self.name = llm.name
+        self.asked: list[tuple[str, planlock.LLMReply]] = []
+
+    async def complete(self, request: LLMRequest) -> planlock.LLMReply:
+        reply = await self.llm.complete(request)
+        self.asked.append((request_key(self.name, request), reply))
+        return reply
+
+
+def busy_room(llm: Any, **kwargs: Any) -> planlock.RunResult:
+    """``test_replan_local``'s busy room: its checkpoint asks ``llm`` for a review."""
+    return planlock.run_sync(
+        planlock.Plan.parse(ROOM_PLAN),
+        rooms({"Oak": False, "Pine": True}, []),
+        llm=llm,
+        replanner=llm,
+        approver=planlock.approve_all(),
+        **kwargs,
+    )
+
+
 @pytest.mark.integration
-def test_a_recorded_plan_is_what_the_model_writes_today(local_llm: LocalLLM) -> None:
-    """The recordings ``local_plans`` answers from stand for the model: the model, asked again
-    (no recording, no session cache), plans one of their goals with the same calls."""
-    goal, needs = OTHER_GOALS[0]
+def test_a_recorded_reply_is_what_the_model_writes_today(local_llm: LocalLLM) -> None:
+    """The recordings ``local_plans`` answers from stand for the model: asked again, the model
+    gives one of them the same reply. What this checks, that the greedy model repeats itself on
+    this machine and runtime, holds for a plan and a checkpoint's review alike; the review's
+    prompt is a third of a plan's, and reading a prompt is what the model tier pays for (a plan's
+    took 159 s of CPU, on the one thread `make test` leaves the model)."""
     recorded = load_recorded_plans(model_identity())
-    asked: list[str] = []
-
-    class Recording:
-        name = local_llm.name
-
-        async def complete(self, request: LLMRequest) -> planlock.LLMReply:
-            asked.append(request_key(self.name, request))
-            return await local_llm.complete(request)
-
-    fresh, _ = plan_for(Recording(), goal)
-    assert needs <= {s.tool for s in fresh.steps}
-    if asked[0] not in recorded:
+    fresh = Asking(local_llm)
+    assert busy_room(fresh).ok
+    ((key, reply),) = fresh.asked
+    if key not in recorded:
         if os.environ.get("PLANLOCK_RECORD_PLANS") == "1":
-            pytest.skip("recording: the plans are written at the end of this session")
-        pytest.fail("no recording for today's prompt: PLANLOCK_RECORD_PLANS=1 pytest -m model")
-    replay = ReplayLLM(local_llm, dict(recorded), set())
-    again, _ = plan_for(replay, goal)
-    assert replay.hits >= 1
-    assert [(s.tool, s.args) for s in again.steps] == [(s.tool, s.args) for s in fresh.steps]
+            pytest.skip("recording: the replies are written at the end of this session")
+        pytest.fail("no recording for today's request: PLANLOCK_RECORD_PLANS=1 pytest -m model")
+    assert reply.finish_reason == recorded[key].finish_reason == "stop"
+    assert json.loads(reply.text) == json.loads(recorded[key].text)
 
 
 @pytest.mark.integration
-def test_the_openai_backend_plans_through_llama_cpps_server(local_llm: LocalLLM) -> None:
+def test_the_openai_backend_reviews_through_llama_cpps_server(local_llm: LocalLLM) -> None:
     # Right after the test above, on purpose: the same prompt, so llama.cpp's own prompt cache
-    # (one slot) has read it already and this test pays for the plan's tokens only.
+    # (one slot) has read it already and this test pays for the reply's tokens only.
     assert local_llm.base_url.startswith("http://127.0.0.1:")
     llm = OpenAILLM("qwen", base_url=local_llm.base_url, api_key=local_llm.api_key, max_retries=0)
-    plan, planner = plan_for(llm, "Look up the customer's account.")
-    assert "fetch_account" in {s.tool for s in plan.steps}
-    assert planner.attempts[-1].input_tokens > 500
+    with capture_journal() as journal:
+        result = busy_room(llm, journal=journal)
+    assert result.ok, result.error
+    (call,) = [e.data for e in journal.events() if e.kind == "llm_called"]
+    assert call["backend"].startswith("openai:qwen@http://127.0.0.1:")
+    assert call["purpose"] == "checkpoint"
+    assert call["input_tokens"] > 300
+    (review,) = [e.data for e in journal.events() if e.kind == "checkpoint_reviewed"]
+    assert isinstance(review["needs_revision"], bool)
 
 
 @pytest.mark.integration

@@ -1,16 +1,26 @@
 """The recorded plans of the model tier (``tests/data/local-plans.json``) answer today's
-planning requests: a change to the planner's prompt, its schema or the demo's tools fails here,
-in the fast tier, until the plans are recorded again with the model
-(``PLANLOCK_RECORD_PLANS=1 pytest -m model``), instead of the model tier quietly paying for
-every plan again."""
+planning and checkpoint requests: a change to the planner's or the replanner's prompt, their
+schemas or the tests' tools fails here, in the fast tier, until the replies are recorded again
+with the model (``PLANLOCK_RECORD_PLANS=1 pytest -m model``), instead of the model tier quietly
+paying for every plan again."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import load_recorded_plans, model_identity, request_key
 from test_local_model import OTHER_GOALS, plan_for
+from test_replan_local import ROOM_PLAN, STOCK_PLAN, rooms, stock
 
-from planlock import LLMError, LLMReply, LLMRequest, demo
+from planlock import (
+    LLMError,
+    LLMReply,
+    LLMRequest,
+    Plan,
+    ToolRegistry,
+    approve_all,
+    demo,
+    run_sync,
+)
 
 
 class FirstRequest:
@@ -29,14 +39,30 @@ class FirstRequest:
 
 @pytest.mark.parametrize("goal", [demo.GOAL, *(goal for goal, _ in OTHER_GOALS)])
 def test_the_recorded_plans_answer_today_s_planning_requests(goal: str) -> None:
-    recorded = load_recorded_plans(model_identity())
-    assert recorded, "none for this model and runtime: PLANLOCK_RECORD_PLANS=1 pytest -m model"
     llm = FirstRequest()
     with pytest.raises(LLMError, match="stopped at the first request"):
         plan_for(llm, goal)
-    assert llm.key in recorded, (
-        f"the planning request for {goal!r} changed: PLANLOCK_RECORD_PLANS=1 pytest -m model"
-    )
-    reply = recorded[llm.key]
+    assert_recorded(llm.key, f"the planning request for {goal!r}")
+
+
+@pytest.mark.parametrize(
+    ("plan", "registry"),
+    [(ROOM_PLAN, rooms({"Oak": False, "Pine": True}, [])), (STOCK_PLAN, stock(12, []))],
+    ids=["busy-room", "in-stock"],
+)
+def test_the_recorded_reviews_answer_today_s_checkpoint_requests(
+    plan: dict[str, object], registry: ToolRegistry
+) -> None:
+    llm = FirstRequest()
+    with pytest.raises(LLMError, match="stopped at the first request"):
+        run_sync(Plan.parse(plan), registry, llm=llm, replanner=llm, approver=approve_all())
+    assert_recorded(llm.key, f"the checkpoint request of {plan['goal']!r}")
+
+
+def assert_recorded(key: str, what: str) -> None:
+    recorded = load_recorded_plans(model_identity())
+    assert recorded, "none for this model and runtime: PLANLOCK_RECORD_PLANS=1 pytest -m model"
+    assert key in recorded, f"{what} changed: PLANLOCK_RECORD_PLANS=1 pytest -m model"
+    reply = recorded[key]
     assert reply.finish_reason == "stop"
     assert reply.text

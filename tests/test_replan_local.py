@@ -2,18 +2,21 @@
 
 The planner model at a checkpoint sees typed values only (here a trusted tool's boolean and
 integer); a revision that stays inside the approved envelope proceeds without asking anyone.
+The model's reviews come through ``local_plans``: the reply it gave to this exact request when
+``tests/data/local-plans.json`` was recorded (``test_model_recordings.py`` fails in the fast tier
+when the request changes; ``PLANLOCK_FRESH_PLANS=1`` asks the model again).
 """
 
 from __future__ import annotations
 
 import pytest
+from conftest import ReplayLLM
 
 import planlock
 from planlock import ApprovalRequest, Decision, Plan, ToolRegistry, run_sync
-from planlock.llm._local import LocalLLM
 from planlock.testing import capture_journal
 
-pytestmark = pytest.mark.integration  # and `model`: `local_llm` (conftest) loads it once
+pytestmark = pytest.mark.integration  # and `model`: `local_plans` (conftest) loads it once
 
 
 class Counting:
@@ -54,7 +57,7 @@ ROOM_PLAN = {
 
 
 def test_a_busy_room_is_replaced_by_the_goals_fallback_inside_the_envelope(
-    local_llm: LocalLLM,
+    local_plans: ReplayLLM,
 ) -> None:
     log: list[str] = []
     approver = Counting()
@@ -62,8 +65,8 @@ def test_a_busy_room_is_replaced_by_the_goals_fallback_inside_the_envelope(
         result = run_sync(
             Plan.parse(ROOM_PLAN),
             rooms({"Oak": False, "Pine": True}, log),
-            llm=local_llm,
-            replanner=local_llm,
+            llm=local_plans,
+            replanner=local_plans,
             approver=approver,
             journal=journal,
         )
@@ -105,23 +108,25 @@ def stock(units: int, log: list[str]) -> ToolRegistry:
     return reg
 
 
-def test_a_plan_that_still_fits_is_kept(local_llm: LocalLLM) -> None:
-    plan = {
-        "version": 1,
-        "goal": "Order 5 widgets if at least 5 are in stock; otherwise put 5 widgets on the "
-        "backorder list.",
-        "steps": [
-            {"id": "1", "tool": "stock_level", "args": {"item": "widget"}, "checkpoint": True},
-            {"id": "2", "tool": "place_order", "args": {"item": "widget", "quantity": 5}},
-        ],
-    }
+STOCK_PLAN = {
+    "version": 1,
+    "goal": "Order 5 widgets if at least 5 are in stock; otherwise put 5 widgets on the "
+    "backorder list.",
+    "steps": [
+        {"id": "1", "tool": "stock_level", "args": {"item": "widget"}, "checkpoint": True},
+        {"id": "2", "tool": "place_order", "args": {"item": "widget", "quantity": 5}},
+    ],
+}
+
+
+def test_a_plan_that_still_fits_is_kept(local_plans: ReplayLLM) -> None:
     log: list[str] = []
     with capture_journal() as journal:
         result = run_sync(
-            Plan.parse(plan),
+            Plan.parse(STOCK_PLAN),
             stock(12, log),
-            llm=local_llm,
-            replanner=local_llm,
+            llm=local_plans,
+            replanner=local_plans,
             approver=planlock.approve_all(),
             journal=journal,
         )
