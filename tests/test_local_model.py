@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import ReplayLLM, load_recorded_plans, model_identity, request_key
-from test_replan_local import ROOM_PLAN, rooms
+from test_replan_local import busy_room
 from typer.testing import CliRunner
 
 import planlock
@@ -187,18 +187,6 @@ class Asking:
         reply = await self.llm.complete(request)
         self.asked.append((request_key(self.name, request), reply))
         return reply
-
-
-def busy_room(llm: Any, **kwargs: Any) -> planlock.RunResult:
-    """``test_replan_local``'s busy room: its checkpoint asks ``llm`` for a review."""
-    return planlock.run_sync(
-        planlock.Plan.parse(ROOM_PLAN),
-        rooms({"Oak": False, "Pine": True}, []),
-        llm=llm,
-        replanner=llm,
-        approver=planlock.approve_all(),
-        **kwargs,
-    )
 
 
 @pytest.mark.integration

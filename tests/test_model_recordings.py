@@ -6,21 +6,15 @@ paying for every plan again."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from conftest import load_recorded_plans, model_identity, request_key
 from test_local_model import OTHER_GOALS, plan_for
-from test_replan_local import ROOM_PLAN, STOCK_PLAN, rooms, stock
+from test_replan_local import busy_room, in_stock
 
-from planlock import (
-    LLMError,
-    LLMReply,
-    LLMRequest,
-    Plan,
-    ToolRegistry,
-    approve_all,
-    demo,
-    run_sync,
-)
+from planlock import LLMError, LLMReply, LLMRequest, demo
 
 
 class FirstRequest:
@@ -45,18 +39,12 @@ def test_the_recorded_plans_answer_today_s_planning_requests(goal: str) -> None:
     assert_recorded(llm.key, f"the planning request for {goal!r}")
 
 
-@pytest.mark.parametrize(
-    ("plan", "registry"),
-    [(ROOM_PLAN, rooms({"Oak": False, "Pine": True}, [])), (STOCK_PLAN, stock(12, []))],
-    ids=["busy-room", "in-stock"],
-)
-def test_the_recorded_reviews_answer_today_s_checkpoint_requests(
-    plan: dict[str, object], registry: ToolRegistry
-) -> None:
+@pytest.mark.parametrize("run", [busy_room, in_stock], ids=["busy-room", "in-stock"])
+def test_the_recorded_reviews_answer_today_s_checkpoint_requests(run: Callable[..., Any]) -> None:
     llm = FirstRequest()
     with pytest.raises(LLMError, match="stopped at the first request"):
-        run_sync(Plan.parse(plan), registry, llm=llm, replanner=llm, approver=approve_all())
-    assert_recorded(llm.key, f"the checkpoint request of {plan['goal']!r}")
+        run(llm)
+    assert_recorded(llm.key, f"the checkpoint request of {run.__name__}")
 
 
 def assert_recorded(key: str, what: str) -> None:

@@ -9,11 +9,13 @@ when the request changes; ``PLANLOCK_FRESH_PLANS=1`` asks the model again).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conftest import ReplayLLM
 
 import planlock
-from planlock import ApprovalRequest, Decision, Plan, ToolRegistry, run_sync
+from planlock import ApprovalRequest, Decision, Plan, RunResult, ToolRegistry, run_sync
 from planlock.testing import capture_journal
 
 pytestmark = pytest.mark.integration  # and `model`: `local_plans` (conftest) loads it once
@@ -56,20 +58,25 @@ ROOM_PLAN = {
 }
 
 
+def busy_room(llm: Any, log: list[str] | None = None, **kwargs: Any) -> RunResult:
+    """``ROOM_PLAN`` with the Oak room taken: its checkpoint asks ``llm`` for a review (also
+    what ``test_local_model`` asks the model afresh, and ``test_model_recordings`` checks)."""
+    return run_sync(
+        Plan.parse(ROOM_PLAN),
+        rooms({"Oak": False, "Pine": True}, [] if log is None else log),
+        llm=llm,
+        replanner=llm,
+        **{"approver": planlock.approve_all(), **kwargs},
+    )
+
+
 def test_a_busy_room_is_replaced_by_the_goals_fallback_inside_the_envelope(
     local_plans: ReplayLLM,
 ) -> None:
     log: list[str] = []
     approver = Counting()
     with capture_journal() as journal:
-        result = run_sync(
-            Plan.parse(ROOM_PLAN),
-            rooms({"Oak": False, "Pine": True}, log),
-            llm=local_plans,
-            replanner=local_plans,
-            approver=approver,
-            journal=journal,
-        )
+        result = busy_room(local_plans, log, approver=approver, journal=journal)
     assert result.ok, result.error
     assert log == ["room_is_free:Oak", "book_room:Pine"]  # Oak is never booked
     assert result.replans == 1
@@ -119,17 +126,21 @@ STOCK_PLAN = {
 }
 
 
+def in_stock(llm: Any, log: list[str] | None = None, **kwargs: Any) -> RunResult:
+    """``STOCK_PLAN`` with 12 widgets in stock: its checkpoint asks ``llm`` for a review."""
+    return run_sync(
+        Plan.parse(STOCK_PLAN),
+        stock(12, [] if log is None else log),
+        llm=llm,
+        replanner=llm,
+        **{"approver": planlock.approve_all(), **kwargs},
+    )
+
+
 def test_a_plan_that_still_fits_is_kept(local_plans: ReplayLLM) -> None:
     log: list[str] = []
     with capture_journal() as journal:
-        result = run_sync(
-            Plan.parse(STOCK_PLAN),
-            stock(12, log),
-            llm=local_plans,
-            replanner=local_plans,
-            approver=planlock.approve_all(),
-            journal=journal,
-        )
+        result = in_stock(local_plans, log, journal=journal)
     assert result.ok, result.error
     assert log == ["stock_level", "place_order"]
     assert result.replans == 0
