@@ -9,8 +9,8 @@ owned by the owner role."""
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "planlock")
+BANKING = f"{ROOT / 'examples' / 'banking.py'}:registry"
 
 
 def pg_owner_dsn() -> str:
@@ -115,26 +116,38 @@ def test_the_owner_migrates_and_the_app_role_works_without_creating_anything(
     journal = Journal.open(split.app, Anchoring())
     journal.record("r1", "run_started", {})
     assert journal.verify().ok
-    # The docs session (three payments approved, two workers) as the application role.
-    doc = (ROOT / "docs" / "postgres.md").read_text()
-    (script,) = re.findall(r"```bash\n(.*?)```", doc, flags=re.DOTALL)
-    script = script.replace("make postgres", "true").replace(
-        "postgresql://planlock:planlock@127.0.0.1:54329/planlock", split.app
-    )
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    result = subprocess.run(
-        ["bash", "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "journal intact" in result.stdout
-    runs = Journal.open(split.app, Anchoring()).runs()
+    # The docs session's commands (docs/postgres.md: three payments submitted, approved and run
+    # by two workers, then verified) as the application role, through the CLI in this process:
+    # the privileges are those of the SQL it sends, whatever process sends it.
+    # (tests/test_postgres.py runs the session itself, as written, in a shell.)
+    as_app = CliRunner(env={"PLANLOCK_JOURNAL": split.app})
+
+    def run(*args: str) -> str:
+        result = as_app.invoke(app, list(args))
+        assert result.exit_code == 0, (args, result.output)
+        return result.stdout
+
+    for _ in range(3):
+        run(
+            "submit",
+            str(ROOT / "examples" / "pay_landlord_plan.json"),
+            "--tools",
+            BANKING,
+            "--input",
+            'user={"landlord_iban": "DE89370400440532013000"}',
+        )
+    pending = json.loads(run("approvals", "list", "--json"))
+    assert len(pending) == 3
+    for request in pending:
+        run("approve", request["id"], "--as", "alice", "--reason", "rent")
+    for worker in ("worker-a", "worker-b"):
+        run("worker", "--tools", BANKING, "--id", worker, "--once")
+    assert "journal intact" in run("journal", "verify")
+    after = Journal.open(split.app, Anchoring())
+    runs = after.runs()
     assert len(runs) == 4  # r1 and the three payments
+    finished = [after.events(r)[-1].data for r in runs if r != "r1"]
+    assert [f["status"] for f in finished] == ["succeeded"] * 3
     with psycopg.connect(split.owner) as db:
         owners = {
             r[0]
