@@ -14,7 +14,13 @@ pytest.importorskip("agentdojo")
 
 from agentdojo.functions_runtime import FunctionsRuntime
 
-from planlock.bench.agentdojo._bench import PairResult, PlanlockAgent, make_element, run_pairs
+from planlock.bench.agentdojo._bench import (
+    PairResult,
+    PlanlockAgent,
+    fast_yaml,
+    make_element,
+    run_pairs,
+)
 from planlock.bench.agentdojo._corpus import CorpusPlanner, literal_problems, load_corpus
 from planlock.bench.agentdojo._suite import (
     ApproveMode,
@@ -264,8 +270,9 @@ def test_a_files_size_follows_its_content_so_only_ids_are_trusted() -> None:
     pick the file (workspace injection_task_1 deletes file 13). Ids are the drive's keys."""
     suite = load_suite("workspace")
     vectors = suite.get_injection_vector_defaults()
-    short = suite.load_and_inject_default_environment({})
-    long = suite.load_and_inject_default_environment(dict.fromkeys(vectors, "x" * 100000))
+    with fast_yaml():  # 100 kB per vector: ~2 s with the pure-Python parser
+        short = suite.load_and_inject_default_environment({})
+        long = suite.load_and_inject_default_environment(dict.fromkeys(vectors, "x" * 100000))
     grown = [
         f.id_
         for f in long.cloud_drive.files.values()

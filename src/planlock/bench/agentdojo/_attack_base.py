@@ -14,6 +14,7 @@ from agentdojo.types import get_text_content_as_str
 
 from planlock.bench.agentdojo._known import Known
 from planlock.bench.agentdojo._text import identifiers_in
+from planlock.bench.agentdojo._yaml import fast_yaml
 
 __all__ = ["PlanlockAttack", "Want", "final_reply"]
 
@@ -101,6 +102,16 @@ class PlanlockAttack(BaseAttack):  # type: ignore[misc]
     name: str
     evasive: bool = False
 
+    def __init__(self, task_suite: Any, target_pipeline: Any) -> None:
+        # AgentDojo parses the suite's YAML here and in the two methods below; outside
+        # ``run_pairs`` (which parses under ``fast_yaml`` already) that was its pure-Python parser.
+        with fast_yaml():
+            super().__init__(task_suite, target_pipeline)
+
+    def get_injection_candidates(self, user_task: Any) -> list[str]:
+        with fast_yaml():
+            return list(super().get_injection_candidates(user_task))
+
     def text(self, vector: str, user_task: Any, injection_task: Any) -> str:
         raise NotImplementedError
 
@@ -115,7 +126,8 @@ class PlanlockAttack(BaseAttack):  # type: ignore[misc]
 
     @cached_property
     def _env(self) -> Any:
-        return self.task_suite.load_and_inject_default_environment({})
+        with fast_yaml():
+            return self.task_suite.load_and_inject_default_environment({})
 
     @cached_property
     def known(self) -> Known:
