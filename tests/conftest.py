@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer.main
+import typer.testing
 
 from planlock import LLMReply, LLMRequest, LocalLLM, ToolRegistry, demo
 from planlock.testing import memory_journal
@@ -34,6 +37,14 @@ TIERS = ("model", "postgres", "browser", "slow")
 # COLUMNS when the console is built (at import): a test could then not widen the CLI's output
 # with ``env={"COLUMNS": ...}``. Without it, the width is read at each print, as in a shell.
 os.environ.pop("COLUMNS", None)
+
+# Typer's CliRunner builds the click command from the app's functions again at every invoke
+# (their signatures and string annotations, for ~45 commands): about 0.1 s a call, and the suite
+# invokes planlock's app some 300 times. Each worker builds it once instead, as a `planlock`
+# process does; click makes a fresh context for every call of the command.
+_typer_testing = vars(typer.testing)
+assert _typer_testing["_get_command"] is typer.main.get_command  # fails if Typer moves it
+_typer_testing["_get_command"] = functools.cache(typer.main.get_command)
 
 # The embedded model's on-disk prefix cache goes to a directory of this session (each xdist
 # worker its own), never the user's cache: a test starts from no cached prefix. Removed when the
