@@ -16,6 +16,7 @@ from planlock.core._condition import (
     evaluate_condition,
 )
 from planlock.core._issue import Issue
+from planlock.core._jsonschema import schema_error, validate_json
 from planlock.core._plan import (
     MAX_ITEMS_CAP,
     ORDER_OPS,
@@ -115,9 +116,11 @@ __all__ = [
     "refs_of",
     "render",
     "resolve",
+    "schema_error",
     "sha256_hex",
     "split_interpolation",
     "types_of",
+    "validate_json",
     "walk_path",
     "whole_placeholder",
 ]

@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from planlock.core import Lit, Template
+from planlock.core import Lit, Template, schema_error, validate_json
 from planlock.errors import LLMError
 from planlock.llm import LLM, LLMReply, LLMRequest, Message, call_model
 from planlock.tools._registry import LLM_TOOL, Tool, make_tool
@@ -73,12 +73,9 @@ def check_llm_step(
             out.append(("llm_step_placeholder", f"{base}.args.{name}", msg))
     schema = args.get("output_schema")
     if isinstance(schema, dict) and isinstance(compiled.get("output_schema"), Lit):
-        import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
-
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            out.append(("invalid_output_schema", f"{base}.args.output_schema", exc.message))
+        problem = schema_error(schema)
+        if problem is not None:
+            out.append(("invalid_output_schema", f"{base}.args.output_schema", problem))
     return out
 
 
@@ -117,7 +114,7 @@ async def quarantined_call(llm: LLM, args: dict[str, Any]) -> tuple[Any, LLMRequ
 
     try:
         data = json.loads(reply.text)
-        jsonschema.validate(data, wrapped)
+        validate_json(data, wrapped)
     except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
         raise LLMError(llm.name, f"reply does not match the step's output schema: {exc}") from None
     if "result" not in data:

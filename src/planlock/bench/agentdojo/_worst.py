@@ -24,6 +24,7 @@ from planlock.bench.agentdojo._checks import AttackInfo
 from planlock.bench.agentdojo._taint import Taint, tainted_steps
 from planlock.bench.agentdojo._text import evade, normalize, strings_in
 from planlock.bench.agentdojo._watch import StepWatch
+from planlock.core import validate_json
 from planlock.llm import LLM, LLMReply, LLMRequest
 
 __all__ = ["ChoiceKey", "Choices", "WorstCaseLLM", "result_schema"]
@@ -284,7 +285,7 @@ def _valid(value: Any, schema: Any) -> bool:
     if not isinstance(schema, dict):
         return True
     try:
-        jsonschema.validate(value, schema)
+        validate_json(value, schema)
     except jsonschema.ValidationError:
         return False
     except jsonschema.SchemaError:
