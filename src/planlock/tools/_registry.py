@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
 import docstring_parser
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import BaseModel, TypeAdapter
 
 from planlock.core import normalize_path
 from planlock.errors import UsageError
+from planlock.tools._models import Param, adapter, args_model
 from planlock.tools._native import plain_json_args
 
 __all__ = ["EFFECTS", "Effect", "StepContext", "Tool", "ToolRegistry"]
@@ -273,7 +274,7 @@ def make_tool(
         hints = typing.get_type_hints(fn, include_extras=True)
     except NameError as exc:
         raise UsageError(f"tool '{tool_name}': cannot resolve a type hint: {exc}") from None
-    fields: dict[str, Any] = {}
+    params: list[Param] = []
     adapters: dict[str, TypeAdapter[Any]] = {}
     context_param = None
     for pname, param in inspect.signature(fn).parameters.items():
@@ -286,17 +287,14 @@ def make_tool(
             context_param = pname
             continue
         default = ... if param.default is param.empty else param.default
-        fields[pname] = (hint, Field(default, description=param_docs.get(pname) or None))
-        adapters[pname] = TypeAdapter(hint)
-    sensitive_set = sink_sensitive(tool_name, effect or UNDECLARED, set(fields), sensitive, free)
+        params.append((pname, hint, default, param_docs.get(pname) or None))
+        adapters[pname] = adapter(hint)
+    names = {p[0] for p in params}
+    sensitive_set = sink_sensitive(tool_name, effect or UNDECLARED, names, sensitive, free)
     paths = _trusted_paths(tool_name, trusted_output)
-    model = create_model(
-        f"{tool_name}_args",
-        __config__=ConfigDict(extra="forbid"),
-        **fields,
-    )
+    model = args_model(tool_name, tuple(params))
     ret = hints.get("return", inspect.Signature.empty)
-    returns = None if ret is inspect.Signature.empty else TypeAdapter(ret)
+    returns = None if ret is inspect.Signature.empty else adapter(ret)
     description = "\n\n".join(x for x in (doc.short_description, doc.long_description) if x)
     return Tool(
         name=tool_name,
