@@ -12,6 +12,8 @@ import functools
 import json
 from typing import Any
 
+from planlock.core._plan import canonical_json
+
 __all__ = ["schema_error", "validate_json"]
 
 _CACHED = 512
@@ -19,8 +21,8 @@ _CACHED = 512
 
 def _key(schema: dict[str, Any]) -> str | None:
     try:
-        return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError):  # not JSON (a value a tool returned, say): not cached
+        return canonical_json(schema)
+    except (TypeError, ValueError):  # not JSON (a value a tool returned, NaN): not cached
         return None
 
 
@@ -48,22 +50,7 @@ def validate_json(instance: Any, schema: dict[str, Any]) -> None:
         raise error
 
 
-@functools.lru_cache(maxsize=_CACHED)
-def _draft_2020_12_error(key: str) -> str | None:
-    import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
-
-    try:
-        jsonschema.Draft202012Validator.check_schema(json.loads(key))
-    except jsonschema.SchemaError as exc:
-        return str(exc.message)
-    return None
-
-
-def schema_error(schema: dict[str, Any]) -> str | None:
-    """Why ``schema`` is not a valid JSON Schema (draft 2020-12), or None when it is."""
-    key = _key(schema)
-    if key is not None:
-        return _draft_2020_12_error(key)
+def _draft_2020_12_problem(schema: dict[str, Any]) -> str | None:
     import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
 
     try:
@@ -71,3 +58,14 @@ def schema_error(schema: dict[str, Any]) -> str | None:
     except jsonschema.SchemaError as exc:
         return str(exc.message)
     return None
+
+
+@functools.lru_cache(maxsize=_CACHED)
+def _draft_2020_12_error(key: str) -> str | None:
+    return _draft_2020_12_problem(json.loads(key))
+
+
+def schema_error(schema: dict[str, Any]) -> str | None:
+    """Why ``schema`` is not a valid JSON Schema (draft 2020-12), or None when it is."""
+    key = _key(schema)
+    return _draft_2020_12_problem(schema) if key is None else _draft_2020_12_error(key)

@@ -20,6 +20,7 @@ from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from planlock.core import schema_error
 from planlock.errors import UsageError
 from planlock.tools import LLM_STEP_TOOL, UNDECLARED, Tool, ToolRegistry
 from planlock.validation import chosen_labels, untrusted_labels
@@ -67,13 +68,9 @@ class Rule(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Rule:
-        if self.args is not None:
-            import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
-
-            try:
-                jsonschema.Draft202012Validator.check_schema(self.args)
-            except jsonschema.SchemaError as exc:
-                raise ValueError(f"'args' is not a valid JSON Schema: {exc.message}") from None
+        problem = None if self.args is None else schema_error(self.args)
+        if problem is not None:
+            raise ValueError(f"'args' is not a valid JSON Schema: {problem}")
         return self
 
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
 
+from planlock.core import schema_error
 from planlock.errors import UsageError
 from planlock.tools._registry import (
     EFFECTS,
@@ -87,12 +88,9 @@ def schema_tool(
     if timeout is not None and timeout <= 0:
         raise UsageError(f"tool '{name}': timeout must be positive")
     schema = _object_schema(name, input_schema)
-    import jsonschema  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
-
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise UsageError(f"tool '{name}': input schema is not valid: {exc.message}") from None
+    problem = schema_error(schema)
+    if problem is not None:
+        raise UsageError(f"tool '{name}': input schema is not valid: {problem}")
     props: dict[str, Any] = schema.get("properties", {})
     required = set(schema.get("required", []))
     # Field names are positional (p0, p1...): a property may be any string ("from", "user-id",
