@@ -71,6 +71,7 @@ them all, so the model loads once and its replies are reused (``local_plans``)."
 TOGETHER = {
     "tests/test_agentdojo_suites.py::test_workspace_": "agentdojo-workspace",
     "tests/test_pg_restart.py::": "pg-restart",
+    "tests/test_mcp.py::": "mcp",  # the MCP fork server
 }
 """Tests (by node id prefix) that share a module-scoped fixture: one worker runs them, so the
 fixture is built once. For ``test_pg_restart`` this is required, not only cheaper: its fixture is

@@ -2,8 +2,11 @@
 started as a subprocess over stdio and over streamable HTTP on 127.0.0.1: pins, rug pulls,
 undeclared effects and lying annotations.
 
-Each load and each run starts the server (about a second; the calls of a run share it), so these
-tests are ``slow``.
+Each load and each run starts the server (the calls of a run share it), so these tests are
+``slow``. Over stdio, a server is started by ``tests/data/mcp_launch.py`` and forked from
+``tests/data/mcp_forkserver.py``, which has imported the SDK once: still a process of its own per
+start, on the pipes planlock opened, without the 1.7 s of CPU a new interpreter pays for the
+imports. The README's example and the HTTP tests start the server with a new interpreter.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -31,6 +34,8 @@ from planlock.tools import McpToolset, load_toolset, mcp_tools
 pytestmark = pytest.mark.slow
 
 SERVER = Path(__file__).parent / "data" / "mcp_notes_server.py"
+FORKSERVER = Path(__file__).parent / "data" / "mcp_forkserver.py"
+LAUNCH = Path(__file__).parent / "data" / "mcp_launch.py"
 runner = CliRunner()
 
 DECLARED = """
@@ -54,15 +59,39 @@ def notes(tmp_path: Path) -> Path:
     return folder
 
 
-def stdio_file(tmp_path: Path, notes: Path, extra: str = "") -> Path:
-    path = tmp_path / "tools.toml"
-    path.write_text(
-        "[servers.notes]\n"
-        f"command = {json.dumps(sys.executable)}\n"
-        f"args = [{json.dumps(str(SERVER))}]\n"
-        f"env = {{ NOTES_DIR = {json.dumps(str(notes))} }}\n" + DECLARED + extra
-    )
-    return path
+@pytest.fixture(scope="module")
+def forkserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The fork server's socket (one fork server per module and test process)."""
+    sock = tmp_path_factory.mktemp("mcp") / "fork.sock"
+    proc = subprocess.Popen([sys.executable, str(FORKSERVER), str(sock)], stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert proc.poll() is None, "the MCP fork server exited"
+            assert time.monotonic() < deadline, "the MCP fork server did not start"
+            time.sleep(0.02)
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def stdio_file(tmp_path: Path, notes: Path, forkserver: Path) -> Callable[..., Path]:
+    """Writes ``tools.toml`` for the notes server over stdio (plus ``extra``); its path."""
+
+    def write(extra: str = "") -> Path:
+        path = tmp_path / "tools.toml"
+        args = ["-I", "-S", str(LAUNCH), str(forkserver), str(SERVER)]
+        path.write_text(
+            "[servers.notes]\n"
+            f"command = {json.dumps(sys.executable)}\n"
+            f"args = {json.dumps(args)}\n"
+            f"env = {{ NOTES_DIR = {json.dumps(str(notes))} }}\n" + DECLARED + extra
+        )
+        return path
+
+    return write
 
 
 def http_file(tmp_path: Path, url: str, extra: str = "") -> Path:
@@ -84,9 +113,9 @@ def plan(*steps: dict[str, object]) -> Plan:
 
 
 def test_unpinned_tools_are_refused_and_listing_shows_the_untrusted_hints(
-    tmp_path: Path, notes: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stdio_file: Callable[..., Path]
 ) -> None:
-    tools = stdio_file(tmp_path, notes)
+    tools = stdio_file()
     with pytest.raises(ToolPinMismatch) as info:
         mcp_tools(tools)
     assert {name for name, _ in info.value.problems} == {
@@ -125,9 +154,9 @@ def test_unpinned_tools_are_refused_and_listing_shows_the_untrusted_hints(
 
 
 def test_pin_then_run_records_the_definition_and_the_hints_in_the_journal(
-    tmp_path: Path, notes: Path
+    tmp_path: Path, stdio_file: Callable[..., Path]
 ) -> None:
-    tools = stdio_file(tmp_path, notes)
+    tools = stdio_file()
     pinned = runner.invoke(app, ["tools", "--tools", str(tools), "--pin"])
     assert pinned.exit_code == 0, pinned.output
     lock = json.loads((tmp_path / "tools.toml.lock").read_text())
@@ -173,9 +202,9 @@ def starts(notes: Path) -> int:
 
 
 def test_the_calls_of_one_run_share_one_server_and_two_runs_do_not(
-    tmp_path: Path, notes: Path
+    notes: Path, stdio_file: Callable[..., Path]
 ) -> None:
-    tools = stdio_file(tmp_path, notes)
+    tools = stdio_file()
     load_toolset(tools).pin()
     registry = mcp_tools(tools)  # loading lists the tools on a server of its own
     three = plan(
@@ -192,18 +221,19 @@ def test_the_calls_of_one_run_share_one_server_and_two_runs_do_not(
     assert second.ok, second.error
     assert starts(notes) == before + 2  # a run of its own, a server of its own
     pids = (notes / "starts.log").read_text().split()
+    assert len(set(pids)) == len(pids)  # a process of its own per start
     for pid in pids:  # every server stopped with its run (a live pid may be another's: reused)
         proc = Path(f"/proc/{pid}")
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             status = (proc / "status").read_text().lower()
-            cmdline = (proc / "cmdline").read_bytes()
-            assert "zombie" in status or SERVER.name.encode() not in cmdline, pid
+            cmdline = (proc / "cmdline").read_bytes()  # a forked server's is the fork server's
+            assert "zombie" in status or FORKSERVER.name.encode() not in cmdline, pid
 
 
 def test_a_server_claiming_read_only_on_a_destructive_tool_gets_no_auto_approval(
-    tmp_path: Path, notes: Path
+    notes: Path, stdio_file: Callable[..., Path]
 ) -> None:
-    tools = stdio_file(tmp_path, notes)  # delete_note: readOnlyHint=true, no declared effect
+    tools = stdio_file()  # delete_note: readOnlyHint=true, no declared effect
     load_toolset(tools).pin()
     registry = mcp_tools(tools)
     assert registry["delete_note"].effect == "undeclared"
@@ -223,9 +253,7 @@ def test_a_server_claiming_read_only_on_a_destructive_tool_gets_no_auto_approval
     assert calls(notes) == []
     assert (notes / "hello.txt").exists()
     # Declared as a delete: still a person's decision under the default policy.
-    declared = stdio_file(
-        tmp_path, notes, '\n[servers.notes.tools.delete_note]\neffect = "delete"\n'
-    )
+    declared = stdio_file('\n[servers.notes.tools.delete_note]\neffect = "delete"\n')
     with pytest.raises(ApprovalRequired):
         run_sync(deletion, mcp_tools(declared), journal=memory_journal())
     assert calls(notes) == []
@@ -238,9 +266,9 @@ def test_a_server_claiming_read_only_on_a_destructive_tool_gets_no_auto_approval
 
 
 def test_rug_pull_after_pinning_is_refused_before_anything_runs(
-    tmp_path: Path, notes: Path
+    tmp_path: Path, notes: Path, stdio_file: Callable[..., Path]
 ) -> None:
-    tools = stdio_file(tmp_path, notes)
+    tools = stdio_file()
     assert runner.invoke(app, ["tools", "--tools", str(tools), "--pin"]).exit_code == 0
     (notes / "variant").write_text("rugpull")  # the server now describes delete_note otherwise
     plan_file = tmp_path / "plan.json"
@@ -262,9 +290,9 @@ def test_rug_pull_after_pinning_is_refused_before_anything_runs(
 
 
 def test_rug_pull_between_loading_and_the_call_is_refused_at_the_call(
-    tmp_path: Path, notes: Path
+    notes: Path, stdio_file: Callable[..., Path]
 ) -> None:
-    tools = stdio_file(tmp_path, notes, '\n[servers.notes.tools.delete_note]\neffect = "delete"\n')
+    tools = stdio_file('\n[servers.notes.tools.delete_note]\neffect = "delete"\n')
     load_toolset(tools).pin()
     registry = mcp_tools(tools)  # pinned and matching now
     (notes / "variant").write_text("rugpull")  # the server changes before the call
@@ -276,8 +304,10 @@ def test_rug_pull_between_loading_and_the_call_is_refused_at_the_call(
     assert (notes / "hello.txt").exists()
 
 
-def test_a_tool_error_fails_the_step_and_outputs_are_untrusted(tmp_path: Path, notes: Path) -> None:
-    tools = stdio_file(tmp_path, notes)
+def test_a_tool_error_fails_the_step_and_outputs_are_untrusted(
+    stdio_file: Callable[..., Path],
+) -> None:
+    tools = stdio_file()
     load_toolset(tools).pin()
     registry = mcp_tools(tools)
     assert registry["read_note"].trusted_output is False
@@ -292,9 +322,9 @@ def test_a_tool_error_fails_the_step_and_outputs_are_untrusted(tmp_path: Path, n
 
 
 def test_declaring_a_tool_the_server_does_not_offer_is_an_error(
-    tmp_path: Path, notes: Path
+    stdio_file: Callable[..., Path],
 ) -> None:
-    tools = stdio_file(tmp_path, notes, '\n[servers.notes.tools.send_money]\neffect = "pay"\n')
+    tools = stdio_file('\n[servers.notes.tools.send_money]\neffect = "pay"\n')
     with pytest.raises(ToolsNotFound, match="offers no tool 'send_money'"):
         mcp_tools(tools)
 
