@@ -46,6 +46,41 @@ _typer_testing = vars(typer.testing)
 assert _typer_testing["_get_command"] is typer.main.get_command  # fails if Typer moves it
 _typer_testing["_get_command"] = functools.cache(typer.main.get_command)
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        _rewrite_test_modules_once(config)
+
+
+def _rewrite_test_modules_once(config: pytest.Config) -> None:
+    """Under xdist, the controller rewrites the asserts of the test files the run names (pytest's
+    cached ``.pyc``, in ``tests/__pycache__``) before it starts the workers, which then read them.
+    With ``PYTHONDONTWRITEBYTECODE=1`` (as on CI) pytest caches nothing: every worker parsed and
+    rewrote all ~95 files again at collection, about 6 s of CPU each. This writes the cache as
+    ``make unit`` byte-compiles ``src``. It uses pytest's private helpers, so if they move it
+    does nothing (each worker rewrites for itself, as before)."""
+    try:
+        from _pytest.assertion import rewrite
+        from _pytest.assertion.rewrite import assertstate_key
+
+        state = config.stash[assertstate_key]
+        files: set[Path] = set()
+        for arg in config.args:
+            path = Path(arg.split("::", maxsplit=1)[0])
+            if path.is_dir():
+                files.update(path.rglob("test_*.py"), path.rglob("conftest.py"))
+            elif path.suffix == ".py":
+                files.add(path)
+        for fn in sorted(f.resolve() for f in files):
+            cache = rewrite.get_cache_dir(fn)
+            pyc = cache / (fn.name[:-3] + rewrite.PYC_TAIL)
+            if rewrite._read_pyc(fn, pyc) is None and rewrite.try_makedirs(cache):
+                source_hash, code = rewrite._rewrite_test(fn, config)
+                rewrite._write_pyc(state, code, source_hash, pyc)
+    except (ImportError, AttributeError, KeyError, TypeError):
+        return
+
+
 # The embedded model's on-disk prefix cache goes to a directory of this session (each xdist
 # worker its own), never the user's cache: a test starts from no cached prefix. Removed when the
 # process ends (a model run leaves ~45 MB of prefix state in it).
