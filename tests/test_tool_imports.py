@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from langchain_core.tools import StructuredTool, tool
-from pydantic_ai import RunContext, Tool
 
 from planlock import Plan, Policy, ToolRegistry, approve_all, run_sync
 from planlock.errors import ApprovalDenied, ApprovalRequired, ToolsNotFound, UsageError
@@ -79,7 +78,7 @@ def test_adapters_require_an_explicit_effect(effect: Any) -> None:
     with pytest.raises(UsageError, match="effect is required"):
         from_langchain(multiply, effect=effect)
     with pytest.raises(UsageError, match="effect is required"):
-        from_pydantic_ai(Tool(_lookup), effect=effect)
+        from_pydantic_ai(pydantic_ai_tool(_lookup), effect=effect)
     with pytest.raises(TypeError):
         from_langchain(multiply)  # type: ignore[call-arg]  # no default
 
@@ -92,6 +91,14 @@ def test_adapters_refuse_other_objects() -> None:
 
 
 # --- pydantic-ai --------------------------------------------------------------------------------
+# Imported in the tests that use it: importing pydantic-ai costs about 1.4 s of CPU, which every
+# xdist worker would pay at collection.
+
+
+def pydantic_ai_tool(function: Any, **kwargs: Any) -> Any:
+    from pydantic_ai import Tool
+
+    return Tool(function, **kwargs)
 
 
 def _lookup(city: str, units: str = "metric") -> dict[str, Any]:
@@ -104,12 +111,8 @@ def _lookup(city: str, units: str = "metric") -> dict[str, Any]:
     return {"city": city, "units": units, "temp": 21}
 
 
-async def _with_ctx(ctx: RunContext[int], x: int) -> int:
-    return x
-
-
 def test_pydantic_ai_tool_runs_with_its_own_validation() -> None:
-    t = from_pydantic_ai(Tool(_lookup), effect="read", trusted_output=["temp"])
+    t = from_pydantic_ai(pydantic_ai_tool(_lookup), effect="read", trusted_output=["temp"])
     assert t.name == "_lookup"
     assert t.params_schema["properties"]["city"]["description"] == "The city."
     assert t.trusted_paths == ("temp",)
@@ -127,8 +130,16 @@ def test_pydantic_ai_tool_runs_with_its_own_validation() -> None:
 
 
 def test_pydantic_ai_tool_that_needs_a_run_context_is_refused() -> None:
+    from pydantic_ai import RunContext
+
+    async def with_ctx(ctx: RunContext[int], x: int) -> int:
+        return x
+
+    # The annotations as objects: pydantic-ai resolves strings in the module, not in this test.
+    with_ctx.__annotations__ = {"ctx": RunContext[int], "x": int, "return": int}
+
     with pytest.raises(UsageError, match="RunContext"):
-        from_pydantic_ai(Tool(_with_ctx, takes_ctx=True), effect="read")
+        from_pydantic_ai(pydantic_ai_tool(with_ctx, takes_ctx=True), effect="read")
 
 
 def test_importing_planlock_imports_no_optional_framework() -> None:
