@@ -107,6 +107,7 @@ TOGETHER = {
     "tests/test_agentdojo_suites.py::test_workspace_": "agentdojo-workspace",
     "tests/test_pg_restart.py::": "pg-restart",
     "tests/test_mcp.py::": "mcp",  # the MCP fork server
+    "tests/test_tool_imports.py::": "tool-imports",  # pydantic-ai, imported by its tests
 }
 """Tests (by node id prefix) that share a module-scoped fixture: one worker runs them, so the
 fixture is built once. For ``test_pg_restart`` this is required, not only cheaper: its fixture is
