@@ -2,11 +2,11 @@
 on loopback (512 runs, 1,024 requests).
 
 A real uvicorn server in a subprocess with in-server workers executing the runs; 64 httpx
-AsyncClients with a connection each. Every request must succeed (no error), every submitted run must finish exactly
-once (no lost or duplicated run) within a bounded time, and the journal must verify. The
-latencies (p50/p99) are printed with the load average (run with -s) and bounded generously:
-the machine is shared, so the p99 goal (500 ms) is checked by ``benchmarks/serve_load.py``,
-which measures it against a trivial endpoint's in the same run.
+AsyncClients with a connection each. Every request must succeed (no error), every submitted run
+must finish exactly once (no lost or duplicated run) within a bounded time, and the journal must
+verify. The latencies (p50/p99) are printed with the load average (run with -s) and bounded
+generously: the machine is shared, so the p99 goal (500 ms) is checked by
+``benchmarks/serve_load.py``, which measures it against a trivial endpoint's in the same run.
 """
 
 from __future__ import annotations
