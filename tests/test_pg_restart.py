@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-from test_server_support import auth, serve, wait_for
+from test_server_support import auth, serve, tls, wait_for
 
 from planlock import Journal, demo
 
@@ -183,7 +183,9 @@ def test_a_restart_under_load_loses_and_duplicates_nothing(cluster: str, tmp_pat
         load = anyio.run(go)
 
         def finished() -> bool:
-            r = httpx.get(f"{server.url}/api/runs?limit=1000", headers=auth("root"), timeout=30)
+            r = httpx.get(
+                f"{server.url}/api/runs?limit=1000", headers=auth("root"), timeout=30, verify=tls()
+            )
             mine = [x for x in r.json() if x["run_id"] in set(load.runs)]
             return len(mine) == len(load.runs) and all(x["finished_at"] for x in mine)
 
@@ -243,20 +245,23 @@ def test_while_the_database_is_down_503_and_a_short_wait_worker_gives_up(
     hasty = worker(tmp_path, "hasty", db_wait=2)
     with serve(tmp_path, "--workers", "0", "--db-wait", "1", journal=cluster) as server:
         me = f"{server.url}/api/me"
-        assert httpx.get(me, headers=auth("sam"), timeout=10).status_code == 200
+        assert httpx.get(me, headers=auth("sam"), timeout=10, verify=tls()).status_code == 200
         time.sleep(0.5)  # the workers are polling
         pg("stop")
         stopped = time.monotonic()
         answers = []
         for _ in range(3):
             start = time.monotonic()
-            r = httpx.get(me, headers=auth("sam"), timeout=10)
+            r = httpx.get(me, headers=auth("sam"), timeout=10, verify=tls())
             answers.append((r.status_code, r.headers.get("Retry-After"), time.monotonic() - start))
         hasty.wait(timeout=15)
         gave_up = time.monotonic() - stopped
         pg("start")
         back = time.monotonic()
-        wait_for(lambda: httpx.get(me, headers=auth("sam"), timeout=10).status_code == 200, 5)
+        wait_for(
+            lambda: httpx.get(me, headers=auth("sam"), timeout=10, verify=tls()).status_code == 200,
+            5,
+        )
         first_ok = time.monotonic() - back
         patient_alive = patient.poll() is None
         patient.terminate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import threading
@@ -238,6 +239,24 @@ def test_the_webhook_carries_the_journal_head_as_an_anchor(
     # kept by the receiver, the heads are an anchor file for `journal verify --anchor`
     (tmp_path / "hook.jsonl").write_text(json.dumps(head) + "\n")
     assert queue.journal.verify(anchor=tmp_path / "hook.jsonl", key=key).anchors == 1
+
+
+def test_a_notifier_loads_the_ca_bundle_once(webhook: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx makes a TLS context (loading the CA bundle: ~50 ms of CPU) for every request it is
+    not given one for: a notifier makes it at its first message and keeps it."""
+    made: list[object] = []
+    original = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(args or kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    notifier = WebhookNotifier(webhook)
+    for n in range(3):
+        notifier.notify({"text": f"message {n}"})
+    assert [m["text"] for m in _Hook.received] == ["message 0", "message 1", "message 2"]
+    assert len(made) == 1
 
 
 def test_a_failing_webhook_is_journaled_and_loses_nothing(

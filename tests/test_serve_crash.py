@@ -45,7 +45,7 @@ from test_queue_support import (
     plan,
     statuses,
 )
-from test_server_support import TOKENS_TOML, auth, free_port
+from test_server_support import TOKENS_TOML, auth, free_port, tls
 
 from planlock import Journal
 from planlock.cli import app
@@ -102,7 +102,7 @@ class Harness:
         self.generation = 0
         self.in_request = ""
         self.killed_during = ""
-        self.client = httpx.Client(base_url=self.base, timeout=5)
+        self.client = httpx.Client(base_url=self.base, timeout=5, verify=tls())
 
     def args(self, port: int | None = None) -> list[str]:
         tokens = self.tmp / "tokens.toml"
@@ -119,7 +119,7 @@ class Harness:
         t0 = time.monotonic()
         self.pid = fork_serve(self.args(), self.tmp / "serve.log")
         self.client.close()
-        self.client = httpx.Client(base_url=self.base, timeout=5)
+        self.client = httpx.Client(base_url=self.base, timeout=5, verify=tls())
         deadline = time.monotonic() + 30
         while True:
             try:

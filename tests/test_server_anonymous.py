@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from test_server_support import TOKEN_OF, auth, make_app, serve, wait_for
+from test_server_support import TOKEN_OF, auth, make_app, serve, tls, wait_for
 
 from planlock import Journal, ToolRegistry, demo
 from planlock.server._app import ServerConfig
@@ -259,6 +259,7 @@ def guesses(base: str, forwarded: list[str]) -> list[int]:
             f"{base}/api/me",
             headers={"Authorization": f"Bearer guess-{i}", "X-Forwarded-For": address},
             timeout=30,
+            verify=tls(),
         ).status_code
         for i, address in enumerate(forwarded)
     ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -47,6 +49,14 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """One TLS context for this test process's HTTP clients (``verify=tls()``): httpx makes one
+    for every client or module-level call it is not given one for, loading the CA bundle each
+    time (~50 ms of CPU), and the tests poll servers with such calls. The servers are http://."""
+    return httpx.create_ssl_context()
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 20.0, every: float = 0.05) -> None:
@@ -100,7 +110,8 @@ def serve(
             if proc.poll() is not None:
                 raise AssertionError((tmp_path / "serve.log").read_text())
             try:
-                return httpx.get(f"{base}/api/openapi.json", timeout=1).status_code == 200
+                url = f"{base}/api/openapi.json"
+                return httpx.get(url, timeout=1, verify=tls()).status_code == 200
             except httpx.TransportError:
                 return False
 
