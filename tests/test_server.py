@@ -168,6 +168,36 @@ def test_submit_approve_run_and_every_request_is_journaled_with_its_caller(
     assert verify["events"] == len(journal_of(client).events()) - 1  # this request comes after
 
 
+def test_two_apps_in_one_process_each_serve_their_own_engine_and_config(
+    tmp_path: Path, registry: ToolRegistry
+) -> None:
+    """The API routes are made once per process and shared by every app: a handler must act on
+    the engine and config of the app serving the request, never on another app's."""
+    first, first_engine = make_app(tmp_path / "a.db", registry, ServerConfig(workers=0))
+    second, second_engine = make_app(
+        tmp_path / "b.db", registry, ServerConfig(workers=0, allow_self_approval=True)
+    )
+    assert api_routes(first) == api_routes(second)  # the same route objects
+    with TestClient(first) as a, TestClient(second) as b:
+        in_a, in_b = submit(a, "root"), submit(b, "root")
+        assert [r["run_id"] for r in a.get("/api/runs", headers=auth("root")).json()] == [
+            in_a["run_id"]
+        ]
+        assert b.get(f"/api/runs/{in_a['run_id']}", headers=auth("root")).status_code == 404
+        decision = {"plan_hash": in_b["plan_hash"], "reason": "mine"}
+        # self-approval: allowed by the second app's config only
+        url = "/api/approvals/{}/approve"
+        assert b.post(
+            url.format(in_b["approval_id"]), json=decision, headers=auth("root")
+        ).is_success
+        decision["plan_hash"] = in_a["plan_hash"]
+        mine = a.post(url.format(in_a["approval_id"]), json=decision, headers=auth("root"))
+        assert mine.status_code == 403
+    runs_a, runs_b = set(first_engine.journal.runs()), set(second_engine.journal.runs())
+    assert in_a["run_id"] in runs_a - runs_b
+    assert in_b["run_id"] in runs_b - runs_a
+
+
 def test_an_approval_naming_another_hash_is_refused(
     client: TestClient, desk: demo.HelpDesk
 ) -> None:
