@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,9 +62,12 @@ def notes(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def forkserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The fork server's socket (one fork server per module and test process)."""
-    sock = tmp_path_factory.mktemp("mcp") / "fork.sock"
+def forkserver() -> Iterator[Path]:
+    """The fork server's socket (one fork server per module and test process), in a directory
+    of its own under the system's temporary directory: a Unix socket's path has at most 107
+    bytes, which pytest's ``tmp_path`` under a long ``--basetemp`` could pass."""
+    folder = Path(tempfile.mkdtemp(prefix="planlock-mcp-"))
+    sock = folder / "fork.sock"
     proc = subprocess.Popen([sys.executable, str(FORKSERVER), str(sock)], stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -74,6 +79,7 @@ def forkserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -91,8 +91,9 @@ def _child(fds: list[int], request: dict[str, object], inherited: list[socket.so
 
 def serve(path: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    listener.bind(f"{path}.new")
     listener.listen(64)
+    Path(f"{path}.new").rename(path)  # the socket appears at ``path`` once it accepts connections
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, ("accept", None))
     conns: dict[int, tuple[socket.socket, int, int]] = {}  # pid -> (launcher, pidfd, pid)
