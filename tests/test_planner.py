@@ -22,8 +22,8 @@ from planlock import (
     plan_schema,
 )
 from planlock.planning._plan_schema import PLACEHOLDER_SCHEMA
-from planlock.planning._planner import plan_sync
 from planlock.planning._prompt import context_shape, type_text
+from planlock.planning._shortcuts import plan_sync
 from planlock.testing import ScriptedLLM, capture_journal
 
 GOOD = {

@@ -23,8 +23,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import anyio
-
 from planlock import telemetry
 from planlock.core import Plan
 from planlock.errors import (
@@ -61,7 +59,7 @@ from planlock.planning._prompt import (
 from planlock.tools import ToolRegistry
 from planlock.validation import Issue, validate
 
-__all__ = ["PlanAttempt", "Planner", "plan", "plan_attributes", "plan_sync"]
+__all__ = ["PlanAttempt", "Planner", "plan_attributes"]
 
 FIX_ROUNDS = 3
 """How many times the planner's deterministic rewrites (``fix_reply``) are applied to a reply."""
@@ -488,46 +486,3 @@ def plan_attributes(llm: LLM, run_id: str, purpose: str) -> telemetry.Attributes
         "planlock.run_id": run_id,
         "planlock.purpose": purpose,
     }
-
-
-async def plan(
-    goal: str,
-    registry: ToolRegistry,
-    llm: LLM,
-    *,
-    context: Mapping[str, Any] | None = None,
-    journal: Journal | None = None,
-    run_id: str = "planner",
-    max_attempts: int = 3,
-    max_tokens: int = 1024,
-    timeout_s: float | None = 120.0,
-    on_progress: ProgressCallback | None = None,
-) -> Plan:
-    """Plan for ``goal`` over ``registry`` with ``llm`` (see ``Planner``)."""
-    planner = Planner(
-        llm,
-        registry,
-        max_attempts=max_attempts,
-        journal=journal,
-        max_tokens=max_tokens,
-        timeout_s=timeout_s,
-        on_progress=on_progress,
-    )
-    return await planner.plan(goal, context, run_id=run_id)
-
-
-def plan_sync(goal: str, registry: ToolRegistry, llm: LLM, **kwargs: Any) -> Plan:
-    """``plan`` for synchronous code. Refuses to run inside a running event loop."""
-    import asyncio  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise UsageError("plan_sync() was called inside an event loop; await plan() instead")
-
-    async def main() -> Plan:
-        return await plan(goal, registry, llm, **kwargs)
-
-    return anyio.run(main)
