@@ -56,9 +56,10 @@ def _rewrite_test_modules_once(config: pytest.Config) -> None:
     """Under xdist, the controller rewrites the asserts of the test files the run names (pytest's
     cached ``.pyc``, in ``tests/__pycache__``) before it starts the workers, which then read them.
     With ``PYTHONDONTWRITEBYTECODE=1`` (as on CI) pytest caches nothing: every worker parsed and
-    rewrote all ~95 files again at collection, about 6 s of CPU each. This writes the cache as
+    rewrote all 86 files again at collection, about 6 s of CPU each. This writes the cache as
     ``make unit`` byte-compiles ``src``. It uses pytest's private helpers, so if they move it
-    does nothing (each worker rewrites for itself, as before)."""
+    does nothing (each worker rewrites for itself, as before); a file it cannot rewrite (a syntax
+    error) is left to the workers, whose collection reports it as usual."""
     try:
         from _pytest.assertion import rewrite
         from _pytest.assertion.rewrite import assertstate_key
@@ -75,7 +76,10 @@ def _rewrite_test_modules_once(config: pytest.Config) -> None:
             cache = rewrite.get_cache_dir(fn)
             pyc = cache / (fn.name[:-3] + rewrite.PYC_TAIL)
             if rewrite._read_pyc(fn, pyc) is None and rewrite.try_makedirs(cache):
-                source_hash, code = rewrite._rewrite_test(fn, config)
+                try:
+                    source_hash, code = rewrite._rewrite_test(fn, config)
+                except (SyntaxError, ValueError, OSError):
+                    continue
                 rewrite._write_pyc(state, code, source_hash, pyc)
     except (ImportError, AttributeError, KeyError, TypeError):
         return
@@ -109,10 +113,11 @@ TOGETHER = {
     "tests/test_mcp.py::": "mcp",  # the MCP fork server
     "tests/test_tool_imports.py::": "tool-imports",  # pydantic-ai, imported by its tests
 }
-"""Tests (by node id prefix) that share a module-scoped fixture: one worker runs them, so the
-fixture is built once. For ``test_pg_restart`` this is required, not only cheaper: its fixture is
-a PostgreSQL cluster in one fixed directory and port, which two workers would start at once
-(``pg_ctl: directory ... does not exist``, seen under ``-n 3``)."""
+"""Tests (by node id prefix) that share a module-scoped fixture or a costly import: one worker
+runs them, so the fixture is built (the module imported) once. For ``test_pg_restart`` this is
+required, not only cheaper: its fixture is a PostgreSQL cluster in one fixed directory and port,
+which two workers would start at once (``pg_ctl: directory ... does not exist``, seen under
+``-n 3``)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
