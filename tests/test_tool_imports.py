@@ -3,6 +3,7 @@ Schema, the MCP tools file's checks that need no server, and the floor under ``u
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.tools import StructuredTool, tool
 
 from planlock import Plan, Policy, ToolRegistry, approve_all, run_sync
 from planlock.errors import ApprovalDenied, ApprovalRequired, ToolsNotFound, UsageError
@@ -25,27 +25,39 @@ def plan(*steps: dict[str, Any]) -> Plan:
 
 
 # --- LangChain ----------------------------------------------------------------------------------
-
-
-@tool
-def multiply(a: int, b: int) -> int:
-    """Multiply two numbers."""
-    return a * b
-
+# Imported in the tests that use it, as pydantic-ai below: importing langchain_core costs about
+# 0.7 s of CPU, which every xdist worker would pay at collection (this file runs on one).
 
 sent: list[dict[str, str]] = []
 
 
-def _send_email(to: str, body: str) -> str:
-    sent.append({"to": to, "body": body})
-    return "sent"
+@functools.cache
+def multiply_tool() -> Any:
+    """A LangChain tool made with ``@tool``."""
+    from langchain_core.tools import tool
+
+    @tool
+    def multiply(a: int, b: int) -> int:
+        """Multiply two numbers."""
+        return a * b
+
+    return multiply
 
 
-send_email = StructuredTool.from_function(_send_email, name="send_email", description="Send mail.")
+@functools.cache
+def send_email_tool() -> Any:
+    """A LangChain ``StructuredTool`` that records what it sends in ``sent``."""
+    from langchain_core.tools import StructuredTool
+
+    def _send_email(to: str, body: str) -> str:
+        sent.append({"to": to, "body": body})
+        return "sent"
+
+    return StructuredTool.from_function(_send_email, name="send_email", description="Send mail.")
 
 
 def test_langchain_tool_runs_through_validation_and_the_executor() -> None:
-    t = from_langchain(multiply, effect="read", idempotent=True)
+    t = from_langchain(multiply_tool(), effect="read", idempotent=True)
     assert t.description == "Multiply two numbers."
     assert t.params_schema["required"] == ["a", "b"]
     assert t.origin == {"kind": "langchain", "class": "StructuredTool", "name": "multiply"}
@@ -63,7 +75,7 @@ def test_langchain_tool_runs_through_validation_and_the_executor() -> None:
 
 def test_langchain_sink_needs_a_person_and_all_its_params_are_sensitive() -> None:
     sent.clear()
-    registry = ToolRegistry([from_langchain(send_email, effect="send")])
+    registry = ToolRegistry([from_langchain(send_email_tool(), effect="send")])
     assert registry["send_email"].sensitive == frozenset({"to", "body"})
     mail = plan({"step": 1, "tool": "send_email", "args": {"to": "a@b.c", "body": "hi"}})
     with pytest.raises(ApprovalRequired):
@@ -76,18 +88,18 @@ def test_langchain_sink_needs_a_person_and_all_its_params_are_sensitive() -> Non
 @pytest.mark.parametrize("effect", [None, "", "readonly", "undeclared"])
 def test_adapters_require_an_explicit_effect(effect: Any) -> None:
     with pytest.raises(UsageError, match="effect is required"):
-        from_langchain(multiply, effect=effect)
+        from_langchain(multiply_tool(), effect=effect)
     with pytest.raises(UsageError, match="effect is required"):
         from_pydantic_ai(pydantic_ai_tool(_lookup), effect=effect)
     with pytest.raises(TypeError):
-        from_langchain(multiply)  # type: ignore[call-arg]  # no default
+        from_langchain(multiply_tool())  # type: ignore[call-arg]  # no default
 
 
 def test_adapters_refuse_other_objects() -> None:
     with pytest.raises(UsageError, match="LangChain BaseTool"):
         from_langchain(_lookup, effect="read")
     with pytest.raises(UsageError, match=r"pydantic_ai\.Tool"):
-        from_pydantic_ai(multiply, effect="read")
+        from_pydantic_ai(multiply_tool(), effect="read")
 
 
 # --- pydantic-ai --------------------------------------------------------------------------------
