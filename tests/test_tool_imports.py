@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from planlock import Plan, Policy, ToolRegistry, approve_all, run_sync
@@ -295,3 +296,14 @@ def test_mcp_server_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("[servers.gone]\ncommand = 'planlock-no-such-command-xyz'\n")
     with pytest.raises(ToolsNotFound, match="MCP server 'gone'"):
         mcp_tools(path)
+
+
+def test_mcp_tools_refuses_to_block_a_running_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "tools.toml"
+    path.write_text("[servers.gone]\ncommand = 'planlock-no-such-command-xyz'\n")
+
+    async def inside() -> None:
+        mcp_tools(path)
+
+    with pytest.raises(UsageError, match=r"^mcp_tools\(\) was called inside an event loop"):
+        anyio.run(inside)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import anyio
 from ulid import ULID
 
 from planlock import telemetry
@@ -26,8 +25,7 @@ from planlock.approval import (
     admit_grant,
     auto_approve,
 )
-from planlock.core import Plan
-from planlock.errors import UsageError
+from planlock.core import Plan, run_blocking
 from planlock.execution import InProcessEngine, RunResult, walk
 from planlock.journal import Journal
 from planlock.llm import LLM
@@ -218,16 +216,8 @@ async def run(
 
 def run_sync(plan: Plan, registry: ToolRegistry, **kwargs: Any) -> RunResult:
     """``run`` for synchronous code. Refuses to run inside a running event loop."""
-    import asyncio  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise UsageError("run_sync() was called inside an event loop; await run() instead")
 
     async def main() -> RunResult:
         return await run(plan, registry, **kwargs)
 
-    return anyio.run(main)
+    return run_blocking(main, "run_sync() was called inside an event loop; await run() instead")

@@ -46,6 +46,7 @@ from planlock.core._refs import (
     whole_placeholder,
 )
 from planlock.core._schema import accepts_types, at_path, deref, json_type, types_of
+from planlock.core._sync import run_blocking
 from planlock.core._template import (
     PLAN_SOURCE,
     Arr,
@@ -116,6 +117,7 @@ __all__ = [
     "refs_of",
     "render",
     "resolve",
+    "run_blocking",
     "schema_error",
     "sha256_hex",
     "split_interpolation",

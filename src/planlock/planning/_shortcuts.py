@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
-
-from planlock.core import Plan
-from planlock.errors import UsageError
+from planlock.core import Plan, run_blocking
 from planlock.journal import Journal
 from planlock.llm import LLM, ProgressCallback
 from planlock.planning._planner import Planner
@@ -45,16 +42,8 @@ async def plan(
 
 def plan_sync(goal: str, registry: ToolRegistry, llm: LLM, **kwargs: Any) -> Plan:
     """``plan`` for synchronous code. Refuses to run inside a running event loop."""
-    import asyncio  # noqa: PLC0415  (imported on first use: `import planlock` stays light)
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise UsageError("plan_sync() was called inside an event loop; await plan() instead")
 
     async def main() -> Plan:
         return await plan(goal, registry, llm, **kwargs)
 
-    return anyio.run(main)
+    return run_blocking(main, "plan_sync() was called inside an event loop; await plan() instead")

@@ -34,9 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-import anyio
-
-from planlock.errors import ToolCallFailed, ToolPinMismatch, ToolsNotFound, UsageError
+from planlock.core import run_blocking
+from planlock.errors import ToolCallFailed, ToolPinMismatch, ToolsNotFound
 from planlock.tools._mcp_config import (
     McpConfig,
     ServerConfig,
@@ -170,19 +169,12 @@ def mcp_tools(path: str | Path) -> ToolRegistry:
 
 def load_toolset(path: str | Path) -> McpToolset:
     """``McpToolset.load`` for synchronous code."""
-    import asyncio  # noqa: PLC0415  (costs ~50 ms at import; only needed here)
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise UsageError("mcp_tools() was called inside an event loop; await McpToolset.load()")
 
     async def main() -> McpToolset:
         return await McpToolset.load(path)
 
-    return anyio.run(main)
+    refusal = "mcp_tools() was called inside an event loop; await McpToolset.load()"
+    return run_blocking(main, refusal)
 
 
 def _make(
