@@ -156,6 +156,46 @@ def test_worker_liveness_leases(journal_spec: str | Path, tmp_path: Path) -> Non
     client.close()
 
 
+def test_workers_join_one_at_a_time_and_a_refused_one_takes_no_lease(
+    journal_spec: str | Path,
+) -> None:
+    lease = timedelta(seconds=30)
+    a, b = (DurableState(Journal.open(journal_spec)) for _ in range(2))
+    inside, release = threading.Event(), threading.Event()
+    seen: list[list[str]] = []
+
+    def first() -> None:
+        with a.joining("w1", lease) as others:
+            assert others == []
+            inside.set()
+            release.wait(10)
+
+    def second() -> None:
+        with b.joining("w2", lease) as others:
+            seen.append([w.worker_id for w in others])
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    assert inside.wait(10)
+    t2 = threading.Thread(target=second)
+    t2.start()
+    time.sleep(0.2)
+    assert seen == []  # w2 waits for w1 to have joined
+    release.set()
+    t1.join(10)
+    t2.join(10)
+    assert seen == [["w1"]]  # ...and then sees it live
+    with pytest.raises(UsageError), b.joining("w3", lease):
+        raise UsageError("refused")
+    assert b.live_worker("w3") is None  # refused: no lease was taken
+    a.stopped("w1")
+    with b.joining("w3", lease) as others:
+        assert [w.worker_id for w in others] == ["w2"]
+    assert b.live_worker("w3") is not None
+    a.close()
+    b.close()
+
+
 def test_cli_submit_stores_and_queues_a_durable_run(site: Site) -> None:
     plan = site.dir / "plan.json"
     plan.write_text(json.dumps(parallel_plan(2, "cli")))

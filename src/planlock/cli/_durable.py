@@ -294,7 +294,10 @@ def run_worker(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        adopted = worker.start(adopt or [])
+        try:
+            adopted = worker.start(adopt or [])
+        except UsageError as exc:
+            _fail(EXIT_USAGE, str(exc))
         err.print(f"worker {wid}: ready (dbos); adopted {len(adopted)} run(s)")
         worker.serve(stop=stop, idle_exit=idle_exit)
     except KeyboardInterrupt:

@@ -340,7 +340,11 @@ def worker_cmd(
         typer.Option(help="With --engine dbos: take over this dead worker id's runs."),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(help="With --engine dbos: most runs at once on this worker.")
+        int | None,
+        typer.Option(
+            help="With --engine dbos: most runs at once on this worker; the same for every "
+            "live worker of the queue (DBOS keeps it with the queue)."
+        ),
     ] = None,
     db_wait: Annotated[
         float,

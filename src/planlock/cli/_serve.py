@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -228,6 +228,13 @@ def serve_cmd(
             )
         )
         try:
+            if engine_name == "dbos" and workers:
+                try:
+                    cast("DurableEngine", engine).join(
+                        workers
+                    )  # refused before the server listens, not after
+                except UsageError as exc:
+                    _fail(EXIT_USAGE, str(exc))
             api = create_app(engine, store, config)
             shown = f"[{host}]" if ":" in host else host
             err.print(

@@ -300,6 +300,10 @@ class DurableClient:
         self.state.close()
 
 
+QUEUE_POLL = 0.05
+"""Seconds between a worker's checks of a DBOS queue (a run starts about this soon)."""
+
+
 class DurableWorker:
     """One worker process on the DBOS engine (``planlock worker --engine dbos``)."""
 
@@ -327,27 +331,71 @@ class DurableWorker:
         self._beating = threading.Event()
         self._beater: threading.Thread | None = None
 
-    def start(self, adopt: Sequence[str] = ()) -> list[str]:
-        """Take this worker's liveness lease and keep it with a heartbeat thread; launch DBOS
-        (which recovers this executor's unfinished runs), listen to the queue, and adopt the runs
-        of the dead executors named in ``adopt``."""
-        self.context.state.beat(self.executor_id, self.lease, starting=True)
+    def join(self) -> None:
+        """Join the queue's workers (``_join``: refused with ``UsageError`` when this worker's
+        limit differs from the live workers'), taking this worker's liveness lease and keeping
+        it with a heartbeat thread. ``start`` joins first if this was not called."""
+        if self._beater is not None:
+            return
+        self._join()
         self._beater = threading.Thread(
             target=self._beat, name=f"planlock-heartbeat-{self.executor_id}", daemon=True
         )
         self._beater.start()
+
+    def start(self, adopt: Sequence[str] = ()) -> list[str]:
+        """Join the queue's workers (``join``); launch DBOS (which recovers this executor's
+        unfinished runs), listen to the queue, and adopt the runs of the dead executors named in
+        ``adopt``."""
+        self.join()
         install(self.context)
         DBOS(config=dbos_config(self.db_url, self.executor_id))
         DBOS.launch()
         self._launched = True
-        DBOS.register_queue(
-            QUEUE_NAME,
-            worker_concurrency=self.worker_concurrency,
-            polling_interval_sec=0.05,
-            on_conflict="always_update",
-        )
-        DBOS.register_queue(ANSWER_QUEUE, polling_interval_sec=0.05, on_conflict="always_update")
+        for name in (QUEUE_NAME, ANSWER_QUEUE):  # as `_join` stored them
+            DBOS.register_queue(
+                name,
+                worker_concurrency=self.worker_concurrency if name == QUEUE_NAME else None,
+                polling_interval_sec=QUEUE_POLL,
+                on_conflict="never_update",
+            )
         return self.client.adopt(adopt) if adopt else []
+
+    def _join(self) -> None:
+        """Store the queues' settings and start this worker's lease, one worker at a time.
+
+        DBOS keeps a queue's settings with the queue, and each worker of it reloads them at
+        every poll: its per-worker limit (``worker_concurrency``) is the same for all the
+        workers of the queue. A worker whose limit differs from the queue's while another
+        worker is live is refused: storing its limit would change that worker's."""
+        with self.context.state.joining(self.executor_id, self.lease) as others:
+            client = self.client.client
+            queue = client.retrieve_queue(QUEUE_NAME)
+            held = queue.worker_concurrency if queue is not None else None
+            if others and queue is not None and held != self.worker_concurrency:
+                names = ", ".join(w.worker_id for w in others)
+                limit = "any number of runs" if held is None else f"at most {held} run(s)"
+                same = (
+                    "worker without --concurrency"
+                    if held is None
+                    else f"worker --concurrency {held}, serve --workers {held}"
+                )
+                msg = (
+                    f"worker {self.executor_id}: the live workers of the queue ({names}) each "
+                    f"take {limit} at a time, and DBOS keeps that limit with the queue, the "
+                    f"same for all its workers: give this one the same limit ({same}), or stop "
+                    "them first"
+                )
+                raise UsageError(msg)
+            client.register_queue(
+                QUEUE_NAME,
+                worker_concurrency=self.worker_concurrency,
+                polling_interval_sec=QUEUE_POLL,
+                on_conflict="always_update",
+            )
+            client.register_queue(
+                ANSWER_QUEUE, polling_interval_sec=QUEUE_POLL, on_conflict="always_update"
+            )
 
     def serve(
         self,
@@ -377,6 +425,8 @@ class DurableWorker:
                 continue
 
     def close(self) -> None:
+        if self._beating.is_set():
+            return  # closed before
         self._beating.set()
         if self._beater is not None:
             self._beater.join(timeout=5)

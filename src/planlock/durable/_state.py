@@ -166,18 +166,24 @@ class DurableState:
 
     def beat(self, worker_id: str, lease: timedelta, *, starting: bool = False) -> None:
         """Renew ``worker_id``'s liveness lease until now + ``lease`` (a heartbeat)."""
-        now = datetime.now(UTC)
-        host, pid = socket.gethostname(), os.getpid()
-        row = (worker_id, host, pid, iso_ms(now), iso_ms(now), iso_ms(now + lease))
         with self._lock, self._db.tx() as db:
-            db.execute(
-                "INSERT INTO durable_workers (worker_id, host, pid, started_at, heartbeat_at, "  # noqa: S608 (constants)
-                "lease_until) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id) DO UPDATE SET "
-                "host = excluded.host, pid = excluded.pid, heartbeat_at = excluded.heartbeat_at, "
-                "lease_until = excluded.lease_until"
-                + (", started_at = excluded.started_at" if starting else ""),
-                row,
-            )
+            _beat(db, worker_id, lease, starting=starting)
+
+    @contextmanager
+    def joining(self, worker_id: str, lease: timedelta) -> Iterator[list[LiveWorker]]:
+        """Hold the workers lock (one worker joins at a time, in any process) while the body
+        checks and sets what the workers of the queue share; yields the other live workers.
+        When the body returns, ``worker_id``'s lease starts (as ``beat(starting=True)``); when
+        it raises, nothing is written."""
+        with self._lock, self._db.tx() as db:
+            db.serialize("workers")
+            rows = db.execute(
+                "SELECT worker_id, host, pid, heartbeat_at, lease_until FROM durable_workers "
+                "WHERE worker_id <> ? AND lease_until > ? ORDER BY worker_id",
+                (worker_id, iso_ms()),
+            ).fetchall()
+            yield [LiveWorker(str(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows]
+            _beat(db, worker_id, lease, starting=True)
 
     def stopped(self, worker_id: str) -> None:
         """A worker that stops cleanly ends its lease at once (this process's row only)."""
@@ -453,6 +459,26 @@ class OnceRecorder:
                 return False
             self._seen.add(key)
         return True
+
+
+def _beat(db: Database, worker_id: str, lease: timedelta, *, starting: bool) -> None:
+    now = datetime.now(UTC)
+    row = (
+        worker_id,
+        socket.gethostname(),
+        os.getpid(),
+        iso_ms(now),
+        iso_ms(now),
+        iso_ms(now + lease),
+    )
+    db.execute(
+        "INSERT INTO durable_workers (worker_id, host, pid, started_at, heartbeat_at, "  # noqa: S608 (constants)
+        "lease_until) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id) DO UPDATE SET "
+        "host = excluded.host, pid = excluded.pid, heartbeat_at = excluded.heartbeat_at, "
+        "lease_until = excluded.lease_until"
+        + (", started_at = excluded.started_at" if starting else ""),
+        row,
+    )
 
 
 def _live_worker(db: Database, worker_id: str) -> LiveWorker | None:

@@ -54,6 +54,7 @@ class DurableEngine:
         self.context = context or WorkerContext(registry, journal)
         self.worker_id = worker_id
         self.worker_options = worker_options or {}
+        self._worker: DurableWorker | None = None
 
     async def submit(self, plan: Plan, *, inputs: dict[str, Any], by: str) -> Submitted:
         return await self.client.submit(
@@ -133,16 +134,25 @@ class DurableEngine:
             "approvals": [self._with_run(self.queue.get(str(i[0]))) for i in ids],
         }
 
+    def join(self, workers: int) -> DurableWorker:
+        """Make this server's DBOS worker and join it to the queue's workers now, before the
+        server listens: a worker whose limit (``workers``) differs from the live workers' is
+        refused here (``UsageError``), not once the server is up. ``work`` then starts it."""
+        if self._worker is None:
+            self._worker = DurableWorker(
+                self.context,
+                db_url=self.db_url,
+                executor_id=self.worker_id,
+                worker_concurrency=workers,
+                **self.worker_options,
+            )
+        self._worker.join()
+        return self._worker
+
     async def work(self, workers: int) -> None:
         """A DBOS worker in this process (``workers``: the most runs it takes at once) until
         cancelled; it recovers this server's unfinished runs when it starts."""
-        worker = DurableWorker(
-            self.context,
-            db_url=self.db_url,
-            executor_id=self.worker_id,
-            worker_concurrency=workers,
-            **self.worker_options,
-        )
+        worker = await anyio.to_thread.run_sync(self.join, workers)
         stop = threading.Event()
         try:
             await anyio.to_thread.run_sync(worker.start)
@@ -153,5 +163,7 @@ class DurableEngine:
                 await anyio.to_thread.run_sync(worker.close)
 
     def close(self) -> None:
+        if self._worker is not None:  # joined, perhaps never started: its lease ends now
+            self._worker.close()
         self.client.close()
         self.queue.close()
