@@ -104,3 +104,10 @@ def test_serve_with_another_limit_is_refused_before_it_listens(site: Site) -> No
     finally:
         first.send_signal(signal.SIGTERM)
         assert finished(first) == 0
+
+
+def test_a_durable_worker_says_which_options_it_does_not_use(site: Site) -> None:
+    proc = site.worker("w1", "--once", "--poll", "1", "--idle-exit", "0.2")
+    assert finished(proc) == 0  # --idle-exit, which it uses, stopped it
+    log = (site.dir / "w1.log").read_text()
+    assert "warning: --once, --poll: only for --engine queue" in log

@@ -159,6 +159,19 @@ def test_runs_state_filter_and_bad_options(tmp_path: Path) -> None:
     assert "nothing to resume" in nothing.output
 
 
+def test_a_worker_says_which_options_its_engine_does_not_use(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    args = ["worker", "--tools", BANKING, "--once", "--concurrency", "2", "--model", "local"]
+    done = cli(db, *args)
+    assert done.exit_code == 0, done.output
+    warning = next(line for line in done.output.splitlines() if line.startswith("warning:"))
+    assert "--concurrency, --model: only for --engine dbos" in warning
+    assert "--once" not in warning  # the queue engine's own option, used
+    quiet = cli(db, "worker", "--tools", BANKING, "--once", "--poll", "0.1")
+    assert quiet.exit_code == 0, quiet.output
+    assert "warning" not in quiet.output
+
+
 def planlock(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "planlock"
     return subprocess.run(

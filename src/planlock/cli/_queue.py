@@ -314,20 +314,49 @@ def deny_cmd(
     _decide(approval_id, journal, approve=False, by=by, reason=reason)
 
 
+_ENGINE_ONLY = {
+    "queue": ("once", "poll", "db_wait"),
+    "dbos": ("db", "adopt", "concurrency", "model"),
+}
+"""The options of ``worker`` that only one engine's workers use."""
+
+
+def _warn_unused(ctx: typer.Context, engine: str) -> None:
+    """Say which options given will not be used by this engine's worker (they were ignored
+    silently before; an error now would stop the scripts that pass them)."""
+    for owner, names in _ENGINE_ONLY.items():
+        if owner == engine or engine not in _ENGINE_ONLY:
+            continue
+        given = [
+            "--" + n.replace("_", "-")
+            for n in names
+            if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"
+        ]
+        if given:
+            err.print(
+                f"warning: {', '.join(given)}: only for --engine {owner}; not used by this "
+                f"--engine {engine} worker",
+                highlight=False,
+            )
+
+
 @app.command("worker")
 def worker_cmd(
+    ctx: typer.Context,
     tools: ToolsOpt,
     journal: JournalOpt = None,
     worker_id: Annotated[
         str | None, typer.Option("--id", help="Stable worker id [default: host:pid].")
     ] = None,
     once: Annotated[
-        bool, typer.Option("--once", help="Run what is approved now, then exit.")
+        bool, typer.Option("--once", help="Run what is approved now, then exit (--engine queue).")
     ] = False,
     idle_exit: Annotated[
         float | None, typer.Option("--idle-exit", help="Exit after this many idle seconds.")
     ] = None,
-    poll: Annotated[float, typer.Option(help="Seconds between checks of the queue.")] = 0.5,
+    poll: Annotated[
+        float, typer.Option(help="Seconds between checks of the queue (--engine queue).")
+    ] = 0.5,
     notify: NotifyOpt = None,
     engine: Annotated[
         str, typer.Option(help="queue (the approval queue) or dbos (durable: docs/durable.md).")
@@ -349,8 +378,8 @@ def worker_cmd(
     db_wait: Annotated[
         float,
         typer.Option(
-            help="PostgreSQL: seconds to keep reconnecting to a database that went away before "
-            "exiting with code 5 (for a supervisor to restart the worker).",
+            help="PostgreSQL, --engine queue: seconds to keep reconnecting to a database that "
+            "went away before exiting with code 5 (for a supervisor to restart the worker).",
             min=0,
         ),
     ] = 60.0,
@@ -374,6 +403,7 @@ def worker_cmd(
     ] = None,
 ) -> None:
     """Execute approved runs, each exactly once; wait at run-time approvals."""
+    _warn_unused(ctx, engine)
     if engine == "dbos":
         from planlock.cli._durable import run_worker  # noqa: PLC0415
 
