@@ -1,15 +1,16 @@
-"""The settings a durable worker shares with the others of its queue.
+"""The limit a durable worker shares with the other workers of its queue.
 
 DBOS keeps a queue's per-worker limit (``worker_concurrency``) with the queue, in its system
-database, and every worker reloads it at each poll: it is the same for every worker of the
-queue. A worker that registered its own ``--concurrency`` would change the limit of the workers
-already running, so a worker whose limit differs from that of a live worker is refused.
+database, and every worker reloads it as it polls: the limit is the same for all the workers of
+the queue. A worker that stored its own ``--concurrency`` would change the limit of the workers
+already running (it did: 1 became 3 under a live worker), so a worker whose limit differs from
+the queue's while another worker is live is refused, before DBOS is launched. Joining stops
+short of launching DBOS, so these tests run in this process.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,97 +18,101 @@ import pytest
 pytest.importorskip("dbos")
 
 from dbos import DBOSClient
-from test_durable import Site, site
+from test_durable import TOOLS
+from test_durable_support import registry
+from test_server_support import TOKENS_TOML, free_port
+from typer.testing import CliRunner
 
-from planlock.durable._client import system_schema
+from planlock import Journal
+from planlock.cli import app
+from planlock.durable import DurableWorker, WorkerContext
+from planlock.durable._client import system_database_url, system_schema
 from planlock.durable._workflow import QUEUE_NAME
+from planlock.errors import UsageError
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # worker processes
-
-__all__ = ["site"]  # the fixture, imported for the tests here
-
-
-def worker_concurrency(site: Site) -> int | None:
-    client = DBOSClient(system_database_url=site.db, dbos_system_schema=system_schema())
-    try:
-        queue = client.retrieve_queue(QUEUE_NAME)
-        assert queue is not None
-        return queue.worker_concurrency
-    finally:
-        client.destroy()
+runner = CliRunner()
 
 
-def finished(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
-    return proc.wait(timeout=timeout)
+class Fleet:
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path
+        self.journal = tmp_path / "journal.db"
+        self.db = system_database_url(str(tmp_path / "dbos.sqlite"))
+        self.workers: list[DurableWorker] = []
+
+    def worker(self, wid: str, concurrency: int | None) -> DurableWorker:
+        context = WorkerContext(registry, Journal.open(self.journal))
+        worker = DurableWorker(
+            context, db_url=self.db, executor_id=wid, worker_concurrency=concurrency
+        )
+        self.workers.append(worker)
+        return worker
+
+    def limit(self) -> int | None:
+        client = DBOSClient(system_database_url=self.db, dbos_system_schema=system_schema())
+        try:
+            queue = client.retrieve_queue(QUEUE_NAME)
+            assert queue is not None
+            return queue.worker_concurrency
+        finally:
+            client.destroy()
+
+    def cli(self, *args: str) -> tuple[int, str]:
+        res = runner.invoke(app, [*args, "--journal", str(self.journal), "--db", self.db])
+        return res.exit_code, res.output
 
 
-def test_a_worker_cannot_change_the_limit_of_the_live_workers_of_its_queue(site: Site) -> None:
-    first = site.worker("w1", "--concurrency", "1")
-    try:
-        site.wait_ready("w1")
-        assert worker_concurrency(site) == 1
-        second = site.worker("w2", "--concurrency", "3")
-        assert finished(second) == 2  # a usage error: nothing started
-        log = (site.dir / "w2.log").read_text()
-        assert "w1" in log
-        assert "--concurrency 1" in log
-        assert worker_concurrency(site) == 1  # w1 still takes one run at a time
-        same = site.worker("w3", "--concurrency", "1")  # the same limit: welcome
-        site.wait_ready("w3")
-        same.send_signal(signal.SIGTERM)
-        assert finished(same) == 0
-    finally:
-        first.send_signal(signal.SIGTERM)
-        assert finished(first) == 0
-    # w1 stopped cleanly (its lease ended): no live worker holds the limit, a new one may set it
-    third = site.worker("w2", "--concurrency", "3")
-    try:
-        site.wait_ready("w2")
-        assert worker_concurrency(site) == 3
-    finally:
-        third.send_signal(signal.SIGTERM)
-        assert finished(third) == 0
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(tmp_path)
+    yield f
+    for w in f.workers:
+        w.close()
 
 
-def test_a_worker_without_a_limit_cannot_lift_the_limit_of_a_live_worker(
-    site: Site, tmp_path: Path
+def test_a_worker_cannot_change_the_limit_of_the_live_workers_of_its_queue(fleet: Fleet) -> None:
+    first = fleet.worker("w1", 1)
+    first.join()
+    assert fleet.limit() == 1
+    with pytest.raises(UsageError, match=r"live workers of the queue \(w1\) each take at most 1"):
+        fleet.worker("w2", 3).join()
+    with pytest.raises(UsageError, match="--concurrency 1"):
+        fleet.worker("w2", None).join()  # no limit would lift w1's
+    assert fleet.limit() == 1  # w1 still takes one run at a time
+    fleet.worker("w3", 1).join()  # the same limit: welcome
+    assert fleet.limit() == 1
+
+
+def test_once_the_live_workers_stopped_a_worker_sets_a_new_limit(fleet: Fleet) -> None:
+    first = fleet.worker("w1", 1)
+    first.join()
+    first.close()  # a clean stop ends its lease at once
+    fleet.worker("w2", 3).join()
+    assert fleet.limit() == 3
+    # w2 restarted with another limit (a killed w2's lease is still running): only the others'
+    # leases count, and there are none
+    fleet.worker("w2", 2).join()
+    assert fleet.limit() == 2
+
+
+def test_the_cli_refuses_with_exit_2_and_says_which_options_a_dbos_worker_ignores(
+    fleet: Fleet,
 ) -> None:
-    first = site.worker("w1", "--concurrency", "2")
-    try:
-        site.wait_ready("w1")
-        second = site.worker("w2")
-        assert finished(second) == 2
-        assert "--concurrency 2" in (tmp_path / "w2.log").read_text()
-        assert worker_concurrency(site) == 2
-    finally:
-        first.send_signal(signal.SIGTERM)
-        assert finished(first) == 0
-
-
-def test_serve_with_another_limit_is_refused_before_it_listens(site: Site) -> None:
-    from test_durable import CLI, TOOLS
-    from test_server_support import TOKENS_TOML, free_port
-
-    first = site.worker("w1", "--concurrency", "1")
-    try:
-        site.wait_ready("w1")
-        (site.dir / "tokens.toml").write_text(TOKENS_TOML, encoding="utf-8")
-        serve = [*CLI, "serve", "--tools", TOOLS, "--tokens", str(site.dir / "tokens.toml")]
-        serve += ["--journal", str(site.journal), "--db", site.db, "--engine", "dbos"]
-        serve += ["--workers", "3", "--id", "srv", "--port", str(free_port())]
-        res = subprocess.run(serve, capture_output=True, text=True, timeout=120, check=False)
-        assert res.returncode == 2, res.stderr
-        assert "w1" in res.stderr
-        assert "serve --workers 1" in res.stderr
-        assert "planlock serve: http" not in res.stderr  # it never listened
-        assert worker_concurrency(site) == 1
-    finally:
-        first.send_signal(signal.SIGTERM)
-        assert finished(first) == 0
-
-
-def test_a_durable_worker_says_which_options_it_does_not_use(site: Site) -> None:
-    proc = site.worker("w1", "--once", "--poll", "1", "--idle-exit", "0.2")
-    assert finished(proc) == 0  # --idle-exit, which it uses, stopped it
-    log = (site.dir / "w1.log").read_text()
-    assert "warning: --once, --poll: only for --engine queue" in log
+    fleet.worker("w1", 1).join()
+    code, out = fleet.cli(
+        "worker", "--engine", "dbos", "--id", "w2", "--tools", TOOLS, "--concurrency", "3",
+        "--once", "--poll", "1",
+    )  # fmt: skip
+    assert code == 2, out
+    assert "warning: --once, --poll: only for --engine queue" in out
+    assert "(w1) each take at most 1 run(s)" in out
+    assert "worker --concurrency 1, serve --workers 1" in out
+    (fleet.dir / "tokens.toml").write_text(TOKENS_TOML, encoding="utf-8")
+    code, out = fleet.cli(
+        "serve", "--engine", "dbos", "--tools", TOOLS, "--tokens", str(fleet.dir / "tokens.toml"),
+        "--workers", "3", "--id", "srv", "--port", str(free_port()),
+    )  # fmt: skip
+    assert code == 2, out
+    assert "(w1) each take at most 1 run(s)" in out
+    assert "planlock serve: http" not in out  # refused before it listened
+    assert fleet.limit() == 1
