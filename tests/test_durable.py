@@ -733,6 +733,26 @@ def test_for_each_checkpoints_and_replans_run_durably_and_replay_the_same(
 
 @pytest.mark.integration
 @pytest.mark.slow  # a server process
+def test_serve_whose_durable_worker_fails_to_start_exits_1(site: Site) -> None:
+    """DBOS refuses the log level when the worker launches it, after the server is up: the
+    server stops and says why (it used to serve on, with no worker, until killed)."""
+    from test_server_support import TOKENS_TOML, free_port
+
+    (site.dir / "tokens.toml").write_text(TOKENS_TOML, encoding="utf-8")
+    command = [*CLI, "serve", "--tools", TOOLS, "--tokens", str(site.dir / "tokens.toml")]
+    command += ["--journal", str(site.journal), "--db", site.db, "--engine", "dbos"]
+    command += ["--id", "srv", "--port", str(free_port())]
+    env = {**site.env, "PLANLOCK_DBOS_LOG_LEVEL": "NOPE"}
+    res = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert res.returncode == 1, res.stderr
+    assert "planlock serve: http" in res.stderr  # it was up
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the server's workers stopped (ValueError: Unknown level")
+    assert "for a supervisor to restart it" in last
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # a server process
 def test_serve_drives_the_durable_engine_through_the_http_api(site: Site) -> None:
     import httpx
     from test_server_support import auth, serve

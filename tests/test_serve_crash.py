@@ -35,7 +35,6 @@ from typing import Any
 import httpx
 import pytest
 import typer.main
-import uvicorn
 from test_queue_support import (
     FINAL,
     PAUSE,
@@ -48,7 +47,7 @@ from test_queue_support import (
 from test_server_support import TOKENS_TOML, auth, free_port, tls
 
 from planlock import Journal
-from planlock.cli import app
+from planlock.cli import _serve, app
 from planlock.queue import ApprovalQueue
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -195,7 +194,7 @@ def test_sigkill_of_serve_at_random_points_loses_and_repeats_nothing(
     points: Counter[str] = Counter()
     answers: Counter[str] = Counter()
     with monkeypatch.context() as m:  # the first run fills caches the forked servers share
-        m.setattr(uvicorn, "run", lambda *_a, **_kw: None)
+        m.setattr(_serve, "run_server", lambda *_a, **_kw: None)
         COMMAND.main(["serve", *h.args(port=0)], prog_name="planlock", standalone_mode=False)
     cpu0 = _cpu()
     started = time.monotonic()

@@ -198,6 +198,24 @@ def test_two_apps_in_one_process_each_serve_their_own_engine_and_config(
     assert in_b["run_id"] in runs_b - runs_a
 
 
+def test_workers_that_fail_stop_the_server_and_say_why(
+    tmp_path: Path, registry: ToolRegistry
+) -> None:
+    app, engine = make_app(tmp_path / "w.db", registry, ServerConfig(workers=2))
+
+    async def broken(workers: int) -> None:
+        raise RuntimeError(f"{workers} workers cannot start")
+
+    engine.work = broken  # type: ignore[method-assign]
+    stopped: list[bool] = []
+    app.state.stop = lambda: stopped.append(True)  # what `planlock serve` sets: uvicorn's exit
+    with TestClient(app) as client:
+        wait_for(lambda: bool(stopped), timeout=5)
+        assert client.get("/api/me", headers=auth("root")).status_code == 200  # until it stops
+    assert stopped == [True]
+    assert str(app.state.worker_failure) == "2 workers cannot start"
+
+
 def test_an_approval_naming_another_hash_is_refused(
     client: TestClient, desk: demo.HelpDesk
 ) -> None:

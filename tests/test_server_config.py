@@ -132,13 +132,12 @@ def test_serve_refuses_a_bad_token_file_with_exit_2(tmp_path: Path) -> None:
 def test_serve_takes_its_limits_from_options_and_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import uvicorn
     from typer.testing import CliRunner
 
-    from planlock.cli import app
+    from planlock.cli import _serve, app
 
     started: list[Any] = []
-    monkeypatch.setattr(uvicorn, "run", lambda api, **_kw: started.append(api))
+    monkeypatch.setattr(_serve, "run_server", lambda api, **_kw: started.append(api))
     tokens = tmp_path / "tokens.toml"
     tokens.write_text(TOKENS_TOML)
     args = ["serve", "--tools", "planlock.demo:registry", "--tokens", str(tokens)]
@@ -168,13 +167,12 @@ def test_serve_names_its_workers_after_its_port_or_its_id(
 ) -> None:
     """Worker N is ``HOST:ADDRESS:PORT:http-N`` (``--id``: ``ID:http-N``), the same at every
     start: a restarted server takes its own runs back at once (tests/test_serve_crash.py)."""
-    import uvicorn
     from typer.testing import CliRunner
 
-    from planlock.cli import app
+    from planlock.cli import _serve, app
 
     started: list[Any] = []
-    monkeypatch.setattr(uvicorn, "run", lambda api, **kw: started.append((api, kw)))
+    monkeypatch.setattr(_serve, "run_server", lambda api, **kw: started.append((api, kw)))
     (tmp_path / "tokens.toml").write_text(TOKENS_TOML)
     args = ["serve", "--tools", "planlock.demo:registry", "--tokens", str(tmp_path / "tokens.toml")]
     args += ["--journal", str(tmp_path / "j.db")]
@@ -194,13 +192,12 @@ def test_a_second_serve_on_a_port_in_use_exits_before_its_workers_start(
 ) -> None:
     """Its default id is the live one's (``HOST:ADDRESS:PORT``): had its workers started, they would
     have taken the live server's runs as their own."""
-    import uvicorn
     from typer.testing import CliRunner
 
-    from planlock.cli import app
+    from planlock.cli import _serve, app
 
     started: list[Any] = []
-    monkeypatch.setattr(uvicorn, "run", lambda api, **_kw: started.append(api))
+    monkeypatch.setattr(_serve, "run_server", lambda api, **_kw: started.append(api))
     (tmp_path / "tokens.toml").write_text(TOKENS_TOML)
     with socket.socket() as live:
         live.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds

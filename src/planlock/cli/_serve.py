@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from planlock.cli._app import (
+    EXIT_INVALID,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     JournalOpt,
     PolicyOpt,
@@ -21,7 +23,7 @@ from planlock.cli._app import (
     app,
     err,
 )
-from planlock.errors import UsageError
+from planlock.errors import DatabaseUnavailable, UsageError
 from planlock.queue import Lease, parse_duration
 
 if TYPE_CHECKING:
@@ -177,7 +179,7 @@ def serve_cmd(
 ) -> None:
     """Serve the HTTP API and the approval page (bearer tokens with roles)."""
     try:
-        import uvicorn  # noqa: PLC0415  (optional extra)
+        import uvicorn  # noqa: F401, PLC0415  (the server extra; run_server uses it)
 
         from planlock.server import QueueEngine, ServerConfig, TokenStore, create_app  # noqa: PLC0415  (optional dependency, imported on use)
     except ImportError as exc:
@@ -243,7 +245,7 @@ def serve_cmd(
                 highlight=False,
             )
             proxies = forwarded_allow_ips.strip()
-            uvicorn.run(
+            run_server(
                 api,
                 fd=listener.fileno(),
                 log_level="warning",
@@ -255,6 +257,26 @@ def serve_cmd(
             )
         finally:
             engine.close()
+    failure = getattr(api.state, "worker_failure", None)
+    if failure is not None:
+        code = EXIT_UNAVAILABLE if isinstance(failure, DatabaseUnavailable) else EXIT_INVALID
+        _fail(
+            code,
+            f"the server's workers stopped ({type(failure).__name__}: {failure}), and so did "
+            f"the server (exit {code}), for a supervisor to restart it",
+        )
+
+
+def run_server(api: Any, **options: Any) -> None:
+    """``uvicorn.run(api, **options)``, and ``api.state.stop`` to stop it from inside (the app
+    calls it when its workers fail)."""
+    import uvicorn  # noqa: PLC0415  (optional extra)
+
+    server = uvicorn.Server(uvicorn.Config(api, **options))
+    api.state.stop = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn.run: the app did not start
 
 
 def _listen(host: str, port: int) -> socket.socket:

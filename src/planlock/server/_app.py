@@ -66,11 +66,23 @@ def create_app(engine: Engine, tokens: TokenStore, config: ServerConfig | None =
         path_chars=config.journal_path_chars,
     )
 
+    async def work(app: FastAPI) -> None:
+        """The workers; if they fail, the server stops (``app.state.stop``) rather than serve
+        on with nobody to execute what it approves. ``app.state.worker_failure`` says why."""
+        try:
+            await engine.work(config.workers)
+        except Exception as exc:
+            _log.exception("the server's workers stopped")
+            app.state.worker_failure = exc
+            stop = getattr(app.state, "stop", None)
+            if stop is not None:
+                stop()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             if config.workers:
-                tg.start_soon(engine.work, config.workers)
+                tg.start_soon(work, _app)
             tg.start_soon(_flush_every_window, tally, _app.state.offload)
             yield
             tg.cancel_scope.cancel()
