@@ -10,6 +10,7 @@ short of launching DBOS, so these tests run in this process.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,18 @@ def test_the_cli_refuses_with_exit_2_and_says_which_options_a_dbos_worker_ignore
     assert "(w1) each take at most 1 run(s)" in out
     assert "planlock serve: http" not in out  # refused before it listened
     assert fleet.limit() == 1
+
+
+def test_a_worker_whose_database_stays_unreachable_exits_5_after_its_wait(
+    tmp_path: Path,
+) -> None:
+    nowhere = "postgresql://nobody:nothing@127.0.0.1:1/none"  # port 1: refused at once
+    args = ["worker", "--engine", "dbos", "--id", "w1", "--tools", TOOLS, "--db", nowhere]
+    args += ["--journal", str(tmp_path / "journal.db"), "--db-wait", "1"]
+    started = time.monotonic()
+    res = runner.invoke(app, args)
+    assert res.exit_code == 5, res.output
+    assert time.monotonic() - started >= 1.0  # it kept trying for --db-wait
+    assert "worker w1: a database stayed unreachable for 1 s (connection failed" in res.output
+    assert "so that a supervisor restarts it" in res.output
+    assert "warning" not in res.output  # --db-wait is the dbos worker's too

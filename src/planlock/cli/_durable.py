@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,6 +20,7 @@ from rich.text import Text
 from planlock.cli import _render
 from planlock.cli._app import (
     EXIT_APPROVAL,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     InputOpt,
     JournalOpt,
@@ -39,13 +41,14 @@ from planlock.cli._app import (
     out,
 )
 from planlock.cli._types import PlanlockTyper
-from planlock.errors import ApprovalDenied, PlanInvalid, UsageError
+from planlock.db import reconnect_wait
+from planlock.errors import ApprovalDenied, DatabaseUnavailable, PlanInvalid, UsageError
 from planlock.journal import Event
 from planlock.planning import Replanner
 from planlock.queue import WebhookNotifier, parse_duration
 
 if TYPE_CHECKING:
-    from planlock.durable import DurableClient
+    from planlock.durable import DurableClient, DurableWorker
 
 durable_app = PlanlockTyper(
     help="The durable engine (DBOS): submit runs, answer requests, adopt a dead worker's runs.",
@@ -239,6 +242,22 @@ def runs_cmd(journal: JournalOpt = None, db: DbOpt = None, as_json: JsonOpt = Fa
         out.print(f"{run_id}  {status}")
 
 
+def _join(worker: DurableWorker, db_wait: float, unreachable: tuple[type[Exception], ...]) -> None:
+    """Join the queue's workers, trying again for ``db_wait`` seconds while a database (the
+    journal's, DBOS's) cannot be reached."""
+    deadline = time.monotonic() + db_wait
+    while True:
+        try:
+            worker.join()
+        except unreachable:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(1.0, left))
+        else:
+            return
+
+
 def run_worker(
     tools: str,
     journal: str | None,
@@ -252,10 +271,14 @@ def run_worker(
     heartbeat: str = "10s",
     notify: str | None = None,
     model: str | None = None,
+    db_wait: float = 60.0,
 ) -> None:
     """``planlock worker --engine dbos``: run until SIGTERM / Ctrl-C (or ``--idle-exit``).
-    ``lease``/``heartbeat``: the worker's liveness lease (``adopt`` refuses a live worker)."""
+    ``lease``/``heartbeat``: the worker's liveness lease (``adopt`` refuses a live worker).
+    ``db_wait``: how long the worker tries to reach its databases as it starts (then exit 5)."""
     try:
+        from sqlalchemy.exc import OperationalError  # noqa: PLC0415  (DBOS's, imported on use)
+
         from planlock.durable import DurableWorker, WorkerContext  # noqa: PLC0415  (optional dependency, imported on use)
     except ImportError:
         _fail(
@@ -295,9 +318,18 @@ def run_worker(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         try:
-            adopted = worker.start(adopt or [])
+            with reconnect_wait(db_wait):
+                _join(worker, db_wait, (DatabaseUnavailable, OperationalError))
+                adopted = worker.start(adopt or [])
         except UsageError as exc:
             _fail(EXIT_USAGE, str(exc))
+        except (DatabaseUnavailable, OperationalError) as exc:
+            cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            _fail(
+                EXIT_UNAVAILABLE,
+                f"worker {wid}: a database stayed unreachable for {db_wait:g} s ({cause}); "
+                f"exiting (exit {EXIT_UNAVAILABLE}) so that a supervisor restarts it",
+            )
         err.print(f"worker {wid}: ready (dbos); adopted {len(adopted)} run(s)")
         worker.serve(stop=stop, idle_exit=idle_exit)
     except KeyboardInterrupt:

@@ -315,7 +315,7 @@ def deny_cmd(
 
 
 _ENGINE_ONLY = {
-    "queue": ("once", "poll", "db_wait"),
+    "queue": ("once", "poll"),
     "dbos": ("db", "adopt", "concurrency", "model"),
 }
 """The options of ``worker`` that only one engine's workers use."""
@@ -378,8 +378,9 @@ def worker_cmd(
     db_wait: Annotated[
         float,
         typer.Option(
-            help="PostgreSQL, --engine queue: seconds to keep reconnecting to a database that "
-            "went away before exiting with code 5 (for a supervisor to restart the worker).",
+            help="PostgreSQL: seconds to keep reconnecting to a database that went away before "
+            "exiting with code 5 (for a supervisor to restart the worker); with --engine dbos, "
+            "as the worker starts.",
             min=0,
         ),
     ] = 60.0,
@@ -419,6 +420,7 @@ def worker_cmd(
             heartbeat=heartbeat,
             notify=notify,
             model=model,
+            db_wait=db_wait,
         )
         return
     if engine != "queue":
