@@ -132,3 +132,16 @@ def test_a_worker_whose_database_stays_unreachable_exits_5_after_its_wait(
     assert "worker w1: a database stayed unreachable for 1 s (connection failed" in res.output
     assert "so that a supervisor restarts it" in res.output
     assert "warning" not in res.output  # --db-wait is the dbos worker's too
+
+
+def test_serve_whose_database_stays_unreachable_exits_5_before_it_listens(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "tokens.toml").write_text(TOKENS_TOML, encoding="utf-8")
+    nowhere = "postgresql://nobody:nothing@127.0.0.1:1/none"
+    args = ["serve", "--engine", "dbos", "--tools", TOOLS, "--db", nowhere, "--db-wait", "0"]
+    args += ["--tokens", str(tmp_path / "tokens.toml"), "--journal", str(tmp_path / "j.db")]
+    res = runner.invoke(app, [*args, "--port", str(free_port())])
+    assert res.exit_code == 5, res.output
+    assert "planlock serve: a database stayed unreachable for 0 s (connection failed" in res.output
+    assert "planlock serve: http" not in res.output

@@ -10,6 +10,8 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -48,7 +50,7 @@ from planlock.planning import Replanner
 from planlock.queue import WebhookNotifier, parse_duration
 
 if TYPE_CHECKING:
-    from planlock.durable import DurableClient, DurableWorker
+    from planlock.durable import DurableClient
 
 durable_app = PlanlockTyper(
     help="The durable engine (DBOS): submit runs, answer requests, adopt a dead worker's runs.",
@@ -242,20 +244,42 @@ def runs_cmd(journal: JournalOpt = None, db: DbOpt = None, as_json: JsonOpt = Fa
         out.print(f"{run_id}  {status}")
 
 
-def _join(worker: DurableWorker, db_wait: float, unreachable: tuple[type[Exception], ...]) -> None:
-    """Join the queue's workers, trying again for ``db_wait`` seconds while a database (the
-    journal's, DBOS's) cannot be reached."""
+def join_waiting(join: Callable[[], object], db_wait: float) -> None:
+    """Call ``join`` (joining a queue's workers), again for ``db_wait`` seconds while a database
+    (the journal's, DBOS's) cannot be reached."""
+    from sqlalchemy.exc import OperationalError  # noqa: PLC0415  (DBOS's, imported on use)
+
     deadline = time.monotonic() + db_wait
     while True:
         try:
-            worker.join()
-        except unreachable:
+            join()
+        except (DatabaseUnavailable, OperationalError):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise
             time.sleep(min(1.0, left))
         else:
             return
+
+
+@contextmanager
+def starting(who: str, db_wait: float) -> Iterator[None]:
+    """Start a durable worker (``who``): exit 2 when it is refused, 5 when a database stayed
+    unreachable for ``db_wait`` seconds."""
+    from sqlalchemy.exc import OperationalError  # noqa: PLC0415  (DBOS's, imported on use)
+
+    try:
+        with reconnect_wait(db_wait):
+            yield
+    except UsageError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    except (DatabaseUnavailable, OperationalError) as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _fail(
+            EXIT_UNAVAILABLE,
+            f"{who}: a database stayed unreachable for {db_wait:g} s ({cause}); exiting "
+            f"(exit {EXIT_UNAVAILABLE}) so that a supervisor restarts it",
+        )
 
 
 def run_worker(
@@ -277,8 +301,6 @@ def run_worker(
     ``lease``/``heartbeat``: the worker's liveness lease (``adopt`` refuses a live worker).
     ``db_wait``: how long the worker tries to reach its databases as it starts (then exit 5)."""
     try:
-        from sqlalchemy.exc import OperationalError  # noqa: PLC0415  (DBOS's, imported on use)
-
         from planlock.durable import DurableWorker, WorkerContext  # noqa: PLC0415  (optional dependency, imported on use)
     except ImportError:
         _fail(
@@ -317,19 +339,9 @@ def run_worker(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        try:
-            with reconnect_wait(db_wait):
-                _join(worker, db_wait, (DatabaseUnavailable, OperationalError))
-                adopted = worker.start(adopt or [])
-        except UsageError as exc:
-            _fail(EXIT_USAGE, str(exc))
-        except (DatabaseUnavailable, OperationalError) as exc:
-            cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            _fail(
-                EXIT_UNAVAILABLE,
-                f"worker {wid}: a database stayed unreachable for {db_wait:g} s ({cause}); "
-                f"exiting (exit {EXIT_UNAVAILABLE}) so that a supervisor restarts it",
-            )
+        with starting(f"worker {wid}", db_wait):
+            join_waiting(worker.join, db_wait)
+            adopted = worker.start(adopt or [])
         err.print(f"worker {wid}: ready (dbos); adopted {len(adopted)} run(s)")
         worker.serve(stop=stop, idle_exit=idle_exit)
     except KeyboardInterrupt:

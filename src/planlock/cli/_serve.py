@@ -230,13 +230,12 @@ def serve_cmd(
             )
         )
         try:
-            if engine_name == "dbos" and workers:
-                try:
-                    cast("DurableEngine", engine).join(
-                        workers
-                    )  # refused before the server listens, not after
-                except UsageError as exc:
-                    _fail(EXIT_USAGE, str(exc))
+            if engine_name == "dbos" and workers:  # refused before it listens, not after
+                from planlock.cli._durable import join_waiting, starting  # noqa: PLC0415
+
+                durable = cast("DurableEngine", engine)
+                with starting("planlock serve", db_wait):
+                    join_waiting(lambda: durable.join(workers), db_wait)
             api = create_app(engine, store, config)
             shown = f"[{host}]" if ":" in host else host
             err.print(
