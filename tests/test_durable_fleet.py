@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from planlock import Journal
 from planlock.cli import app
 from planlock.durable import DurableWorker, WorkerContext
-from planlock.durable._client import system_database_url, system_schema
+from planlock.durable._client import QUEUE_POLL, system_database_url, system_schema
 from planlock.durable._workflow import QUEUE_NAME
 from planlock.errors import UsageError
 
@@ -41,20 +41,26 @@ class Fleet:
         self.db = system_database_url(str(tmp_path / "dbos.sqlite"))
         self.workers: list[DurableWorker] = []
 
-    def worker(self, wid: str, concurrency: int | None) -> DurableWorker:
+    def worker(self, wid: str, concurrency: int | None, poll: float | None = None) -> DurableWorker:
         context = WorkerContext(registry, Journal.open(self.journal))
         worker = DurableWorker(
-            context, db_url=self.db, executor_id=wid, worker_concurrency=concurrency
+            context, db_url=self.db, executor_id=wid, worker_concurrency=concurrency, poll=poll
         )
         self.workers.append(worker)
         return worker
 
     def limit(self) -> int | None:
+        return self._queue()[0]
+
+    def poll(self) -> float:
+        return self._queue()[1]
+
+    def _queue(self) -> tuple[int | None, float]:
         client = DBOSClient(system_database_url=self.db, dbos_system_schema=system_schema())
         try:
             queue = client.retrieve_queue(QUEUE_NAME)
             assert queue is not None
-            return queue.worker_concurrency
+            return queue.worker_concurrency, queue.polling_interval_sec
         finally:
             client.destroy()
 
@@ -105,7 +111,7 @@ def test_the_cli_refuses_with_exit_2_and_says_which_options_a_dbos_worker_ignore
         "--once", "--poll", "1",
     )  # fmt: skip
     assert code == 2, out
-    assert "warning: --once, --poll: only for --engine queue" in out
+    assert "warning: --once: only for --engine queue" in out  # --poll is the dbos worker's too
     assert "(w1) each take at most 1 run(s)" in out
     assert "worker --concurrency 1, serve --workers 1" in out
     (fleet.dir / "tokens.toml").write_text(TOKENS_TOML, encoding="utf-8")
@@ -145,3 +151,20 @@ def test_serve_whose_database_stays_unreachable_exits_5_before_it_listens(
     assert res.exit_code == 5, res.output
     assert "planlock serve: a database stayed unreachable for 0 s (connection failed" in res.output
     assert "planlock serve: http" not in res.output
+
+
+def test_the_polling_interval_is_the_queues_and_given_only_to_change_it(fleet: Fleet) -> None:
+    first = fleet.worker("w1", None)
+    first.join()
+    assert fleet.poll() == QUEUE_POLL  # a new queue's
+    with pytest.raises(UsageError, match=r"\(w1\) check it every 0.05 s.*give this one --poll"):
+        fleet.worker("w2", None, poll=1.0).join()
+    first.close()
+    fleet.worker("w2", None, poll=1.0).join()  # nobody else live: it sets the queue's
+    assert fleet.poll() == 1.0
+    third = fleet.worker("w3", None)  # no --poll: the queue's
+    third.join()
+    assert third.poll == 1.0
+    assert fleet.poll() == 1.0
+    with pytest.raises(UsageError, match="must be positive"):
+        fleet.worker("w4", None, poll=0)

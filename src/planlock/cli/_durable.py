@@ -296,6 +296,7 @@ def run_worker(
     notify: str | None = None,
     model: str | None = None,
     db_wait: float = 60.0,
+    poll: float | None = None,
 ) -> None:
     """``planlock worker --engine dbos``: run until SIGTERM / Ctrl-C (or ``--idle-exit``).
     ``lease``/``heartbeat``: the worker's liveness lease (``adopt`` refuses a live worker).
@@ -326,6 +327,7 @@ def run_worker(
             worker_concurrency=concurrency,
             lease=parse_duration(lease),
             heartbeat=parse_duration(heartbeat),
+            poll=poll,
         )
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))

@@ -315,7 +315,7 @@ def deny_cmd(
 
 
 _ENGINE_ONLY = {
-    "queue": ("once", "poll"),
+    "queue": ("once",),
     "dbos": ("db", "adopt", "concurrency", "model"),
 }
 """The options of ``worker`` that only one engine's workers use."""
@@ -327,17 +327,18 @@ def _warn_unused(ctx: typer.Context, engine: str) -> None:
     for owner, names in _ENGINE_ONLY.items():
         if owner == engine or engine not in _ENGINE_ONLY:
             continue
-        given = [
-            "--" + n.replace("_", "-")
-            for n in names
-            if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"
-        ]
+        given = ["--" + n.replace("_", "-") for n in names if _given(ctx, n)]
         if given:
             err.print(
                 f"warning: {', '.join(given)}: only for --engine {owner}; not used by this "
                 f"--engine {engine} worker",
                 highlight=False,
             )
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (on the command line or in the environment)."""
+    return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
 
 
 @app.command("worker")
@@ -355,7 +356,11 @@ def worker_cmd(
         float | None, typer.Option("--idle-exit", help="Exit after this many idle seconds.")
     ] = None,
     poll: Annotated[
-        float, typer.Option(help="Seconds between checks of the queue (--engine queue).")
+        float,
+        typer.Option(
+            help="Seconds between checks of the queue. With --engine dbos: the queue's "
+            "(the same for all its live workers; 0.05 for a new queue) unless given."
+        ),
     ] = 0.5,
     notify: NotifyOpt = None,
     engine: Annotated[
@@ -421,6 +426,7 @@ def worker_cmd(
             notify=notify,
             model=model,
             db_wait=db_wait,
+            poll=poll if _given(ctx, "poll") else None,
         )
         return
     if engine != "queue":

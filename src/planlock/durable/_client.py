@@ -316,10 +316,16 @@ class DurableWorker:
         worker_concurrency: int | None = None,
         lease: timedelta = timedelta(seconds=30),
         heartbeat: timedelta = timedelta(seconds=10),
+        poll: float | None = None,
     ) -> None:
         if not timedelta(0) < heartbeat < lease:
             msg = f"the heartbeat ({heartbeat}) must be shorter than the lease ({lease})"
             raise UsageError(msg)
+        if poll is not None and not poll > 0:
+            raise UsageError(f"the queue's polling interval must be positive, not {poll}")
+        self.poll = poll
+        """Seconds between this worker's checks of the DBOS queues; None: the queue's (or
+        ``QUEUE_POLL`` for a new queue). DBOS keeps it with the queue, as the limit."""
         self.context = context
         self.db_url = db_url
         self.executor_id = executor_id
@@ -356,7 +362,7 @@ class DurableWorker:
             DBOS.register_queue(
                 name,
                 worker_concurrency=self.worker_concurrency if name == QUEUE_NAME else None,
-                polling_interval_sec=QUEUE_POLL,
+                polling_interval_sec=self.poll or QUEUE_POLL,
                 on_conflict="never_update",
             )
         return self.client.adopt(adopt) if adopt else []
@@ -365,36 +371,27 @@ class DurableWorker:
         """Store the queues' settings and start this worker's lease, one worker at a time.
 
         DBOS keeps a queue's settings with the queue, and each worker of it reloads them at
-        every poll: its per-worker limit (``worker_concurrency``) is the same for all the
-        workers of the queue. A worker whose limit differs from the queue's while another
-        worker is live is refused: storing its limit would change that worker's."""
+        every poll: its per-worker limit (``worker_concurrency``) and its polling interval are
+        the same for all the workers of the queue. A worker whose limit, or whose given
+        ``poll``, differs from the queue's while another worker is live is refused: storing
+        it would change that worker's. A worker given no ``poll`` takes the queue's."""
         with self.context.state.joining(self.executor_id, self.lease) as others:
             client = self.client.client
             queue = client.retrieve_queue(QUEUE_NAME)
-            held = queue.worker_concurrency if queue is not None else None
-            if others and queue is not None and held != self.worker_concurrency:
+            if queue is not None and self.poll is None:
+                self.poll = queue.polling_interval_sec
+            if others and queue is not None:
                 names = ", ".join(w.worker_id for w in others)
-                limit = "any number of runs" if held is None else f"at most {held} run(s)"
-                same = (
-                    "worker without --concurrency"
-                    if held is None
-                    else f"worker --concurrency {held}, serve --workers {held}"
-                )
-                msg = (
-                    f"worker {self.executor_id}: the live workers of the queue ({names}) each "
-                    f"take {limit} at a time, and DBOS keeps that limit with the queue, the "
-                    f"same for all its workers: give this one the same limit ({same}), or stop "
-                    "them first"
-                )
-                raise UsageError(msg)
+                _same_settings(self.executor_id, names, queue, self.worker_concurrency, self.poll)
+            poll = self.poll = self.poll or QUEUE_POLL
             client.register_queue(
                 QUEUE_NAME,
                 worker_concurrency=self.worker_concurrency,
-                polling_interval_sec=QUEUE_POLL,
+                polling_interval_sec=poll,
                 on_conflict="always_update",
             )
             client.register_queue(
-                ANSWER_QUEUE, polling_interval_sec=QUEUE_POLL, on_conflict="always_update"
+                ANSWER_QUEUE, polling_interval_sec=poll, on_conflict="always_update"
             )
 
     def serve(
@@ -436,3 +433,32 @@ class DurableWorker:
             DBOS.destroy(workflow_completion_timeout_sec=0)
             self._launched = False
         self.client.close()
+
+
+def _same_settings(
+    worker: str, live: str, queue: Any, limit: int | None, poll: float | None
+) -> None:
+    """Refuse (``UsageError``) a worker whose settings differ from the queue's (``live``: the
+    queue's live workers)."""
+    held = queue.worker_concurrency
+    if held != limit:
+        took = "any number of runs" if held is None else f"at most {held} run(s)"
+        same = (
+            "worker without --concurrency"
+            if held is None
+            else f"worker --concurrency {held}, serve --workers {held}"
+        )
+        msg = (
+            f"worker {worker}: the live workers of the queue ({live}) each take {took} at a "
+            "time, and DBOS keeps that limit with the queue, the same for all its workers: give "
+            f"this one the same limit ({same}), or stop them first"
+        )
+        raise UsageError(msg)
+    interval = queue.polling_interval_sec
+    if poll is not None and poll != interval:
+        msg = (
+            f"worker {worker}: the live workers of the queue ({live}) check it every "
+            f"{interval:g} s, and DBOS keeps that with the queue, the same for all its workers: "
+            f"give this one --poll {interval:g} (or no --poll), or stop them first"
+        )
+        raise UsageError(msg)
