@@ -244,16 +244,21 @@ def runs_cmd(journal: JournalOpt = None, db: DbOpt = None, as_json: JsonOpt = Fa
         out.print(f"{run_id}  {status}")
 
 
+def _unreachable() -> tuple[type[Exception], ...]:
+    """What a database that cannot be reached raises: the journal's, and DBOS's (SQLAlchemy)."""
+    from sqlalchemy.exc import OperationalError  # noqa: PLC0415  (DBOS's, imported on use)
+
+    return (DatabaseUnavailable, OperationalError)
+
+
 def join_waiting(join: Callable[[], object], db_wait: float) -> None:
     """Call ``join`` (joining a queue's workers), again for ``db_wait`` seconds while a database
     (the journal's, DBOS's) cannot be reached."""
-    from sqlalchemy.exc import OperationalError  # noqa: PLC0415  (DBOS's, imported on use)
-
     deadline = time.monotonic() + db_wait
     while True:
         try:
             join()
-        except (DatabaseUnavailable, OperationalError):
+        except _unreachable():
             left = deadline - time.monotonic()
             if left <= 0:
                 raise
@@ -266,14 +271,12 @@ def join_waiting(join: Callable[[], object], db_wait: float) -> None:
 def starting(who: str, db_wait: float) -> Iterator[None]:
     """Start a durable worker (``who``): exit 2 when it is refused, 5 when a database stayed
     unreachable for ``db_wait`` seconds."""
-    from sqlalchemy.exc import OperationalError  # noqa: PLC0415  (DBOS's, imported on use)
-
     try:
         with reconnect_wait(db_wait):
             yield
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
-    except (DatabaseUnavailable, OperationalError) as exc:
+    except _unreachable() as exc:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         _fail(
             EXIT_UNAVAILABLE,

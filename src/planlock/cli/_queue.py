@@ -324,8 +324,10 @@ _ENGINE_ONLY = {
 def _warn_unused(ctx: typer.Context, engine: str) -> None:
     """Say which options given will not be used by this engine's worker (they were ignored
     silently before; an error now would stop the scripts that pass them)."""
+    if engine not in _ENGINE_ONLY:
+        return  # refused below
     for owner, names in _ENGINE_ONLY.items():
-        if owner == engine or engine not in _ENGINE_ONLY:
+        if owner == engine:
             continue
         given = ["--" + n.replace("_", "-") for n in names if _given(ctx, n)]
         if given:

@@ -357,14 +357,7 @@ class DurableWorker:
         install(self.context)
         DBOS(config=dbos_config(self.db_url, self.executor_id))
         DBOS.launch()
-        self._launched = True
-        for name in (QUEUE_NAME, ANSWER_QUEUE):  # as `_join` stored them
-            DBOS.register_queue(
-                name,
-                worker_concurrency=self.worker_concurrency if name == QUEUE_NAME else None,
-                polling_interval_sec=self.poll or QUEUE_POLL,
-                on_conflict="never_update",
-            )
+        self._launched = True  # it polls the queues as `_join` stored them
         return self.client.adopt(adopt) if adopt else []
 
     def _join(self) -> None:
@@ -378,12 +371,12 @@ class DurableWorker:
         with self.context.state.joining(self.executor_id, self.lease) as others:
             client = self.client.client
             queue = client.retrieve_queue(QUEUE_NAME)
-            if queue is not None and self.poll is None:
-                self.poll = queue.polling_interval_sec
+            if self.poll is None:
+                self.poll = QUEUE_POLL if queue is None else queue.polling_interval_sec
+            poll = self.poll
             if others and queue is not None:
                 names = ", ".join(w.worker_id for w in others)
-                _same_settings(self.executor_id, names, queue, self.worker_concurrency, self.poll)
-            poll = self.poll = self.poll or QUEUE_POLL
+                _same_settings(self.executor_id, names, queue, self.worker_concurrency, poll)
             client.register_queue(
                 QUEUE_NAME,
                 worker_concurrency=self.worker_concurrency,
@@ -435,9 +428,7 @@ class DurableWorker:
         self.client.close()
 
 
-def _same_settings(
-    worker: str, live: str, queue: Any, limit: int | None, poll: float | None
-) -> None:
+def _same_settings(worker: str, live: str, queue: Any, limit: int | None, poll: float) -> None:
     """Refuse (``UsageError``) a worker whose settings differ from the queue's (``live``: the
     queue's live workers)."""
     held = queue.worker_concurrency
@@ -455,7 +446,7 @@ def _same_settings(
         )
         raise UsageError(msg)
     interval = queue.polling_interval_sec
-    if poll is not None and poll != interval:
+    if poll != interval:
         msg = (
             f"worker {worker}: the live workers of the queue ({live}) check it every "
             f"{interval:g} s, and DBOS keeps that with the queue, the same for all its workers: "

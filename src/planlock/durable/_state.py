@@ -182,7 +182,7 @@ class DurableState:
                 "WHERE worker_id <> ? AND lease_until > ? ORDER BY worker_id",
                 (worker_id, iso_ms()),
             ).fetchall()
-            yield [LiveWorker(str(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows]
+            yield [_live(r) for r in rows]
             _beat(db, worker_id, lease, starting=True)
 
     def stopped(self, worker_id: str) -> None:
@@ -487,6 +487,9 @@ def _live_worker(db: Database, worker_id: str) -> LiveWorker | None:
         "WHERE worker_id = ? AND lease_until > ?",
         (worker_id, iso_ms()),
     ).fetchone()
-    if row is None:
-        return None
+    return None if row is None else _live(row)
+
+
+def _live(row: Any) -> LiveWorker:
+    """A ``durable_workers`` row (worker_id, host, pid, heartbeat_at, lease_until)."""
     return LiveWorker(str(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]))
