@@ -54,8 +54,9 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/python -m compileall -q src
 	$(BIN)/pytest -q -n $(JOBS)
 
+# The property tests run a quarter of their examples here (tests/conftest.py), all in `unit`.
 unit-fast: $(VENV)/.installed-dev
-	$(BIN)/pytest -q -n 2 -m "not integration and not slow"
+	$(BIN)/pytest -q -n 2 -m "not integration and not slow" --hypothesis-profile=check
 
 ## Performance benchmarks (ratios against baselines measured in the same run).
 bench: $(VENV)/.installed-dev

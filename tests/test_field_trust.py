@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -294,7 +295,7 @@ def _answer(request: Any) -> dict[str, Any]:
     return {"result": {"recipient": props["properties"]["recipient"]["enum"][0], "subject": "s"}}
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plans())
 def test_static_labels_are_the_run_time_labels(plan: Plan) -> None:
     """For every call of every step (each iteration of a loop too), the labels the run records

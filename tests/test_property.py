@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -21,7 +22,7 @@ from planlock import Issue, LLMRequest, Plan, PlanInvalid, RunResult, ToolRegist
 from planlock.testing import ScriptedLLM, capture_journal
 
 PROPERTY_SETTINGS = settings(
-    max_examples=200,
+    max_examples=examples(200),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -539,3 +540,16 @@ def test_llm_output_flows_into_a_tool() -> None:
     assert to_jsonable_python(CALLS) == [
         ["store", {"item": {"name": "from-llm", "qty": 1}, "note": None}]
     ]
+
+
+def test_the_check_profile_runs_a_quarter_of_each_propertys_examples() -> None:
+    """`make check` passes ``--hypothesis-profile=check``; `make test` runs the full counts."""
+    loaded = settings.get_current_profile_name()
+    try:
+        settings.load_profile("default")
+        assert examples(200) == 200
+        settings.load_profile("check")
+        assert examples(200) == 50
+        assert examples(4) == 5
+    finally:
+        settings.load_profile(loaded)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import anyio
 import jsonschema
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -714,7 +715,7 @@ def conditional_plans(draw: st.DrawFn) -> tuple[Plan, bool]:
     return Plan.parse(steps), draw(st.booleans())
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conditional_plans())
 def test_conditions_label_and_ask_at_run_time_as_assess_said(case: tuple[Plan, bool]) -> None:
     plan, answer = case
