@@ -11,6 +11,7 @@ that no tier claims is ``slow``, so the fast tier never needs a model or a serve
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -19,9 +20,12 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +200,42 @@ def _tiers(items: list[pytest.Item]) -> None:
         marks = {m.name for m in item.iter_markers()}
         if "integration" in marks and not marks.intersection(TIERS):
             item.add_marker(pytest.mark.slow)
+
+
+FORKSERVER = Path(__file__).parent / "data" / "forkserver.py"
+FORK_LAUNCH = Path(__file__).parent / "data" / "fork_launch.py"
+
+
+@contextlib.contextmanager
+def forkserver(*modules: str, env: Mapping[str, str] | None = None) -> Iterator[Path]:
+    """A fork server (``tests/data/forkserver.py``) that has imported ``modules``, started with
+    ``env``; yields its socket, for ``fork_command``. The socket is in a directory of its own
+    under the system's temporary directory: a Unix socket's path has at most 107 bytes, which
+    pytest's ``tmp_path`` under a long ``--basetemp`` could pass."""
+    folder = Path(tempfile.mkdtemp(prefix="planlock-fork-"))
+    sock = folder / "fork.sock"
+    proc = subprocess.Popen(
+        [sys.executable, str(FORKSERVER), str(sock), *modules],
+        stdin=subprocess.DEVNULL,
+        env=None if env is None else dict(env),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert proc.poll() is None, "the fork server exited"
+            assert time.monotonic() < deadline, "the fork server did not start"
+            time.sleep(0.02)
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fork_command(sock: Path, script: Path | str, *args: str) -> list[str]:
+    """The command that runs ``script args`` forked from the fork server at ``sock``, as
+    ``python script args`` would run it (exit status, standard streams, environment, cwd)."""
+    return [sys.executable, "-I", "-S", str(FORK_LAUNCH), str(sock), str(script), *args]
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import fork_command, forkserver
 from typer.testing import CliRunner
 
 from planlock import demo
@@ -43,23 +43,71 @@ def test_readme_has_its_python_examples() -> None:
     assert len(python_blocks()) >= 15
 
 
+def _alone_env() -> dict[str, str]:
+    """A reader's environment: none of the suite's settings, planlock importable from ``src``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLANLOCK_", "OTEL_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.fixture(scope="module")
+def imported_planlock() -> Iterator[Path]:
+    """A fork server that has imported ``planlock`` (one per module and test process), in the
+    reader's environment: every block imports planlock first, so a block forked from it starts
+    where a fresh interpreter would be after that import, without its 0.5 s of CPU."""
+    with forkserver("planlock", env=_alone_env()) as sock:
+        yield sock
+
+
 @pytest.mark.parametrize(
     "code", [code for _, code in python_blocks()], ids=[f"line{n}" for n, _ in python_blocks()]
 )
-def test_readme_python_example_runs_alone(code: str, tmp_path: Path) -> None:
-    """A reader copies one block: it runs in a fresh interpreter, with nothing from the others."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLANLOCK_", "OTEL_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+def test_readme_python_example_runs_alone(
+    code: str, tmp_path: Path, imported_planlock: Path
+) -> None:
+    """A reader copies one block into a file and runs it: a process of its own, with nothing
+    from the others (each forked from the same fork server, which ran none of them)."""
+    assert re.search(r"^(from|import) planlock\b", code, flags=re.MULTILINE), (
+        "a block imports planlock"
+    )
+    (tmp_path / "example.py").write_text(code)
     done = subprocess.run(
-        [sys.executable, "-c", code],
+        fork_command(imported_planlock, "example.py"),
         check=False,
         cwd=tmp_path,
-        env=env,
+        env=_alone_env(),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_forked_block_starts_from_nothing_of_the_others(
+    tmp_path: Path, imported_planlock: Path
+) -> None:
+    """What the fork server has imported is not in a block's names, a block's failure is its
+    exit status, and a module one block imports is not imported for the next."""
+
+    def run(code: str) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "example.py").write_text(code)
+        return subprocess.run(
+            fork_command(imported_planlock, "example.py"),
+            check=False,
+            cwd=tmp_path,
+            env=_alone_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    unimported = run("print(planlock.__name__)\n")
+    assert unimported.returncode == 1
+    assert "NameError: name 'planlock' is not defined" in unimported.stderr
+    assert run("import sys\nsys.exit(3)\n").returncode == 3
+    first = run("import sys\nimport planlock.testing\nprint('planlock.testing' in sys.modules)\n")
+    second = run("import sys\nimport planlock\nprint('planlock.testing' in sys.modules)\n")
+    assert (first.stdout, second.stdout) == ("True\n", "False\n")
 
 
 def test_readme_console_sessions_match_the_cli(

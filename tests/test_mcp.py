@@ -3,8 +3,8 @@ started as a subprocess over stdio and over streamable HTTP on 127.0.0.1: pins, 
 undeclared effects and lying annotations.
 
 Each load and each run starts the server (the calls of a run share it), so these tests are
-``slow``. Over stdio, a server is started by ``tests/data/mcp_launch.py`` and forked from
-``tests/data/mcp_forkserver.py``, which has imported the SDK once: still a process of its own per
+``slow``. Over stdio, a server is started by ``tests/data/fork_launch.py`` and forked from
+``tests/data/forkserver.py``, which has imported the SDK once: still a process of its own per
 start, on the pipes planlock opened, without the 1.7 s of CPU a new interpreter pays for the
 imports. The README's example and the HTTP tests start the server with a new interpreter.
 """
@@ -17,13 +17,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+from conftest import FORKSERVER, fork_command
+from conftest import forkserver as fork_server
 from typer.testing import CliRunner
 
 from planlock import Journal, Plan, Policy, approve_all, run_sync
@@ -36,8 +37,6 @@ from planlock.tools import McpToolset, load_toolset, mcp_tools
 pytestmark = pytest.mark.slow
 
 SERVER = Path(__file__).parent / "data" / "mcp_notes_server.py"
-FORKSERVER = Path(__file__).parent / "data" / "mcp_forkserver.py"
-LAUNCH = Path(__file__).parent / "data" / "mcp_launch.py"
 runner = CliRunner()
 
 DECLARED = """
@@ -63,23 +62,9 @@ def notes(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def forkserver() -> Iterator[Path]:
-    """The fork server's socket (one fork server per module and test process), in a directory
-    of its own under the system's temporary directory: a Unix socket's path has at most 107
-    bytes, which pytest's ``tmp_path`` under a long ``--basetemp`` could pass."""
-    folder = Path(tempfile.mkdtemp(prefix="planlock-mcp-"))
-    sock = folder / "fork.sock"
-    proc = subprocess.Popen([sys.executable, str(FORKSERVER), str(sock)], stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            assert proc.poll() is None, "the MCP fork server exited"
-            assert time.monotonic() < deadline, "the MCP fork server did not start"
-            time.sleep(0.02)
+    """The socket of a fork server that has imported the MCP SDK (one per module and process)."""
+    with fork_server("anyio", "mcp.server.mcpserver", "mcp.server.stdio", "mcp.types") as sock:
         yield sock
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -88,10 +73,10 @@ def stdio_file(tmp_path: Path, notes: Path, forkserver: Path) -> Callable[..., P
 
     def write(extra: str = "") -> Path:
         path = tmp_path / "tools.toml"
-        args = ["-I", "-S", str(LAUNCH), str(forkserver), str(SERVER)]
+        command, *args = fork_command(forkserver, SERVER)
         path.write_text(
             "[servers.notes]\n"
-            f"command = {json.dumps(sys.executable)}\n"
+            f"command = {json.dumps(command)}\n"
             f"args = {json.dumps(args)}\n"
             f"env = {{ NOTES_DIR = {json.dumps(str(notes))} }}\n" + DECLARED + extra
         )
@@ -419,7 +404,6 @@ def test_streamable_http_pin_run_and_rug_pull(
 def test_readme_mcp_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import re
     import shlex
-    import shutil
 
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()

@@ -1,24 +1,28 @@
-"""A fork server for ``mcp_notes_server.py``: the MCP SDK is imported once, each server forked.
+"""A fork server: the modules a kind of test process needs are imported once, each process forked.
 
-Starting the notes server with a new interpreter costs about 1.7 s of CPU on a slow machine,
-nearly all of it importing the SDK, and ``test_mcp.py`` starts it some thirty times over stdio.
-This process imports the SDK once and listens on a Unix socket. ``mcp_launch.py`` is the command
-a test's ``tools.toml`` names: planlock starts it as it starts any MCP server, and it hands its
+Starting a Python process that imports the MCP SDK costs about 1.7 s of CPU on a slow machine,
+and one that imports planlock about 0.5 s. ``test_mcp.py`` starts its notes server some thirty
+times over stdio, and ``test_docs.py`` runs each of the README's Python blocks as a process of
+its own. This process imports the modules named on its command line once and listens on a Unix
+socket. ``fork_launch.py`` is the command a test runs instead of ``python SCRIPT``: it hands its
 stdin, stdout and stderr, its arguments and its environment to this process, which forks a child
-that runs the server script as ``__main__`` on those descriptors. So each start is still a
-process of its own (its own pid and module state: ``starts.log`` gets a line per start and the
-``variant`` file is read at each start), speaking MCP over the pipes planlock opened.
+that runs the script as ``__main__`` on those descriptors. So each start is still a process of
+its own (its own pid and module state: the notes server's ``starts.log`` gets a line per start
+and its ``variant`` file is read at each start), on the pipes its caller opened.
 
 The launcher exits with the child's status. If the launcher dies first (the client terminating
-the server it started), the child is killed. The README's example and the HTTP tests still start
-the server with a new interpreter.
+the server it started), the child is killed. A test starts the fork server with the environment
+its children get, so that what the preloaded modules read at import is what a fresh interpreter
+would read. The README's MCP example and the HTTP tests still start the server with a new
+interpreter.
 
-Run: ``python mcp_forkserver.py SOCKET``.
+Run: ``python forkserver.py SOCKET [MODULE...]``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import runpy
@@ -29,12 +33,6 @@ import struct
 import sys
 import traceback
 from pathlib import Path
-
-# What a start would import, imported once here.
-import anyio  # noqa: F401
-import mcp.server.mcpserver
-import mcp.server.stdio
-import mcp.types  # noqa: F401
 
 HEADER = struct.Struct("!Q")
 
@@ -135,4 +133,6 @@ def serve(path: str) -> None:
 
 
 if __name__ == "__main__":
+    for module in sys.argv[2:]:  # what each start would import, imported once here
+        importlib.import_module(module)
     serve(sys.argv[1])

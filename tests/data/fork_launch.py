@@ -1,7 +1,7 @@
-"""Start an MCP server through ``mcp_forkserver.py``: the command a test's ``tools.toml`` names.
+"""Run ``SCRIPT ARGS`` in a process forked by ``forkserver.py``, as ``python SCRIPT ARGS`` would.
 
-Run: ``python -I -S mcp_launch.py SOCKET SCRIPT [ARGS...]``. It hands its stdin, stdout and
-stderr, ``SCRIPT ARGS`` and its environment to the fork server, waits until the server it forked
+Run: ``python -I -S fork_launch.py SOCKET SCRIPT [ARGS...]``. It hands its stdin, stdout and
+stderr, ``SCRIPT ARGS`` and its environment to the fork server, waits until the process it forked
 exits and exits with its status (a negative status, killed by a signal, as 128 + the signal).
 Standard library only, so that ``-I -S`` starts it in a few milliseconds.
 """
