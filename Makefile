@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test check lint typecheck unit unit-fast bench bench-planner bench-import clean postgres postgres-stop
+.PHONY: demo test check lint typecheck unit unit-fast unit-fast-bench unit-fast-rest bench bench-planner bench-import clean postgres postgres-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,12 @@ test: $(VENV)/.installed-dev lint
 	$(MAKE) --no-print-directory -j2 --output-sync=line typecheck unit MYPY_NICE="nice -n 5"
 
 ## The edit-test loop: lint, types, and every test that needs no model, no server and no extra
-## processes. Left out (run by `make test`): the markers `integration`, `model`, `postgres`,
-## `browser` and `slow` (crash, load and multi-process tests); e.g. `pytest -m model` runs a tier.
+## processes (two pytest runs, `unit-fast` below; each prints its own summary). Left out (run by
+## `make test`): the markers `integration`, `model`, `postgres`, `browser` and `slow` (crash, load
+## and multi-process tests); e.g. `pytest -m model` runs a tier.
 check: $(VENV)/.installed-dev lint
-	$(MAKE) --no-print-directory -j2 --output-sync=line typecheck unit-fast
+	$(BIN)/python -m compileall -q src
+	$(MAKE) --no-print-directory -j3 --output-sync=target typecheck unit-fast-bench unit-fast-rest
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks examples scripts
@@ -54,9 +56,24 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/python -m compileall -q src
 	$(BIN)/pytest -q -n $(JOBS)
 
-# The property tests run a quarter of their examples here (tests/conftest.py), all in `unit`.
+# The fast tier is two pytest runs side by side: the AgentDojo tests (tests/test_agentdojo*.py,
+# the only files that import AgentDojo) in a process of their own, the rest on two xdist workers.
+# Importing AgentDojo (it imports four LLM SDKs) costs ~5 s of CPU in each process that collects
+# those files, and with one run every worker collected them. The property tests run a quarter of
+# their examples here (tests/conftest.py), all of them in `unit`.
+FAST := -q -m "not integration and not slow" --hypothesis-profile=check
+BENCH_TESTS := tests/test_agentdojo*.py
+FAST_JOBS ?= 2
+
 unit-fast: $(VENV)/.installed-dev
-	$(BIN)/pytest -q -n 2 -m "not integration and not slow" --hypothesis-profile=check
+	$(BIN)/python -m compileall -q src
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit-fast-bench unit-fast-rest
+
+unit-fast-bench: $(VENV)/.installed-dev
+	$(BIN)/pytest $(FAST) $(BENCH_TESTS)
+
+unit-fast-rest: $(VENV)/.installed-dev
+	$(BIN)/pytest $(FAST) -n $(FAST_JOBS) $(addprefix --ignore=,$(wildcard $(BENCH_TESTS)))
 
 ## Performance benchmarks (ratios against baselines measured in the same run).
 bench: $(VENV)/.installed-dev

@@ -8,8 +8,8 @@ recipe's whole path runs (the ``openai:MODEL@URL`` spec, the key from the enviro
 OpenAI SDK on the wire, validation, the plan record, the priced planner row) in the fast tier,
 without the ~900 prompt tokens the model would read (about 45 s of CPU on 2 cores, the largest
 single cost of the model tier). A change to the request (the planner's prompt, its schema, the
-suite's tools) fails here until it is recorded again:
-``PLANLOCK_RECORD_PLANS=1 pytest tests/test_openai_recipe.py`` (loads the model; a few minutes).
+suite's tools) fails here until it is recorded again (this loads the model; a few minutes):
+``PLANLOCK_RECORD_PLANS=1 pytest tests/test_agentdojo_openai_recipe.py``.
 The OpenAI backend against llama.cpp's live server is ``test_local_model.py``'s
 ``test_the_openai_backend_reviews_through_llama_cpps_server``.
 """
@@ -109,7 +109,6 @@ def replay() -> Iterator[ReplayServer]:
 def test_the_frontier_recipe_plans_agentdojo_through_an_openai_compatible_server(
     replay: ReplayServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("agentdojo")
     from planlock.bench.agentdojo import load_suite
 
     monkeypatch.setenv("OPENAI_API_KEY", replay.api_key)
@@ -121,7 +120,8 @@ def test_the_frontier_recipe_plans_agentdojo_through_an_openai_compatible_server
     args += ["--price", "2", "8", "--max-attempts", "1"]
     result = CliRunner().invoke(app, args)
     assert not replay.missed, (
-        "the recipe's request changed: PLANLOCK_RECORD_PLANS=1 pytest tests/test_openai_recipe.py"
+        "the recipe's request changed: "
+        "PLANLOCK_RECORD_PLANS=1 pytest tests/test_agentdojo_openai_recipe.py"
     )
     assert result.exit_code == 0, result.output
     assert len(replay.used) == 1
