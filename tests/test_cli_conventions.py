@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,37 @@ def test_python_dash_m_planlock_is_the_cli() -> None:
     )
     assert helped.returncode == 0
     assert "Usage: planlock [OPTIONS] COMMAND" in helped.stdout  # not "python -m planlock"
+
+
+def test_sigusr1_writes_every_threads_stack_and_the_process_goes_on(tmp_path: Path) -> None:
+    """``kill -USR1`` on a planlock process (here a queue worker, which runs until SIGTERM):
+    the stacks of its threads on stderr, and it goes on running."""
+    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
+    journal = tmp_path / "j.db"
+    argv = ["worker", "--tools", "planlock.demo:registry", "--journal", str(journal)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "planlock", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not journal.exists():  # the worker has started (main() sets the handler first)
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        assert proc.poll() is None, "SIGUSR1 stopped the worker"
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    current = r"^Current thread 0x[0-9a-f]+ \(most recent call first\):$"
+    assert re.search(current, stderr, re.MULTILINE), stderr
+    assert re.search(r'planlock/cli/_main\.py", line \d+ in main$', stderr, re.MULTILINE), stderr
 
 
 # --- --help: readable types, brackets kept ------------------------------------------------------

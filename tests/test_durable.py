@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -240,6 +240,8 @@ class Site:
     journal: Path
     db: str
     effects: Path
+    logs: dict[int, Path] = field(default_factory=dict)
+    """The log of each worker process this site started, by pid."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -248,8 +250,11 @@ class Site:
     def worker(self, wid: str, *extra: str) -> subprocess.Popen[bytes]:
         cmd = [*CLI, "worker", "--engine", "dbos", "--id", wid, "--journal", str(self.journal)]
         cmd += ["--db", self.db, "--tools", TOOLS, *extra]
-        with (self.dir / f"{wid}.log").open("ab") as log:
-            return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
+        path = self.dir / f"{wid}.log"
+        with path.open("ab") as log:
+            proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
+        self.logs[proc.pid] = path
+        return proc
 
     def wait_ready(self, wid: str, timeout: float = 120) -> None:
         log = self.dir / f"{wid}.log"
@@ -262,6 +267,30 @@ class Site:
 
     def client(self) -> DurableClient:
         return DurableClient(Journal.open(self.journal), self.db)
+
+    def stop(self, procs: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+        """SIGTERM the workers, then wait for them. One still running after ``timeout`` s
+        writes its threads' stacks to its log (SIGUSR1) and is killed, and this fails with that
+        log: a worker that does not stop is a bug to see, and left running it would disturb the
+        tests that follow."""
+        for p in procs:
+            p.terminate()
+        deadline = time.monotonic() + timeout
+        stuck: list[str] = []
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGUSR1)
+                time.sleep(1)
+                p.kill()
+                p.wait()
+                log = self.logs[p.pid]
+                stuck.append(f"--- {log.name}\n{log.read_text()}")
+        if stuck:
+            logs = "\n".join(stuck)
+            msg = f"{len(stuck)} worker(s) still ran {timeout} s after SIGTERM; their logs:\n{logs}"
+            raise AssertionError(msg)
 
 
 @pytest.fixture

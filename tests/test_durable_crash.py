@@ -209,10 +209,7 @@ def test_workers_share_the_queue_and_run_everything_once(
         for run_id in runs:
             assert client.result(run_id, timeout=120)["status"] == "succeeded"
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+        site.stop(procs)
     journal = Journal.open(site.journal)
     assert journal.verify().ok
     claims: dict[str, list[str]] = {

@@ -10,6 +10,7 @@ short of launching DBOS, so these tests run in this process.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,3 +169,26 @@ def test_the_polling_interval_is_the_queues_and_given_only_to_change_it(fleet: F
     assert fleet.poll() == 1.0
     with pytest.raises(UsageError, match="must be positive"):
         fleet.worker("w4", None, poll=0)
+
+
+class _NeverWaited(threading.Event):
+    """A stop event that fails the test if the serving thread waits on it."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        raise AssertionError("serve() waited on its stop event")
+
+
+def test_serve_reads_its_stop_event_and_never_waits_on_it(fleet: Fleet) -> None:
+    """`planlock worker --engine dbos` sets ``stop`` from its SIGTERM handler, which runs in the
+    thread that serves. ``Event.wait`` holds the event's lock for a moment at each call; a SIGTERM
+    handled in that moment blocked in ``Event.set`` for ever, and the worker never stopped (seen:
+    a worker still running an hour after its SIGTERM, the handler's frame on top of
+    ``Condition.wait`` in its stack). So serve() reads ``stop`` and sleeps between reads."""
+    worker = fleet.worker("w1", None)
+    stop = _NeverWaited()
+    setter = threading.Timer(0.3, stop.set)  # as a handler would, at some moment of the loop
+    setter.start()
+    started = time.monotonic()
+    worker.serve(stop=stop, poll=0.01)
+    setter.join()
+    assert 0.3 <= time.monotonic() - started < 5

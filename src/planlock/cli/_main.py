@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import io
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Annotated
@@ -276,6 +280,7 @@ def run_cmd(
 
 def main() -> None:
     """Entry point: map library errors that escape to clear messages and exit codes."""
+    _threads_on_sigusr1()
     try:
         app(prog_name="planlock")
     except DatabaseUnavailable as exc:
@@ -284,3 +289,14 @@ def main() -> None:
     except PlanlockError as exc:
         err.print(Text.assemble(("error:", "bold red"), f" {exc}"))
         sys.exit(EXIT_USAGE)
+
+
+def _threads_on_sigusr1() -> None:
+    """``kill -USR1 PID`` writes the stack of every thread of a planlock process to its stderr,
+    and the process goes on: how to see what a worker or a server that does not stop is
+    waiting for. (Python's faulthandler, in C: it works while the interpreter is stuck.)"""
+    usr1 = getattr(signal, "SIGUSR1", None)
+    if usr1 is None:  # pragma: no cover - Windows
+        return
+    with contextlib.suppress(AttributeError, ValueError, RuntimeError, io.UnsupportedOperation):
+        faulthandler.register(usr1, file=sys.stderr, all_threads=True)

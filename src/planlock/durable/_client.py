@@ -395,7 +395,12 @@ class DurableWorker:
         poll: float = 0.1,
     ) -> None:
         """Relay answers to DBOS until ``stop`` is set, or until no durable run is unfinished
-        for ``idle_exit`` seconds."""
+        for ``idle_exit`` seconds.
+
+        ``stop`` may be set by a signal handler, which runs in this thread: so this only reads
+        it and sleeps, and never waits on it. ``Event.wait`` holds the event's lock for a moment
+        at each call, and a SIGTERM handled in that moment blocked for ever in ``Event.set``
+        (seen: a ``planlock worker --engine dbos`` that never stopped)."""
         stop = stop or threading.Event()
         idle_since = time.monotonic()
         while not stop.is_set():
@@ -405,7 +410,7 @@ class DurableWorker:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since >= idle_exit:
                     return
-            stop.wait(poll)
+            time.sleep(poll)
 
     def _beat(self) -> None:
         while not self._beating.wait(self.heartbeat.total_seconds()):
