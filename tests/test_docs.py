@@ -59,6 +59,21 @@ def imported_planlock() -> Iterator[Path]:
         yield sock
 
 
+def run_forked(sock: Path, folder: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` as ``folder/example.py``, run there as ``python example.py`` would run it,
+    forked from the fork server at ``sock``."""
+    (folder / "example.py").write_text(code)
+    return subprocess.run(
+        fork_command(sock, "example.py"),
+        check=False,
+        cwd=folder,
+        env=_alone_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.parametrize(
     "code", [code for _, code in python_blocks()], ids=[f"line{n}" for n, _ in python_blocks()]
 )
@@ -70,16 +85,7 @@ def test_readme_python_example_runs_alone(
     assert re.search(r"^(from|import) planlock\b", code, flags=re.MULTILINE), (
         "a block imports planlock"
     )
-    (tmp_path / "example.py").write_text(code)
-    done = subprocess.run(
-        fork_command(imported_planlock, "example.py"),
-        check=False,
-        cwd=tmp_path,
-        env=_alone_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_forked(imported_planlock, tmp_path, code)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -90,16 +96,7 @@ def test_a_forked_block_starts_from_nothing_of_the_others(
     exit status, and a module one block imports is not imported for the next."""
 
     def run(code: str) -> subprocess.CompletedProcess[str]:
-        (tmp_path / "example.py").write_text(code)
-        return subprocess.run(
-            fork_command(imported_planlock, "example.py"),
-            check=False,
-            cwd=tmp_path,
-            env=_alone_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_forked(imported_planlock, tmp_path, code)
 
     unimported = run("print(planlock.__name__)\n")
     assert unimported.returncode == 1
