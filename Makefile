@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test check lint typecheck unit unit-fast unit-fast-bench unit-fast-rest bench bench-planner bench-import clean postgres postgres-stop
+.PHONY: demo test check lint typecheck compiled unit unit-fast unit-fast-bench unit-fast-rest bench bench-planner bench-import clean postgres postgres-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,6 @@ test: $(VENV)/.installed-dev lint
 ## `make test`): the markers `integration`, `model`, `postgres`, `browser` and `slow` (crash, load
 ## and multi-process tests); e.g. `pytest -m model` runs a tier.
 check: $(VENV)/.installed-dev lint
-	$(BIN)/python -m compileall -q src
 	$(MAKE) --no-print-directory -j3 --output-sync=target typecheck unit-fast-bench unit-fast-rest
 
 lint: $(VENV)/.installed-dev
@@ -49,11 +48,13 @@ typecheck: $(VENV)/.installed-dev
 # others are spread; many tests wait on processes, sockets and timers, so JOBS may exceed cores.
 JOBS ?= 3
 
-# Byte-compiled first: planlock is installed editable, so without this (and with
+# Tests run on byte-compiled sources: planlock is installed editable, so without this (and with
 # PYTHONDONTWRITEBYTECODE, as on the CI machine) every process the tests start compiles the
 # modules it imports again (~0.1 s each; ~160 such processes in a run; compiling all takes 0.2 s).
-unit: $(VENV)/.installed-dev
+compiled: $(VENV)/.installed-dev
 	$(BIN)/python -m compileall -q src
+
+unit: compiled
 	$(BIN)/pytest -q -n $(JOBS)
 
 # The fast tier is two pytest runs side by side: the AgentDojo tests (tests/test_agentdojo*.py,
@@ -66,13 +67,12 @@ BENCH_TESTS := tests/test_agentdojo*.py
 FAST_JOBS ?= 2
 
 unit-fast: $(VENV)/.installed-dev
-	$(BIN)/python -m compileall -q src
 	$(MAKE) --no-print-directory -j2 --output-sync=target unit-fast-bench unit-fast-rest
 
-unit-fast-bench: $(VENV)/.installed-dev
+unit-fast-bench: compiled
 	$(BIN)/pytest $(FAST) $(BENCH_TESTS)
 
-unit-fast-rest: $(VENV)/.installed-dev
+unit-fast-rest: compiled
 	$(BIN)/pytest $(FAST) -n $(FAST_JOBS) $(addprefix --ignore=,$(wildcard $(BENCH_TESTS)))
 
 ## Performance benchmarks (ratios against baselines measured in the same run).
