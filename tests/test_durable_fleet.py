@@ -187,8 +187,9 @@ def test_serve_reads_its_stop_event_and_never_waits_on_it(fleet: Fleet) -> None:
     worker = fleet.worker("w1", None)
     stop = _NeverWaited()
     setter = threading.Timer(0.3, stop.set)  # as a handler would, at some moment of the loop
-    setter.start()
     started = time.monotonic()
+    setter.start()
     worker.serve(stop=stop, poll=0.01)
+    assert stop.is_set()  # it served until the stop, and saw the stop
+    assert time.monotonic() - started < 5
     setter.join()
-    assert 0.3 <= time.monotonic() - started < 5
