@@ -30,7 +30,7 @@ from planlock import Journal
 pytest.importorskip("dbos")
 
 from test_durable import Site, submit, wait_for
-from test_durable_support import count_calls, parallel_plan
+from test_durable_support import count_calls, kills_done, parallel_plan, unfinished
 
 from planlock.durable._client import DurableClient, system_database_url
 from planlock.durable._workflow import MAX_RESUMES
@@ -40,7 +40,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SUPPORT = Path(__file__).resolve().parent / "test_durable_support.py"
 KILLS = int(os.environ.get("PLANLOCK_CRASH_KILLS", "100"))
-RUNS = int(os.environ.get("PLANLOCK_CRASH_RUNS", "180"))
+BACKLOG = int(os.environ.get("PLANLOCK_CRASH_BACKLOG", "30"))
+"""Runs kept waiting while the kills go on: the operator submits more as runs finish, so there is
+work in flight at every kill on a machine of any speed, and the last worker finishes only about
+this many. (180 runs submitted at the start left ~150 to it: a quarter of the test's time.)"""
 
 
 @pytest.fixture
@@ -55,12 +58,18 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
     return s
 
 
-def operator(client: DurableClient, effects: Path, stop: threading.Event) -> list[str]:
+def operator(
+    client: DurableClient, effects: Path, stop: threading.Event, runs: list[str], journal: Path
+) -> list[str]:
     """Answer requests like a person: plans and calls yes; an interrupted step is run again only
-    if its effect is not in the log."""
+    if its effect is not in the log. And keep ``BACKLOG`` runs waiting (new ones on ``runs``)
+    until the kills are over."""
     answered: list[str] = []
     queue = ApprovalQueue(client.journal)
     while not stop.is_set():
+        if not kills_done(journal).exists():
+            for _ in range(BACKLOG - unfinished(str(journal))):
+                runs.append(crash_run(client, len(runs)))
         for item in queue.pending():
             approve = True
             if item["kind"] == "resume":
@@ -79,11 +88,12 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(
     # loop stops early when every run has finished, and fewer kills than KILLS would land).
     monkeypatch.setenv("PLANLOCK_TEST_PAUSE", "0.1")
     client = site.client()
-    runs = [submit(client, parallel_plan(3, f"c{i}", ask=i % 10 == 0)) for i in range(RUNS)]
+    runs = [crash_run(client, i) for i in range(BACKLOG)]
     stop = threading.Event()
     answered: list[str] = []
     person = threading.Thread(
-        target=lambda: answered.extend(operator(client, site.effects, stop)), daemon=True
+        target=lambda: answered.extend(operator(client, site.effects, stop, runs, site.journal)),
+        daemon=True,
     )
     person.start()
     started = time.monotonic()
@@ -100,7 +110,8 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
     sys.stderr.write(
-        f"crash test: {stats}, answers {Counter(answered)}, {time.monotonic() - started:.0f} s\n"
+        f"crash test: {stats}, {len(runs)} runs, answers {Counter(answered)}, "
+        f"{time.monotonic() - started:.0f} s\n"
     )
     assert stats["kills_in_flight"] >= KILLS  # kills that landed while runs were in flight
     assert stats["runs_interrupted"] >= KILLS  # (run, kill) pairs: a run in flight when killed
@@ -145,11 +156,17 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(
             )
             assert denied or resumed == MAX_RESUMES, (run_id, failed)
     assert set(statuses) <= {"succeeded", "failed"}, statuses
-    assert statuses["succeeded"] >= RUNS // 3, statuses  # most interruptions were resumed
+    assert statuses["succeeded"] >= len(runs) // 3, statuses  # most interruptions were resumed
     applied = sqlite3.connect(site.effects).execute("SELECT COUNT(*) FROM applied").fetchone()[0]
     puts = {k for k in calls if k.rsplit(":", 1)[1].startswith("p")}
     assert applied == len(puts)  # idempotent writes: applied once per key, however often called
     client.close()
+
+
+def crash_run(client: DurableClient, i: int) -> str:
+    """The crash test's ``i``-th run: three parallel branches and a send; every tenth send's
+    recipient comes from a lookup, so its call needs a person."""
+    return submit(client, parallel_plan(3, f"c{i}", ask=i % 10 == 0))
 
 
 def _calls(effects: Path) -> dict[str, list[float]]:
