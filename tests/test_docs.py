@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +149,22 @@ def test_readme_documents_every_event_kind_and_exit_code() -> None:
         assert f"`{kind}`" in README, kind
     for code in range(5):
         assert f"**{code}**" in README
+
+
+def test_the_testing_guide_names_every_marker_and_crash_setting() -> None:
+    """docs/testing.md's table of tiers is pyproject's list of markers, and the settings it names
+    for the crash suites are the ones the suites read."""
+    guide = (ROOT / "docs" / "testing.md").read_text()
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = {m.split(":")[0] for m in config["tool"]["pytest"]["ini_options"]["markers"]}
+    tabled = set(re.findall(r"^\| `(\w+)` \|", guide, flags=re.MULTILINE))
+    assert tabled == declared
+    named = set(re.findall(r"`(PLANLOCK_\w+_KILLS)`", guide))
+    assert len(named) == 3
+    read = {
+        v
+        for f in ROOT.glob("tests/test_*crash*.py")
+        for v in re.findall(r'environ\.get\("(PLANLOCK_\w+_KILLS)"', f.read_text())
+    }
+    assert named == read
+    assert "docs/testing.md" in README
