@@ -11,7 +11,7 @@ single cost of the model tier). A change to the request (the planner's prompt, i
 suite's tools) fails here until it is recorded again (this loads the model; a few minutes):
 ``PLANLOCK_RECORD_PLANS=1 pytest tests/test_agentdojo_openai_recipe.py``.
 The OpenAI backend against llama.cpp's live server is ``test_local_model.py``'s
-``test_the_openai_backend_reviews_through_llama_cpps_server``.
+``test_the_openai_backend_runs_a_step_through_llama_cpps_server``.
 """
 
 from __future__ import annotations
