@@ -30,7 +30,13 @@ from planlock import Journal
 pytest.importorskip("dbos")
 
 from test_durable import Site, submit, wait_for
-from test_durable_support import count_calls, kills_done, parallel_plan, unfinished
+from test_durable_support import (
+    backlog_closed,
+    count_calls,
+    kills_done,
+    parallel_plan,
+    unfinished,
+)
 
 from planlock.durable._client import DurableClient, system_database_url
 from planlock.durable._workflow import MAX_RESUMES
@@ -67,7 +73,9 @@ def operator(
     answered: list[str] = []
     queue = ApprovalQueue(client.journal)
     while not stop.is_set():
-        if not kills_done(journal).exists():
+        if kills_done(journal).exists():
+            backlog_closed(journal).touch()  # no submission is under way, and none will follow
+        else:
             for _ in range(BACKLOG - unfinished(str(journal))):
                 runs.append(crash_run(client, len(runs)))
         for item in queue.pending():

@@ -163,7 +163,8 @@ def crash_loop(journal: str, db: str, kills: int, low: float, high: float) -> di
     let one last worker finish everything. Forking after the imports makes a restart cheap, so
     hundreds of kills fit in a test. Goes on until ``kills`` kills have interrupted at least one
     run (a kill of a worker with nothing in flight does not count), or until nothing is left to
-    run, or after ``4 * kills`` kills in all; then creates ``kills_done(journal)``."""
+    run, or after ``4 * kills`` kills in all; then creates ``kills_done(journal)`` and waits for
+    ``backlog_closed(journal)`` before the last worker."""
     import json
     import signal
 
@@ -205,6 +206,9 @@ def crash_loop(journal: str, db: str, kills: int, low: float, high: float) -> di
         if not in_flight and _all_finished(journal):
             break
     kills_done(journal).touch()
+    deadline = time.monotonic() + 60  # for the operator to stop submitting (it never waits long)
+    while not backlog_closed(journal).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     pid = os.fork()
     if pid == 0:  # pragma: no cover
         try:
@@ -217,8 +221,15 @@ def crash_loop(journal: str, db: str, kills: int, low: float, high: float) -> di
 
 
 def kills_done(journal: str | Path) -> Path:
-    """The file ``crash_loop`` creates when it has killed enough and starts its last worker."""
+    """The file ``crash_loop`` creates when it has killed enough; it then waits for
+    ``backlog_closed`` before it starts its last worker."""
     return Path(f"{journal}.kills-done")
+
+
+def backlog_closed(journal: str | Path) -> Path:
+    """The file the crash test's operator creates once it submits no more runs: the last worker
+    then finds every run there will be."""
+    return Path(f"{journal}.backlog-closed")
 
 
 def unfinished(journal: str) -> int:
