@@ -318,6 +318,10 @@ def test_a_quarantined_llm_step_runs_on_the_local_model(local_llm: LocalLLM) -> 
     assert call.data["purpose"] == "quarantined_step"
 
 
+# --------------------------------------------------------------------------------------------
+# The OpenAI backend against llama.cpp's OpenAI-compatible server (integration)
+
+
 @pytest.mark.integration
 def test_the_openai_backend_runs_a_step_through_llama_cpps_server(local_llm: LocalLLM) -> None:
     # Right after the test above, on purpose: the same request, so llama.cpp's own prompt cache
@@ -333,10 +337,6 @@ def test_the_openai_backend_runs_a_step_through_llama_cpps_server(local_llm: Loc
     assert call["purpose"] == "quarantined_step"
     assert call["input_tokens"] > 100
     assert 0 < call["output_tokens"] < 30
-
-
-# --------------------------------------------------------------------------------------------
-# The OpenAI backend against llama.cpp's OpenAI-compatible server (integration)
 
 
 @pytest.mark.integration
